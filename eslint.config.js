@@ -1,0 +1,99 @@
+// Lint is part of `npm test`. It enforces the architecture mechanically:
+//  - layers inside src/ import downward only (design §1), and nothing imports in a cycle;
+//  - the pure core imports no Node module, no I/O library, and reads no clock or randomness;
+//  - relay/ sees only src/oplog (record types and chain checks);
+//  - no floating promises, no `any`, no console outside the CLI.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import importX from 'eslint-plugin-import-x';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
+
+/** src/ layers, lowest first; a layer may import only from layers before it (and itself). */
+const layers = [
+  ['util'],
+  ['oplog'],
+  ['crypto'],
+  ['journal'],
+  ['fold'],
+  ['checkpoint'],
+  ['lease', 'conversation'],
+  ['session'],
+  ['rpc'],
+  ['daemon'],
+  ['cli'],
+];
+
+/** Pure core: no I/O, no clock, no randomness (design §1, style 2). */
+const pureCore = ['src/util', 'src/oplog', 'src/fold', 'src/checkpoint', 'src/conversation', 'src/lease/rules'];
+
+const layerZones = layers.flatMap((group, index) => {
+  const higher = layers.slice(index + 1).flat();
+  if (higher.length === 0) return [];
+  return group.map((name) => ({
+    target: `./src/${name}`,
+    from: higher.map((h) => `./src/${h}`),
+    message: `src/${name} sits below these layers and may not import them (design §1 layering).`,
+  }));
+});
+
+const relayZone = {
+  target: './relay',
+  from: './src',
+  except: ['./oplog'],
+  message: 'relay/ may import only record types and chain checks from src/oplog (design §1).',
+};
+
+const ioModules = ['node:*', 'fs', 'path', 'os', 'crypto', 'child_process', 'ws', 'pg', 'chokidar', 'pino', 'uuid'];
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'coverage/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  // Makes import-x parse and resolve TypeScript files; without it no-cycle silently sees nothing.
+  importX.flatConfigs.typescript,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    settings: { 'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })] },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/consistent-type-imports': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-console': 'error',
+      'import-x/no-cycle': ['error', { ignoreExternal: true }],
+      'import-x/no-restricted-paths': ['error', { zones: [...layerZones, relayZone] }],
+    },
+  },
+  {
+    files: pureCore.map((dir) => `${dir}/**/*.ts`).concat(pureCore.map((dir) => `${dir}*.ts`)),
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ioModules, message: 'The pure core does no I/O: inject a port instead (design §1).' }] },
+      ],
+      'no-restricted-globals': [
+        'error',
+        { name: 'Date', message: 'The pure core reads no clock: take `now` as a parameter.' },
+        { name: 'performance', message: 'The pure core reads no clock: take `now` as a parameter.' },
+        { name: 'process', message: 'The pure core has no process access.' },
+        { name: 'crypto', message: 'The pure core takes hashing and randomness as parameters.' },
+        { name: 'setTimeout', message: 'The pure core schedules nothing.' },
+        { name: 'setInterval', message: 'The pure core schedules nothing.' },
+      ],
+      'no-restricted-properties': [
+        'error',
+        { object: 'Math', property: 'random', message: 'The pure core takes randomness as a parameter.' },
+      ],
+    },
+  },
+  {
+    files: ['src/cli/**/*.ts', 'test/bench/**/*.ts', 'test/demo/**/*.ts', 'test/children/**/*.ts'],
+    rules: { 'no-console': 'off' },
+  },
+  {
+    files: ['eslint.config.js', 'vitest.config.ts'],
+    ...tseslint.configs.disableTypeChecked,
+  },
+);

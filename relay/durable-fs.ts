@@ -1,0 +1,75 @@
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/**
+ * Durable file primitives shared by the relay backends and the device's file adapters.
+ * It lives in relay/ because relay/ may import nothing from src/ but oplog, while src/ may
+ * import from relay/.
+ */
+
+/** Prefix of every temporary file; readers of a layout ignore names that start with it. */
+export const TEMP_PREFIX = '.tmp-';
+
+/**
+ * Writes `data` to `path` atomically and durably: temp file in the same directory, fsync,
+ * rename over the target, fsync the directory. A reader sees the old file or the new one,
+ * never a torn one, and after a crash the new one survives once this resolved.
+ */
+export async function writeFileDurable(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const dir = dirname(path);
+  const temp = join(dir, `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
+  const handle = await open(temp, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(temp, path);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+  await fsyncDir(dir);
+}
+
+/**
+ * Creates `path` with `data` only if it does not exist (link semantics: the file appears
+ * complete or not at all). Resolves false when the file already existed.
+ */
+export async function createFileDurable(path: string, data: string | Uint8Array, mode = 0o644): Promise<boolean> {
+  const dir = dirname(path);
+  const temp = join(dir, `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
+  const handle = await open(temp, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await link(temp, path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  } finally {
+    await rm(temp, { force: true });
+  }
+  await fsyncDir(dir);
+  return true;
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
+  await mkdir(dir, { recursive: true, mode });
+}

@@ -1,0 +1,267 @@
+import { canonicalize } from '../oplog/canonical.js';
+import type { CoreCrypto } from '../oplog/core-crypto.js';
+import { frontierToJson, parseFrontier, type Frontier } from '../oplog/frontier.js';
+import { isHlc } from '../oplog/hlc.js';
+import { isDeviceId, isEpoch, isNameId, isOpId, type AgentId, type Brand, type RunId } from '../oplog/ids.js';
+import { OpsyncError } from '../oplog/opsync-error.js';
+import { scopeFromKey, scopeKey } from '../oplog/scope.js';
+import { isSurface } from '../oplog/surface.js';
+import { FoldState, type StateHash } from '../fold/fold-state.js';
+import type { IntentCandidate } from '../fold/intent-ledger.js';
+import { INTENT_STATUSES, type IntentStatus } from '../fold/payload-rules.js';
+import { isJsonObject, type JsonObject, type JsonValue } from '../util/json.js';
+import { compareStrings } from '../util/ordered.js';
+
+/**
+ * Checkpoints, format version 1 (proposals/checkpoint.md).
+ *
+ * A checkpoint is the fold state of exactly the ops at or below its frontier, cut into chunks
+ * of at most CHUNK_ITEMS items, each chunk belonging to one scope (so each can be sealed with
+ * that scope's key). A chunk's text is the canonical JSON of one of
+ * `{"records":[[surface, op_id, wall_ms, counter, device_id, payload], …]}` (by op_id),
+ * `{"runs":[[run_id, agent_id, epoch, status, op_id, wall_ms, counter, device_id], …]}` (by run_id) or
+ * `{"agents":[[agent_id, epoch], …]}` (by agent_id).
+ *
+ * `checkpoint_hash` = "ck-" + SHA-256 of the canonical `{v, frontier, scopes, state_hash, chunks}`,
+ * where `chunks` lists each chunk's scope, item count and SHA-256 digest: it covers frontier,
+ * scopes and state. Two devices that cut at the same frontier produce the same chunks and the
+ * same hash; loading re-checks every digest, the checkpoint hash and the state hash.
+ */
+export const CHECKPOINT_VERSION = 1;
+
+/** Items per chunk: ~20 MiB of text for typical records, far below V8's string limit. */
+export const CHUNK_ITEMS = 65_536;
+
+export type CheckpointHash = Brand<string, 'CheckpointHash'>;
+
+export interface ChunkRef {
+  readonly scope: string;
+  readonly count: number;
+  readonly digest: string;
+}
+
+export interface CheckpointHeader {
+  readonly v: typeof CHECKPOINT_VERSION;
+  readonly checkpoint_hash: CheckpointHash;
+  readonly state_hash: StateHash;
+  readonly frontier: Frontier;
+  readonly scopes: readonly string[];
+  readonly chunks: readonly ChunkRef[];
+}
+
+export interface PlainCheckpoint {
+  readonly header: CheckpointHeader;
+  /** Chunk texts, in header order. */
+  readonly chunks: readonly string[];
+}
+
+export function isCheckpointHash(value: unknown): value is CheckpointHash {
+  return typeof value === 'string' && /^ck-[0-9a-f]{64}$/.test(value);
+}
+
+/**
+ * Cuts `state` — which must be the fold of exactly the ops at or below `frontier` — into a
+ * checkpoint. Deterministic: the same op-set gives byte-identical chunks and the same hash.
+ */
+export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto: Pick<CoreCrypto, 'sha256Hex'>): PlainCheckpoint {
+  /** Each item with the key it is sorted by: op_id for records, run or agent id for the ledger. */
+  type Keyed = { key: string; item: JsonValue[] };
+  const byScope = new Map<string, { records: Keyed[]; runs: Keyed[]; agents: Keyed[] }>();
+  const section = (scope: string) => {
+    let s = byScope.get(scope);
+    if (!s) {
+      s = { records: [], runs: [], agents: [] };
+      byScope.set(scope, s);
+    }
+    return s;
+  };
+  for (const r of state.allRecords()) {
+    section(scopeKey(r.scope)).records.push({ key: r.op_id, item: [r.surface, r.op_id, r.hlc.wall_ms, r.hlc.counter, r.device_id, r.payload] });
+  }
+  for (const run of state.allRuns()) {
+    const item = [run.run_id, run.agent_id, run.epoch, run.status, run.op_id, run.hlc.wall_ms, run.hlc.counter, run.device_id];
+    section('personal').runs.push({ key: run.run_id, item });
+  }
+  for (const [agent, epoch] of state.allAgents()) section('personal').agents.push({ key: agent, item: [agent, epoch] });
+
+  const scopes = [...byScope.keys()].sort(compareStrings);
+  const refs: ChunkRef[] = [];
+  const texts: string[] = [];
+  for (const scope of scopes) {
+    const s = byScope.get(scope)!;
+    for (const [kind, items] of [['records', s.records], ['runs', s.runs], ['agents', s.agents]] as const) {
+      items.sort((a, b) => compareStrings(a.key, b.key));
+      for (let i = 0; i < items.length; i += CHUNK_ITEMS) {
+        const slice = items.slice(i, i + CHUNK_ITEMS).map((keyed) => keyed.item);
+        const text = canonicalize({ [kind]: slice });
+        texts.push(text);
+        refs.push({ scope, count: slice.length, digest: crypto.sha256Hex(text) });
+      }
+    }
+  }
+  const stateHash = state.stateHash();
+  const header: Omit<CheckpointHeader, 'checkpoint_hash'> = { v: CHECKPOINT_VERSION, state_hash: stateHash, frontier, scopes, chunks: refs };
+  return { header: { ...header, checkpoint_hash: checkpointHashOf(header, crypto) }, chunks: texts };
+}
+
+/** The header as JSON (the first line of a published checkpoint). */
+export function headerToJson(header: CheckpointHeader): JsonObject {
+  return {
+    v: header.v,
+    checkpoint_hash: header.checkpoint_hash,
+    state_hash: header.state_hash,
+    frontier: frontierToJson(header.frontier) as unknown as JsonObject,
+    scopes: [...header.scopes],
+    chunks: header.chunks.map((c) => ({ scope: c.scope, count: c.count, digest: c.digest })),
+  };
+}
+
+/** Parses an untrusted header and checks that its checkpoint hash matches its contents. */
+export function parseCheckpointHeader(value: unknown, crypto: Pick<CoreCrypto, 'sha256Hex'>): CheckpointHeader {
+  if (!isJsonObject(value)) throw invalid('the header is not an object');
+  if (value.v !== CHECKPOINT_VERSION) {
+    throw invalid(`it is format version ${JSON.stringify(value.v)}; this opsync reads version ${CHECKPOINT_VERSION}`);
+  }
+  const frontier = parseFrontier(value.frontier);
+  if (!frontier) throw invalid('the frontier is malformed');
+  if (!isCheckpointHash(value.checkpoint_hash)) throw invalid('checkpoint_hash is malformed');
+  if (typeof value.state_hash !== 'string' || !/^sh-[0-9a-f]{64}$/.test(value.state_hash)) throw invalid('state_hash is malformed');
+  const scopes = value.scopes;
+  if (!Array.isArray(scopes) || !scopes.every((s) => typeof s === 'string')) throw invalid('scopes is malformed');
+  for (const s of scopes) scopeFromKey(s);
+  const chunks = value.chunks;
+  if (!Array.isArray(chunks)) throw invalid('chunks is not a list');
+  const refs = chunks.map((c): ChunkRef => {
+    if (!isJsonObject(c) || typeof c.scope !== 'string' || !scopes.includes(c.scope)) throw invalid('a chunk names no listed scope');
+    if (!Number.isSafeInteger(c.count) || typeof c.digest !== 'string' || !/^[0-9a-f]{64}$/.test(c.digest)) throw invalid('a chunk reference is malformed');
+    return { scope: c.scope, count: c.count as number, digest: c.digest };
+  });
+  const header: CheckpointHeader = {
+    v: CHECKPOINT_VERSION,
+    checkpoint_hash: value.checkpoint_hash,
+    state_hash: value.state_hash as StateHash,
+    frontier,
+    scopes: scopes,
+    chunks: refs,
+  };
+  if (checkpointHashOf(header, crypto) !== header.checkpoint_hash) throw invalid('checkpoint_hash does not match its contents');
+  return header;
+}
+
+/**
+ * Rebuilds the fold state from a checkpoint's chunks, checking each chunk's digest and shape,
+ * and finally the state hash. Feed chunks in header order.
+ */
+export class CheckpointLoader {
+  private readonly state: FoldState;
+  private next = 0;
+
+  constructor(
+    readonly header: CheckpointHeader,
+    private readonly crypto: Pick<CoreCrypto, 'sha256Hex'>,
+  ) {
+    this.state = new FoldState(crypto);
+  }
+
+  addChunk(text: string): void {
+    const ref = this.header.chunks[this.next];
+    if (!ref) throw invalid('it has more chunks than its header lists');
+    if (this.crypto.sha256Hex(text) !== ref.digest) throw invalid(`chunk ${this.next} does not match its digest`);
+    this.next++;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw invalid(`chunk ${this.next - 1} is not JSON`);
+    }
+    const items = chunkItems(value);
+    if (items.list.length !== ref.count) throw invalid(`chunk ${this.next - 1} holds ${items.list.length} items, its header says ${ref.count}`);
+    for (const item of items.list) this.restore(items.kind, ref.scope, item);
+  }
+
+  finish(): FoldState {
+    if (this.next !== this.header.chunks.length) throw invalid(`only ${this.next} of ${this.header.chunks.length} chunks arrived`);
+    if (this.state.stateHash() !== this.header.state_hash) throw invalid('the restored state does not have the state hash the checkpoint claims');
+    return this.state;
+  }
+
+  private restore(kind: 'records' | 'runs' | 'agents', scope: string, item: unknown): void {
+    if (!Array.isArray(item)) throw invalid(`a ${kind} item is not a list`);
+    const fields = item as unknown[];
+    if (kind === 'records') {
+      const [surface, opId, wall, counter, device, payload] = fields;
+      const hlc = { wall_ms: wall, counter, device_id: device };
+      if (fields.length !== 6 || !isSurface(surface) || !isOpId(opId) || !isHlc(hlc) || !isJsonObject(payload)) {
+        throw invalid('a record is malformed');
+      }
+      const outcome = this.state.apply({ op_id: opId, device_id: hlc.device_id, hlc, scope: scopeFromKey(scope), surface, payload });
+      if (outcome !== 'inserted') throw invalid(`record ${opId} is ${outcome === 'skipped' ? 'not a valid payload' : 'a duplicate'}`);
+    } else if (kind === 'runs') {
+      if (scope !== 'personal') throw invalid('intents appear outside the personal scope');
+      this.state.restoreRun(parseRun(fields));
+    } else {
+      const [agent, epoch] = fields;
+      if (scope !== 'personal' || fields.length !== 2 || !isNameId(agent) || !isEpoch(epoch)) throw invalid('an agent entry is malformed');
+      this.state.restoreAgent(agent as AgentId, epoch);
+    }
+  }
+}
+
+/** The fold of a whole checkpoint given its chunk texts (for tests and local loads). */
+export function restoreCheckpoint(checkpoint: PlainCheckpoint, crypto: Pick<CoreCrypto, 'sha256Hex'>): FoldState {
+  const loader = new CheckpointLoader(checkpoint.header, crypto);
+  for (const chunk of checkpoint.chunks) loader.addChunk(chunk);
+  return loader.finish();
+}
+
+function checkpointHashOf(header: Omit<CheckpointHeader, 'checkpoint_hash'>, crypto: Pick<CoreCrypto, 'sha256Hex'>): CheckpointHash {
+  const covered = {
+    v: header.v,
+    frontier: frontierToJson(header.frontier),
+    scopes: header.scopes,
+    state_hash: header.state_hash,
+    chunks: header.chunks.map((c) => [c.scope, c.count, c.digest]),
+  };
+  return `ck-${crypto.sha256Hex(canonicalize(covered))}` as CheckpointHash;
+}
+
+function chunkItems(value: unknown): { kind: 'records' | 'runs' | 'agents'; list: unknown[] } {
+  if (isJsonObject(value) && Object.keys(value).length === 1) {
+    for (const kind of ['records', 'runs', 'agents'] as const) {
+      const list = value[kind];
+      if (Array.isArray(list)) return { kind, list };
+    }
+  }
+  throw invalid('a chunk is not {records}, {runs} or {agents}');
+}
+
+function parseRun(item: unknown[]): IntentCandidate {
+  const [runId, agentId, epoch, status, opId, wall, counter, device] = item;
+  const hlc: unknown = { wall_ms: wall, counter, device_id: device };
+  if (
+    item.length !== 8 ||
+    !isNameId(runId) ||
+    !isNameId(agentId) ||
+    !isEpoch(epoch) ||
+    !INTENT_STATUSES.includes(status as IntentStatus) ||
+    !isOpId(opId) ||
+    !isHlc(hlc) ||
+    !isDeviceId(device)
+  ) {
+    throw invalid('a run is malformed');
+  }
+  return {
+    run_id: runId as RunId,
+    agent_id: agentId as AgentId,
+    epoch,
+    status: status as IntentStatus,
+    op_id: opId,
+    hlc: hlc,
+    device_id: device,
+  };
+}
+
+function invalid(reason: string): OpsyncError {
+  return new OpsyncError('checkpoint_invalid', `The checkpoint cannot be used: ${reason}.`, { reason });
+}
+

@@ -1,0 +1,65 @@
+import { createPrivateKey, generateKeyPairSync, sign as edSign, type KeyObject } from 'node:crypto';
+import { OpsyncError } from '../oplog/opsync-error.js';
+import { isJsonObject } from '../util/json.js';
+
+/**
+ * The device's Ed25519 signing key. Its public half is registered with the relay before the
+ * first push (trust on first use); every op_id this device mints is signed with it.
+ */
+export interface DeviceKey {
+  /** Raw 32-byte public key, base64url. */
+  readonly publicKey: string;
+  /** Signs the UTF-8 bytes of `message`; runs on libuv's thread pool so appends overlap signing. */
+  sign(message: string): Promise<string>;
+  /** The key file text (mode 0600 on disk); contains the private key. */
+  toFileText(): string;
+}
+
+export const DEVICE_KEY_FILE_VERSION = 1;
+
+export function generateDeviceKey(): DeviceKey {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  return fromPrivateKey(privateKey);
+}
+
+export function parseDeviceKeyFile(text: string, file: string): DeviceKey {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw badKeyFile(file, 'it is not JSON');
+  }
+  if (!isJsonObject(json) || json.opsync_device_key !== DEVICE_KEY_FILE_VERSION || typeof json.private_key !== 'string') {
+    throw badKeyFile(file, `it is not an opsync device key file of version ${DEVICE_KEY_FILE_VERSION}`);
+  }
+  try {
+    const privateKey = createPrivateKey({
+      key: { kty: 'OKP', crv: 'Ed25519', d: json.private_key, x: typeof json.public_key === 'string' ? json.public_key : '' },
+      format: 'jwk',
+    });
+    return fromPrivateKey(privateKey);
+  } catch {
+    throw badKeyFile(file, 'its key does not parse as an Ed25519 key pair');
+  }
+}
+
+function fromPrivateKey(privateKey: KeyObject): DeviceKey {
+  const jwk = privateKey.export({ format: 'jwk' });
+  const publicKey = String(jwk.x);
+  return {
+    publicKey,
+    sign: (message) =>
+      new Promise((resolve, reject) => {
+        edSign(null, Buffer.from(message, 'utf8'), privateKey, (error, signature) => {
+          if (error) reject(error);
+          else resolve(signature.toString('base64url'));
+        });
+      }),
+    toFileText: () =>
+      JSON.stringify({ opsync_device_key: DEVICE_KEY_FILE_VERSION, public_key: publicKey, private_key: jwk.d }) + '\n',
+  };
+}
+
+function badKeyFile(file: string, reason: string): OpsyncError {
+  return new OpsyncError('key_invalid', `The device key file ${file} cannot be used: ${reason}.`, { file });
+}

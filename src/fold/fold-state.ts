@@ -1,0 +1,294 @@
+import type { CoreCrypto } from '../oplog/core-crypto.js';
+import type { AgentId, Brand } from '../oplog/ids.js';
+import { compareOps } from '../oplog/op-record.js';
+import { tierOf, type Surface } from '../oplog/surface.js';
+import { compareStrings } from '../util/ordered.js';
+import type { ApplyOutcome, FoldedRecord, FoldOp } from './fold-op.js';
+import { IntentLedger, type IntentCandidate, type RunRecord } from './intent-ledger.js';
+import { MultisetHash } from './multiset-hash.js';
+import { DEFAULT_CONVERSATION, payloadProblem } from './payload-rules.js';
+
+/** `"sh-"` + 64 hex digits: equal on two devices exactly when they folded the same op-set. */
+export type StateHash = Brand<string, 'StateHash'>;
+
+/** A record with its key, as readers and checkpoints see it. */
+export interface KeyedRecord extends FoldedRecord {
+  readonly surface: Surface;
+  /** `payload.id` for set and register tiers, the op id for event streams. */
+  readonly key: string;
+}
+
+export interface SkippedOp {
+  readonly op_id: string;
+  readonly surface: Surface;
+  readonly reason: string;
+}
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Cursor for the next page, or null at the end. */
+  readonly next: string | null;
+}
+
+/**
+ * The materialized state: a pure function of the op-set (design §3, proposals/fold.md).
+ *
+ * | tier     | surfaces                               | rule                                            |
+ * |----------|----------------------------------------|-------------------------------------------------|
+ * | set      | knowledge, skill, trajectory, run      | by payload.id; earliest (hlc, op_id) wins       |
+ * | events   | conversation, routing                  | by op_id; read in (hlc, op_id) order            |
+ * | lww      | declagent, registry:<kind>             | by payload.id; latest (hlc, op_id) wins         |
+ * | intent   | intent                                 | the leased ledger (intent-ledger.ts)            |
+ *
+ * Every rule is a join (max or union), so any order, duplication or grouping of the same ops
+ * yields the same state. `apply` is incremental — constant work per op plus a 256-bit add to
+ * the multiset hash — and `stateHash` hashes only the 32-byte accumulator.
+ */
+export class FoldState {
+  private readonly keyed = new Map<Surface, Map<string, FoldedRecord>>();
+  private readonly surfaceEvents = new Map<Surface, EventStream>();
+  private readonly conversations = new Map<string, EventStream>();
+  private readonly eventIds = new Set<string>();
+  private readonly sortedKeys = new Map<Surface, string[]>();
+  private readonly hash = new MultisetHash();
+  private readonly ledger: IntentLedger;
+  private records = 0;
+  private cachedHash: StateHash | null = null;
+  private skippedCount = 0;
+  private readonly recentSkips: SkippedOp[] = [];
+
+  constructor(private readonly crypto: Pick<CoreCrypto, 'sha256Hex'>) {
+    this.ledger = new IntentLedger(this.hash, (text) => crypto.sha256Hex(text));
+  }
+
+  /** Folds one op. A payload that breaks its surface's rules is counted and skipped. */
+  apply(op: FoldOp): ApplyOutcome {
+    const problem = payloadProblem(op.surface, op.scope, op.payload);
+    if (problem !== null) {
+      this.skip(op, problem);
+      return 'skipped';
+    }
+    const outcome = this.fold(op);
+    if (outcome !== 'unchanged') this.cachedHash = null;
+    return outcome;
+  }
+
+  stateHash(): StateHash {
+    this.cachedHash ??= `sh-${this.crypto.sha256Hex(this.hash.hex())}` as StateHash;
+    return this.cachedHash;
+  }
+
+  /** Records in the state: keyed records, events, runs and agents. */
+  get recordCount(): number {
+    return this.records + this.ledger.runCount + this.ledger.agentCount;
+  }
+
+  get skipped(): { count: number; recent: readonly SkippedOp[] } {
+    return { count: this.skippedCount, recent: this.recentSkips };
+  }
+
+  /** Counts of records per surface (intent: runs). */
+  surfaceCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const [surface, map] of this.keyed) counts[surface] = map.size;
+    for (const [surface, stream] of this.surfaceEvents) counts[surface] = stream.items.length;
+    if (this.ledger.runCount > 0) counts.intent = this.ledger.runCount;
+    return counts;
+  }
+
+  record(surface: Surface, key: string): FoldedRecord | undefined {
+    return this.keyed.get(surface)?.get(key);
+  }
+
+  /**
+   * One page of a surface's records: keyed tiers in key order, event streams in (hlc, op_id)
+   * order. `after` is the cursor a previous page returned.
+   */
+  page(surface: Surface, after: string | null, limit: number): Page<KeyedRecord> {
+    const tier = tierOf(surface);
+    if (tier === 'events') {
+      const items = sortedItems(this.surfaceEvents.get(surface));
+      const start = after === null ? 0 : items.findIndex((record) => record.op_id === after) + 1;
+      const slice = items.slice(start, start + limit).map((record) => ({ ...record, surface, key: record.op_id }));
+      return { items: slice, next: start + limit < items.length ? slice.at(-1)!.key : null };
+    }
+    if (tier === 'intent') {
+      const runs = [...this.ledger.allRuns()].map((run) => run.run_id).sort(compareStrings);
+      const start = after === null ? 0 : upperBound(runs, after);
+      const items = runs.slice(start, start + limit).map((id) => this.runRecord(id));
+      return { items, next: start + limit < runs.length ? items.at(-1)!.key : null };
+    }
+    const map = this.keyed.get(surface);
+    if (!map) return { items: [], next: null };
+    const keys = this.keysOf(surface, map);
+    const start = after === null ? 0 : upperBound(keys, after);
+    const items = keys.slice(start, start + limit).map((key) => ({ ...map.get(key)!, surface, key }));
+    return { items, next: start + limit < keys.length ? items.at(-1)!.key : null };
+  }
+
+  /** A conversation's turns in (hlc, op_id) order. */
+  conversation(conversationId: string): readonly FoldedRecord[] {
+    return sortedItems(this.conversations.get(conversationId));
+  }
+
+  conversationIds(): string[] {
+    return [...this.conversations.keys()].sort(compareStrings);
+  }
+
+  run(runId: string): RunRecord | undefined {
+    return this.ledger.run(runId);
+  }
+
+  agentEpoch(agentId: string): number | undefined {
+    return this.ledger.agentEpoch(agentId);
+  }
+
+  /** Every keyed record and event (for checkpoints), unsorted. */
+  *allRecords(): IterableIterator<KeyedRecord> {
+    for (const [surface, map] of this.keyed) {
+      for (const [key, record] of map) yield { ...record, surface, key };
+    }
+    for (const [surface, stream] of this.surfaceEvents) {
+      for (const record of stream.items) yield { ...record, surface, key: record.op_id };
+    }
+  }
+
+  allRuns(): IterableIterator<IntentCandidate> {
+    return this.ledger.allRuns();
+  }
+
+  allAgents(): Array<[string, number]> {
+    return this.ledger.allAgents();
+  }
+
+  /** Puts a checkpointed intent back (runs are checkpointed as their winning candidates). */
+  restoreRun(candidate: IntentCandidate): void {
+    this.ledger.offer(candidate);
+    this.cachedHash = null;
+  }
+
+  /** Puts a checkpointed agent epoch back (it may come from an intent that no longer wins its run). */
+  restoreAgent(agentId: AgentId, epoch: number): void {
+    this.ledger.raiseEpoch(agentId, epoch);
+    this.cachedHash = null;
+  }
+
+  private fold(op: FoldOp): ApplyOutcome {
+    switch (tierOf(op.surface)) {
+      case 'set':
+        return this.foldKeyed(op, (incoming, current) => compareOps(incoming, current) < 0);
+      case 'lww':
+        return this.foldKeyed(op, (incoming, current) => compareOps(incoming, current) > 0);
+      case 'events':
+        return this.foldEvent(op);
+      case 'intent':
+        return this.ledger.apply(op);
+    }
+  }
+
+  private foldKeyed(op: FoldOp, wins: (incoming: FoldOp, current: FoldedRecord) => boolean): ApplyOutcome {
+    let map = this.keyed.get(op.surface);
+    if (!map) {
+      map = new Map();
+      this.keyed.set(op.surface, map);
+    }
+    const key = op.payload.id as string;
+    const current = map.get(key);
+    if (current && (current.op_id === op.op_id || !wins(op, current))) return 'unchanged';
+    map.set(key, toRecord(op));
+    this.hash.add(op.op_id.slice(3));
+    if (current) {
+      this.hash.remove(current.op_id.slice(3));
+      return 'replaced';
+    }
+    this.records++;
+    this.sortedKeys.delete(op.surface);
+    return 'inserted';
+  }
+
+  private foldEvent(op: FoldOp): ApplyOutcome {
+    if (this.eventIds.has(op.op_id)) return 'unchanged';
+    this.eventIds.add(op.op_id);
+    const record = toRecord(op);
+    pushEvent(this.surfaceEvents, op.surface, record);
+    if (op.surface === 'conversation') {
+      const conversationId = (op.payload.conversation_id as string | undefined) ?? DEFAULT_CONVERSATION;
+      pushEvent(this.conversations, conversationId, record);
+    }
+    this.hash.add(op.op_id.slice(3));
+    this.records++;
+    return 'inserted';
+  }
+
+  private runRecord(runId: string): KeyedRecord {
+    const run = this.ledger.run(runId)!;
+    return {
+      surface: 'intent',
+      key: runId,
+      op_id: run.op_id,
+      hlc: run.hlc,
+      device_id: run.device_id,
+      scope: 'personal',
+      payload: { id: run.run_id, agent_id: run.agent_id, epoch: run.epoch, status: run.status },
+    };
+  }
+
+  private keysOf(surface: Surface, map: Map<string, FoldedRecord>): string[] {
+    let keys = this.sortedKeys.get(surface);
+    if (!keys) {
+      keys = [...map.keys()].sort(compareStrings);
+      this.sortedKeys.set(surface, keys);
+    }
+    return keys;
+  }
+
+  private skip(op: FoldOp, reason: string): void {
+    this.skippedCount++;
+    this.recentSkips.push({ op_id: op.op_id, surface: op.surface, reason });
+    if (this.recentSkips.length > MAX_RECENT_SKIPS) this.recentSkips.shift();
+  }
+}
+
+const MAX_RECENT_SKIPS = 16;
+
+/** Events in arrival order, sorted lazily: folding appends, the first read after it sorts. */
+interface EventStream {
+  items: FoldedRecord[];
+  sorted: boolean;
+}
+
+function pushEvent<K>(streams: Map<K, EventStream>, key: K, record: FoldedRecord): void {
+  const stream = streams.get(key);
+  if (!stream) {
+    streams.set(key, { items: [record], sorted: true });
+    return;
+  }
+  const last = stream.items.at(-1);
+  if (last && compareOps(last, record) > 0) stream.sorted = false;
+  stream.items.push(record);
+}
+
+function sortedItems(stream: EventStream | undefined): readonly FoldedRecord[] {
+  if (!stream) return [];
+  if (!stream.sorted) {
+    stream.items.sort(compareOps);
+    stream.sorted = true;
+  }
+  return stream.items;
+}
+
+function toRecord(op: FoldOp): FoldedRecord {
+  return { op_id: op.op_id, hlc: op.hlc, device_id: op.device_id, scope: op.scope, payload: op.payload };
+}
+
+/** Index of the first key greater than `after` in sorted `keys`. */
+function upperBound(keys: readonly string[], after: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid]! <= after) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

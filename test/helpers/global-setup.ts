@@ -1,0 +1,9 @@
+import { execFileSync } from 'node:child_process';
+
+/**
+ * Child processes in the integration tests (crash appenders, daemons) run the compiled code in
+ * dist/; building here guarantees they never run stale code. tsc is incremental, so this is quick.
+ */
+export default function setup(): void {
+  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', '.'], { stdio: 'inherit' });
+}

@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+import { anchorTail } from '../../src/checkpoint/anchor.js';
+import { assembleCheckpoint, headerToJson, parseCheckpointHeader, restoreCheckpoint, type PlainCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import { planCompaction } from '../../src/checkpoint/compaction.js';
+import { FoldState } from '../../src/fold/fold-state.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
+import { stableFrontier, withStatus, type RosterEntry } from '../../src/oplog/roster.js';
+import { materialize, redeliver } from '../helpers/op-sets.js';
+import { seededRandom } from '../helpers/seeded.js';
+import { coreCrypto, TestDevice } from '../helpers/test-device.js';
+
+function foldAll(ops: readonly OpRecord[]): FoldState {
+  const state = new FoldState(coreCrypto);
+  for (const op of ops) state.apply(op);
+  return state;
+}
+
+function frontierOf(ops: readonly OpRecord[]): Map<DeviceId, ChainHead> {
+  const frontier = new Map<DeviceId, ChainHead>();
+  for (const op of ops) frontier.set(op.device_id, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
+  return frontier;
+}
+
+const specs = Array.from({ length: 120 }, (_, i) => ({ device: i % 3, advance: i % 2, kind: i % 10, key: i % 4, value: i % 6 }));
+const ops = materialize(specs);
+
+describe('checkpoint', () => {
+  it('is byte-identical when two devices cut the same op-set received in different orders', () => {
+    const one = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
+    const two = assembleCheckpoint(foldAll(redeliver(ops, seededRandom(7))), frontierOf(ops), coreCrypto);
+    expect(JSON.stringify(headerToJson(two.header))).toBe(JSON.stringify(headerToJson(one.header)));
+    expect(two.chunks).toEqual(one.chunks);
+  });
+
+  it('restores to the same state and state hash', () => {
+    const state = foldAll(ops);
+    const restored = restoreCheckpoint(assembleCheckpoint(state, frontierOf(ops), coreCrypto), coreCrypto);
+    expect(restored.stateHash()).toBe(state.stateHash());
+    expect(restored.conversation('c0')).toEqual(state.conversation('c0'));
+  });
+
+  it('re-checks the header hash when loading', () => {
+    const { header } = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
+    const json = headerToJson(header);
+    expect(parseCheckpointHeader(JSON.parse(JSON.stringify(json)), coreCrypto)).toEqual(header);
+    const forged = { ...json, state_hash: 'sh-' + '0'.repeat(64) };
+    expect(() => parseCheckpointHeader(forged, coreCrypto)).toThrow(/checkpoint_hash does not match/);
+    expect(() => parseCheckpointHeader({ ...json, v: 2 }, coreCrypto)).toThrow(/format version 2/);
+  });
+
+  it('refuses a chunk that does not match its digest', () => {
+    const checkpoint = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
+    const tampered: PlainCheckpoint = { ...checkpoint, chunks: [checkpoint.chunks[0]!.replace('"v":1', '"v":9'), ...checkpoint.chunks.slice(1)] };
+    expect(() => restoreCheckpoint(tampered, coreCrypto)).toThrow(expect.objectContaining({ code: 'checkpoint_invalid' }));
+  });
+
+  it('refuses a consistent-looking checkpoint whose state does not have the claimed state hash', () => {
+    const checkpoint = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
+    const lie = assembleCheckpoint(foldAll(ops.slice(1)), frontierOf(ops), coreCrypto);
+    const mixed: PlainCheckpoint = { header: { ...lie.header, state_hash: checkpoint.header.state_hash }, chunks: lie.chunks };
+    expect(() => restoreCheckpoint(mixed, coreCrypto)).toThrow(/does not have the state hash/);
+  });
+});
+
+describe('anchoring a tail to a checkpoint', () => {
+  const device = new TestDevice('laptop', 1);
+  const chain = Array.from({ length: 5 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+  const frontier = frontierOf(chain.slice(0, 3));
+
+  it('accepts the ops that continue the checkpoint head', () => {
+    const result = anchorTail(frontier, device.id, chain.slice(3), device.publicKey, coreCrypto);
+    expect(result).toMatchObject({ ok: true, check: { error: null } });
+  });
+
+  it('names a tail that does not continue the head an anchor mismatch', () => {
+    const result = anchorTail(frontier, device.id, chain.slice(4), device.publicKey, coreCrypto);
+    expect(result).toMatchObject({ ok: false, code: 'anchor_mismatch' });
+  });
+
+  it('names a truncated tail of a device the checkpoint does not know unanchored', () => {
+    const result = anchorTail(new Map(), device.id, chain.slice(3), device.publicKey, coreCrypto);
+    expect(result).toMatchObject({ ok: false, code: 'unanchored' });
+  });
+});
+
+describe('roster, stable frontier and compaction plan', () => {
+  const DAY = 86_400_000;
+  const a = 'device-a' as DeviceId;
+  const b = 'device-b' as DeviceId;
+  const entry = (device: DeviceId, lastSeen: number, acked: Record<string, number>): Omit<RosterEntry, 'status'> => ({
+    device_id: device,
+    public_key: 'k',
+    added_ms: 0,
+    last_seen_ms: lastSeen,
+    acked: new Map(Object.entries(acked)) as Map<DeviceId, number>,
+  });
+
+  it('takes the minimum of what active devices acked', () => {
+    const roster = withStatus([entry(a, 100, { [a]: 9, [b]: 4 }), entry(b, 100, { [a]: 6, [b]: 8 })], new Map(), 200, 30 * DAY);
+    expect(stableFrontier(roster)).toEqual(new Map([[a, 6], [b, 4]]));
+  });
+
+  it('stops counting a device silent past the eviction horizon', () => {
+    const now = 40 * DAY;
+    const roster = withStatus([entry(a, now, { [a]: 9, [b]: 4 }), entry(b, 5 * DAY, { [a]: 1, [b]: 4 })], new Map(), now, 30 * DAY);
+    expect(roster.map((r) => r.status)).toEqual(['active', 'evicted']);
+    expect(stableFrontier(roster).get(a)).toBe(9);
+  });
+
+  it('keeps a returning straggler evicted until it holds everything the relay collected', () => {
+    const floor = new Map([[a, 8]]);
+    const behind = withStatus([entry(a, 100, { [a]: 9 }), entry(b, 100, { [a]: 3 })], floor, 100, 30 * DAY);
+    expect(behind[1]!.status).toBe('evicted');
+    const caughtUp = withStatus([entry(a, 100, { [a]: 9 }), entry(b, 100, { [a]: 7 })], floor, 100, 30 * DAY);
+    expect(caughtUp[1]!.status).toBe('active');
+  });
+
+  it('refuses to compact while an active device has not acked the checkpoint, naming it', () => {
+    const device = new TestDevice('device-a', 1);
+    const head = device.op('knowledge', { id: 'x' });
+    const frontier = new Map([[a, { seq: head.seq, op_id: head.op_id, hlc: head.hlc }]]);
+    const lagging = withStatus([entry(a, 100, { [a]: 0 }), entry(b, 100, {})], new Map(), 100, 30 * DAY);
+    expect(planCompaction(frontier, lagging)).toEqual({ ok: false, behind: b, device: a, acked: -1, required: 0 });
+    const done = withStatus([entry(a, 100, { [a]: 0 }), entry(b, 100, { [a]: 0 })], new Map(), 100, 30 * DAY);
+    expect(planCompaction(frontier, done)).toEqual({ ok: true, dropThrough: new Map([[a, 0]]) });
+  });
+});

@@ -1,0 +1,127 @@
+import { readFile, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { FileJournal } from '../../src/journal/file-journal.js';
+import type { JournalEntry } from '../../src/journal/journal.js';
+import { JournalVerifier } from '../../src/journal/journal-verifier.js';
+import { parseDeviceId } from '../../src/oplog/ids.js';
+import { useTempDirs } from '../helpers/temp-dir.js';
+import { TestDevice } from '../helpers/test-device.js';
+
+const tempDir = useTempDirs();
+const laptop = parseDeviceId('laptop');
+
+async function journalWith(count: number): Promise<{ path: string; device: TestDevice }> {
+  const path = join(await tempDir(), 'journal.log');
+  const device = new TestDevice('laptop', 1);
+  const { journal } = await FileJournal.open(path, laptop, () => {});
+  for (let i = 0; i < count; i++) {
+    const op = device.op('knowledge', { id: `k${i}` });
+    await journal.append([{ kind: 'op', op, plain: op.payload }]);
+  }
+  await journal.close();
+  return { path, device };
+}
+
+async function reopen(path: string) {
+  const entries: JournalEntry[] = [];
+  const verifier = new JournalVerifier(path);
+  const { journal, recovery } = await FileJournal.open(path, laptop, (entry, line) => {
+    verifier.check(entry, line);
+    entries.push(entry);
+  });
+  await journal.close();
+  return { entries, recovery, verifier };
+}
+
+describe('file journal recovery', () => {
+  it('cuts a torn partial line at the tail and keeps every complete one', async () => {
+    const { path } = await journalWith(3);
+    const size = (await readFile(path)).length;
+    await truncate(path, size - 20);
+    const { entries, recovery } = await reopen(path);
+    expect(entries).toHaveLength(2);
+    expect(recovery.cutLines).toBe(1);
+    expect((await readFile(path)).length).toBeLessThan(size - 20);
+  });
+
+  it('cuts a last line whose checksum fails, then appends cleanly after it', async () => {
+    const { path, device } = await journalWith(3);
+    const text = await readFile(path, 'utf8');
+    const lines = text.split('\n');
+    lines[3] = lines[3]!.replace('"k2"', '"kX"');
+    await writeFile(path, lines.join('\n'));
+    const first = await reopen(path);
+    expect(first.entries).toHaveLength(2);
+    expect(first.recovery.cutLines).toBe(1);
+
+    device.head = first.verifier.heads.get(laptop) ?? null;
+    const { journal } = await FileJournal.open(path, laptop, () => {});
+    const op = device.op('knowledge', { id: 'after' });
+    await journal.append([{ kind: 'op', op, plain: op.payload }]);
+    await journal.close();
+    const second = await reopen(path);
+    expect(second.entries).toHaveLength(3);
+    expect(second.recovery.cutLines).toBe(0);
+  });
+
+  it('refuses a corrupt line in the middle, naming the file and the line', async () => {
+    const { path } = await journalWith(4);
+    const lines = (await readFile(path, 'utf8')).split('\n');
+    lines[2] = lines[2]!.replace('"k1"', '"kX"');
+    await writeFile(path, lines.join('\n'));
+    await expect(reopen(path)).rejects.toMatchObject({
+      code: 'journal_corrupt',
+      message: expect.stringContaining(`${path} line 3`) as unknown,
+    });
+  });
+
+  it('refuses a line whose checksum matches but whose op breaks the chain', async () => {
+    const { path, device } = await journalWith(2);
+    const stray = device.op('knowledge', { id: 'k9' });
+    const { journal } = await FileJournal.open(path, laptop, () => {});
+    await journal.append([{ kind: 'op', op: { ...stray, seq: 7 }, plain: null }]);
+    await journal.close();
+    await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_corrupt', message: expect.stringContaining('line 4') as unknown });
+  });
+
+  it('refuses an op whose bytes no longer hash to its op id, even under a valid checksum', async () => {
+    const { path } = await journalWith(3);
+    const lines = (await readFile(path, 'utf8')).split('\n');
+    const record = lines[2]!.slice(9).replace('"k1"', '"kX"');
+    lines[2] = `${crc32(record).toString(16).padStart(8, '0')} ${record}`;
+    await writeFile(path, lines.join('\n'));
+    await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_corrupt', message: expect.stringContaining('line 3 is corrupt: device laptop seq 1: op_id is not the hash') as unknown });
+  });
+
+  it('refuses a journal written for another device', async () => {
+    const { path } = await journalWith(1);
+    await expect(FileJournal.open(path, parseDeviceId('phone'), () => {})).rejects.toMatchObject({ code: 'journal_mismatch' });
+  });
+
+  it('names the format version it cannot read', async () => {
+    const path = join(await tempDir(), 'journal.log');
+    const header = JSON.stringify({ opsync_journal: 99, device_id: 'laptop' });
+    await writeFile(path, `${crc32(header).toString(16).padStart(8, '0')} ${header}\n`);
+    await expect(FileJournal.open(path, laptop, () => {})).rejects.toMatchObject({ code: 'journal_version', message: expect.stringContaining('version 99') as unknown });
+  });
+
+  it('takes over a lock left by a process that no longer runs', async () => {
+    const { path } = await journalWith(1);
+    await writeFile(`${path}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: (await import('node:os')).hostname() }));
+    const { entries } = await reopen(path);
+    expect(entries).toHaveLength(1);
+  });
+
+  it('writes concurrent appends in shared fdatasync batches', async () => {
+    const path = join(await tempDir(), 'journal.log');
+    const device = new TestDevice('laptop', 1);
+    const { journal } = await FileJournal.open(path, laptop, () => {});
+    const ops = Array.from({ length: 100 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    await Promise.all(ops.map((op) => journal.append([{ kind: 'op', op, plain: null }])));
+    expect(journal.stats.entries).toBe(100);
+    expect(journal.stats.batches).toBeLessThan(100);
+    await journal.close();
+  });
+});
