@@ -56,7 +56,7 @@ describe('architecture rules', () => {
 
   it('refuses floating promises and any', async () => {
     const messages = await lintProbe(
-      'src/session/zz-probe-promise.ts',
+      'src/crypto/zz-probe-promise.ts',
       'export function probe(x: any): void {\n  Promise.resolve(x);\n}\n',
     );
     const text = messages.join('\n');
