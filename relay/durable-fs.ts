@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, rename, rm } from 'node:fs/promises';
+import { link, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -37,18 +37,27 @@ export async function writeFileDurable(path: string, data: string | Uint8Array, 
 
 /**
  * Creates `path` with `data` only if it does not exist (link semantics: the file appears
- * complete or not at all). Resolves false when the file already existed.
+ * complete or not at all). Resolves false when the file already existed. `data` may be a
+ * writer that streams into the file (for files too large for one string).
  */
-export async function createFileDurable(path: string, data: string | Uint8Array, mode = 0o644): Promise<boolean> {
+export async function createFileDurable(
+  path: string,
+  data: string | Uint8Array | ((handle: FileHandle) => Promise<void>),
+  mode = 0o644,
+): Promise<boolean> {
   const dir = dirname(path);
   const temp = join(dir, `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
   const handle = await open(temp, 'wx', mode);
   try {
-    await handle.writeFile(data);
+    if (typeof data === 'function') await data(handle);
+    else await handle.writeFile(data);
     await handle.sync();
-  } finally {
+  } catch (error) {
     await handle.close();
+    await rm(temp, { force: true });
+    throw error;
   }
+  await handle.close();
   try {
     await link(temp, path);
   } catch (error) {

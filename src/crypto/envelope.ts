@@ -37,8 +37,9 @@ export interface OpBinding {
 
 export type OpenResult = { ok: true; payload: JsonObject } | { ok: false; reason: 'no_key' | 'malformed' | 'forged'; kid: string | null };
 
-export function sealPayload(key: ScopeKey, payload: JsonObject, binding: OpBinding, nonce: Uint8Array): Envelope {
-  return seal(key, Buffer.from(canonicalize(payload), 'utf8'), opAad(binding), nonce);
+/** Seals a payload given as its canonical JSON text (the caller has it already, to check its size). */
+export function sealPayload(key: ScopeKey, canonicalPayload: string, binding: OpBinding, nonce: Uint8Array): Envelope {
+  return seal(key, Buffer.from(canonicalPayload, 'utf8'), opAad(binding), nonce);
 }
 
 /** Opens an op's envelope with the keyring; failures are values (held ops are normal). */

@@ -1,0 +1,415 @@
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { basename, join, relative, sep } from 'node:path';
+import { watch as chokidarWatch } from 'chokidar';
+import type { CoreCrypto } from '../src/oplog/core-crypto.js';
+import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
+import { isDeviceId, type DeviceId } from '../src/oplog/ids.js';
+import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
+import { OpsyncError } from '../src/oplog/opsync-error.js';
+import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
+import { CHECKPOINT_FILE, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointFile } from './checkpoint-files.js';
+import { createFileDurable, ensureDir, TEMP_PREFIX, writeFileDurable } from './durable-fs.js';
+import { planPush } from './push-rules.js';
+import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
+import {
+  CHECKPOINTS_KEPT,
+  type CheckpointFile,
+  type CheckpointHeaderJson,
+  type GcResult,
+  type JsonObject,
+  type PullPage,
+  type PushResult,
+  type Relay,
+  type RosterView,
+  type Watch,
+} from './relay.js';
+import { decodeHeader, decodeSegment, encodeSegment, SEGMENT_NAME, segmentName, type SegmentHeader } from './segment-codec.js';
+
+/**
+ * The directory relay (proposals/relay.md): a folder shared by the devices, with one writer per
+ * file and no lock, so it also works inside a synced folder.
+ *
+ *     relay.json                                {"opsync_relay":1}
+ *     devices/<device_id>/device.json           public key, added time (written once)
+ *     devices/<device_id>/ops/<first seq>.jsonl immutable segments (temp + fsync + rename)
+ *     devices/<device_id>/ack.json              acked frontier and last-seen time (temp + rename)
+ *     checkpoints/<checkpoint_hash>.jsonl       immutable checkpoints
+ *
+ * Everything read from the folder is untrusted: files outside the layout (editor leftovers,
+ * `*.sync-conflict-*` copies) are ignored and counted, malformed segments yield their valid
+ * prefix and are counted, and readers verify chains and signatures themselves.
+ */
+export const RELAY_LAYOUT_VERSION = 1;
+
+export interface DirectoryRelayOptions {
+  readonly root: string;
+  readonly self: DeviceId;
+  readonly crypto: CoreCrypto;
+  readonly now?: () => number;
+  readonly horizonMs?: number;
+}
+
+interface Segment extends SegmentHeader {
+  readonly device: DeviceId;
+  readonly path: string;
+}
+
+interface DeviceFile {
+  readonly publicKey: string;
+  readonly addedMs: number;
+}
+
+export class DirectoryRelay implements Relay {
+  readonly self: DeviceId;
+  readonly location: string;
+  private readonly crypto: CoreCrypto;
+  private readonly now: () => number;
+  private readonly horizonMs: number;
+  /** Segment headers and checkpoint headers by path: both kinds of file are immutable. */
+  private readonly headers = new Map<string, SegmentHeader | string>();
+  private readonly checkpointHeaders = new Map<string, CheckpointHeaderJson | null>();
+  private readonly deviceFiles = new Map<DeviceId, DeviceFile>();
+  /** Anomalous files by path, so each is counted once however often it is seen. */
+  private readonly anomalous = new Map<string, string>();
+  private ownAck: { acked: Map<DeviceId, number>; lastSeenMs: number } | null = null;
+  /** This device's newest op on the relay, once read (only this process writes it). */
+  private ownHead: ChainHead | null | undefined = undefined;
+
+  private constructor(options: DirectoryRelayOptions) {
+    this.self = options.self;
+    this.location = options.root;
+    this.crypto = options.crypto;
+    this.now = options.now ?? Date.now;
+    this.horizonMs = options.horizonMs ?? DEFAULT_EVICTION_HORIZON_MS;
+  }
+
+  /** Opens (creating its layout if needed) the relay folder at `root`. */
+  static async open(options: DirectoryRelayOptions): Promise<DirectoryRelay> {
+    const relay = new DirectoryRelay(options);
+    await ensureDir(join(options.root, 'devices'));
+    await ensureDir(join(options.root, 'checkpoints'));
+    const marker = join(options.root, 'relay.json');
+    await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION }) + '\n');
+    let version: unknown;
+    try {
+      version = (JSON.parse(await readFile(marker, 'utf8')) as { opsync_relay?: unknown }).opsync_relay;
+    } catch {
+      version = undefined;
+    }
+    if (version !== RELAY_LAYOUT_VERSION) {
+      throw new OpsyncError('relay_invalid', `${options.root} is not an opsync relay of layout version ${RELAY_LAYOUT_VERSION} (relay.json says ${JSON.stringify(version)}).`, {
+        location: options.root,
+      });
+    }
+    return relay;
+  }
+
+  async register(publicKey: string): Promise<void> {
+    const dir = this.deviceDir(this.self);
+    await ensureDir(join(dir, 'ops'));
+    const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
+    if (await createFileDurable(join(dir, 'device.json'), text)) return;
+    const existing = await this.deviceFile(this.self);
+    if (!existing) throw new OpsyncError('relay_invalid', `${join(dir, 'device.json')} is damaged; this device cannot register.`, { device_id: this.self });
+    if (existing.publicKey !== publicKey) throw keyConflict(this.self);
+  }
+
+  async push(ops: readonly OpRecord[]): Promise<PushResult> {
+    const segments = await this.segments(this.self);
+    if (this.ownHead === undefined) {
+      const last = segments.at(-1);
+      const headOp = last ? (await this.readSegment(last)).at(-1) : undefined;
+      this.ownHead = headOp ? headOf(headOp) : null;
+    }
+    const plan = await planPush(
+      {
+        self: this.self,
+        publicKey: (await this.deviceFile(this.self))?.publicKey ?? null,
+        head: this.ownHead,
+        floor: segments[0]?.firstSeq ?? 0,
+        heldOpId: async (seq) => {
+          const segment = segments.findLast((s) => s.firstSeq <= seq);
+          return segment ? ((await this.readSegment(segment)).find((op) => op.seq === seq)?.op_id) : undefined;
+        },
+      },
+      ops,
+      this.crypto,
+    );
+    if (plan.fresh.length > 0) {
+      const first = plan.fresh[0]!.seq;
+      const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
+      if (!(await createFileDurable(path, encodeSegment(this.self, plan.fresh)))) throw concurrentWriter(this.self, first);
+      this.ownHead = headOf(plan.fresh.at(-1)!);
+    }
+    return { pushed: plan.fresh.length, deduped: plan.deduped };
+  }
+
+  async pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+    const out: OpRecord[] = [];
+    for (const device of await this.deviceIds()) {
+      if (device === this.self) continue;
+      const segments = await this.segments(device);
+      const last = segments.at(-1);
+      const after = since.get(device) ?? -1;
+      if (!last || last.firstSeq + last.count - 1 <= after) continue;
+      if (after < segments[0]!.firstSeq - 1) throw frontierTruncated(device, after, segments[0]!.firstSeq);
+      let seq = after;
+      for (const segment of segments) {
+        if (segment.firstSeq + segment.count - 1 <= seq) continue;
+        if (segment.firstSeq > seq + 1) break;
+        const ops = await this.readSegment(segment);
+        for (const op of ops) {
+          if (op.seq <= seq) continue;
+          if (out.length === limit) return { ops: out, more: true };
+          out.push(op);
+          seq = op.seq;
+        }
+        if (ops.length < segment.count) break;
+      }
+    }
+    return { ops: out, more: false };
+  }
+
+  async head(device: DeviceId): Promise<number> {
+    if (!isDeviceId(device)) return -1;
+    const last = (await this.segments(device)).at(-1);
+    return last ? last.firstSeq + last.count - 1 : -1;
+  }
+
+  async ack(acked: SeqFrontier): Promise<void> {
+    const device = await this.deviceFile(this.self);
+    if (!device) throw notRegistered(this.self);
+    const current = this.ownAck ?? (await this.readAck(this.self)) ?? { acked: new Map<DeviceId, number>(), lastSeenMs: device.addedMs };
+    for (const [of, seq] of acked) {
+      const was = current.acked.get(of) ?? -1;
+      if (seq < was) throw ackRegression(this.self, of, was, seq);
+    }
+    const next = { acked: new Map([...current.acked, ...acked]), lastSeenMs: this.now() };
+    const text = JSON.stringify({ opsync_ack: 1, acked: seqFrontierToJson(next.acked), last_seen_ms: next.lastSeenMs }) + '\n';
+    await writeFileDurable(join(this.deviceDir(this.self), 'ack.json'), text);
+    this.ownAck = next;
+  }
+
+  async roster(): Promise<RosterView> {
+    const entries: Array<Omit<RosterEntry, 'status'>> = [];
+    const floor = new Map<DeviceId, number>();
+    for (const device of await this.deviceIds()) {
+      const file = await this.deviceFile(device);
+      if (!file) continue;
+      const ack = await this.readAck(device);
+      entries.push({
+        device_id: device,
+        public_key: file.publicKey,
+        added_ms: file.addedMs,
+        last_seen_ms: ack?.lastSeenMs ?? file.addedMs,
+        acked: ack?.acked ?? new Map(),
+      });
+      floor.set(device, (await this.segments(device))[0]?.firstSeq ?? 0);
+    }
+    return rosterView(entries, floor, this.now(), this.horizonMs);
+  }
+
+  putCheckpoint(file: CheckpointFile): Promise<boolean> {
+    return writeCheckpointFile(this.checkpointPath(file.header.checkpoint_hash), file.header, file.chunks);
+  }
+
+  async latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
+    return newestFirst(await this.checkpointHeaderList())[0] ?? null;
+  }
+
+  async readCheckpoint(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null> {
+    const path = this.checkpointPath(hash);
+    const header = await this.checkpointHeader(path);
+    if (!header) return null;
+    return { header, chunks: readCheckpointChunks(path) };
+  }
+
+  async gc(): Promise<GcResult> {
+    const view = await this.roster();
+    const headers = newestFirst(await this.checkpointHeaderList());
+    const through = collectableThrough(this.self, view, headers[0] ?? null);
+    const segments = await this.segments(this.self);
+    let droppedOps = 0;
+    for (const segment of segments.slice(0, -1)) {
+      if (segment.firstSeq + segment.count - 1 > through) break;
+      await rm(segment.path, { force: true });
+      this.headers.delete(segment.path);
+      droppedOps += segment.count;
+    }
+    const stale = headers.slice(CHECKPOINTS_KEPT);
+    for (const header of stale) {
+      const path = this.checkpointPath(header.checkpoint_hash);
+      await rm(path, { force: true });
+      this.checkpointHeaders.delete(path);
+    }
+    return { droppedOps, droppedCheckpoints: stale.length };
+  }
+
+  async watch(onChange: () => void): Promise<Watch> {
+    const own = this.deviceDir(this.self) + sep;
+    const watcher = chokidarWatch([join(this.location, 'devices'), join(this.location, 'checkpoints')], {
+      ignoreInitial: true,
+      depth: 3,
+      ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || path.startsWith(own),
+    });
+    watcher.on('all', () => onChange());
+    await new Promise<void>((resolve, reject) => {
+      watcher.once('ready', resolve);
+      watcher.once('error', reject);
+    });
+    return { close: () => watcher.close() };
+  }
+
+  anomalies(): Readonly<Record<string, number>> {
+    const counts: Record<string, number> = {};
+    for (const kind of this.anomalous.values()) counts[kind] = (counts[kind] ?? 0) + 1;
+    return counts;
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  private deviceDir(device: DeviceId): string {
+    return join(this.location, 'devices', device);
+  }
+
+  private checkpointPath(hash: string): string {
+    return join(this.location, 'checkpoints', checkpointFileName(hash));
+  }
+
+  private note(path: string, kind: string): void {
+    this.anomalous.set(relative(this.location, path), kind);
+  }
+
+  private async deviceIds(): Promise<DeviceId[]> {
+    const names = await readdir(join(this.location, 'devices')).catch(() => []);
+    const ids: DeviceId[] = [];
+    for (const name of names.sort()) {
+      if (isDeviceId(name)) ids.push(name);
+      else this.classify(join(this.location, 'devices', name));
+    }
+    return ids;
+  }
+
+  private classify(path: string): void {
+    const name = basename(path);
+    if (name.startsWith(TEMP_PREFIX)) return;
+    this.note(path, name.includes('sync-conflict') || name.includes('conflicted copy') ? 'conflict_copy' : 'not_layout');
+  }
+
+  /** The device's valid segments in seq order; everything else in its ops folder is classified. */
+  private async segments(device: DeviceId): Promise<Segment[]> {
+    const dir = join(this.deviceDir(device), 'ops');
+    const names = await readdir(dir).catch(() => []);
+    const segments: Segment[] = [];
+    for (const name of names) {
+      const path = join(dir, name);
+      const match = SEGMENT_NAME.exec(name);
+      if (!match) {
+        this.classify(path);
+        continue;
+      }
+      const header = await this.segmentHeader(path, device, Number(match[1]));
+      if (typeof header === 'string') this.note(path, header);
+      else segments.push({ ...header, device, path });
+    }
+    return segments.sort((a, b) => a.firstSeq - b.firstSeq);
+  }
+
+  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {
+    let header = this.headers.get(path);
+    if (header === undefined) {
+      header = decodeHeader(await firstLine(path), device, firstSeq);
+      this.headers.set(path, header);
+    }
+    return header;
+  }
+
+  private async readSegment(segment: Segment): Promise<readonly OpRecord[]> {
+    let text: string;
+    try {
+      text = await readFile(segment.path, 'utf8');
+    } catch {
+      return [];
+    }
+    const decoded = decodeSegment(text, segment.device, segment.firstSeq);
+    if (decoded.problem) this.note(segment.path, decoded.problem);
+    return decoded.ops;
+  }
+
+  private async deviceFile(device: DeviceId): Promise<DeviceFile | null> {
+    const cached = this.deviceFiles.get(device);
+    if (cached) return cached;
+    const path = join(this.deviceDir(device), 'device.json');
+    const value = await readJson(path);
+    if (value === undefined) return null;
+    if (!value || value.device_id !== device || typeof value.public_key !== 'string' || !Number.isSafeInteger(value.added_ms)) {
+      this.note(path, 'device_file_invalid');
+      return null;
+    }
+    const file = { publicKey: value.public_key, addedMs: value.added_ms as number };
+    this.deviceFiles.set(device, file);
+    return file;
+  }
+
+  private async readAck(device: DeviceId): Promise<{ acked: Map<DeviceId, number>; lastSeenMs: number } | null> {
+    const path = join(this.deviceDir(device), 'ack.json');
+    const value = await readJson(path);
+    if (value === undefined) return null;
+    const acked = value ? parseSeqFrontier(value.acked) : null;
+    if (!value || !acked || !Number.isSafeInteger(value.last_seen_ms)) {
+      this.note(path, 'ack_file_invalid');
+      return null;
+    }
+    return { acked: new Map(acked), lastSeenMs: value.last_seen_ms as number };
+  }
+
+  private async checkpointHeaderList(): Promise<CheckpointHeaderJson[]> {
+    const dir = join(this.location, 'checkpoints');
+    const headers: CheckpointHeaderJson[] = [];
+    for (const name of await readdir(dir).catch(() => [])) {
+      const path = join(dir, name);
+      if (!CHECKPOINT_FILE.test(name)) {
+        this.classify(path);
+        continue;
+      }
+      const header = await this.checkpointHeader(path);
+      if (header) headers.push(header);
+    }
+    return headers;
+  }
+
+  private async checkpointHeader(path: string): Promise<CheckpointHeaderJson | null> {
+    if (this.checkpointHeaders.has(path)) return this.checkpointHeaders.get(path)!;
+    let header: CheckpointHeaderJson | null;
+    try {
+      header = await readCheckpointHeader(path);
+      if (header === null) return null;
+    } catch {
+      header = null;
+    }
+    if (header && header.checkpoint_hash !== CHECKPOINT_FILE.exec(basename(path))?.[1]) header = null;
+    if (!header) this.note(path, 'checkpoint_invalid');
+    this.checkpointHeaders.set(path, header);
+    return header;
+  }
+}
+
+/** Parsed JSON object; undefined when the file does not exist; null when it is not an object. */
+async function readJson(path: string): Promise<Record<string, unknown> | null | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return null;
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,199 @@
+import type { CoreCrypto } from '../src/oplog/core-crypto.js';
+import type { SeqFrontier } from '../src/oplog/frontier.js';
+import type { DeviceId } from '../src/oplog/ids.js';
+import type { OpRecord } from '../src/oplog/op-record.js';
+import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
+import { planPush } from './push-rules.js';
+import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
+
+interface DeviceRecord {
+  publicKey: string;
+  addedMs: number;
+  lastSeenMs: number;
+  /** ops[i] has seq floor + i. */
+  ops: OpRecord[];
+  floor: number;
+  acked: Map<DeviceId, number>;
+}
+
+/**
+ * A relay held in memory, shared by the devices that `connect` to it — the simulation's relay
+ * and the contract suite's reference. The clock is injected.
+ */
+export class MemoryRelayStore {
+  readonly devices = new Map<DeviceId, DeviceRecord>();
+  readonly checkpoints = new Map<string, CheckpointFile>();
+  private readonly listeners = new Set<{ self: DeviceId; onChange: () => void }>();
+
+  constructor(
+    readonly crypto: CoreCrypto,
+    readonly now: () => number,
+    readonly horizonMs = DEFAULT_EVICTION_HORIZON_MS,
+  ) {}
+
+  connect(self: DeviceId): MemoryRelay {
+    return new MemoryRelay(this, self);
+  }
+
+  listen(self: DeviceId, onChange: () => void): () => void {
+    const listener = { self, onChange };
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  changed(by: DeviceId): void {
+    for (const listener of this.listeners) if (listener.self !== by) listener.onChange();
+  }
+}
+
+export class MemoryRelay implements Relay {
+  readonly location = 'memory';
+
+  constructor(
+    private readonly store: MemoryRelayStore,
+    readonly self: DeviceId,
+  ) {}
+
+  async register(publicKey: string): Promise<void> {
+    await Promise.resolve();
+    const existing = this.store.devices.get(this.self);
+    if (existing) {
+      if (existing.publicKey !== publicKey) throw keyConflict(this.self);
+      return;
+    }
+    const now = this.store.now();
+    this.store.devices.set(this.self, { publicKey, addedMs: now, lastSeenMs: now, ops: [], floor: 0, acked: new Map() });
+  }
+
+  async push(ops: readonly OpRecord[]): Promise<PushResult> {
+    await Promise.resolve();
+    const record = this.store.devices.get(this.self);
+    const last = record?.ops.at(-1);
+    const plan = await planPush(
+      {
+        self: this.self,
+        publicKey: record?.publicKey ?? null,
+        head: last ? { seq: last.seq, op_id: last.op_id, hlc: last.hlc } : null,
+        floor: record?.floor ?? 0,
+        heldOpId: (seq) => Promise.resolve(record?.ops[seq - record.floor]?.op_id),
+      },
+      ops,
+      this.store.crypto,
+    );
+    if (plan.fresh.length > 0) {
+      record!.ops.push(...plan.fresh);
+      this.store.changed(this.self);
+    }
+    return { pushed: plan.fresh.length, deduped: plan.deduped };
+  }
+
+  async pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+    await Promise.resolve();
+    const out: OpRecord[] = [];
+    let more = false;
+    for (const [device, record] of [...this.store.devices].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (device === this.self) continue;
+      const after = since.get(device) ?? -1;
+      const available = record.floor + record.ops.length - 1;
+      if (available <= after) continue;
+      if (after < record.floor - 1) throw frontierTruncated(device, after, record.floor);
+      const room = limit - out.length;
+      const from = after + 1 - record.floor;
+      const take = record.ops.slice(from, from + Math.max(0, room));
+      out.push(...take);
+      if (take.length < available - after) {
+        more = true;
+        break;
+      }
+    }
+    return { ops: out, more };
+  }
+
+  async head(device: DeviceId): Promise<number> {
+    await Promise.resolve();
+    const record = this.store.devices.get(device);
+    return record ? record.floor + record.ops.length - 1 : -1;
+  }
+
+  async ack(acked: SeqFrontier): Promise<void> {
+    await Promise.resolve();
+    const record = this.store.devices.get(this.self);
+    if (!record) throw notRegistered(this.self);
+    for (const [device, seq] of acked) {
+      const was = record.acked.get(device) ?? -1;
+      if (seq < was) throw ackRegression(this.self, device, was, seq);
+    }
+    for (const [device, seq] of acked) record.acked.set(device, seq);
+    record.lastSeenMs = this.store.now();
+  }
+
+  async roster(): Promise<RosterView> {
+    await Promise.resolve();
+    const entries = [...this.store.devices].map(([device, r]) => ({
+      device_id: device,
+      public_key: r.publicKey,
+      added_ms: r.addedMs,
+      last_seen_ms: r.lastSeenMs,
+      acked: new Map(r.acked),
+    }));
+    const floor = new Map([...this.store.devices].map(([device, r]) => [device, r.floor]));
+    return rosterView(entries, floor, this.store.now(), this.store.horizonMs);
+  }
+
+  async putCheckpoint(file: CheckpointFile): Promise<boolean> {
+    await Promise.resolve();
+    if (this.store.checkpoints.has(file.header.checkpoint_hash)) return false;
+    this.store.checkpoints.set(file.header.checkpoint_hash, file);
+    this.store.changed(this.self);
+    return true;
+  }
+
+  async latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
+    await Promise.resolve();
+    return newestFirst([...this.store.checkpoints.values()].map((c) => c.header))[0] ?? null;
+  }
+
+  async readCheckpoint(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<OpRecord['payload']> } | null> {
+    await Promise.resolve();
+    const file = this.store.checkpoints.get(hash);
+    if (!file) return null;
+    return {
+      header: file.header,
+      chunks: (async function* () {
+        await Promise.resolve();
+        yield* file.chunks;
+      })(),
+    };
+  }
+
+  async gc(): Promise<GcResult> {
+    const view = await this.roster();
+    const newest = await this.latestCheckpoint();
+    const record = this.store.devices.get(this.self);
+    let droppedOps = 0;
+    if (record && record.ops.length > 1) {
+      const through = Math.min(collectableThrough(this.self, view, newest), record.floor + record.ops.length - 2);
+      droppedOps = Math.max(0, through - record.floor + 1);
+      record.ops.splice(0, droppedOps);
+      record.floor += droppedOps;
+    }
+    const stale = newestFirst([...this.store.checkpoints.values()].map((c) => c.header)).slice(CHECKPOINTS_KEPT);
+    for (const header of stale) this.store.checkpoints.delete(header.checkpoint_hash);
+    return { droppedOps, droppedCheckpoints: stale.length };
+  }
+
+  watch(onChange: () => void): Promise<Watch> {
+    const stop = this.store.listen(this.self, onChange);
+    return Promise.resolve({ close: () => Promise.resolve(void stop()) });
+  }
+
+  anomalies(): Readonly<Record<string, number>> {
+    return {};
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

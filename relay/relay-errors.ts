@@ -1,0 +1,41 @@
+import type { DeviceId } from '../src/oplog/ids.js';
+import { OpsyncError } from '../src/oplog/opsync-error.js';
+
+/** The relay's named failures, shared by every backend. */
+
+export function frontierTruncated(device: DeviceId, since: number, floor: number): OpsyncError {
+  return new OpsyncError(
+    'relay_frontier_truncated',
+    `The relay no longer holds device ${device}'s ops after seq ${since} (it serves from seq ${floor}); rebase from a checkpoint.`,
+    { device_id: device, since, floor },
+  );
+}
+
+export function ackRegression(device: DeviceId, of: DeviceId, was: number, offered: number): OpsyncError {
+  return new OpsyncError('relay_ack_regression', `Device ${device} acked seq ${offered} of ${of} after acking ${was}: acks never go back.`, {
+    device_id: device,
+    of,
+    was,
+    offered,
+  });
+}
+
+export function keyConflict(device: DeviceId): OpsyncError {
+  return new OpsyncError(
+    'relay_key_conflict',
+    `Device ${device} is registered with a different public key: another device uses this id, or this device's key file was replaced.`,
+    { device_id: device },
+  );
+}
+
+export function notRegistered(device: DeviceId): OpsyncError {
+  return new OpsyncError('relay_not_registered', `Device ${device} must register its public key with the relay first.`, { device_id: device });
+}
+
+export function concurrentWriter(device: DeviceId, seq: number): OpsyncError {
+  return new OpsyncError(
+    'relay_fork',
+    `Another writer pushed device ${device}'s ops from seq ${seq} at the same time: two daemons use this device id.`,
+    { device_id: device, seq },
+  );
+}

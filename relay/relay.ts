@@ -1,0 +1,105 @@
+import type { Frontier, SeqFrontier } from '../src/oplog/frontier.js';
+import type { DeviceId } from '../src/oplog/ids.js';
+import type { OpRecord } from '../src/oplog/op-record.js';
+import type { RosterEntry } from '../src/oplog/roster.js';
+
+/**
+ * The relay port (proposals/relay.md): stores and serves ops as opaque, already-signed records.
+ * It never folds and never decrypts. A `Relay` is one device's connection to a relay; every
+ * write it makes is to that device's own records (one writer per file in the directory relay).
+ * Implementations: MemoryRelay (tests, simulation), DirectoryRelay, PostgresRelay; one contract
+ * suite runs against all of them.
+ *
+ * Guarantees:
+ * - `push` accepts only ops that continue the device's chain exactly: a held op re-pushed is
+ *   deduplicated, a different op at a held seq is `relay_fork`, a skipped seq is `relay_gap`,
+ *   another device's op is `relay_foreign_ops`, a broken chain or signature is `chain_broken`;
+ *   it resolves once the ops are durable on the relay;
+ * - `pull` returns other devices' ops above a per-device frontier, in seq order per device, at
+ *   most `limit` per call; below a device's GC floor it fails with `relay_frontier_truncated`;
+ * - `ack` is monotone: a lower seq than already acked is refused (`relay_ack_regression`);
+ * - the relay is untrusted storage for its readers: malformed records are skipped and counted
+ *   in `anomalies()`, and readers verify chains and signatures themselves.
+ */
+export interface Relay {
+  readonly self: DeviceId;
+  /** Where the relay is, for messages. */
+  readonly location: string;
+  /** Registers this device's public key (trust on first use); idempotent for the same key. */
+  register(publicKey: string): Promise<void>;
+  push(ops: readonly OpRecord[]): Promise<PushResult>;
+  pull(since: SeqFrontier, limit: number): Promise<PullPage>;
+  /** Highest seq of `device` the relay holds, -1 for none. */
+  head(device: DeviceId): Promise<number>;
+  /** Records what this device has durably folded, and that it was seen now. */
+  ack(acked: SeqFrontier): Promise<void>;
+  roster(): Promise<RosterView>;
+  /** Stores a checkpoint (immutable); false when it was already there. */
+  putCheckpoint(file: CheckpointFile): Promise<boolean>;
+  /** The header of the checkpoint with the highest frontier, or null. */
+  latestCheckpoint(): Promise<CheckpointHeaderJson | null>;
+  /** The checkpoint's header and its sealed chunks, streamed; null when absent. */
+  readCheckpoint(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null>;
+  /**
+   * Drops this device's ops that every active device has acked and the newest checkpoint covers
+   * (its newest op always stays, so its head stays known), and checkpoints beyond the newest
+   * CHECKPOINTS_KEPT. Each device collects only its own ops: one writer per file.
+   */
+  gc(): Promise<GcResult>;
+  /** Calls `onChange` soon after another device writes to the relay. */
+  watch(onChange: () => void): Promise<Watch>;
+  /** Malformed or foreign files and records seen while reading, by kind. */
+  anomalies(): Readonly<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+/** JSON objects as the relay carries them (relay/ may import nothing but src/oplog). */
+export type JsonObject = OpRecord['payload'];
+
+export interface PushResult {
+  /** Ops newly stored. */
+  readonly pushed: number;
+  /** Ops the relay already held. */
+  readonly deduped: number;
+}
+
+export interface PullPage {
+  /** Per device in seq order; devices in any order. */
+  readonly ops: readonly OpRecord[];
+  /** True when more ops were available than `limit`. */
+  readonly more: boolean;
+}
+
+export interface RosterView {
+  readonly entries: readonly RosterEntry[];
+  /** Per device, the lowest seq the relay still serves (0 until GC drops something). */
+  readonly floor: SeqFrontier;
+  /** Per device, the minimum over active devices of their acks. */
+  readonly stable: SeqFrontier;
+}
+
+/** A published checkpoint: the plaintext header (hashes and frontier) and its sealed chunks. */
+export interface CheckpointFile {
+  readonly header: CheckpointHeaderJson;
+  readonly chunks: readonly JsonObject[];
+}
+
+export interface CheckpointHeaderJson extends JsonObject {
+  checkpoint_hash: string;
+}
+
+export interface GcResult {
+  /** This device's ops no longer served. */
+  readonly droppedOps: number;
+  readonly droppedCheckpoints: number;
+}
+
+export interface Watch {
+  close(): Promise<void>;
+}
+
+/** How many checkpoints GC keeps (the newest ones by frontier). */
+export const CHECKPOINTS_KEPT = 2;
+
+/** The frontier of a stored checkpoint header, as the relay needs it for GC and "latest". */
+export type CheckpointFrontier = Frontier;

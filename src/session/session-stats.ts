@@ -1,0 +1,46 @@
+/**
+ * Counters and latency summaries for `sync.stats`. Latencies keep the last 1 024 samples per
+ * kind (a ring), enough for stable p50/p99 without growing with uptime.
+ */
+const RING = 1024;
+
+export class SessionStats {
+  readonly counters = {
+    appends: 0,
+    pumps: 0,
+    pump_errors: 0,
+    pushed: 0,
+    push_deduped: 0,
+    pulled: 0,
+    folded: 0,
+    rebases: 0,
+    checkpoints_published: 0,
+    compactions: 0,
+  };
+  private readonly samples = new Map<string, { values: number[]; next: number }>();
+
+  record(kind: string, ms: number): void {
+    let ring = this.samples.get(kind);
+    if (!ring) {
+      ring = { values: [], next: 0 };
+      this.samples.set(kind, ring);
+    }
+    if (ring.values.length < RING) ring.values.push(ms);
+    else ring.values[ring.next] = ms;
+    ring.next = (ring.next + 1) % RING;
+  }
+
+  latencies(): Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }> {
+    const out: Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }> = {};
+    for (const [kind, ring] of this.samples) {
+      const sorted = [...ring.values].sort((a, b) => a - b);
+      const at = (p: number) => round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!);
+      out[kind] = { count: sorted.length, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: round(sorted.at(-1)!) };
+    }
+    return out;
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

@@ -1,0 +1,812 @@
+import { anchorTail } from '../checkpoint/anchor.js';
+import { planCompaction } from '../checkpoint/compaction.js';
+import { assembleCheckpoint } from '../checkpoint/checkpoint.js';
+import type { DeviceKey } from '../crypto/device-key.js';
+import { openPayload, sealPayload } from '../crypto/envelope.js';
+import type { Keyring } from '../crypto/keyring.js';
+import type { FoldOp } from '../fold/fold-op.js';
+import { FoldState, type StateHash } from '../fold/fold-state.js';
+import { payloadProblem } from '../fold/payload-rules.js';
+import type { BaseEntry, Journal, JournalEntry, JournalVisitor, OpEntry } from '../journal/journal.js';
+import { JournalVerifier } from '../journal/journal-verifier.js';
+import { canonicalize } from '../oplog/canonical.js';
+import type { CoreCrypto } from '../oplog/core-crypto.js';
+import { frontierToJson, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
+import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
+import type { DeviceId, OpId } from '../oplog/ids.js';
+import { opIdOf, type ChainHead, type OpRecord } from '../oplog/op-record.js';
+import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import type { Scope } from '../oplog/scope.js';
+import type { Surface } from '../oplog/surface.js';
+import type { JsonObject } from '../util/json.js';
+import { groupBy } from '../util/group.js';
+import { LIMITS } from '../util/limits.js';
+import { Gate, Serializer } from '../util/serial.js';
+import type { CheckpointHeaderJson, Relay, RosterView, Watch } from '../../relay/relay.js';
+import { openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
+import type { CheckpointStore } from './checkpoint-store.js';
+import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
+import { SessionStats } from './session-stats.js';
+
+/**
+ * One device's sync engine (design §5): appends, the pump, checkpoints, compaction and rebase
+ * over a journal and a relay. The daemon puts it behind JSON-RPC; tests and the simulation
+ * drive it directly.
+ *
+ * Invariants:
+ * - an append resolves only once its op is journal-durable; own ops are durable before pushed;
+ * - a pump journals remote ops durably before it folds or acks them, and acks nothing else;
+ * - verification (chain, run-head signature, skew) happens before anything is journaled;
+ * - the journal is rewritten (compaction, rebase) only while appends wait at the gate.
+ */
+export interface SessionOptions {
+  /** Remote ops stamped further than this ahead of local wall time are quarantined (design §2). */
+  readonly maxSkewMs: number;
+  /** Ops per pull page. */
+  readonly pullPageSize: number;
+  /** Ops per push (a long offline stretch pushes in several segments). */
+  readonly pushBatchSize: number;
+  /** Delay between a local append and the push it triggers, so a burst goes out together. */
+  readonly pushDebounceMs: number;
+  /** Safety-net pump interval when live; the watcher does the real work. */
+  readonly periodicPumpMs: number;
+  /** When live, publish a checkpoint and compact after this many new ops (0: never automatically). */
+  readonly autoCheckpointOps: number;
+}
+
+export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
+  maxSkewMs: 60_000,
+  pullPageSize: 5_000,
+  pushBatchSize: 10_000,
+  pushDebounceMs: 2,
+  periodicPumpMs: 30_000,
+  autoCheckpointOps: 50_000,
+};
+
+export interface SessionLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+export interface SessionDeps {
+  readonly device: DeviceId;
+  readonly deviceKey: DeviceKey;
+  readonly keyring: Keyring;
+  readonly crypto: CoreCrypto;
+  readonly relay: Relay;
+  readonly checkpoints: CheckpointStore;
+  /** Wall clock (ms); injected so simulations control time. */
+  readonly now: () => number;
+  readonly randomBytes: (length: number) => Uint8Array;
+  /** Where the journal lives, for messages. */
+  readonly journalLocation: string;
+  readonly openJournal: (visit: JournalVisitor) => Promise<Journal>;
+  readonly log?: SessionLog;
+  readonly options?: Partial<SessionOptions>;
+}
+
+export interface AppendInput {
+  readonly surface: Surface;
+  readonly payload: JsonObject;
+  readonly scope: Scope;
+}
+
+export interface AppendResult {
+  readonly op_id: OpId;
+  readonly seq: number;
+  readonly hlc: Hlc;
+}
+
+export interface PumpReport {
+  readonly pushed: number;
+  readonly push_deduped: number;
+  readonly folded: number;
+  /** Ops newly acknowledged to the relay in this pump. */
+  readonly acked: number;
+  readonly state_hash: StateHash;
+  /** True when the pump had to rebase (its frontier fell below the relay's GC floor). */
+  readonly rebased: boolean;
+}
+
+export interface ChangeEvent {
+  readonly folded: number;
+  readonly state_hash: StateHash;
+  readonly rebased: boolean;
+}
+
+export interface CheckpointReport {
+  readonly published: boolean;
+  readonly checkpoint_hash?: string;
+  readonly reason?: string;
+}
+
+export interface CompactReport {
+  readonly compacted: boolean;
+  readonly base_checkpoint?: string;
+  readonly relay_dropped_ops?: number;
+  readonly reason?: string;
+}
+
+export interface RebaseReport {
+  readonly rebased: boolean;
+  readonly base_checkpoint: string | null;
+  readonly kept_own_ops?: number;
+  readonly reason?: string;
+}
+
+export interface VerifyReport {
+  readonly ok: boolean;
+  readonly entries: number;
+  readonly problems: readonly string[];
+}
+
+export interface SessionStatus {
+  readonly device_id: DeviceId;
+  readonly state_hash: StateHash;
+  readonly journal_frontier: Record<string, number>;
+  readonly stable_frontier: Record<string, number>;
+  readonly base_checkpoint: string | null;
+  readonly roster: ReadonlyArray<{ device_id: DeviceId; status: string; last_seen_ms: number; acked: Record<string, number>; lag: number }>;
+  readonly counts: {
+    readonly records: number;
+    readonly unpushed: number;
+    readonly quarantined: number;
+    readonly undecryptable: number;
+    readonly skipped_payloads: number;
+    readonly rejected: Record<string, number>;
+    readonly ignored_relay_files: Record<string, number>;
+  };
+  readonly quarantine: readonly Quarantined[];
+  readonly undecryptable_kids: readonly string[];
+  readonly last_error: string | null;
+}
+
+/** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
+const ACK_REFRESH_MS = 60_000;
+const RECENT_REJECTIONS = 16;
+
+export class Session {
+  readonly device: DeviceId;
+  readonly stats = new SessionStats();
+  private readonly options: SessionOptions;
+  private journal!: Journal;
+  private fold: FoldState;
+  private clock!: HlcClock;
+  /** Per device, the newest op durable in the journal (own device included). */
+  private readonly heads = new Map<DeviceId, ChainHead>();
+  /** The newest own op assigned (it may still be on its way to the journal). */
+  private ownHead: ChainHead | null = null;
+  private unpushed: OpRecord[] = [];
+  private readonly held = new Map<OpId, { device: DeviceId; seq: number; kid: string | null }>();
+  private quarantine: Quarantined[] = [];
+  private readonly rejectedCounts = new Map<RejectionKind, number>();
+  private readonly recentRejections: Rejection[] = [];
+  private base: { hash: string; frontier: Frontier } | null = null;
+  private roster: RosterView | null = null;
+  private lastAck: { frontier: Map<DeviceId, number>; atMs: number } | null = null;
+  private readonly serial = new Serializer();
+  private readonly gate = new Gate();
+  private appendQueue: Promise<unknown> = Promise.resolve();
+  private lastDurable: Promise<unknown> = Promise.resolve();
+  private failure: OpsyncError | null = null;
+  private closed = false;
+  private lastError: string | null = null;
+  private readonly listeners = new Set<(event: ChangeEvent) => void>();
+  private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
+  private pushTimer: NodeJS.Timeout | null = null;
+  private pumpQueued = false;
+  private opsSinceCheckpoint = 0;
+
+  private constructor(private readonly deps: SessionDeps) {
+    this.device = deps.device;
+    this.options = { ...DEFAULT_SESSION_OPTIONS, ...deps.options };
+    this.fold = new FoldState(deps.crypto);
+  }
+
+  /**
+   * Opens the session: registers with the relay, replays and verifies the journal, loads its
+   * base checkpoint, refuses a cloned device, and bootstraps an empty device from the relay's
+   * latest checkpoint when there is one.
+   */
+  static async open(deps: SessionDeps): Promise<Session> {
+    const session = new Session(deps);
+    await session.load();
+    return session;
+  }
+
+  /** The folded state (replaced wholesale by a rebase; read it through this getter). */
+  get state(): FoldState {
+    return this.fold;
+  }
+
+  onChange(listener: (event: ChangeEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async append(input: AppendInput): Promise<AppendResult> {
+    this.assertUsable();
+    await this.gate.pass();
+    this.assertUsable();
+    const started = performance.now();
+    const { surface, payload, scope } = input;
+    const problem = payloadProblem(surface, scope, payload);
+    if (problem !== null) throw new OpsyncError('invalid_payload', `The ${surface} payload cannot be appended: ${problem}.`, { surface, reason: problem });
+    const plainText = canonicalize(payload);
+    const size = Buffer.byteLength(plainText);
+    if (size > LIMITS.maxPayloadBytes) {
+      throw new OpsyncError('payload_too_large', `The payload is ${size} bytes; the limit is ${LIMITS.maxPayloadBytes}.`, { bytes: size, limit: LIMITS.maxPayloadBytes });
+    }
+    const key = this.deps.keyring.forScope(scope);
+    if (!key) throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, { scope: JSON.stringify(scope) });
+
+    const seq = (this.ownHead?.seq ?? -1) + 1;
+    const hlc = this.clock.tick();
+    const envelope = sealPayload(key, plainText, { device_id: this.device, seq, scope, surface }, this.deps.randomBytes(24));
+    const body = { device_id: this.device, seq, prev: this.ownHead?.op_id ?? null, hlc, scope, surface, payload: envelope as unknown as JsonObject };
+    const op_id = opIdOf(body, this.deps.crypto);
+    this.ownHead = { seq, op_id, hlc };
+    const signature = this.deps.deviceKey.sign(op_id);
+    // Ops enter the journal in seq order even though signatures finish out of order.
+    const queued = this.appendQueue.then(async () => {
+      const op: OpRecord = { op_id, ...body, sig: await signature };
+      return { op, durable: this.journal.append([{ kind: 'op', op, plain: payload }]) };
+    });
+    this.appendQueue = queued.catch(() => undefined);
+    let op: OpRecord;
+    try {
+      const entry = await queued;
+      op = entry.op;
+      this.lastDurable = entry.durable.catch(() => undefined);
+      await entry.durable;
+    } catch (error) {
+      throw this.fail(error);
+    }
+    this.heads.set(this.device, { seq, op_id, hlc });
+    this.fold.apply(foldInput(op, payload));
+    this.unpushed.push(op);
+    this.stats.counters.appends++;
+    this.stats.record('append', performance.now() - started);
+    this.opsSinceCheckpoint++;
+    this.schedulePush();
+    return { op_id, seq, hlc };
+  }
+
+  /** One pump round (design §5): durable → push → pull → verify → journal → fold → ack. */
+  pump(): Promise<PumpReport> {
+    this.assertUsable();
+    return this.serial.run(() => this.pumpLocked());
+  }
+
+  /** Publishes a checkpoint of the state at the stable frontier. */
+  checkpoint(): Promise<CheckpointReport> {
+    this.assertUsable();
+    return this.serial.run(() => this.checkpointLocked());
+  }
+
+  /** Compacts the journal behind the relay's latest checkpoint and collects this device's relay ops. */
+  compact(): Promise<CompactReport> {
+    this.assertUsable();
+    return this.serial.run(() => this.compactLocked());
+  }
+
+  /** Rebases onto the relay's latest checkpoint, keeping own ops it does not cover. */
+  rebase(): Promise<RebaseReport> {
+    this.assertUsable();
+    return this.serial.run(() => this.rebaseLocked());
+  }
+
+  /**
+   * Folds held ops that a newly imported key opens (design §8). Returns how many were folded.
+   * Their journal entries keep `plain: null`; a restart decrypts them again while loading.
+   */
+  openHeld(): Promise<number> {
+    this.assertUsable();
+    return this.serial.run(async () => {
+      if (this.held.size === 0) return 0;
+      const waiting = new Set(this.held.keys());
+      let folded = 0;
+      await this.journal.replay((entry) => {
+        if (entry.kind !== 'op' || !waiting.has(entry.op.op_id)) return;
+        const plain = this.tryOpen(entry.op);
+        if (plain) {
+          this.fold.apply(foldInput(entry.op, plain));
+          folded++;
+        }
+      });
+      if (folded > 0) for (const listener of this.listeners) listener({ folded, state_hash: this.fold.stateHash(), rebased: false });
+      return folded;
+    });
+  }
+
+  /** Re-reads the whole journal and checks chains, op ids, signatures and cached plaintexts. */
+  verify(): Promise<VerifyReport> {
+    this.assertUsable();
+    return this.serial.run(() => this.verifyLocked());
+  }
+
+  status(): SessionStatus {
+    const roster = this.roster;
+    const journalFrontier = seqFrontierToJson(new Map([...this.heads].map(([d, h]) => [d, h.seq])));
+    const anomalies = this.deps.relay.anomalies();
+    return {
+      device_id: this.device,
+      state_hash: this.fold.stateHash(),
+      journal_frontier: journalFrontier,
+      stable_frontier: roster ? seqFrontierToJson(roster.stable) : {},
+      base_checkpoint: this.base?.hash ?? null,
+      roster: (roster?.entries ?? []).map((entry) => ({
+        device_id: entry.device_id,
+        status: entry.status,
+        last_seen_ms: entry.last_seen_ms,
+        acked: seqFrontierToJson(entry.acked),
+        lag: [...this.heads].reduce((lag, [device, head]) => lag + Math.max(0, head.seq - (entry.acked.get(device) ?? -1)), 0),
+      })),
+      counts: {
+        records: this.fold.recordCount,
+        unpushed: this.unpushed.length,
+        quarantined: this.quarantine.length,
+        undecryptable: this.held.size,
+        skipped_payloads: this.fold.skipped.count,
+        rejected: Object.fromEntries(this.rejectedCounts),
+        ignored_relay_files: { ...anomalies },
+      },
+      quarantine: this.quarantine,
+      undecryptable_kids: [...new Set([...this.held.values()].map((h) => h.kid ?? 'malformed'))].sort(),
+      last_error: this.lastError,
+    };
+  }
+
+  recentRejectionList(): readonly Rejection[] {
+    return this.recentRejections;
+  }
+
+  /**
+   * Live sync: a relay watch triggers a pump when another device writes, each append triggers a
+   * debounced push, and a slow periodic pump stays as a safety net.
+   */
+  async startLive(): Promise<void> {
+    if (this.live) return;
+    const watch = await this.deps.relay.watch(() => this.requestPump());
+    const timer = setInterval(() => this.requestPump(), this.options.periodicPumpMs);
+    timer.unref();
+    this.live = { watch, timer };
+    this.requestPump();
+  }
+
+  /** Queues a pump unless one is already waiting (coalesces bursts of triggers). */
+  requestPump(): void {
+    if (this.pumpQueued || this.closed || this.failure) return;
+    this.pumpQueued = true;
+    void this.serial.run(async () => {
+      this.pumpQueued = false;
+      try {
+        await this.pumpLocked();
+        if (this.live && this.options.autoCheckpointOps > 0 && this.opsSinceCheckpoint >= this.options.autoCheckpointOps) {
+          await this.maintainLocked();
+        }
+      } catch (error) {
+        this.lastError = (error as Error).message;
+        this.deps.log?.warn({ err: error }, 'background pump failed');
+      }
+    });
+  }
+
+  /** Stops live sync, waits for queued work and the journal, and closes the journal. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.pushTimer) clearTimeout(this.pushTimer);
+    if (this.live) {
+      clearInterval(this.live.timer);
+      await this.live.watch.close();
+      this.live = null;
+    }
+    await this.serial.idle();
+    await this.lastDurable;
+    await this.journal.close();
+  }
+
+  // ---- loading ----------------------------------------------------------------------------
+
+  private async load(): Promise<void> {
+    const { relay, deviceKey } = this.deps;
+    await relay.register(deviceKey.publicKey);
+    const relayHead = await relay.head(this.device);
+    const verifier = new JournalVerifier(this.deps.journalLocation);
+    let base: BaseEntry | null = null;
+    const tail: OpEntry[] = [];
+    let latest: Hlc | null = null;
+    this.journal = await this.deps.openJournal((entry, line) => {
+      verifier.check(entry, line);
+      if (entry.kind === 'base') {
+        base = entry;
+        for (const head of entry.frontier.values()) latest = later(latest, head.hlc);
+        return;
+      }
+      latest = later(latest, entry.op.hlc);
+      if (entry.op.device_id === this.device && entry.op.seq > relayHead) this.unpushed.push(entry.op);
+      if (base) tail.push(entry);
+      else this.foldEntry(entry);
+    });
+    try {
+      for (const [device, head] of verifier.heads) this.heads.set(device, head);
+      this.ownHead = this.heads.get(this.device) ?? null;
+      this.clock = new HlcClock(this.device, this.deps.now, latest ?? undefined);
+      const found = base as BaseEntry | null;
+      if (found) {
+        const { state } = await this.loadCheckpoint(found.checkpoint_hash);
+        this.fold = state;
+        this.base = { hash: found.checkpoint_hash, frontier: found.frontier };
+        for (const entry of tail) this.foldEntry(entry);
+      }
+      this.assertNotCloned(relayHead);
+      if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.rebaseLocked();
+    } catch (error) {
+      await this.journal.close();
+      throw error;
+    }
+  }
+
+  private foldEntry(entry: OpEntry): void {
+    const plain = entry.plain ?? this.tryOpen(entry.op);
+    if (plain) this.fold.apply(foldInput(entry.op, plain));
+  }
+
+  /** Opens a held op if a key for it has arrived; otherwise records it as held. */
+  private tryOpen(op: OpRecord): JsonObject | null {
+    const opened = openPayload(this.deps.keyring, op.payload, op);
+    if (opened.ok) {
+      this.held.delete(op.op_id);
+      return opened.payload;
+    }
+    this.held.set(op.op_id, { device: op.device_id, seq: op.seq, kid: opened.kid });
+    return null;
+  }
+
+  private assertNotCloned(relayHead: number): void {
+    const own = this.ownHead?.seq ?? -1;
+    if (relayHead > own) {
+      throw new OpsyncError(
+        'device_cloned',
+        `The relay holds ops of device ${this.device} up to seq ${relayHead}, but this data directory's journal ends at seq ${own}: ` +
+          'it is a stale copy or a clone of another device. Start it with a new device id (and a fresh data directory).',
+        { device_id: this.device, relay_head: relayHead, journal_head: own },
+      );
+    }
+  }
+
+  // ---- pump -------------------------------------------------------------------------------
+
+  private async pumpLocked(): Promise<PumpReport> {
+    const started = performance.now();
+    try {
+      const report = await this.pumpSteps();
+      this.lastError = null;
+      this.stats.counters.pumps++;
+      this.stats.record('pump', performance.now() - started);
+      return report;
+    } catch (error) {
+      this.stats.counters.pump_errors++;
+      this.lastError = (error as Error).message;
+      throw error;
+    }
+  }
+
+  private async pumpSteps(): Promise<PumpReport> {
+    const { relay } = this.deps;
+    await this.lastDurable;
+    this.assertUsable();
+    let pushed = 0;
+    let pushDeduped = 0;
+    while (this.unpushed.length > 0) {
+      const batch = this.unpushed.slice(0, this.options.pushBatchSize);
+      const result = await relay.push(batch);
+      this.unpushed.splice(0, batch.length);
+      pushed += result.pushed;
+      pushDeduped += result.deduped;
+    }
+    this.stats.counters.pushed += pushed;
+    this.stats.counters.push_deduped += pushDeduped;
+
+    this.roster = await relay.roster();
+    const keys = new Map(this.roster.entries.map((entry) => [entry.device_id, entry.public_key]));
+    const stalled = new Set<DeviceId>();
+    const quarantine: Quarantined[] = [];
+    let folded = 0;
+    let rebased = false;
+    for (;;) {
+      const since = new Map<DeviceId, number>();
+      for (const [device, head] of this.heads) if (device !== this.device) since.set(device, head.seq);
+      for (const device of stalled) since.set(device, Number.MAX_SAFE_INTEGER);
+      let page;
+      try {
+        page = await relay.pull(since, this.options.pullPageSize);
+      } catch (error) {
+        if (isOpsyncError(error) && error.code === 'relay_frontier_truncated' && !rebased) {
+          const result = await this.rebaseLocked();
+          if (!result.rebased) throw error;
+          rebased = true;
+          continue;
+        }
+        throw error;
+      }
+      const result = intake(page.ops, {
+        heads: this.heads,
+        keys,
+        nowMs: this.deps.now(),
+        maxSkewMs: this.options.maxSkewMs,
+        crypto: this.deps.crypto,
+        keyring: this.deps.keyring,
+      });
+      quarantine.push(...result.quarantined);
+      for (const rejection of result.rejected) this.reject(rejection);
+      const newlyStalled = [...result.stalled].filter((device) => !stalled.has(device));
+      for (const device of newlyStalled) stalled.add(device);
+      if (result.accepted.length > 0) folded += await this.accept(result.accepted);
+      if (!page.more || (result.accepted.length === 0 && newlyStalled.length === 0)) break;
+    }
+    this.quarantine = quarantine;
+    this.stats.counters.folded += folded;
+    this.opsSinceCheckpoint += folded;
+    const acked = await this.ackDurable();
+    const state_hash = this.fold.stateHash();
+    if (folded > 0 || rebased) for (const listener of this.listeners) listener({ folded, state_hash, rebased });
+    return { pushed, push_deduped: pushDeduped, folded, acked, state_hash, rebased };
+  }
+
+  /** Journals verified remote ops durably, then folds them. Returns how many were folded. */
+  private async accept(entries: readonly OpEntry[]): Promise<number> {
+    await this.journal.append(entries).catch((error: unknown) => {
+      throw this.fail(error);
+    });
+    let folded = 0;
+    for (const entry of entries) {
+      const { op } = entry;
+      this.heads.set(op.device_id, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
+      this.clock.observe(op.hlc);
+      if (entry.plain) {
+        this.fold.apply(foldInput(op, entry.plain));
+        folded++;
+      } else {
+        this.tryOpen(op);
+      }
+    }
+    this.stats.counters.pulled += entries.length;
+    return folded;
+  }
+
+  /** Acks every durably journaled op (folded, or held for a key). Returns how many are newly acked. */
+  private async ackDurable(): Promise<number> {
+    const frontier = new Map([...this.heads].map(([device, head]) => [device, head.seq]));
+    const previous = this.lastAck?.frontier ?? new Map<DeviceId, number>();
+    let newly = 0;
+    for (const [device, seq] of frontier) newly += Math.max(0, seq - (previous.get(device) ?? -1));
+    const now = this.deps.now();
+    if (newly === 0 && this.lastAck && now - this.lastAck.atMs < ACK_REFRESH_MS) return 0;
+    await this.deps.relay.ack(frontier);
+    this.lastAck = { frontier, atMs: now };
+    return newly;
+  }
+
+  private reject(rejection: Rejection): void {
+    this.rejectedCounts.set(rejection.kind, (this.rejectedCounts.get(rejection.kind) ?? 0) + 1);
+    this.recentRejections.push(rejection);
+    if (this.recentRejections.length > RECENT_REJECTIONS) this.recentRejections.shift();
+    this.deps.log?.warn({ rejection }, 'refused ops from the relay');
+  }
+
+  // ---- checkpoints, compaction, rebase ----------------------------------------------------
+
+  private async checkpointLocked(): Promise<CheckpointReport> {
+    const roster = await this.deps.relay.roster();
+    this.roster = roster;
+    const cut = new Map([...roster.stable].filter(([, seq]) => seq >= 0));
+    if (cut.size === 0) return { published: false, reason: 'no op is acked by every active device yet' };
+    for (const [device, seq] of cut) {
+      if ((this.heads.get(device)?.seq ?? -1) < seq) return { published: false, reason: `this device has not yet folded device ${device} up to seq ${seq}` };
+      const baseSeq = this.base?.frontier.get(device)?.seq ?? -1;
+      if (seq < baseSeq) return { published: false, reason: `the stable frontier for ${device} is behind this device's base checkpoint` };
+    }
+    const heldBelow = [...this.held.values()].find((h) => h.seq <= (cut.get(h.device) ?? -1));
+    if (heldBelow) return { published: false, reason: `this device cannot decrypt op ${heldBelow.seq} of ${heldBelow.device} (key ${heldBelow.kid ?? 'unknown'})` };
+    if (this.base && [...cut].every(([device, seq]) => this.base!.frontier.get(device)?.seq === seq) && cut.size === this.base.frontier.size) {
+      return { published: false, reason: 'the stable frontier has not moved since the base checkpoint' };
+    }
+
+    const state = this.base ? (await this.loadCheckpoint(this.base.hash)).state : new FoldState(this.deps.crypto);
+    const frontier = new Map<DeviceId, ChainHead>();
+    for (const [device, seq] of cut) {
+      const baseHead = this.base?.frontier.get(device);
+      if (baseHead?.seq === seq) frontier.set(device, baseHead);
+    }
+    await this.journal.replay((entry) => {
+      if (entry.kind !== 'op') return;
+      const { op } = entry;
+      const limit = cut.get(op.device_id) ?? -1;
+      if (op.seq > limit) return;
+      if (op.seq === limit) frontier.set(op.device_id, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
+      const plain = entry.plain ?? this.tryOpen(op);
+      if (plain) state.apply(foldInput(op, plain));
+    });
+    const plain = assembleCheckpoint(state, frontier, this.deps.crypto);
+    const file = sealCheckpoint(plain, this.deps.keyring);
+    await this.deps.relay.putCheckpoint(file);
+    await this.deps.checkpoints.put(file.header, file.chunks);
+    this.stats.counters.checkpoints_published++;
+    this.opsSinceCheckpoint = 0;
+    this.deps.log?.info({ checkpoint_hash: plain.header.checkpoint_hash, frontier: frontierToJson(frontier) }, 'published a checkpoint');
+    return { published: true, checkpoint_hash: plain.header.checkpoint_hash };
+  }
+
+  private async compactLocked(): Promise<CompactReport> {
+    const { relay } = this.deps;
+    const header = await relay.latestCheckpoint();
+    if (!header) return { compacted: false, reason: 'the relay holds no checkpoint' };
+    if (header.checkpoint_hash === this.base?.hash) {
+      const { droppedOps } = await relay.gc();
+      return { compacted: false, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
+    }
+    const adopted = await this.adoptCheckpoint(header);
+    const frontier = adopted.header.frontier;
+    for (const [device, head] of frontier) {
+      if ((this.heads.get(device)?.seq ?? -1) < head.seq) return { compacted: false, reason: `this device has not yet folded device ${device} up to the checkpoint` };
+    }
+    const heldBelow = [...this.held.values()].find((h) => h.seq <= (frontier.get(h.device)?.seq ?? -1));
+    if (heldBelow) return { compacted: false, reason: `this device holds an op of ${heldBelow.device} it cannot decrypt below the checkpoint` };
+    const plan = planCompaction(frontier, (await relay.roster()).entries);
+    await this.gate.hold(async () => {
+      await this.lastDurable;
+      await this.journal.rewrite({
+        head: [{ kind: 'base', checkpoint_hash: adopted.header.checkpoint_hash, frontier }],
+        keep: (entry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1),
+      });
+    });
+    this.base = { hash: adopted.header.checkpoint_hash, frontier };
+    const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
+    this.stats.counters.compactions++;
+    this.deps.log?.info({ checkpoint_hash: this.base.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
+    return { compacted: true, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps };
+  }
+
+  private async maintainLocked(): Promise<void> {
+    const published = await this.checkpointLocked();
+    if (published.published) await this.compactLocked();
+  }
+
+  /**
+   * Rebase (design §5): adopt the relay's latest checkpoint as the base. The journal keeps every
+   * op above the checkpoint's frontier — own ops it does not cover, which still chain onto its
+   * head, and remote ops already held above it (so acks never go back) — behind a base marker,
+   * and the state becomes the checkpoint's state plus those ops.
+   */
+  private async rebaseLocked(): Promise<RebaseReport> {
+    const { relay } = this.deps;
+    const header = await relay.latestCheckpoint();
+    if (!header) return { rebased: false, base_checkpoint: this.base?.hash ?? null, reason: 'the relay holds no checkpoint' };
+    return this.gate.hold(async () => {
+      await this.lastDurable;
+      this.assertNotCloned(await relay.head(this.device));
+      const { header: parsed, state } = await this.adoptCheckpoint(header);
+      const frontier = parsed.frontier;
+      if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
+        throw new OpsyncError('device_cloned', `Checkpoint ${parsed.checkpoint_hash} covers ops of ${this.device} this device never wrote: it is a clone.`, {
+          device_id: this.device,
+        });
+      }
+      const above = (entry: JournalEntry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1);
+      const base: BaseEntry = { kind: 'base', checkpoint_hash: parsed.checkpoint_hash, frontier };
+      const kept: OpEntry[] = [];
+      await this.journal.replay((entry) => {
+        if (entry.kind === 'op' && above(entry)) kept.push(entry);
+      });
+      for (const [device, ops] of groupBy(kept.map((entry) => entry.op), (op) => op.device_id)) {
+        const anchored = anchorTail(frontier, device, ops, null, this.deps.crypto);
+        const problem = !anchored.ok ? anchored : anchored.check.error && { code: 'chain_broken' as const, message: anchored.check.error.message };
+        if (problem) throw new OpsyncError(problem.code, `Cannot rebase onto ${parsed.checkpoint_hash}: ${problem.message}.`, { device_id: device });
+      }
+      const verifier = new JournalVerifier(this.deps.journalLocation);
+      [base, ...kept].forEach((entry, index) => verifier.check(entry, index + 2));
+      await this.journal.rewrite({ head: [base], keep: above });
+
+      this.fold = state;
+      this.heads.clear();
+      this.held.clear();
+      for (const [device, head] of verifier.heads) this.heads.set(device, head);
+      for (const entry of kept) this.foldEntry(entry);
+      for (const head of frontier.values()) this.clock.observe(head.hlc);
+      const relayHead = await relay.head(this.device);
+      this.unpushed = kept.map((e) => e.op).filter((op) => op.device_id === this.device && op.seq > relayHead);
+      this.base = { hash: parsed.checkpoint_hash, frontier };
+      this.stats.counters.rebases++;
+      const ownKept = kept.filter((e) => e.op.device_id === this.device).length;
+      this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept }, 'rebased onto a checkpoint');
+      return { rebased: true, base_checkpoint: parsed.checkpoint_hash, kept_own_ops: ownKept };
+    });
+  }
+
+  /** Loads and verifies a checkpoint from the relay and keeps a local copy of it. */
+  private async adoptCheckpoint(header: CheckpointHeaderJson) {
+    const read = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
+    if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${header.checkpoint_hash} disappeared from the relay.`);
+    const opened = await openCheckpoint(read.header, read.chunks, this.deps.keyring, this.deps.crypto);
+    const again = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
+    if (again) await this.deps.checkpoints.put(again.header, again.chunks);
+    return opened;
+  }
+
+  /** A checkpoint this device is based on: its local copy, else the relay's. */
+  private async loadCheckpoint(hash: string) {
+    const source = (await this.deps.checkpoints.get(hash)) ?? (await this.deps.relay.readCheckpoint(hash));
+    if (!source) {
+      throw new OpsyncError(
+        'checkpoint_not_found',
+        `The journal is based on checkpoint ${hash}, which is neither in this data directory nor on the relay.`,
+        { checkpoint_hash: hash },
+      );
+    }
+    return openCheckpoint(source.header, source.chunks, this.deps.keyring, this.deps.crypto);
+  }
+
+  private async verifyLocked(): Promise<VerifyReport> {
+    await this.lastDurable;
+    const problems: string[] = [];
+    const verifier = new JournalVerifier(this.deps.journalLocation);
+    const keys = new Map((this.roster ?? (await this.deps.relay.roster())).entries.map((e) => [e.device_id, e.public_key]));
+    const lastOf = new Map<DeviceId, OpRecord>();
+    let entries = 0;
+    try {
+      await this.journal.replay((entry, line) => {
+        entries++;
+        verifier.check(entry, line);
+        if (entry.kind !== 'op') return;
+        lastOf.set(entry.op.device_id, entry.op);
+        if (entry.plain === null) return;
+        const opened = openPayload(this.deps.keyring, entry.op.payload, entry.op);
+        if (opened.ok && canonicalize(opened.payload) !== canonicalize(entry.plain)) {
+          problems.push(`${this.deps.journalLocation} line ${line}: the cached plaintext does not match the op's envelope`);
+        }
+      });
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+    for (const [device, op] of lastOf) {
+      const key = device === this.device ? this.deps.deviceKey.publicKey : keys.get(device);
+      if (key && !this.deps.crypto.verify(key, op.op_id, op.sig)) problems.push(`device ${device} seq ${op.seq}: the newest op's signature does not verify`);
+    }
+    return { ok: problems.length === 0, entries, problems };
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  private schedulePush(): void {
+    if (!this.live || this.pushTimer) return;
+    this.pushTimer = setTimeout(() => {
+      this.pushTimer = null;
+      this.requestPump();
+    }, this.options.pushDebounceMs);
+  }
+
+  private assertUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new OpsyncError('session_closed', 'The session is closed.');
+  }
+
+  /** A failed journal write leaves the file's state unknown: stop accepting work (design §4). */
+  private fail(error: unknown): OpsyncError {
+    if (this.failure) return this.failure;
+    this.failure = isOpsyncError(error) ? error : new OpsyncError('journal_failed', `The journal failed: ${(error as Error).message}.`);
+    this.lastError = this.failure.message;
+    this.deps.log?.warn({ err: error }, 'the session stopped after a journal failure');
+    return this.failure;
+  }
+}
+
+function foldInput(op: OpRecord, plain: JsonObject): FoldOp {
+  return { op_id: op.op_id, device_id: op.device_id, hlc: op.hlc, scope: op.scope, surface: op.surface, payload: plain };
+}
+
+function later(a: Hlc | null, b: Hlc): Hlc {
+  return a === null || compareHlc(b, a) > 0 ? b : a;
+}
+

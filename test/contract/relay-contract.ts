@@ -1,0 +1,193 @@
+import { describe, expect, it } from 'vitest';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import type { OpRecord } from '../../src/oplog/op-record.js';
+import type { CheckpointFile, JsonObject, Relay } from '../../relay/relay.js';
+import { TestDevice } from '../helpers/test-device.js';
+
+export interface RelayHarness {
+  /** A connection for `device` (each device gets its own, as each daemon would). */
+  connect(device: DeviceId): Promise<Relay>;
+  /** Moves the relay's clock forward. */
+  advance(ms: number): void;
+}
+
+const DAY = 86_400_000;
+
+function frontierJson(op: OpRecord): JsonObject {
+  return { [op.device_id]: { seq: op.seq, op_id: op.op_id, hlc: { ...op.hlc } } };
+}
+
+/** The relay port's guarantees, run against every backend (style 1, design §5). */
+export function runRelayContract(name: string, setup: () => Promise<RelayHarness>): void {
+  describe(`relay contract: ${name}`, () => {
+    async function joined(harness: RelayHarness, id: string, seed: number) {
+      const device = new TestDevice(id, seed);
+      const relay = await harness.connect(device.id);
+      await relay.register(device.publicKey);
+      return { device, relay, ops: (n: number) => Array.from({ length: n }, (_, i) => device.op('knowledge', { id: `${id}-${device.head ? device.head.seq + 1 : 0}-${i}` })) };
+    }
+
+    const since = (entries: Array<[DeviceId, number]> = []) => new Map(entries);
+
+    it('accepts a chain, serves it to other devices in order, and dedups a re-push', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const ops = a.ops(5);
+      expect(await a.relay.push(ops)).toEqual({ pushed: 5, deduped: 0 });
+      expect(await a.relay.push(ops)).toEqual({ pushed: 0, deduped: 5 });
+      const more = a.ops(3);
+      expect(await a.relay.push([...ops.slice(3), ...more])).toEqual({ pushed: 3, deduped: 2 });
+      const page = await b.relay.pull(since(), 100);
+      expect(page).toEqual({ ops: [...ops, ...more], more: false });
+      expect(await b.relay.head(a.device.id)).toBe(7);
+      expect((await a.relay.pull(since(), 100)).ops).toEqual([]);
+    });
+
+    it('refuses a different op at a held seq as a fork, and a skipped seq as a gap', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const ops = a.ops(3);
+      await a.relay.push(ops);
+      const twin = new TestDevice('device-a', 1);
+      twin.op('knowledge', { id: 'x0' });
+      const forked = twin.op('knowledge', { id: 'different' });
+      await expect(a.relay.push([forked])).rejects.toMatchObject({ code: 'relay_fork', data: { seq: 1 } });
+      a.ops(2);
+      const skipped = a.ops(1);
+      await expect(a.relay.push(skipped)).rejects.toMatchObject({ code: 'relay_gap', data: { head: 2, offered: 5 } });
+    });
+
+    it('refuses another device\'s ops, a broken chain and a bad signature', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      await expect(a.relay.push(b.ops(1))).rejects.toMatchObject({ code: 'relay_foreign_ops' });
+      const [op] = a.ops(1);
+      await expect(a.relay.push([{ ...op!, payload: { id: 'tampered' } }])).rejects.toMatchObject({ code: 'chain_broken', data: { kind: 'id_mismatch' } });
+      await expect(a.relay.push([{ ...op!, sig: b.device.resign(op!).sig }])).rejects.toMatchObject({ code: 'chain_broken', data: { kind: 'bad_signature' } });
+      expect(await a.relay.push([op!])).toEqual({ pushed: 1, deduped: 0 });
+    });
+
+    it('requires registration, and refuses a second key for a registered device', async () => {
+      const h = await setup();
+      const stranger = new TestDevice('device-z', 9);
+      const relay = await h.connect(stranger.id);
+      await expect(relay.push([stranger.op('knowledge', { id: 'x' })])).rejects.toMatchObject({ code: 'relay_not_registered' });
+      await relay.register(stranger.publicKey);
+      await relay.register(stranger.publicKey);
+      await expect(relay.register(new TestDevice('device-z', 10).publicKey)).rejects.toMatchObject({ code: 'relay_key_conflict' });
+    });
+
+    it('pages a pull: every op exactly once, in seq order per device', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const c = await joined(h, 'device-c', 3);
+      const pushed = new Map<DeviceId, OpRecord[]>();
+      for (const x of [a, b]) {
+        const ops = x.ops(7);
+        await x.relay.push(ops);
+        pushed.set(x.device.id, ops);
+      }
+      const frontier = new Map<DeviceId, number>();
+      const seen: OpRecord[] = [];
+      for (let pages = 0; ; pages++) {
+        const page = await c.relay.pull(frontier, 4);
+        expect(page.ops.length).toBeLessThanOrEqual(4);
+        for (const op of page.ops) {
+          expect(op.seq).toBe((frontier.get(op.device_id) ?? -1) + 1);
+          frontier.set(op.device_id, op.seq);
+          seen.push(op);
+        }
+        if (!page.more) break;
+        expect(pages).toBeLessThan(10);
+      }
+      expect(seen).toHaveLength(14);
+      expect(new Set(seen.map((op) => op.op_id)).size).toBe(14);
+      expect((await c.relay.pull(new Map([[a.device.id, 5]]), 100)).ops.map((op) => `${op.device_id}:${op.seq}`)).toEqual([
+        'device-a:6',
+        ...pushed.get(b.device.id)!.map((op) => `device-b:${op.seq}`),
+      ]);
+    });
+
+    it('keeps acks monotone and reports them in the roster with the stable frontier', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      await a.relay.ack(new Map([[a.device.id, 5], [b.device.id, 2]]));
+      await b.relay.ack(new Map([[a.device.id, 3], [b.device.id, 4]]));
+      await expect(a.relay.ack(new Map([[a.device.id, 4]]))).rejects.toMatchObject({ code: 'relay_ack_regression' });
+      const view = await b.relay.roster();
+      expect(view.entries.map((e) => [e.device_id, e.status, e.public_key])).toEqual([
+        ['device-a', 'active', a.device.publicKey],
+        ['device-b', 'active', b.device.publicKey],
+      ]);
+      expect(view.stable).toEqual(new Map([[a.device.id, 3], [b.device.id, 2]]));
+    });
+
+    it('evicts a device silent past the horizon and reinstates it on a caught-up ack', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      await a.relay.push(a.ops(4));
+      await a.relay.ack(new Map([[a.device.id, 3]]));
+      await b.relay.ack(new Map([[a.device.id, 0]]));
+      h.advance(31 * DAY);
+      await a.relay.ack(new Map([[a.device.id, 3]]));
+      const view = await a.relay.roster();
+      expect(view.entries.find((e) => e.device_id === b.device.id)?.status).toBe('evicted');
+      expect(view.stable.get(a.device.id)).toBe(3);
+      await b.relay.ack(new Map([[a.device.id, 3]]));
+      expect((await a.relay.roster()).entries.find((e) => e.device_id === b.device.id)?.status).toBe('active');
+    });
+
+    it('stores checkpoints once, serves the latest, and streams its chunks', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const ops = a.ops(3);
+      const file = (n: number): CheckpointFile => ({
+        header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[n]!) },
+        chunks: [{ n, part: 1 }, { n, part: 2 }],
+      });
+      expect(await a.relay.latestCheckpoint()).toBeNull();
+      expect(await a.relay.putCheckpoint(file(1))).toBe(true);
+      expect(await a.relay.putCheckpoint(file(1))).toBe(false);
+      await a.relay.putCheckpoint(file(2));
+      await a.relay.putCheckpoint(file(0));
+      expect((await a.relay.latestCheckpoint())?.checkpoint_hash).toBe(file(2).header.checkpoint_hash);
+      const read = await a.relay.readCheckpoint(file(2).header.checkpoint_hash);
+      const chunks = [];
+      for await (const chunk of read!.chunks) chunks.push(chunk);
+      expect({ header: read!.header, chunks }).toEqual(file(2));
+      expect(await a.relay.readCheckpoint(`ck-${'9'.repeat(64)}`)).toBeNull();
+    });
+
+    it('collects only ops below the stable frontier that a checkpoint covers; a pull below the floor is truncated', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const batches = [a.ops(3), a.ops(3), a.ops(3)];
+      for (const batch of batches) await a.relay.push(batch);
+      const head = batches[1]!.at(-1)!;
+      await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'1'.repeat(64)}`, frontier: frontierJson(head) }, chunks: [] });
+      await a.relay.ack(new Map([[a.device.id, 8]]));
+      await b.relay.ack(new Map([[a.device.id, 1]]));
+      await a.relay.gc();
+      const early = (await b.relay.roster()).floor.get(a.device.id)!;
+      expect(early).toBeLessThanOrEqual(2);
+      expect((await b.relay.pull(new Map([[a.device.id, early - 1]]), 100)).ops).toHaveLength(9 - early);
+
+      await b.relay.ack(new Map([[a.device.id, 8]]));
+      const done = await a.relay.gc();
+      const floor = (await b.relay.roster()).floor.get(a.device.id)!;
+      expect(done.droppedOps).toBe(floor - early);
+      expect(floor).toBeGreaterThan(early);
+      expect(floor).toBeLessThanOrEqual(6);
+      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { device_id: 'device-a', floor } });
+      const tail = await b.relay.pull(new Map([[a.device.id, floor - 1]]), 100);
+      expect(tail.ops.at(-1)?.seq).toBe(8);
+      expect(await a.relay.head(a.device.id)).toBe(8);
+    });
+  });
+}

@@ -1,0 +1,31 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { generateDeviceKey } from '../../src/crypto/device-key.js';
+import { Keyring } from '../../src/crypto/keyring.js';
+import { FileJournal } from '../../src/journal/file-journal.js';
+import { parseDeviceId } from '../../src/oplog/ids.js';
+import { DirCheckpointStore } from '../../src/session/checkpoint-store.js';
+import { Session, type SessionOptions } from '../../src/session/session.js';
+import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { coreCrypto } from './test-device.js';
+import { PERSONAL_KEY } from './world.js';
+
+/** Opens an in-process session on a real file journal and a directory relay. */
+export async function openDirSession(relayRoot: string, dataDir: string, name: string, options: Partial<SessionOptions> = {}): Promise<Session> {
+  const device = parseDeviceId(name);
+  const relay = await DirectoryRelay.open({ root: relayRoot, self: device, crypto: coreCrypto });
+  const journalPath = join(dataDir, 'journal.log');
+  return Session.open({
+    device,
+    deviceKey: generateDeviceKey(),
+    keyring: new Keyring([PERSONAL_KEY]),
+    crypto: coreCrypto,
+    relay,
+    checkpoints: new DirCheckpointStore(join(dataDir, 'checkpoints')),
+    now: Date.now,
+    randomBytes: (n) => randomBytes(n),
+    journalLocation: journalPath,
+    openJournal: async (visit) => (await FileJournal.open(journalPath, device, visit)).journal,
+    options: { autoCheckpointOps: 0, ...options },
+  });
+}

@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import { generateDeviceKey, type DeviceKey } from '../../src/crypto/device-key.js';
+import { Keyring } from '../../src/crypto/keyring.js';
+import { scopeKeyFromBytes, type ScopeKey } from '../../src/crypto/scope-key.js';
+import { MemoryJournalStore } from '../../src/journal/memory-journal.js';
+import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
+import { MemoryCheckpointStore } from '../../src/session/checkpoint-store.js';
+import { Session, type SessionOptions } from '../../src/session/session.js';
+import { MemoryRelayStore } from '../../relay/memory-relay.js';
+import type { Relay } from '../../relay/relay.js';
+import { coreCrypto } from './test-device.js';
+
+export const PERSONAL_KEY: ScopeKey = scopeKeyFromBytes('personal', Buffer.alloc(32, 0x11));
+
+/**
+ * Devices sharing one in-memory relay, each with a journal that survives crashes. A device's
+ * key and checkpoint copies persist across its restarts, like its data directory would.
+ */
+export class World {
+  now = 1_767_225_600_000;
+  readonly relays: MemoryRelayStore;
+  readonly journals = new MemoryJournalStore();
+  private readonly disks = new Map<DeviceId, { key: DeviceKey; checkpoints: MemoryCheckpointStore; keyring: Keyring }>();
+  /** Each device's wall clock is the world clock plus its skew. */
+  readonly skew = new Map<DeviceId, number>();
+
+  constructor(horizonMs?: number) {
+    this.relays = new MemoryRelayStore(coreCrypto, () => this.now, horizonMs);
+  }
+
+  async open(name: string, options: { relay?: (relay: Relay) => Relay; session?: Partial<SessionOptions>; keys?: ScopeKey[] } = {}): Promise<Session> {
+    const device = parseDeviceId(name);
+    let disk = this.disks.get(device);
+    if (!disk) {
+      disk = { key: generateDeviceKey(), checkpoints: new MemoryCheckpointStore(), keyring: new Keyring(options.keys ?? [PERSONAL_KEY]) };
+      this.disks.set(device, disk);
+    }
+    const base = this.relays.connect(device);
+    return Session.open({
+      device,
+      deviceKey: disk.key,
+      keyring: disk.keyring,
+      crypto: coreCrypto,
+      relay: options.relay ? options.relay(base) : base,
+      checkpoints: disk.checkpoints,
+      now: () => this.now + (this.skew.get(device) ?? 0),
+      randomBytes: (n) => randomBytes(n),
+      journalLocation: `memory:${name}`,
+      openJournal: (visit) => this.journals.open(name, visit),
+      options: { autoCheckpointOps: 0, ...options.session },
+    });
+  }
+
+  keyringOf(name: string): Keyring {
+    return this.disks.get(parseDeviceId(name))!.keyring;
+  }
+
+  /** The process holding `name` dies: its journal keeps what was durable, everything else is gone. */
+  crash(name: string): void {
+    this.journals.crash(name);
+  }
+}

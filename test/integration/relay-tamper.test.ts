@@ -1,0 +1,95 @@
+import { copyFile, readdir, readFile, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { Session } from '../../src/session/session.js';
+import { openDirSession } from '../helpers/dir-world.js';
+import { useTempDirs } from '../helpers/temp-dir.js';
+
+const tempDir = useTempDirs();
+
+/**
+ * The relay directory is untrusted input (design §5, §11). Device "writer" pushes three
+ * segments, device "clean" one; the folder is then tampered with, and a fresh device "reader"
+ * must reject or ignore the damage, report it by kind, and still sync every valid op.
+ */
+describe('a tampered relay directory', () => {
+  async function scene() {
+    const relay = await tempDir();
+    const writer = await openDirSession(relay, await tempDir(), 'writer');
+    const clean = await openDirSession(relay, await tempDir(), 'clean');
+    for (let segment = 0; segment < 3; segment++) {
+      for (let i = 0; i < 3; i++) await writer.append({ surface: 'knowledge', payload: { id: `w${segment}-${i}` }, scope: 'personal' });
+      await writer.pump();
+    }
+    await clean.append({ surface: 'skill', payload: { id: 'c0' }, scope: 'personal' });
+    await clean.append({ surface: 'skill', payload: { id: 'c1' }, scope: 'personal' });
+    await clean.pump();
+    await writer.close();
+    await clean.close();
+    const opsDir = join(relay, 'devices', 'writer', 'ops');
+    const segments = (await readdir(opsDir)).sort().map((name) => join(opsDir, name));
+    return { relay, opsDir, segments };
+  }
+
+  async function read(relay: string): Promise<Session> {
+    const reader = await openDirSession(relay, await tempDir(), 'reader');
+    await reader.pump();
+    return reader;
+  }
+
+  function synced(reader: Session): string[] {
+    return [...reader.state.page('knowledge', null, 100).items.map((r) => r.key), ...reader.state.page('skill', null, 100).items.map((r) => r.key)];
+  }
+
+  async function rewriteLine(path: string, line: number, edit: (text: string) => string): Promise<void> {
+    const lines = (await readFile(path, 'utf8')).split('\n');
+    lines[line] = edit(lines[line]!);
+    await writeFile(path, lines.join('\n'));
+  }
+
+  it('rejects a changed payload by name and keeps the ops before it', async () => {
+    const { relay, segments } = await scene();
+    await rewriteLine(segments[1]!, 2, (line) => line.replace('"ct":"', '"ct":"AAAA'));
+    const reader = await read(relay);
+    expect(reader.status().counts.rejected).toEqual({ id_mismatch: 1 });
+    expect(synced(reader)).toEqual(['w0-0', 'w0-1', 'w0-2', 'w1-0', 'c0', 'c1']);
+    await reader.close();
+  });
+
+  it('uses the valid prefix of a truncated segment and reports it', async () => {
+    const { relay, segments } = await scene();
+    const size = (await readFile(segments[1]!)).length;
+    await truncate(segments[1]!, size - 40);
+    const reader = await read(relay);
+    expect(reader.status().counts.ignored_relay_files).toMatchObject({ segment_corrupt: 1 });
+    expect(synced(reader)).toEqual(['w0-0', 'w0-1', 'w0-2', 'w1-0', 'w1-1', 'c0', 'c1']);
+    await reader.close();
+  });
+
+  it('rejects a run whose head signature is forged and keeps the signed prefix', async () => {
+    const { relay, segments } = await scene();
+    const sigOf = async (path: string, line: number) => (JSON.parse((await readFile(path, 'utf8')).split('\n')[line]!) as { sig: string }).sig;
+    const other = await sigOf(segments[0]!, 1);
+    await rewriteLine(segments[2]!, 3, (line) => line.replace(/"sig":"[^"]+"/, `"sig":"${other}"`));
+    const reader = await read(relay);
+    expect(reader.status().counts.rejected).toEqual({ bad_signature: 1 });
+    expect(synced(reader)).toEqual(['w0-0', 'w0-1', 'w0-2', 'w1-0', 'w1-1', 'w1-2', 'w2-0', 'w2-1', 'c0', 'c1']);
+    await reader.close();
+  });
+
+  it('ignores and counts garbage, sync-conflict copies and a segment holding another device\'s ops', async () => {
+    const { relay, opsDir, segments } = await scene();
+    await writeFile(join(opsDir, 'notes.txt~'), 'editor leftover');
+    await copyFile(segments[0]!, join(opsDir, '000000000000.sync-conflict-20261124-120000-ABCDEF.jsonl'));
+    const thief = join(relay, 'devices', 'thief', 'ops');
+    await mkdir(thief, { recursive: true });
+    await writeFile(join(relay, 'devices', 'thief', 'device.json'), JSON.stringify({ opsync_device: 1, device_id: 'thief', public_key: 'x', added_ms: 0 }));
+    await copyFile(segments[0]!, join(thief, '000000000000.jsonl'));
+    await writeFile(join(relay, 'devices', 'Not A Device'), 'junk');
+    const reader = await read(relay);
+    expect(reader.status().counts.ignored_relay_files).toEqual({ not_layout: 2, conflict_copy: 1, foreign_ops: 1 });
+    expect(reader.status().counts.rejected).toEqual({});
+    expect(synced(reader)).toHaveLength(11);
+    await reader.close();
+  });
+});

@@ -1,0 +1,161 @@
+import { describe, expect, it } from 'vitest';
+import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
+import type { Session } from '../../src/session/session.js';
+import { World } from '../helpers/world.js';
+
+async function pumpAll(...sessions: Session[]): Promise<void> {
+  for (let round = 0; round < 2; round++) for (const s of sessions) await s.pump();
+}
+
+describe('session', () => {
+  it('converges two devices through the relay: same records, same state hash', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    await a.append({ surface: 'knowledge', payload: { id: 'k1', text: 'from a' }, scope: 'personal' });
+    await b.append({ surface: 'declagent', payload: { id: 'agent', model: 'm' }, scope: 'personal' });
+    const report = await a.pump();
+    expect(report).toMatchObject({ pushed: 1, push_deduped: 0, folded: 0, rebased: false });
+    const pulled = await b.pump();
+    expect(pulled).toMatchObject({ pushed: 1, folded: 1 });
+    await a.pump();
+    expect(b.state.record('knowledge', 'k1')?.payload.text).toBe('from a');
+    expect(a.state.record('declagent', 'agent')?.device_id).toBe('device-b');
+    expect(a.state.stateHash()).toBe(b.state.stateHash());
+  });
+
+  it('refuses a bad payload, an oversize payload and a scope without a key, and writes nothing', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    await expect(a.append({ surface: 'knowledge', payload: { text: 'no id' }, scope: 'personal' })).rejects.toMatchObject({ code: 'invalid_payload' });
+    await expect(a.append({ surface: 'knowledge', payload: { id: 'x', text: 'y'.repeat(1_100_000) }, scope: 'personal' })).rejects.toMatchObject({ code: 'payload_too_large' });
+    await expect(a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: { org: 'acme' } })).rejects.toMatchObject({ code: 'key_missing' });
+    expect(world.journals.entries('device-a')).toHaveLength(0);
+    expect((await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' })).seq).toBe(0);
+  });
+
+  it('quarantines ops stamped too far ahead, without moving its clock, and folds them once time catches up', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    world.skew.set(a.device, 120_000);
+    await a.append({ surface: 'knowledge', payload: { id: 'future' }, scope: 'personal' });
+    await a.pump();
+    await b.pump();
+    expect(b.status().counts.quarantined).toBe(1);
+    expect(b.state.record('knowledge', 'future')).toBeUndefined();
+    const local = await b.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' });
+    expect(local.hlc.wall_ms).toBeLessThan(world.now + 60_000);
+    world.now += 90_000;
+    await b.pump();
+    expect(b.status().counts.quarantined).toBe(0);
+    expect(b.state.record('knowledge', 'future')).toBeDefined();
+  });
+
+  it('holds ops it cannot decrypt, reports the key id, and folds them once the key is imported', async () => {
+    const world = new World();
+    const other = scopeKeyFromBytes('personal', Buffer.alloc(32, 0x22));
+    const a = await world.open('device-a');
+    const c = await world.open('device-c', { keys: [other] });
+    await c.append({ surface: 'knowledge', payload: { id: 'secret' }, scope: 'personal' });
+    await c.pump();
+    await a.pump();
+    expect(a.status().counts.undecryptable).toBe(1);
+    expect(a.status().undecryptable_kids).toEqual([other.kid]);
+    expect(a.state.record('knowledge', 'secret')).toBeUndefined();
+    world.keyringOf('device-a').add(other);
+    expect(await a.openHeld()).toBe(1);
+    expect(a.state.record('knowledge', 'secret')).toBeDefined();
+    expect(a.status().counts.undecryptable).toBe(0);
+  });
+
+  it('publishes a checkpoint at the stable frontier, compacts, collects relay ops, and restarts to the same state', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    for (let i = 0; i < 5; i++) {
+      await a.append({ surface: 'knowledge', payload: { id: `a${i}` }, scope: 'personal' });
+      await b.append({ surface: 'skill', payload: { id: `b${i}` }, scope: 'personal' });
+      await pumpAll(a, b);
+    }
+    await pumpAll(a, b);
+    const published = await a.checkpoint();
+    expect(published.published).toBe(true);
+    const compacted = await a.compact();
+    expect(compacted).toMatchObject({ compacted: true, base_checkpoint: published.checkpoint_hash });
+    expect(compacted.relay_dropped_ops).toBeGreaterThan(0);
+    expect(world.journals.entries('device-a')[0]).toMatchObject({ kind: 'base', checkpoint_hash: published.checkpoint_hash });
+    const hash = a.state.stateHash();
+    world.crash('device-a');
+    const again = await world.open('device-a');
+    expect(again.state.stateHash()).toBe(hash);
+    expect(again.status().base_checkpoint).toBe(published.checkpoint_hash);
+  });
+
+  it('bootstraps a new device from the latest checkpoint plus the tail after GC', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    for (let i = 0; i < 6; i++) {
+      await a.append({ surface: 'knowledge', payload: { id: `k${i}` }, scope: 'personal' });
+      await pumpAll(a, b);
+    }
+    await pumpAll(a, b);
+    expect((await a.checkpoint()).published).toBe(true);
+    await a.compact();
+    await a.append({ surface: 'knowledge', payload: { id: 'tail' }, scope: 'personal' });
+    await a.pump();
+    const c = await world.open('device-c');
+    expect(c.status().base_checkpoint).not.toBeNull();
+    await c.pump();
+    expect(c.state.record('knowledge', 'tail')).toBeDefined();
+    expect(c.state.stateHash()).toBe(a.state.stateHash());
+  });
+
+  it('refuses to open a cloned device whose chain on the relay is ahead of its journal', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' });
+    await a.pump();
+    await a.close();
+    const stale = [...world.journals.entries('device-a')];
+    const reopened = await world.open('device-a');
+    await reopened.append({ surface: 'knowledge', payload: { id: 'y' }, scope: 'personal' });
+    await reopened.pump();
+    await reopened.close();
+    const journal = world.journals.entries('device-a') as unknown[];
+    journal.splice(0, journal.length, ...stale);
+    await expect(world.open('device-a')).rejects.toMatchObject({ code: 'device_cloned' });
+  });
+});
+
+describe('eviction and straggler re-entry', () => {
+  it('a device silent past the horizon stops holding the frontier back, and on return rebases without losing its own unsynced ops', async () => {
+    const HORIZON = 60_000;
+    const world = new World(HORIZON);
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    await a.append({ surface: 'knowledge', payload: { id: 'early' }, scope: 'personal' });
+    await pumpAll(a, b);
+
+    await b.append({ surface: 'knowledge', payload: { id: 'written-offline' }, scope: 'personal' });
+    world.now += HORIZON + 1_000;
+    for (let i = 0; i < 4; i++) {
+      await a.append({ surface: 'knowledge', payload: { id: `while-away-${i}` }, scope: 'personal' });
+      await a.pump();
+    }
+    const roster = (await a.pump(), a.status().roster);
+    expect(roster.find((r) => r.device_id === 'device-b')?.status).toBe('evicted');
+    expect((await a.checkpoint()).published).toBe(true);
+    const compacted = await a.compact();
+    expect(compacted.relay_dropped_ops).toBeGreaterThan(0);
+
+    const back = await b.pump();
+    expect(back.rebased).toBe(true);
+    await pumpAll(a, b);
+    expect(b.state.record('knowledge', 'while-away-3')).toBeDefined();
+    expect(a.state.record('knowledge', 'written-offline')).toBeDefined();
+    expect(b.state.stateHash()).toBe(a.state.stateHash());
+    expect(a.status().roster.find((r) => r.device_id === 'device-b')?.status).toBe('active');
+  });
+});
