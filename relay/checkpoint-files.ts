@@ -1,9 +1,7 @@
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { OpsyncError } from '../src/oplog/opsync-error.js';
 import { createFileDurable } from './durable-fs.js';
-import type { CheckpointHeaderJson, JsonObject } from './relay.js';
+import type { CheckpointFile, CheckpointHeaderJson, JsonObject } from './relay.js';
 
 /**
  * A published checkpoint on disk (relay folder, or a device's local copy): JSON lines, the
@@ -19,11 +17,19 @@ export function checkpointFileName(hash: string): string {
   return `${hash}.jsonl`;
 }
 
-/** Writes the file once, streaming its chunks (false when it already existed). */
-export function writeCheckpointFile(path: string, header: CheckpointHeaderJson, chunks: Iterable<JsonObject> | AsyncIterable<JsonObject>): Promise<boolean> {
+/** The file's bytes: the header line, then one line per sealed chunk (a chunk holds no newline). */
+export function* checkpointFileBytes(file: CheckpointFile): Generator<Uint8Array> {
+  yield Buffer.from(JSON.stringify(file.header) + '\n');
+  for (const chunk of file.chunks) {
+    if (chunk.includes('\n')) throw new OpsyncError('checkpoint_invalid', 'A checkpoint chunk must be one line of JSON.');
+    yield Buffer.from(chunk + '\n');
+  }
+}
+
+/** Writes a checkpoint file once from its bytes, streamed (false when it already existed). */
+export function writeCheckpointBytes(path: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<boolean> {
   return createFileDurable(path, async (handle) => {
-    await handle.write(JSON.stringify(header) + '\n');
-    for await (const chunk of chunks) await handle.write(JSON.stringify(chunk) + '\n');
+    for await (const piece of bytes) await handle.write(piece);
   });
 }
 
@@ -43,18 +49,29 @@ export async function readCheckpointHeader(path: string): Promise<CheckpointHead
   return value as CheckpointHeaderJson;
 }
 
-/** The sealed chunks of a checkpoint file, streamed line by line. */
-export async function* readCheckpointChunks(path: string): AsyncGenerator<JsonObject> {
-  const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
-  let first = true;
-  for await (const line of lines) {
-    if (first || line === '') {
-      first = false;
-      continue;
+/** The sealed chunks of a checkpoint file (their JSON texts), streamed line by line. */
+export async function* readCheckpointChunks(path: string): AsyncGenerator<string> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(8 * 1024 * 1024);
+    let pieces: Buffer[] = [];
+    let first = true;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      let start = 0;
+      for (let nl = buffer.indexOf(10, 0); nl !== -1 && nl < bytesRead; nl = buffer.indexOf(10, start)) {
+        pieces.push(buffer.subarray(start, nl));
+        const line = pieces.length === 1 ? pieces[0]!.toString('utf8') : Buffer.concat(pieces).toString('utf8');
+        pieces = [];
+        start = nl + 1;
+        if (!first && line !== '') yield line;
+        first = false;
+      }
+      if (start < bytesRead) pieces.push(Buffer.from(buffer.subarray(start, bytesRead)));
     }
-    const value = parseObject(line);
-    if (!value) throw new OpsyncError('checkpoint_invalid', `${path} holds a chunk that is not a JSON object.`, { location: path });
-    yield value;
+  } finally {
+    await handle.close();
   }
 }
 

@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch } from 'chokidar';
@@ -7,7 +8,7 @@ import { isDeviceId, type DeviceId } from '../src/oplog/ids.js';
 import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import { OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
-import { CHECKPOINT_FILE, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointFile } from './checkpoint-files.js';
+import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
 import { createFileDurable, ensureDir, TEMP_PREFIX, writeFileDurable } from './durable-fs.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
@@ -16,8 +17,8 @@ import {
   CHECKPOINTS_KEPT,
   type CheckpointFile,
   type CheckpointHeaderJson,
+  type CheckpointStream,
   type GcResult,
-  type JsonObject,
   type PullPage,
   type PushResult,
   type Relay,
@@ -211,18 +212,24 @@ export class DirectoryRelay implements Relay {
   }
 
   putCheckpoint(file: CheckpointFile): Promise<boolean> {
-    return writeCheckpointFile(this.checkpointPath(file.header.checkpoint_hash), file.header, file.chunks);
+    return writeCheckpointBytes(this.checkpointPath(file.header.checkpoint_hash), checkpointFileBytes(file));
   }
 
   async latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
     return newestFirst(await this.checkpointHeaderList())[0] ?? null;
   }
 
-  async readCheckpoint(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null> {
+  async readCheckpoint(hash: string): Promise<CheckpointStream | null> {
     const path = this.checkpointPath(hash);
     const header = await this.checkpointHeader(path);
     if (!header) return null;
     return { header, chunks: readCheckpointChunks(path) };
+  }
+
+  async checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null> {
+    const path = this.checkpointPath(hash);
+    if (!(await this.checkpointHeader(path))) return null;
+    return createReadStream(path) as AsyncIterable<Uint8Array>;
   }
 
   async gc(): Promise<GcResult> {

@@ -3,9 +3,10 @@ import type { SeqFrontier } from '../src/oplog/frontier.js';
 import type { DeviceId } from '../src/oplog/ids.js';
 import type { OpRecord } from '../src/oplog/op-record.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
+import { checkpointFileBytes } from './checkpoint-files.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
 import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
@@ -155,7 +156,7 @@ export class MemoryRelay implements Relay {
     return newestFirst([...this.store.checkpoints.values()].map((c) => c.header))[0] ?? null;
   }
 
-  async readCheckpoint(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<OpRecord['payload']> } | null> {
+  async readCheckpoint(hash: string): Promise<CheckpointStream | null> {
     await Promise.resolve();
     const file = this.store.checkpoints.get(hash);
     if (!file) return null;
@@ -166,6 +167,12 @@ export class MemoryRelay implements Relay {
         yield* file.chunks;
       })(),
     };
+  }
+
+  async checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null> {
+    await Promise.resolve();
+    const file = this.store.checkpoints.get(hash);
+    return file ? toAsync(checkpointFileBytes(file)) : null;
   }
 
   async gc(): Promise<GcResult> {
@@ -196,4 +203,9 @@ export class MemoryRelay implements Relay {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+async function* toAsync<T>(items: Iterable<T>): AsyncGenerator<T> {
+  await Promise.resolve();
+  yield* items;
 }

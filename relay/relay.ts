@@ -39,7 +39,9 @@ export interface Relay {
   /** The header of the checkpoint with the highest frontier, or null. */
   latestCheckpoint(): Promise<CheckpointHeaderJson | null>;
   /** The checkpoint's header and its sealed chunks, streamed; null when absent. */
-  readCheckpoint(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null>;
+  readCheckpoint(hash: string): Promise<CheckpointStream | null>;
+  /** The checkpoint as file bytes (proposals/relay.md §Checkpoint files), for keeping a copy; null when absent. */
+  checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null>;
   /**
    * Drops this device's ops that every active device has acked and the newest checkpoint covers
    * (its newest op always stays, so its head stays known), and checkpoints beyond the newest
@@ -78,10 +80,18 @@ export interface RosterView {
   readonly stable: SeqFrontier;
 }
 
-/** A published checkpoint: the plaintext header (hashes and frontier) and its sealed chunks. */
+/**
+ * A published checkpoint: the plaintext header (hashes and frontier) and its sealed chunks. A
+ * chunk is opaque to the relay: the JSON text of an envelope, carried and stored as is.
+ */
 export interface CheckpointFile {
   readonly header: CheckpointHeaderJson;
-  readonly chunks: readonly JsonObject[];
+  readonly chunks: readonly string[];
+}
+
+export interface CheckpointStream {
+  readonly header: CheckpointHeaderJson;
+  readonly chunks: AsyncIterable<string>;
 }
 
 export interface CheckpointHeaderJson extends JsonObject {

@@ -1,6 +1,5 @@
-import { canonicalize } from '../src/oplog/canonical.js';
 import type { DeviceId } from '../src/oplog/ids.js';
-import { parseOpRecord, type OpRecord } from '../src/oplog/op-record.js';
+import { canonicalRecord, parseOpRecord, type OpRecord } from '../src/oplog/op-record.js';
 
 /**
  * Segment files of the directory relay, format version 1 (proposals/relay.md):
@@ -20,7 +19,7 @@ export function segmentName(firstSeq: number): string {
 
 export function encodeSegment(device: DeviceId, ops: readonly OpRecord[]): string {
   const header = JSON.stringify({ opsync_segment: SEGMENT_VERSION, device_id: device, first_seq: ops[0]!.seq, count: ops.length });
-  return `${header}\n${ops.map((op) => canonicalize(op)).join('\n')}\n`;
+  return `${header}\n${ops.map((op) => canonicalRecord(op)).join('\n')}\n`;
 }
 
 export interface SegmentHeader {

@@ -2,9 +2,9 @@ import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { frontierToJson, parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isHlc } from '../oplog/hlc.js';
-import { isDeviceId, isEpoch, isNameId, isOpId, type AgentId, type Brand, type RunId } from '../oplog/ids.js';
+import { isDeviceId, isEpoch, isNameId, isOpId, type AgentId, type Brand, type DeviceId, type RunId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
-import { scopeFromKey, scopeKey } from '../oplog/scope.js';
+import { scopeFromKey, scopeKey, type Scope } from '../oplog/scope.js';
 import { isSurface } from '../oplog/surface.js';
 import { FoldState, type StateHash } from '../fold/fold-state.js';
 import type { IntentCandidate } from '../fold/intent-ledger.js';
@@ -163,10 +163,14 @@ export class CheckpointLoader {
     this.state = new FoldState(crypto);
   }
 
-  addChunk(text: string): void {
+  /**
+   * Adds the next chunk. `digest` is its SHA-256 when the caller already computed it from the
+   * same bytes (the decrypting worker does); otherwise it is computed here.
+   */
+  addChunk(text: string, digest = this.crypto.sha256Hex(text)): void {
     const ref = this.header.chunks[this.next];
     if (!ref) throw invalid('it has more chunks than its header lists');
-    if (this.crypto.sha256Hex(text) !== ref.digest) throw invalid(`chunk ${this.next} does not match its digest`);
+    if (digest !== ref.digest) throw invalid(`chunk ${this.next} does not match its digest`);
     this.next++;
     let value: unknown;
     try {
@@ -176,7 +180,8 @@ export class CheckpointLoader {
     }
     const items = chunkItems(value);
     if (items.list.length !== ref.count) throw invalid(`chunk ${this.next - 1} holds ${items.list.length} items, its header says ${ref.count}`);
-    for (const item of items.list) this.restore(items.kind, ref.scope, item);
+    const scope = scopeFromKey(ref.scope);
+    for (const item of items.list) this.restore(items.kind, ref.scope, scope, item);
   }
 
   finish(): FoldState {
@@ -185,23 +190,23 @@ export class CheckpointLoader {
     return this.state;
   }
 
-  private restore(kind: 'records' | 'runs' | 'agents', scope: string, item: unknown): void {
+  private restore(kind: 'records' | 'runs' | 'agents', scopeName: string, scope: Scope, item: unknown): void {
     if (!Array.isArray(item)) throw invalid(`a ${kind} item is not a list`);
     const fields = item as unknown[];
     if (kind === 'records') {
       const [surface, opId, wall, counter, device, payload] = fields;
-      const hlc = { wall_ms: wall, counter, device_id: device };
-      if (fields.length !== 6 || !isSurface(surface) || !isOpId(opId) || !isHlc(hlc) || !isJsonObject(payload)) {
+      if (fields.length !== 6 || !isSurface(surface) || !isOpId(opId) || !isStamp(wall, counter, device) || !isJsonObject(payload)) {
         throw invalid('a record is malformed');
       }
-      const outcome = this.state.apply({ op_id: opId, device_id: hlc.device_id, hlc, scope: scopeFromKey(scope), surface, payload });
+      const hlc = { wall_ms: wall as number, counter: counter as number, device_id: device };
+      const outcome = this.state.apply({ op_id: opId, device_id: device, hlc, scope, surface, payload });
       if (outcome !== 'inserted') throw invalid(`record ${opId} is ${outcome === 'skipped' ? 'not a valid payload' : 'a duplicate'}`);
     } else if (kind === 'runs') {
-      if (scope !== 'personal') throw invalid('intents appear outside the personal scope');
+      if (scopeName !== 'personal') throw invalid('intents appear outside the personal scope');
       this.state.restoreRun(parseRun(fields));
     } else {
       const [agent, epoch] = fields;
-      if (scope !== 'personal' || fields.length !== 2 || !isNameId(agent) || !isEpoch(epoch)) throw invalid('an agent entry is malformed');
+      if (scopeName !== 'personal' || fields.length !== 2 || !isNameId(agent) || !isEpoch(epoch)) throw invalid('an agent entry is malformed');
       this.state.restoreAgent(agent as AgentId, epoch);
     }
   }
@@ -223,6 +228,11 @@ function checkpointHashOf(header: Omit<CheckpointHeader, 'checkpoint_hash'>, cry
     chunks: header.chunks.map((c) => [c.scope, c.count, c.digest]),
   };
   return `ck-${crypto.sha256Hex(canonicalize(covered))}` as CheckpointHash;
+}
+
+/** The fields of an HLC, checked without building it first. */
+function isStamp(wall: unknown, counter: unknown, device: unknown): device is DeviceId {
+  return Number.isSafeInteger(wall) && (wall as number) >= 0 && Number.isInteger(counter) && (counter as number) >= 0 && (counter as number) <= 0xffffffff && isDeviceId(device);
 }
 
 function chunkItems(value: unknown): { kind: 'records' | 'runs' | 'agents'; list: unknown[] } {

@@ -24,6 +24,10 @@ export class Keyring {
     return this.byKid.get(kid);
   }
 
+  all(): ScopeKey[] {
+    return [...this.byKid.values()];
+  }
+
   scopes(): string[] {
     return [...this.byScope.keys()].sort();
   }

@@ -196,9 +196,9 @@ export class FoldState {
     const current = map.get(key);
     if (current && (current.op_id === op.op_id || !wins(op, current))) return 'unchanged';
     map.set(key, toRecord(op));
-    this.hash.add(op.op_id.slice(3));
+    this.hash.add(op.op_id, 3);
     if (current) {
-      this.hash.remove(current.op_id.slice(3));
+      this.hash.remove(current.op_id, 3);
       return 'replaced';
     }
     this.records++;
@@ -215,7 +215,7 @@ export class FoldState {
       const conversationId = (op.payload.conversation_id as string | undefined) ?? DEFAULT_CONVERSATION;
       pushEvent(this.conversations, conversationId, record);
     }
-    this.hash.add(op.op_id.slice(3));
+    this.hash.add(op.op_id, 3);
     this.records++;
     return 'inserted';
   }

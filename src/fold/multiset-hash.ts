@@ -8,19 +8,20 @@ export class MultisetHash {
   /** Eight 32-bit limbs, most significant first (the order of the hex digits). */
   private readonly limbs = new Uint32Array(8);
 
-  add(hex64: string): void {
+  /** Adds a digest given as 64 lowercase hex digits starting at `offset` of `hex`. */
+  add(hex: string, offset = 0): void {
     let carry = 0;
     for (let i = 7; i >= 0; i--) {
-      const sum = this.limbs[i]! + Number.parseInt(hex64.slice(i * 8, i * 8 + 8), 16) + carry;
+      const sum = this.limbs[i]! + limbAt(hex, offset + i * 8) + carry;
       this.limbs[i] = sum;
       carry = sum > 0xffffffff ? 1 : 0;
     }
   }
 
-  remove(hex64: string): void {
+  remove(hex: string, offset = 0): void {
     let borrow = 0;
     for (let i = 7; i >= 0; i--) {
-      const diff = this.limbs[i]! - Number.parseInt(hex64.slice(i * 8, i * 8 + 8), 16) - borrow;
+      const diff = this.limbs[i]! - limbAt(hex, offset + i * 8) - borrow;
       this.limbs[i] = diff;
       borrow = diff < 0 ? 1 : 0;
     }
@@ -31,4 +32,14 @@ export class MultisetHash {
     for (const limb of this.limbs) out += limb.toString(16).padStart(8, '0');
     return out;
   }
+}
+
+/** The 32-bit value of 8 hex digits at `at`, read without allocating (this runs once per folded op). */
+function limbAt(hex: string, at: number): number {
+  let value = 0;
+  for (let i = at; i < at + 8; i++) {
+    const c = hex.charCodeAt(i);
+    value = value * 16 + (c <= 57 ? c - 48 : c - 87);
+  }
+  return value;
 }

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { canonicalize } from '../oplog/canonical.js';
 import { frontierToJson, parseFrontier } from '../oplog/frontier.js';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
-import { parseOpRecord } from '../oplog/op-record.js';
+import { canonicalRecord, parseOpRecord } from '../oplog/op-record.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { isJsonObject } from '../util/json.js';
 import type { JournalEntry } from './journal.js';
@@ -30,7 +29,7 @@ export function encodeHeader(device: DeviceId): string {
 }
 
 export function encodeEntry(entry: JournalEntry): string {
-  if (entry.kind === 'op') return encodeLine(`${canonicalize(entry.op)}\t${JSON.stringify(entry.plain)}`);
+  if (entry.kind === 'op') return encodeLine(`${canonicalRecord(entry.op)}\t${JSON.stringify(entry.plain)}`);
   return encodeLine(JSON.stringify({ base: { checkpoint_hash: entry.checkpoint_hash, frontier: frontierToJson(entry.frontier) } }));
 }
 

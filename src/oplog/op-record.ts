@@ -43,7 +43,12 @@ export interface ChainHead {
 const FIELDS = ['device_id', 'hlc', 'op_id', 'payload', 'prev', 'scope', 'seq', 'sig', 'surface'];
 
 export function opIdOf(body: OpBody, crypto: CoreCrypto): OpId {
-  const hashed = {
+  return hashBody(body, crypto).op_id;
+}
+
+/** The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). */
+export function hashBody(body: OpBody, crypto: CoreCrypto): { op_id: OpId; text: string } {
+  const text = canonicalize({
     device_id: body.device_id,
     hlc: body.hlc,
     payload: body.payload,
@@ -51,8 +56,33 @@ export function opIdOf(body: OpBody, crypto: CoreCrypto): OpId {
     scope: body.scope,
     seq: body.seq,
     surface: body.surface,
-  };
-  return `op-${crypto.sha256Hex(canonicalize(hashed))}` as OpId;
+  });
+  return { op_id: `op-${crypto.sha256Hex(text)}` as OpId, text };
+}
+
+/**
+ * Canonical body texts of ops whose op id was computed or verified in this process, so storing
+ * an op (journal line, relay segment) does not encode it a second time. Weak: entries go with
+ * their ops.
+ */
+const bodyTexts = new WeakMap<OpRecord, string>();
+
+export function rememberBodyText(op: OpRecord, text: string): void {
+  bodyTexts.set(op, text);
+}
+
+/**
+ * The canonical encoding of a whole record. Built from the remembered body text when there is
+ * one: members are in canonical order (device_id, hlc, op_id, payload, prev, scope, seq, sig,
+ * surface), so the record is the body with `op_id` inserted before `payload` and `sig` before
+ * `surface`; nothing before `payload` or after `surface` can contain those member names.
+ */
+export function canonicalRecord(op: OpRecord): string {
+  const body = bodyTexts.get(op);
+  if (body === undefined) return canonicalize(op);
+  const payloadAt = body.indexOf(',"payload":');
+  const surfaceAt = body.lastIndexOf(',"surface":');
+  return `${body.slice(0, payloadAt)},"op_id":"${op.op_id}"${body.slice(payloadAt, surfaceAt)},"sig":"${op.sig}"${body.slice(surfaceAt)}`;
 }
 
 /** The canonical total order of ops everywhere: (hlc, op_id). */

@@ -1,51 +1,59 @@
 import { join } from 'node:path';
-import { checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointFile } from '../../relay/checkpoint-files.js';
+import { checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from '../../relay/checkpoint-files.js';
 import { ensureDir } from '../../relay/durable-fs.js';
-import type { CheckpointFile, CheckpointHeaderJson, JsonObject } from '../../relay/relay.js';
+import type { CheckpointHeaderJson, CheckpointStream } from '../../relay/relay.js';
+import { OpsyncError } from '../oplog/opsync-error.js';
 
 /**
  * The device's own copies of checkpoints it is based on, so that a restart finds its base even
- * when the relay is out of reach or has collected that checkpoint.
+ * when the relay is out of reach or has collected that checkpoint. Copies are kept as the
+ * relay's file bytes (proposals/relay.md §Checkpoint files), so keeping one costs a byte copy.
  */
 export interface CheckpointStore {
-  /** Stores a checkpoint (streaming its chunks); storing one already held is a no-op. */
-  put(header: CheckpointHeaderJson, chunks: Iterable<JsonObject> | AsyncIterable<JsonObject>): Promise<void>;
-  get(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null>;
+  /** Stores a checkpoint file's bytes as they stream; storing one already held is a no-op. */
+  put(hash: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void>;
+  get(hash: string): Promise<CheckpointStream | null>;
 }
 
 export class MemoryCheckpointStore implements CheckpointStore {
-  private readonly files = new Map<string, CheckpointFile>();
+  private readonly files = new Map<string, string>();
 
-  async put(header: CheckpointHeaderJson, chunks: Iterable<JsonObject> | AsyncIterable<JsonObject>): Promise<void> {
-    const collected: JsonObject[] = [];
-    for await (const chunk of chunks) collected.push(chunk);
-    this.files.set(header.checkpoint_hash, { header, chunks: collected });
+  async put(hash: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
+    const pieces: Uint8Array[] = [];
+    for await (const piece of bytes) pieces.push(piece);
+    if (!this.files.has(hash)) this.files.set(hash, Buffer.concat(pieces).toString('utf8'));
   }
 
-  get(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null> {
-    const file = this.files.get(hash);
-    if (!file) return Promise.resolve(null);
-    return Promise.resolve({ header: file.header, chunks: iterate(file.chunks) });
+  get(hash: string): Promise<CheckpointStream | null> {
+    const text = this.files.get(hash);
+    if (text === undefined) return Promise.resolve(null);
+    const [header, ...chunks] = text.split('\n').filter((line) => line !== '');
+    return Promise.resolve({ header: JSON.parse(header!) as CheckpointHeaderJson, chunks: iterate(chunks) });
   }
 }
 
-/** Checkpoint files under `<data-dir>/checkpoints/`, in the relay's file format. */
+/** Checkpoint files under `<data-dir>/checkpoints/`. */
 export class DirCheckpointStore implements CheckpointStore {
   constructor(private readonly dir: string) {}
 
-  async put(header: CheckpointHeaderJson, chunks: Iterable<JsonObject> | AsyncIterable<JsonObject>): Promise<void> {
+  async put(hash: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
     await ensureDir(this.dir);
-    await writeCheckpointFile(join(this.dir, checkpointFileName(header.checkpoint_hash)), header, chunks);
+    await writeCheckpointBytes(join(this.dir, checkpointFileName(hash)), bytes);
   }
 
-  async get(hash: string): Promise<{ header: CheckpointHeaderJson; chunks: AsyncIterable<JsonObject> } | null> {
+  async get(hash: string): Promise<CheckpointStream | null> {
     const path = join(this.dir, checkpointFileName(hash));
     const header = await readCheckpointHeader(path);
-    return header ? { header, chunks: readCheckpointChunks(path) } : null;
+    if (!header) return null;
+    if (header.checkpoint_hash !== hash) {
+      throw new OpsyncError('checkpoint_invalid', `${path} holds checkpoint ${header.checkpoint_hash}, not ${hash}.`, { location: path });
+    }
+    return { header, chunks: readCheckpointChunks(path) };
   }
 }
 
-async function* iterate(chunks: readonly JsonObject[]): AsyncGenerator<JsonObject> {
+async function* iterate(chunks: readonly string[]): AsyncGenerator<string> {
   await Promise.resolve();
   yield* chunks;
 }
+

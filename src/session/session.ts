@@ -14,7 +14,7 @@ import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { frontierToJson, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
-import { opIdOf, type ChainHead, type OpRecord } from '../oplog/op-record.js';
+import { hashBody, rememberBodyText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
@@ -22,6 +22,7 @@ import type { JsonObject } from '../util/json.js';
 import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
+import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
 import type { CheckpointHeaderJson, Relay, RosterView, Watch } from '../../relay/relay.js';
 import { openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
@@ -196,6 +197,10 @@ export class Session {
   private pushTimer: NodeJS.Timeout | null = null;
   private pumpQueued = false;
   private opsSinceCheckpoint = 0;
+  /** Work that outlives the call that started it (local checkpoint copies); close waits for it. */
+  private readonly background = new Set<Promise<unknown>>();
+  /** An adopted checkpoint not yet copied into the local store. */
+  private uncopied: string | null = null;
 
   private constructor(private readonly deps: SessionDeps) {
     this.device = deps.device;
@@ -244,12 +249,13 @@ export class Session {
     const hlc = this.clock.tick();
     const envelope = sealPayload(key, plainText, { device_id: this.device, seq, scope, surface }, this.deps.randomBytes(24));
     const body = { device_id: this.device, seq, prev: this.ownHead?.op_id ?? null, hlc, scope, surface, payload: envelope as unknown as JsonObject };
-    const op_id = opIdOf(body, this.deps.crypto);
+    const { op_id, text } = hashBody(body, this.deps.crypto);
     this.ownHead = { seq, op_id, hlc };
     const signature = this.deps.deviceKey.sign(op_id);
     // Ops enter the journal in seq order even though signatures finish out of order.
     const queued = this.appendQueue.then(async () => {
       const op: OpRecord = { op_id, ...body, sig: await signature };
+      rememberBodyText(op, text);
       return { op, durable: this.journal.append([{ kind: 'op', op, plain: payload }]) };
     });
     this.appendQueue = queued.catch(() => undefined);
@@ -392,6 +398,12 @@ export class Session {
     });
   }
 
+  /** Resolves once background work (a local copy of an adopted checkpoint) has finished. */
+  async settled(): Promise<void> {
+    await this.serial.idle();
+    await Promise.all(this.background);
+  }
+
   /** Stops live sync, waits for queued work and the journal, and closes the journal. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -404,6 +416,8 @@ export class Session {
     }
     await this.serial.idle();
     await this.lastDurable;
+    this.copyAdopted();
+    await Promise.all(this.background);
     await this.journal.close();
   }
 
@@ -482,6 +496,7 @@ export class Session {
     const started = performance.now();
     try {
       const report = await this.pumpSteps();
+      this.copyAdopted();
       this.lastError = null;
       this.stats.counters.pumps++;
       this.stats.record('pump', performance.now() - started);
@@ -499,8 +514,11 @@ export class Session {
     this.assertUsable();
     let pushed = 0;
     let pushDeduped = 0;
-    while (this.unpushed.length > 0) {
-      const batch = this.unpushed.slice(0, this.options.pushBatchSize);
+    // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
+    // of appends cannot keep a pump from pulling.
+    for (let remaining = this.unpushed.length; remaining > 0; ) {
+      const batch = this.unpushed.slice(0, Math.min(remaining, this.options.pushBatchSize));
+      remaining -= batch.length;
       const result = await relay.push(batch);
       this.unpushed.splice(0, batch.length);
       pushed += result.pushed;
@@ -632,7 +650,7 @@ export class Session {
     const plain = assembleCheckpoint(state, frontier, this.deps.crypto);
     const file = sealCheckpoint(plain, this.deps.keyring);
     await this.deps.relay.putCheckpoint(file);
-    await this.deps.checkpoints.put(file.header, file.chunks);
+    await this.deps.checkpoints.put(file.header.checkpoint_hash, checkpointFileBytes(file));
     this.stats.counters.checkpoints_published++;
     this.opsSinceCheckpoint = 0;
     this.deps.log?.info({ checkpoint_hash: plain.header.checkpoint_hash, frontier: frontierToJson(frontier) }, 'published a checkpoint');
@@ -725,14 +743,30 @@ export class Session {
     });
   }
 
-  /** Loads and verifies a checkpoint from the relay and keeps a local copy of it. */
+  /**
+   * Loads and verifies a checkpoint from the relay. A local copy is kept once the next pump has
+   * caught the device up: the copy only spares a later restart from fetching it, so it should
+   * not compete with bootstrapping (a restart before it exists reads the relay's copy).
+   */
   private async adoptCheckpoint(header: CheckpointHeaderJson) {
     const read = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
     if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${header.checkpoint_hash} disappeared from the relay.`);
-    const opened = await openCheckpoint(read.header, read.chunks, this.deps.keyring, this.deps.crypto);
-    const again = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
-    if (again) await this.deps.checkpoints.put(again.header, again.chunks);
+    const opened = await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
+    this.uncopied = header.checkpoint_hash;
     return opened;
+  }
+
+  /** Copies the adopted checkpoint into the local store, in the background. */
+  private copyAdopted(): void {
+    const hash = this.uncopied;
+    if (hash === null) return;
+    this.uncopied = null;
+    const copy = (async () => {
+      const bytes = await this.deps.relay.checkpointBytes(hash);
+      if (bytes) await this.deps.checkpoints.put(hash, bytes);
+    })().catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
+    this.background.add(copy);
+    void copy.finally(() => this.background.delete(copy));
   }
 
   /** A checkpoint this device is based on: its local copy, else the relay's. */
@@ -745,7 +779,7 @@ export class Session {
         { checkpoint_hash: hash },
       );
     }
-    return openCheckpoint(source.header, source.chunks, this.deps.keyring, this.deps.crypto);
+    return openCheckpoint(source, this.deps.keyring, this.deps.crypto);
   }
 
   private async verifyLocked(): Promise<VerifyReport> {

@@ -4,9 +4,11 @@
  */
 import { renderJson, renderTable, type Row } from './bench-table.js';
 import { coreBench } from './core.js';
+import { relayBench } from './relay.js';
 
 const SECTIONS: Record<string, () => Promise<Row[]>> = {
   core: coreBench,
+  relay: relayBench,
 };
 
 const args = process.argv.slice(2);

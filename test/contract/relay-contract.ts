@@ -148,7 +148,7 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const ops = a.ops(3);
       const file = (n: number): CheckpointFile => ({
         header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[n]!) },
-        chunks: [{ n, part: 1 }, { n, part: 2 }],
+        chunks: [JSON.stringify({ n, part: 1 }), JSON.stringify({ n, part: 2 })],
       });
       expect(await a.relay.latestCheckpoint()).toBeNull();
       expect(await a.relay.putCheckpoint(file(1))).toBe(true);

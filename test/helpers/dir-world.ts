@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { generateDeviceKey } from '../../src/crypto/device-key.js';
+import { readFile, writeFile } from 'node:fs/promises';
+import { generateDeviceKey, parseDeviceKeyFile, type DeviceKey } from '../../src/crypto/device-key.js';
 import { Keyring } from '../../src/crypto/keyring.js';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
@@ -10,6 +11,19 @@ import { DirectoryRelay } from '../../relay/directory-relay.js';
 import { coreCrypto } from './test-device.js';
 import { PERSONAL_KEY } from './world.js';
 
+/** The device key kept in `dataDir`, created on first use (as a daemon's data directory keeps it). */
+async function deviceKeyIn(dataDir: string): Promise<DeviceKey> {
+  const path = join(dataDir, 'device-key.json');
+  try {
+    return parseDeviceKeyFile(await readFile(path, 'utf8'), path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    const key = generateDeviceKey();
+    await writeFile(path, key.toFileText(), { mode: 0o600 });
+    return key;
+  }
+}
+
 /** Opens an in-process session on a real file journal and a directory relay. */
 export async function openDirSession(relayRoot: string, dataDir: string, name: string, options: Partial<SessionOptions> = {}): Promise<Session> {
   const device = parseDeviceId(name);
@@ -17,7 +31,7 @@ export async function openDirSession(relayRoot: string, dataDir: string, name: s
   const journalPath = join(dataDir, 'journal.log');
   return Session.open({
     device,
-    deviceKey: generateDeviceKey(),
+    deviceKey: await deviceKeyIn(dataDir),
     keyring: new Keyring([PERSONAL_KEY]),
     crypto: coreCrypto,
     relay,

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { parseOpRecord } from '../../src/oplog/op-record.js';
+import fc from 'fast-check';
+import { canonicalize } from '../../src/oplog/canonical.js';
+import { canonicalRecord, hashBody, parseOpRecord, rememberBodyText } from '../../src/oplog/op-record.js';
 import { parseScope } from '../../src/oplog/scope.js';
 import { parseSurface } from '../../src/oplog/surface.js';
 import { parseAgentId, parseDeviceId } from '../../src/oplog/ids.js';
-import { TestDevice } from '../helpers/test-device.js';
+import { coreCrypto, TestDevice } from '../helpers/test-device.js';
 
 describe('op record', () => {
   const device = new TestDevice('laptop', 1);
@@ -59,5 +61,20 @@ describe('surfaces, scopes and ids', () => {
   it('keeps device ids lowercase so they never collide on case-insensitive disks', () => {
     expect(parseDeviceId('laptop-2')).toBe('laptop-2');
     expect(() => parseDeviceId('Laptop')).toThrow(expect.objectContaining({ code: 'invalid_id' }));
+  });
+});
+
+describe('canonical record text', () => {
+  it('builds the same text from a remembered body as encoding the whole record, for any payload', () => {
+    const device = new TestDevice('laptop', 1);
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), fc.jsonValue()), (payload) => {
+        const op = device.op('registry:x', { ...payload, id: 'k' });
+        const fresh = { ...op };
+        rememberBodyText(fresh, hashBody(fresh, coreCrypto).text);
+        expect(canonicalRecord(fresh)).toBe(canonicalize(op));
+      }),
+      { numRuns: 300 },
+    );
   });
 });

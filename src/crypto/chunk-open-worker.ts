@@ -1,0 +1,33 @@
+/**
+ * Worker thread: opens sealed checkpoint chunks so that decryption (the costliest step of
+ * loading a large checkpoint) runs on the second core while the main thread parses and folds
+ * the previous chunk. Receives the device's scope keys once, then {id, sealed, aad, what}
+ * messages; answers {id, plain, digest} (plain transferred; digest its SHA-256 hex) or
+ * {id, error: {code, message}}.
+ */
+import { createHash } from 'node:crypto';
+import { parentPort, workerData } from 'node:worker_threads';
+import { isOpsyncError } from '../oplog/opsync-error.js';
+import { scopeFromKey } from '../oplog/scope.js';
+import { openBytes } from './envelope.js';
+import { Keyring } from './keyring.js';
+import { scopeKeyFromBytes } from './scope-key.js';
+
+const { keys } = workerData as { keys: Array<{ scope: string; key: Uint8Array }> };
+const keyring = new Keyring(keys.map((k) => scopeKeyFromBytes(scopeFromKey(k.scope), k.key)));
+
+parentPort!.on('message', ({ id, sealed, aad, what }: { id: number; sealed: string; aad: string; what: string }) => {
+  try {
+    let envelope: unknown;
+    try {
+      envelope = JSON.parse(sealed);
+    } catch {
+      envelope = null;
+    }
+    const plain = openBytes(keyring, envelope, aad, what);
+    const digest = createHash('sha256').update(plain).digest('hex');
+    parentPort!.postMessage({ id, plain, digest }, [plain.buffer as ArrayBuffer]);
+  } catch (error) {
+    parentPort!.postMessage({ id, error: isOpsyncError(error) ? { code: error.code, message: error.message, data: error.data } : { code: 'decrypt_failed', message: String(error), data: {} } });
+  }
+});
