@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch } from 'chokidar';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
@@ -9,7 +9,7 @@ import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js
 import { OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
-import { createFileDurable, ensureDir, TEMP_PREFIX, writeFileDurable } from './durable-fs.js';
+import { createFileDurable, ensureDir, TEMP_PREFIX, writeFileAtomic } from './durable-fs.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
@@ -35,6 +35,7 @@ import { decodeHeader, decodeSegment, encodeSegment, SEGMENT_NAME, segmentName, 
  *     devices/<device_id>/device.json           public key, added time (written once)
  *     devices/<device_id>/ops/<first seq>.jsonl immutable segments (temp + fsync + rename)
  *     devices/<device_id>/ack.json              acked frontier and last-seen time (temp + rename)
+ *     devices/<device_id>/push-<seq>            empty; the newest push, a hint for watchers
  *     checkpoints/<checkpoint_hash>.jsonl       immutable checkpoints
  *
  * Everything read from the folder is untrusted: files outside the layout (editor leftovers,
@@ -42,6 +43,9 @@ import { decodeHeader, decodeSegment, encodeSegment, SEGMENT_NAME, segmentName, 
  * prefix and are counted, and readers verify chains and signatures themselves.
  */
 export const RELAY_LAYOUT_VERSION = 1;
+
+/** Name prefix of push hints in a device folder. */
+const PUSH_HINT = 'push-';
 
 export interface DirectoryRelayOptions {
   readonly root: string;
@@ -71,9 +75,13 @@ export class DirectoryRelay implements Relay {
   private readonly headers = new Map<string, SegmentHeader | string>();
   private readonly checkpointHeaders = new Map<string, CheckpointHeaderJson | null>();
   private readonly deviceFiles = new Map<DeviceId, DeviceFile>();
+  /** Each device's valid segments, kept until its ops folder lists differently. */
+  private readonly listings = new Map<DeviceId, { names: Set<string>; segments: Segment[] }>();
   /** Anomalous files by path, so each is counted once however often it is seen. */
   private readonly anomalous = new Map<string, string>();
   private ownAck: { acked: Map<DeviceId, number>; lastSeenMs: number } | null = null;
+  /** The push hint this device left last (null until its first push in this process). */
+  private lastHint: string | null = null;
   /** This device's newest op on the relay, once read (only this process writes it). */
   private ownHead: ChainHead | null | undefined = undefined;
 
@@ -142,6 +150,12 @@ export class DirectoryRelay implements Relay {
       const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
       if (!(await createFileDurable(path, encodeSegment(this.self, plan.fresh)))) throw concurrentWriter(this.self, first);
       this.ownHead = headOf(plan.fresh.at(-1)!);
+      const own = this.listings.get(this.self);
+      if (own) {
+        own.names.add(segmentName(first));
+        own.segments.push({ firstSeq: first, count: plan.fresh.length, device: this.self, path });
+      }
+      await this.hintPush(this.ownHead.seq);
     }
     return { pushed: plan.fresh.length, deduped: plan.deduped };
   }
@@ -188,7 +202,8 @@ export class DirectoryRelay implements Relay {
     }
     const next = { acked: new Map([...current.acked, ...acked]), lastSeenMs: this.now() };
     const text = JSON.stringify({ opsync_ack: 1, acked: seqFrontierToJson(next.acked), last_seen_ms: next.lastSeenMs }) + '\n';
-    await writeFileDurable(join(this.deviceDir(this.self), 'ack.json'), text);
+    // An ack lost in a crash is harmless: it only makes the stable frontier lag until the next one.
+    await writeFileAtomic(join(this.deviceDir(this.self), 'ack.json'), text);
     this.ownAck = next;
   }
 
@@ -244,6 +259,7 @@ export class DirectoryRelay implements Relay {
       this.headers.delete(segment.path);
       droppedOps += segment.count;
     }
+    this.listings.delete(this.self);
     const stale = headers.slice(CHECKPOINTS_KEPT);
     for (const header of stale) {
       const path = this.checkpointPath(header.checkpoint_hash);
@@ -255,17 +271,41 @@ export class DirectoryRelay implements Relay {
 
   async watch(onChange: () => void): Promise<Watch> {
     const own = this.deviceDir(this.self) + sep;
+    // Depth 1 reaches each device's top-level files but not its ops folder: chokidar rescans a
+    // folder on every event and watches each file in it, which grows costly with thousands of
+    // segments. A push leaves a hint in the device's small folder, which is what is watched.
     const watcher = chokidarWatch([join(this.location, 'devices'), join(this.location, 'checkpoints')], {
       ignoreInitial: true,
-      depth: 3,
+      depth: 1,
       ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || path.startsWith(own),
     });
-    watcher.on('all', () => onChange());
+    watcher.on('add', (path: string) => {
+      const name = basename(path);
+      if (name.startsWith(PUSH_HINT) || CHECKPOINT_FILE.test(name)) onChange();
+    });
     await new Promise<void>((resolve, reject) => {
       watcher.once('ready', resolve);
       watcher.once('error', reject);
     });
     return { close: () => watcher.close() };
+  }
+
+  /**
+   * Tells watchers that this device pushed (proposals/relay.md §Live sync): an empty file with a
+   * fresh name, `push-<seq>`, in the device folder, replacing the previous one. A fresh name
+   * because watchers coalesce rapid changes of one file and drop the last; a small folder
+   * because they rescan a folder on every event. Nobody reads hints for data.
+   */
+  private async hintPush(seq: number): Promise<void> {
+    const dir = this.deviceDir(this.self);
+    await writeFile(join(dir, `${PUSH_HINT}${seq}`), '');
+    if (this.lastHint === null) {
+      const stale = (await readdir(dir)).filter((name) => name.startsWith(PUSH_HINT) && name !== `${PUSH_HINT}${seq}`);
+      await Promise.all(stale.map((name) => rm(join(dir, name), { force: true })));
+    } else {
+      await rm(join(dir, this.lastHint), { force: true });
+    }
+    this.lastHint = `${PUSH_HINT}${seq}`;
   }
 
   anomalies(): Readonly<Record<string, number>> {
@@ -307,11 +347,22 @@ export class DirectoryRelay implements Relay {
   }
 
   /** The device's valid segments in seq order; everything else in its ops folder is classified. */
+  /**
+   * The device's valid segments in seq order; everything else in its ops folder is classified.
+   * Segment files are immutable, so only names not seen before are read; the list is rebuilt
+   * only when the folder gained or lost a file. This device's own folder is listed once: only
+   * this handle writes it, and it records its own pushes and collections.
+   */
   private async segments(device: DeviceId): Promise<Segment[]> {
+    const cached = this.listings.get(device);
+    if (cached && device === this.self) return cached.segments;
     const dir = join(this.deviceDir(device), 'ops');
     const names = await readdir(dir).catch(() => []);
-    const segments: Segment[] = [];
-    for (const name of names) {
+    const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
+    const removed = cached !== undefined && names.length - fresh.length !== cached.names.size;
+    if (cached && !removed && fresh.length === 0) return cached.segments;
+    const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
+    for (const name of removed ? names : fresh) {
       const path = join(dir, name);
       const match = SEGMENT_NAME.exec(name);
       if (!match) {
@@ -322,7 +373,9 @@ export class DirectoryRelay implements Relay {
       if (typeof header === 'string') this.note(path, header);
       else segments.push({ ...header, device, path });
     }
-    return segments.sort((a, b) => a.firstSeq - b.firstSeq);
+    segments.sort((a, b) => a.firstSeq - b.firstSeq);
+    this.listings.set(device, { names: new Set(names), segments });
+    return segments;
   }
 
   private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {

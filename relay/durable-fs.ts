@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -33,6 +33,22 @@ export async function writeFileDurable(path: string, data: string | Uint8Array, 
     throw error;
   }
   await fsyncDir(dir);
+}
+
+/**
+ * Replaces `path` atomically (temp file + rename) without waiting for the disk: a reader sees
+ * the old file or the new one, and a crash may leave the old one. For files whose loss only
+ * delays something, never loses it (a device's ack).
+ */
+export async function writeFileAtomic(path: string, data: string): Promise<void> {
+  const temp = join(dirname(path), `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
+  await writeFile(temp, data);
+  try {
+    await rename(temp, path);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
 }
 
 /**

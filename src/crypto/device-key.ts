@@ -9,8 +9,10 @@ import { isJsonObject } from '../util/json.js';
 export interface DeviceKey {
   /** Raw 32-byte public key, base64url. */
   readonly publicKey: string;
-  /** Signs the UTF-8 bytes of `message`; runs on libuv's thread pool so appends overlap signing. */
-  sign(message: string): Promise<string>;
+  /** Ed25519 signature (base64url) over the UTF-8 bytes of `message`. */
+  sign(message: string): string;
+  /** The same, computed on libuv's thread pool. */
+  signAsync(message: string): Promise<string>;
   /** The key file text (mode 0600 on disk); contains the private key. */
   toFileText(): string;
 }
@@ -48,12 +50,10 @@ function fromPrivateKey(privateKey: KeyObject): DeviceKey {
   const publicKey = String(jwk.x);
   return {
     publicKey,
-    sign: (message) =>
+    sign: (message) => edSign(null, Buffer.from(message, 'utf8'), privateKey).toString('base64url'),
+    signAsync: (message) =>
       new Promise((resolve, reject) => {
-        edSign(null, Buffer.from(message, 'utf8'), privateKey, (error, signature) => {
-          if (error) reject(error);
-          else resolve(signature.toString('base64url'));
-        });
+        edSign(null, Buffer.from(message, 'utf8'), privateKey, (error, signature) => (error ? reject(error) : resolve(signature.toString('base64url'))));
       }),
     toFileText: () =>
       JSON.stringify({ opsync_device_key: DEVICE_KEY_FILE_VERSION, public_key: publicKey, private_key: jwk.d }) + '\n',

@@ -42,22 +42,8 @@ export interface ChainHead {
 
 const FIELDS = ['device_id', 'hlc', 'op_id', 'payload', 'prev', 'scope', 'seq', 'sig', 'surface'];
 
-export function opIdOf(body: OpBody, crypto: CoreCrypto): OpId {
+export function opIdOf(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): OpId {
   return hashBody(body, crypto).op_id;
-}
-
-/** The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). */
-export function hashBody(body: OpBody, crypto: CoreCrypto): { op_id: OpId; text: string } {
-  const text = canonicalize({
-    device_id: body.device_id,
-    hlc: body.hlc,
-    payload: body.payload,
-    prev: body.prev,
-    scope: body.scope,
-    seq: body.seq,
-    surface: body.surface,
-  });
-  return { op_id: `op-${crypto.sha256Hex(text)}` as OpId, text };
 }
 
 /**
@@ -66,6 +52,16 @@ export function hashBody(body: OpBody, crypto: CoreCrypto): { op_id: OpId; text:
  * their ops.
  */
 const bodyTexts = new WeakMap<OpRecord, string>();
+
+/**
+ * The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). An
+ * op whose body text this process remembered (it minted or verified the op) is not encoded again.
+ */
+export function hashBody(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): { op_id: OpId; text: string } {
+  const fields = { device_id: body.device_id, hlc: body.hlc, payload: body.payload, prev: body.prev, scope: body.scope, seq: body.seq, surface: body.surface };
+  const text = bodyTexts.get(body as OpRecord) ?? canonicalize(fields);
+  return { op_id: `op-${crypto.sha256Hex(text)}` as OpId, text };
+}
 
 export function rememberBodyText(op: OpRecord, text: string): void {
   bodyTexts.set(op, text);

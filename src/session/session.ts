@@ -2,7 +2,9 @@ import { anchorTail } from '../checkpoint/anchor.js';
 import { planCompaction } from '../checkpoint/compaction.js';
 import { assembleCheckpoint } from '../checkpoint/checkpoint.js';
 import type { DeviceKey } from '../crypto/device-key.js';
-import { openPayload, sealPayload } from '../crypto/envelope.js';
+import { openPayload } from '../crypto/envelope.js';
+import { inlineMinter, type MinterStart, type OpMinter } from '../crypto/op-minter.js';
+import type { ScopeKey } from '../crypto/scope-key.js';
 import type { Keyring } from '../crypto/keyring.js';
 import type { FoldOp } from '../fold/fold-op.js';
 import { FoldState, type StateHash } from '../fold/fold-state.js';
@@ -14,7 +16,7 @@ import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { frontierToJson, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
-import { hashBody, rememberBodyText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
+import { rememberBodyText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
@@ -51,8 +53,18 @@ export interface SessionOptions {
   readonly pushDebounceMs: number;
   /** Safety-net pump interval when live; the watcher does the real work. */
   readonly periodicPumpMs: number;
-  /** When live, publish a checkpoint and compact after this many new ops (0: never automatically). */
+  /**
+   * When live, publish a checkpoint and compact once this many new ops arrived and a pump
+   * finds nothing to do (so the work never competes with a burst); 0: never automatically.
+   */
   readonly autoCheckpointOps: number;
+  /**
+   * Least time between two acks: acks only move the stable frontier (GC, checkpoints), so
+   * writing one per pump would cost a file write for nothing.
+   */
+  readonly ackIntervalMs: number;
+  /** Least time between two roster reads in pumps (keys rarely change; an unknown device forces a read). */
+  readonly rosterRefreshMs: number;
 }
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
@@ -62,6 +74,8 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   pushDebounceMs: 2,
   periodicPumpMs: 30_000,
   autoCheckpointOps: 50_000,
+  ackIntervalMs: 250,
+  rosterRefreshMs: 1_000,
 };
 
 export interface SessionLog {
@@ -82,6 +96,8 @@ export interface SessionDeps {
   /** Where the journal lives, for messages. */
   readonly journalLocation: string;
   readonly openJournal: (visit: JournalVisitor) => Promise<Journal>;
+  /** Builds the op minter once the chain head is known (default: inline, in this thread). */
+  readonly createMinter?: (start: MinterStart) => OpMinter;
   readonly log?: SessionLog;
   readonly options?: Partial<SessionOptions>;
 }
@@ -175,8 +191,11 @@ export class Session {
   private clock!: HlcClock;
   /** Per device, the newest op durable in the journal (own device included). */
   private readonly heads = new Map<DeviceId, ChainHead>();
-  /** The newest own op assigned (it may still be on its way to the journal). */
+  /** The newest own op durable in the journal. */
   private ownHead: ChainHead | null = null;
+  /** The seq of the newest own op handed to the minter (it may still be on its way to the journal). */
+  private ownSeq = -1;
+  private minter!: OpMinter;
   private unpushed: OpRecord[] = [];
   private readonly held = new Map<OpId, { device: DeviceId; seq: number; kid: string | null }>();
   private quarantine: Quarantined[] = [];
@@ -184,6 +203,9 @@ export class Session {
   private readonly recentRejections: Rejection[] = [];
   private base: { hash: string; frontier: Frontier } | null = null;
   private roster: RosterView | null = null;
+  private rosterReadAt = 0;
+  /** Registered public keys by device, from the roster. */
+  private readonly keys = new Map<DeviceId, string>();
   private lastAck: { frontier: Map<DeviceId, number>; atMs: number } | null = null;
   private readonly serial = new Serializer();
   private readonly gate = new Gate();
@@ -201,6 +223,8 @@ export class Session {
   private readonly background = new Set<Promise<unknown>>();
   /** An adopted checkpoint not yet copied into the local store. */
   private uncopied: string | null = null;
+  /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
+  private published: { hash: string; frontier: Frontier } | null = null;
 
   private constructor(private readonly deps: SessionDeps) {
     this.device = deps.device;
@@ -242,20 +266,15 @@ export class Session {
     if (size > LIMITS.maxPayloadBytes) {
       throw new OpsyncError('payload_too_large', `The payload is ${size} bytes; the limit is ${LIMITS.maxPayloadBytes}.`, { bytes: size, limit: LIMITS.maxPayloadBytes });
     }
-    const key = this.deps.keyring.forScope(scope);
-    if (!key) throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, { scope: JSON.stringify(scope) });
-
-    const seq = (this.ownHead?.seq ?? -1) + 1;
-    const hlc = this.clock.tick();
-    const envelope = sealPayload(key, plainText, { device_id: this.device, seq, scope, surface }, this.deps.randomBytes(24));
-    const body = { device_id: this.device, seq, prev: this.ownHead?.op_id ?? null, hlc, scope, surface, payload: envelope as unknown as JsonObject };
-    const { op_id, text } = hashBody(body, this.deps.crypto);
-    this.ownHead = { seq, op_id, hlc };
-    const signature = this.deps.deviceKey.sign(op_id);
-    // Ops enter the journal in seq order even though signatures finish out of order.
+    if (!this.deps.keyring.forScope(scope)) {
+      throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, { scope: JSON.stringify(scope) });
+    }
+    const seq = ++this.ownSeq;
+    const minted = this.minter.mint({ seq, hlc: this.clock.tick(), scope, surface, plainText });
+    // The minter answers in request order, so ops reach the journal in seq order.
     const queued = this.appendQueue.then(async () => {
-      const op: OpRecord = { op_id, ...body, sig: await signature };
-      rememberBodyText(op, text);
+      const { op, bodyText } = await minted;
+      rememberBodyText(op, bodyText);
       return { op, durable: this.journal.append([{ kind: 'op', op, plain: payload }]) };
     });
     this.appendQueue = queued.catch(() => undefined);
@@ -268,7 +287,9 @@ export class Session {
     } catch (error) {
       throw this.fail(error);
     }
-    this.heads.set(this.device, { seq, op_id, hlc });
+    const { op_id, hlc } = op;
+    this.ownHead = { seq, op_id, hlc };
+    this.heads.set(this.device, this.ownHead);
     this.fold.apply(foldInput(op, payload));
     this.unpushed.push(op);
     this.stats.counters.appends++;
@@ -276,6 +297,13 @@ export class Session {
     this.opsSinceCheckpoint++;
     this.schedulePush();
     return { op_id, seq, hlc };
+  }
+
+  /** Adds an imported scope key and folds the held ops it opens. Returns how many were folded. */
+  async importKey(key: ScopeKey): Promise<number> {
+    this.assertUsable();
+    this.minter.addKey(key);
+    return this.openHeld();
   }
 
   /** One pump round (design §5): durable → push → pull → verify → journal → fold → ack. */
@@ -387,8 +415,9 @@ export class Session {
     void this.serial.run(async () => {
       this.pumpQueued = false;
       try {
-        await this.pumpLocked();
-        if (this.live && this.options.autoCheckpointOps > 0 && this.opsSinceCheckpoint >= this.options.autoCheckpointOps) {
+        const report = await this.pumpLocked();
+        const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0;
+        if (this.live && quiet && this.options.autoCheckpointOps > 0 && this.opsSinceCheckpoint >= this.options.autoCheckpointOps) {
           await this.maintainLocked();
         }
       } catch (error) {
@@ -416,8 +445,10 @@ export class Session {
     }
     await this.serial.idle();
     await this.lastDurable;
+    await this.serial.run(() => this.finalAck());
     this.copyAdopted();
     await Promise.all(this.background);
+    await this.minter.close();
     await this.journal.close();
   }
 
@@ -446,7 +477,15 @@ export class Session {
     try {
       for (const [device, head] of verifier.heads) this.heads.set(device, head);
       this.ownHead = this.heads.get(this.device) ?? null;
+      this.ownSeq = this.ownHead?.seq ?? -1;
       this.clock = new HlcClock(this.device, this.deps.now, latest ?? undefined);
+      this.minter = (this.deps.createMinter ?? inlineMinter)({
+        device: this.device,
+        deviceKey: this.deps.deviceKey,
+        keyring: this.deps.keyring,
+        prev: this.ownHead?.op_id ?? null,
+        crypto: this.deps.crypto,
+      });
       const found = base as BaseEntry | null;
       if (found) {
         const { state } = await this.loadCheckpoint(found.checkpoint_hash);
@@ -457,6 +496,7 @@ export class Session {
       this.assertNotCloned(relayHead);
       if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.rebaseLocked();
     } catch (error) {
+      await this.minter?.close();
       await this.journal.close();
       throw error;
     }
@@ -527,8 +567,7 @@ export class Session {
     this.stats.counters.pushed += pushed;
     this.stats.counters.push_deduped += pushDeduped;
 
-    this.roster = await relay.roster();
-    const keys = new Map(this.roster.entries.map((entry) => [entry.device_id, entry.public_key]));
+    await this.refreshRoster(false);
     const stalled = new Set<DeviceId>();
     const quarantine: Quarantined[] = [];
     let folded = 0;
@@ -549,9 +588,10 @@ export class Session {
         }
         throw error;
       }
+      if (page.ops.some((op) => !this.keys.has(op.device_id))) await this.refreshRoster(true);
       const result = intake(page.ops, {
         heads: this.heads,
-        keys,
+        keys: this.keys,
         nowMs: this.deps.now(),
         maxSkewMs: this.options.maxSkewMs,
         crypto: this.deps.crypto,
@@ -567,10 +607,24 @@ export class Session {
     this.quarantine = quarantine;
     this.stats.counters.folded += folded;
     this.opsSinceCheckpoint += folded;
-    const acked = await this.ackDurable();
     const state_hash = this.fold.stateHash();
+    // Subscribers hear of folded ops as soon as they are folded; the ack that follows only
+    // tells the relay what this device durably holds.
     if (folded > 0 || rebased) for (const listener of this.listeners) listener({ folded, state_hash, rebased });
+    const acked = await this.ackDurable();
     return { pushed, push_deduped: pushDeduped, folded, acked, state_hash, rebased };
+  }
+
+  /**
+   * Reads the roster (registered keys, acks, stable frontier) unless it was read less than
+   * `rosterRefreshMs` ago; `force` reads it regardless (an op from a device not yet known).
+   */
+  private async refreshRoster(force: boolean): Promise<void> {
+    const now = performance.now();
+    if (!force && this.roster && now - this.rosterReadAt < this.options.rosterRefreshMs) return;
+    this.roster = await this.deps.relay.roster();
+    this.rosterReadAt = now;
+    for (const entry of this.roster.entries) this.keys.set(entry.device_id, entry.public_key);
   }
 
   /** Journals verified remote ops durably, then folds them. Returns how many were folded. */
@@ -601,10 +655,21 @@ export class Session {
     let newly = 0;
     for (const [device, seq] of frontier) newly += Math.max(0, seq - (previous.get(device) ?? -1));
     const now = this.deps.now();
-    if (newly === 0 && this.lastAck && now - this.lastAck.atMs < ACK_REFRESH_MS) return 0;
+    const since = this.lastAck ? now - this.lastAck.atMs : Infinity;
+    if (since < (newly === 0 ? ACK_REFRESH_MS : this.options.ackIntervalMs)) return 0;
     await this.deps.relay.ack(frontier);
     this.lastAck = { frontier, atMs: now };
     return newly;
+  }
+
+  /** On close, acks what the throttle held back (best effort: the relay may be out of reach). */
+  private async finalAck(): Promise<void> {
+    if (!this.lastAck || [...this.heads].every(([device, head]) => this.lastAck!.frontier.get(device) === head.seq)) return;
+    try {
+      await this.deps.relay.ack(new Map([...this.heads].map(([device, head]) => [device, head.seq])));
+    } catch (error) {
+      this.deps.log?.warn({ err: error }, 'could not ack on close');
+    }
   }
 
   private reject(rejection: Rejection): void {
@@ -653,6 +718,7 @@ export class Session {
     await this.deps.checkpoints.put(file.header.checkpoint_hash, checkpointFileBytes(file));
     this.stats.counters.checkpoints_published++;
     this.opsSinceCheckpoint = 0;
+    this.published = { hash: plain.header.checkpoint_hash, frontier };
     this.deps.log?.info({ checkpoint_hash: plain.header.checkpoint_hash, frontier: frontierToJson(frontier) }, 'published a checkpoint');
     return { published: true, checkpoint_hash: plain.header.checkpoint_hash };
   }
@@ -665,8 +731,10 @@ export class Session {
       const { droppedOps } = await relay.gc();
       return { compacted: false, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
     }
-    const adopted = await this.adoptCheckpoint(header);
-    const frontier = adopted.header.frontier;
+    // A checkpoint this device cut itself needs no second verification.
+    const own = this.published?.hash === header.checkpoint_hash ? this.published : null;
+    const frontier = own ? own.frontier : (await this.adoptCheckpoint(header)).header.frontier;
+    const hash = header.checkpoint_hash;
     for (const [device, head] of frontier) {
       if ((this.heads.get(device)?.seq ?? -1) < head.seq) return { compacted: false, reason: `this device has not yet folded device ${device} up to the checkpoint` };
     }
@@ -676,11 +744,11 @@ export class Session {
     await this.gate.hold(async () => {
       await this.lastDurable;
       await this.journal.rewrite({
-        head: [{ kind: 'base', checkpoint_hash: adopted.header.checkpoint_hash, frontier }],
+        head: [{ kind: 'base', checkpoint_hash: hash, frontier }],
         keep: (entry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1),
       });
     });
-    this.base = { hash: adopted.header.checkpoint_hash, frontier };
+    this.base = { hash, frontier };
     const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
     this.stats.counters.compactions++;
     this.deps.log?.info({ checkpoint_hash: this.base.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');

@@ -6,8 +6,14 @@
 export const LIMITS = {
   /** Canonical JSON bytes of one plaintext payload. A long assistant turn with code is ~100 KiB. */
   maxPayloadBytes: 1024 * 1024,
-  /** Nesting depth of any JSON document we parse (RPC frame, payload, relay file line). */
+  /** Nesting depth of a payload (and of any stored JSON document). */
   maxJsonDepth: 64,
+  /**
+   * Nesting depth of a whole RPC message, checked before it is parsed so JSON.parse never
+   * recurses deeper. Above the payload limit, so that a too-deep payload is answered as invalid
+   * params of its request (with its id) rather than as an unreadable message.
+   */
+  maxMessageDepth: 128,
   /** Length of an identifier (agent, run, conversation, record id). */
   maxIdLength: 128,
   /** Length of a record key (`payload.id`) inside a surface. */

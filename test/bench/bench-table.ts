@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+
 /**
  * Benchmark rows and their two renderings: a table for people, JSON lines for machines
  * (`{"name","value","unit","target"}`, target like ">= 300000" or "<= 20" in the row's unit,
@@ -51,7 +53,12 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/** Collects garbage left by the previous measurement so it does not slow the next one (needs --expose-gc). */
-export function collectGarbage(): void {
+/**
+ * Isolates one measurement from the previous one: collects garbage (needs --expose-gc) and
+ * flushes dirty pages to disk, so that writeback of the last benchmark's files does not slow
+ * the fsyncs of the next.
+ */
+export function settle(): void {
   (globalThis as { gc?: () => void }).gc?.();
+  execFileSync('sync');
 }

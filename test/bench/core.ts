@@ -7,7 +7,7 @@ import { FileJournal } from '../../src/journal/file-journal.js';
 import type { JournalEntry } from '../../src/journal/journal.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { coreCrypto } from '../helpers/test-device.js';
-import { collectGarbage, percentile, progress, progressDone, type Row } from './bench-table.js';
+import { settle, percentile, progress, progressDone, type Row } from './bench-table.js';
 import { rawFdatasyncRate } from './ceilings.js';
 import { chainEntries, foldOps } from './workload.js';
 
@@ -18,10 +18,10 @@ export async function coreBench(): Promise<Row[]> {
   try {
     const rows: Row[] = [];
     rows.push(...foldBench());
-    collectGarbage();
+    settle();
     const ceiling = rawFdatasyncRate(dir);
     rows.push(ceiling, ...(await journalAppendBench(dir, ceiling.value)));
-    collectGarbage();
+    settle();
     rows.push(...(await journalReopenBench(dir)));
     return rows;
   } finally {

@@ -6,12 +6,12 @@ import { createInterface } from 'node:readline';
 import type { Session } from '../../src/session/session.js';
 import { openDirSession } from '../helpers/dir-world.js';
 import { appendMany } from './append-many.js';
-import { collectGarbage, percentile, progress, progressDone, type Row } from './bench-table.js';
+import { settle, percentile, progress, progressDone, type Row } from './bench-table.js';
 
 export async function relayBench(): Promise<Row[]> {
   const rows: Row[] = [];
   rows.push(await convergeBench());
-  collectGarbage();
+  settle();
   rows.push(...(await bootstrapBench()));
   return rows;
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
 import { generateDeviceKey, parseDeviceKeyFile, type DeviceKey } from '../../src/crypto/device-key.js';
 import { Keyring } from '../../src/crypto/keyring.js';
+import { createOpMinter } from '../../src/crypto/op-minter.js';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { DirCheckpointStore } from '../../src/session/checkpoint-store.js';
@@ -40,6 +41,7 @@ export async function openDirSession(relayRoot: string, dataDir: string, name: s
     randomBytes: (n) => randomBytes(n),
     journalLocation: journalPath,
     openJournal: async (visit) => (await FileJournal.open(journalPath, device, visit)).journal,
-    options: { autoCheckpointOps: 0, ...options },
+    createMinter: createOpMinter,
+    options: { autoCheckpointOps: 0, ackIntervalMs: 0, rosterRefreshMs: 0, ...options },
   });
 }

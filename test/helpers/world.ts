@@ -47,7 +47,7 @@ export class World {
       randomBytes: (n) => randomBytes(n),
       journalLocation: `memory:${name}`,
       openJournal: (visit) => this.journals.open(name, visit),
-      options: { autoCheckpointOps: 0, ...options.session },
+      options: { autoCheckpointOps: 0, ackIntervalMs: 0, rosterRefreshMs: 0, ...options.session },
     });
   }
 

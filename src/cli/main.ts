@@ -1,0 +1,200 @@
+#!/usr/bin/env node
+/**
+ * The `opsync` command (design §10). Every failure ends in one sentence on stderr and a
+ * non-zero exit: 1 for an error, 2 for a usage mistake.
+ */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import { parseScope, scopeFromKey } from '../oplog/scope.js';
+import { parseFlags, parseStartArgs, defaultDataDir } from '../daemon/config.js';
+import { Daemon } from '../daemon/daemon.js';
+import { DataDir } from '../daemon/data-dir.js';
+import { RpcCallError, RpcClient } from '../rpc/ws-transport.js';
+import { renderStatus } from './render-status.js';
+
+const USAGE = `usage:
+  opsync start [--data-dir DIR] [--relay DIR|postgres://URL] [--listen HOST:PORT|SOCKET] [--device-id ID]
+               [--lease-backend dir|postgres|memory] [--pg-url URL] [--passphrase-file FILE] [--log-level LEVEL]
+  opsync call [--data-dir DIR] METHOD [JSON-PARAMS]
+  opsync status [--data-dir DIR]
+  opsync wait [--data-dir DIR] [--timeout-ms MS]
+  opsync stop [--data-dir DIR]
+  opsync key export [--data-dir DIR] [--scope personal|org:NAME]
+  opsync key import [--data-dir DIR] FILE`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'start':
+      return start(rest);
+    case 'call':
+      return call(rest);
+    case 'status':
+      return status(rest);
+    case 'wait':
+      return wait(rest);
+    case 'stop':
+      return stop(rest);
+    case 'key':
+      return key(rest);
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return 0;
+    default:
+      throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'a command is required');
+  }
+}
+
+async function start(args: string[]): Promise<number> {
+  const daemon = await Daemon.start(parseStartArgs(args, process.env));
+  await new Promise<void>((resolve) => {
+    const stopOnce = () => resolve();
+    process.once('SIGINT', stopOnce);
+    process.once('SIGTERM', stopOnce);
+  });
+  await daemon.close();
+  return 0;
+}
+
+async function call(args: string[]): Promise<number> {
+  const { dataDir, positionals } = dataDirFlags(args, true);
+  const [method, json] = positionals;
+  if (!method || positionals.length > 2) throw new UsageError('call takes a METHOD and optionally one JSON argument');
+  let params: unknown = {};
+  if (json !== undefined) {
+    try {
+      params = JSON.parse(json);
+    } catch {
+      throw new UsageError(`the params ${JSON.stringify(json.slice(0, 60))} are not JSON`);
+    }
+  }
+  return withClient(dataDir, async (client) => {
+    try {
+      console.log(JSON.stringify(await client.call(method, params as object), null, 2));
+      return 0;
+    } catch (error) {
+      if (!(error instanceof RpcCallError)) throw error;
+      console.error(JSON.stringify({ error: { code: error.code, message: error.message, data: error.data } }, null, 2));
+      return 1;
+    }
+  });
+}
+
+async function status(args: string[]): Promise<number> {
+  const { dataDir } = dataDirFlags(args);
+  return withClient(dataDir, async (client) => {
+    console.log(renderStatus(await client.call('sync.status'), Date.now()));
+    return 0;
+  });
+}
+
+/** Waits until the daemon of a data directory answers (for scripts that start one in the background). */
+async function wait(args: string[]): Promise<number> {
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
+  const dir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+  const deadline = Date.now() + Number(flags['timeout-ms'] ?? 30_000);
+  for (;;) {
+    const info = await dir.readDaemonInfo();
+    if (info) {
+      const token = await readFile(`${dir.root}/token`, 'utf8').catch(() => null);
+      const client = token ? await RpcClient.connect(info.url, token.trim()).catch(() => null) : null;
+      if (client) {
+        await client.call('sync.hash_state');
+        await client.close();
+        return 0;
+      }
+    }
+    if (Date.now() > deadline) throw new OpsyncError('relay_unavailable', `No daemon answered for ${dir.root} within the timeout.`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function stop(args: string[]): Promise<number> {
+  const { dataDir } = dataDirFlags(args);
+  const info = await dataDir.readDaemonInfo();
+  if (!info) throw noDaemon(dataDir);
+  process.kill(info.pid, 'SIGTERM');
+  while (isAlive(info.pid)) await new Promise((resolve) => setTimeout(resolve, 50));
+  return 0;
+}
+
+async function key(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  if (action === 'export') {
+    const flags = parseFlags(rest, { 'data-dir': { type: 'string' }, scope: { type: 'string' } });
+    const dir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+    const scope = scopeFromKey(flags.scope ?? 'personal');
+    const text = await readFile(dir.keyPath(scope), 'utf8').catch(() => {
+      throw new OpsyncError('key_missing', `${dir.root} holds no key for scope ${flags.scope ?? 'personal'}.`);
+    });
+    process.stdout.write(text);
+    return 0;
+  }
+  if (action === 'import') {
+    const { dataDir, positionals } = dataDirFlags(rest, true);
+    if (positionals.length !== 1) throw new UsageError('key import takes one FILE');
+    const text = await readFile(positionals[0]!, 'utf8');
+    const running = await dataDir.readDaemonInfo();
+    if (running) return withClient(dataDir, async (client) => (console.log(JSON.stringify(await client.call('sync.import_key', { key: text }))), 0));
+    const { parseKeyFile } = await import('../crypto/scope-key.js');
+    const parsedKey = parseKeyFile(text, positionals[0]!);
+    parseScope(parsedKey.scope);
+    await (await DataDir.prepare(dataDir.root)).saveKey(parsedKey);
+    console.log(JSON.stringify({ imported: true, kid: parsedKey.kid }));
+    return 0;
+  }
+  throw new UsageError('key takes export or import');
+}
+
+function dataDirFlags(args: string[], positionals = false): { dataDir: DataDir; positionals: string[] } {
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' } }, positionals);
+  if (!positionals && flags.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(flags.positionals[0])}`);
+  return { dataDir: DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env))), positionals: flags.positionals };
+}
+
+async function withClient(dataDir: DataDir, use: (client: RpcClient) => Promise<number>): Promise<number> {
+  const info = await dataDir.readDaemonInfo();
+  if (!info) throw noDaemon(dataDir);
+  const token = (await readFile(`${dataDir.root}/token`, 'utf8')).trim();
+  const client = await RpcClient.connect(info.url, token).catch((error: unknown) => {
+    if (isOpsyncError(error) && error.code === 'relay_unavailable' && !isAlive(info.pid)) {
+      throw new OpsyncError('relay_unavailable', `The daemon recorded in ${dataDir.daemonInfoPath} (pid ${info.pid}) is not running; start it again.`);
+    }
+    throw error;
+  });
+  try {
+    return await use(client);
+  } finally {
+    await client.close();
+  }
+}
+
+function noDaemon(dataDir: DataDir): OpsyncError {
+  return new OpsyncError('relay_unavailable', `No daemon is running for ${dataDir.root}; start one with: opsync start --data-dir ${dataDir.root}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      console.error(`opsync: ${error.message}\n${USAGE}`);
+      process.exit(2);
+    }
+    console.error(`opsync: ${isOpsyncError(error) ? error.message : `unexpected failure: ${(error as Error).stack ?? String(error)}`}`);
+    process.exit(1);
+  },
+);

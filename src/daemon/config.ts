@@ -1,0 +1,109 @@
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { isDeviceId, type DeviceId } from '../oplog/ids.js';
+import { OpsyncError } from '../oplog/opsync-error.js';
+import type { Listen } from '../rpc/ws-transport.js';
+
+/**
+ * `opsync start` configuration (design §10). Every value is untrusted: a bad one is refused with
+ * one sentence naming the flag (`config_invalid`), before anything starts.
+ */
+export interface DaemonConfig {
+  readonly dataDir: string;
+  readonly relay: { readonly kind: 'dir'; readonly path: string } | { readonly kind: 'postgres'; readonly url: string };
+  readonly listen: Listen;
+  readonly deviceId: DeviceId | null;
+  readonly leaseBackend: 'dir' | 'postgres' | 'memory';
+  readonly pgUrl: string | null;
+  readonly passphraseFile: string | null;
+  readonly logLevel: string;
+  readonly maxSkewMs: number;
+  readonly evictionHorizonMs: number;
+}
+
+/** 7420: unassigned by IANA, easy to remember; port 0 asks the OS for a free one. */
+export const DEFAULT_PORT = 7420;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export const START_OPTIONS = {
+  'data-dir': { type: 'string' },
+  relay: { type: 'string' },
+  listen: { type: 'string' },
+  'device-id': { type: 'string' },
+  'lease-backend': { type: 'string' },
+  'pg-url': { type: 'string' },
+  'passphrase-file': { type: 'string' },
+  'log-level': { type: 'string' },
+  'max-skew-ms': { type: 'string' },
+  'eviction-horizon-ms': { type: 'string' },
+} as const;
+
+export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
+  const values = parseFlags(argv, START_OPTIONS);
+  const dataDir = resolve(values['data-dir'] ?? defaultDataDir(env));
+  const relayArg = values.relay ?? join(dataDir, 'relay');
+  const relay = /^postgres(ql)?:\/\//.test(relayArg) ? { kind: 'postgres' as const, url: relayArg } : { kind: 'dir' as const, path: resolve(relayArg) };
+  const deviceId = values['device-id'] ?? null;
+  if (deviceId !== null && !isDeviceId(deviceId)) {
+    throw invalid(`--device-id ${JSON.stringify(deviceId)} is not a device id: use 1 to 64 characters of a-z, 0-9, "_" or "-", starting with a letter or digit`);
+  }
+  const leaseBackend = values['lease-backend'] ?? 'dir';
+  if (leaseBackend !== 'dir' && leaseBackend !== 'postgres' && leaseBackend !== 'memory') {
+    throw invalid(`--lease-backend must be dir, postgres or memory, not ${JSON.stringify(leaseBackend)}`);
+  }
+  const pgUrl = values['pg-url'] ?? (relay.kind === 'postgres' ? relay.url : null);
+  if (leaseBackend === 'postgres' && pgUrl === null) throw invalid('--lease-backend postgres needs --pg-url (or a postgres:// --relay)');
+  const logLevel = values['log-level'] ?? env.OPSYNC_LOG_LEVEL ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw invalid(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  return {
+    dataDir,
+    relay,
+    listen: parseListen(values.listen ?? `127.0.0.1:${DEFAULT_PORT}`),
+    deviceId,
+    leaseBackend,
+    pgUrl,
+    passphraseFile: values['passphrase-file'] ? resolve(values['passphrase-file']) : null,
+    logLevel,
+    maxSkewMs: parseMs(values['max-skew-ms'], '--max-skew-ms', 60_000),
+    evictionHorizonMs: parseMs(values['eviction-horizon-ms'], '--eviction-horizon-ms', 30 * 24 * 3_600_000),
+  };
+}
+
+/** `host:port` (IPv6 in brackets; port 0 allowed), or a Unix socket path (anything with a `/`). */
+export function parseListen(text: string): Listen {
+  if (text.includes('/')) return { socketPath: isAbsolute(text) ? text : resolve(text) };
+  const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[2]) : Number.NaN;
+  if (!match || port > 65535) throw invalid(`--listen ${JSON.stringify(text)} is neither host:port (port 0 to 65535) nor a Unix socket path`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+export function defaultDataDir(env: NodeJS.ProcessEnv): string {
+  return join(env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'opsync');
+}
+
+/** Parses string flags strictly: an unknown flag or a missing value is one clear sentence. */
+export function parseFlags<O extends Record<string, { type: 'string' }>>(argv: readonly string[], options: O, positionals = false) {
+  try {
+    const parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: positionals });
+    return { ...(parsed.values as { [K in keyof O]?: string }), positionals: parsed.positionals };
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    const name = /'(-[^' ]+)/.exec(message)?.[1] ?? '';
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw invalid(`${name} is not an option of this command (see opsync help)`);
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw invalid(`${name} needs a value`);
+    throw invalid(message.split('.')[0]!);
+  }
+}
+
+function parseMs(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value <= 0) throw invalid(`${flag} must be a positive whole number of milliseconds`);
+  return value;
+}
+
+function invalid(sentence: string): OpsyncError {
+  return new OpsyncError('config_invalid', `${sentence}.`);
+}

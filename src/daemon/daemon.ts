@@ -1,0 +1,141 @@
+import { randomFillSync } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { pino, type Logger } from 'pino';
+import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
+import { createOpMinter } from '../crypto/op-minter.js';
+import { parseKeyFile } from '../crypto/scope-key.js';
+import { FileJournal } from '../journal/file-journal.js';
+import { OpsyncError } from '../oplog/opsync-error.js';
+import { scopeKey, type Scope } from '../oplog/scope.js';
+import { encodeKeyFile } from '../crypto/scope-key.js';
+import { discoverMethod } from '../rpc/discover.js';
+import { Dispatcher } from '../rpc/dispatcher.js';
+import type { MethodSpec } from '../rpc/method.js';
+import { syncMethods } from '../rpc/sync-methods.js';
+import { startRpcServer, type RpcServer } from '../rpc/ws-transport.js';
+import { DirCheckpointStore } from '../session/checkpoint-store.js';
+import { Session } from '../session/session.js';
+import { DirectoryRelay } from '../../relay/directory-relay.js';
+import type { Relay } from '../../relay/relay.js';
+import type { DaemonConfig } from './config.js';
+import { DataDir } from './data-dir.js';
+
+export const VERSION = '0.1.0';
+
+/**
+ * The composition root (style 12): the only place that builds the real adapters and wires them
+ * together. Everything it starts, `close()` stops: the RPC server and its sockets, the session
+ * (journal flushed, watcher closed) and the relay.
+ */
+export class Daemon {
+  private constructor(
+    readonly url: string,
+    readonly deviceId: string,
+    private readonly parts: { dataDir: DataDir; server: RpcServer; session: Session; relay: Relay; log: Logger },
+  ) {}
+
+  static async start(config: DaemonConfig, log: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
+    const dataDir = await DataDir.prepare(config.dataDir);
+    const device = await dataDir.deviceId(config.deviceId);
+    const deviceKey = await dataDir.deviceKey();
+    const token = await dataDir.token();
+    const keyring = await dataDir.keyring(await passphrase(config));
+    const crypto = createNodeCoreCrypto();
+    const relay = await openRelay(config, device, crypto);
+    const session = await Session.open({
+      device,
+      deviceKey,
+      keyring,
+      crypto,
+      relay,
+      checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
+      now: Date.now,
+      randomBytes: nonceSource(),
+      journalLocation: dataDir.journalPath,
+      openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, device, visit)).journal,
+      createMinter: createOpMinter,
+      log: log.child({ component: 'session' }),
+      options: { maxSkewMs: config.maxSkewMs },
+    }).catch(async (error: unknown) => {
+      await relay.close();
+      throw error;
+    });
+
+    const startedAt = Date.now();
+    let server: RpcServer | null = null;
+    const methods: MethodSpec[] = [
+      ...syncMethods({
+        session,
+        info: () => ({ version: VERSION, relay: relay.location, url: server?.url ?? null, uptime_ms: Date.now() - startedAt }),
+        rpcStats: () => ({ ...dispatcher.stats, ...(server?.stats ?? {}) }),
+        importKey: async (text) => {
+          const key = parseKeyFile(text, 'the imported key');
+          await dataDir.saveKey(key);
+          return { scope: scopeKey(key.scope), kid: key.kid, folded: await session.importKey(key) };
+        },
+        exportKey: (scope: Scope) => {
+          const key = keyring.forScope(scope);
+          if (!key) throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
+          return encodeKeyFile(key);
+        },
+      }),
+    ];
+    methods.push(discoverMethod(() => methods, VERSION));
+    const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
+    try {
+      server = await startRpcServer(config.listen, token, dispatcher);
+    } catch (error) {
+      await session.close();
+      await relay.close();
+      throw error;
+    }
+    const live = server;
+    session.onChange((event) => live.notify('sync.changed', { ...event }, (connection) => connection.subscribed));
+    await session.startLive();
+    await dataDir.writeDaemonInfo({ url: server.url, pid: process.pid, device_id: device, started_at_ms: startedAt });
+    log.info({ url: server.url, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${server.url}`);
+    return new Daemon(server.url, device, { dataDir, server, session, relay, log });
+  }
+
+  async close(): Promise<void> {
+    const { dataDir, server, session, relay, log } = this.parts;
+    await dataDir.removeDaemonInfo();
+    await server.close();
+    await session.close();
+    await relay.close();
+    log.info({}, 'opsync stopped');
+  }
+}
+
+async function openRelay(config: DaemonConfig, device: Parameters<typeof DirectoryRelay.open>[0]['self'], crypto: ReturnType<typeof createNodeCoreCrypto>): Promise<Relay> {
+  if (config.relay.kind === 'postgres') {
+    throw new OpsyncError('config_invalid', 'A postgres:// relay is not available in this build; use a relay directory.');
+  }
+  return DirectoryRelay.open({ root: config.relay.path, self: device, crypto, horizonMs: config.evictionHorizonMs });
+}
+
+async function passphrase(config: DaemonConfig): Promise<string | null> {
+  if (config.passphraseFile !== null) {
+    try {
+      return (await readFile(config.passphraseFile, 'utf8')).trim();
+    } catch (error) {
+      throw new OpsyncError('config_invalid', `Cannot read --passphrase-file ${config.passphraseFile}: ${(error as Error).message}.`);
+    }
+  }
+  return process.env.OPSYNC_PASSPHRASE ?? null;
+}
+
+/** Nonces in batches: one randomFillSync per 1 024 appends instead of one per append. */
+function nonceSource(): (length: number) => Uint8Array {
+  let pool = Buffer.alloc(0);
+  let offset = 0;
+  return (length) => {
+    if (offset + length > pool.length) {
+      pool = randomFillSync(Buffer.alloc(Math.max(24 * 1024, length)));
+      offset = 0;
+    }
+    const out = pool.subarray(offset, offset + length);
+    offset += length;
+    return out;
+  };
+}

@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { access, constants, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { v4 as uuidv4 } from 'uuid';
+import { generateDeviceKey, parseDeviceKeyFile, type DeviceKey } from '../crypto/device-key.js';
+import { Keyring } from '../crypto/keyring.js';
+import { encodeKeyFile, parseKeyFile, scopeKeyFromBytes, scopeKeyFromPassphrase, type ScopeKey } from '../crypto/scope-key.js';
+import { isDeviceId, type DeviceId } from '../oplog/ids.js';
+import { OpsyncError } from '../oplog/opsync-error.js';
+import { scopeKey, type Scope } from '../oplog/scope.js';
+import { createFileDurable, writeFileDurable } from '../../relay/durable-fs.js';
+
+/**
+ * The daemon's data directory (proposals/daemon.md §Data directory):
+ *
+ *     device.json       {"opsync_device_id":1,"device_id":…}   minted once
+ *     device-key.json   Ed25519 key pair                       0600
+ *     token             bearer token for the RPC server        0600
+ *     keys/<scope>.json scope keys                             0600
+ *     journal.log       the journal (and journal.log.lock)
+ *     checkpoints/      copies of checkpoints the journal is based on
+ *     daemon.json       {url, pid, device_id, started_at_ms}   while a daemon runs
+ */
+export class DataDir {
+  private constructor(readonly root: string) {}
+
+  /** Creates the directory (0700) if needed and checks that it is writable. */
+  static async prepare(root: string): Promise<DataDir> {
+    try {
+      await mkdir(join(root, 'keys'), { recursive: true, mode: 0o700 });
+      await access(root, constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const reason = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'ENOTDIR' || code === 'EEXIST' ? 'a part of the path is a file, not a directory' : code === 'EROFS' ? 'the file system is read-only' : (error as Error).message;
+      throw new OpsyncError('config_invalid', `The data directory ${root} cannot be created or written: ${reason}.`, { data_dir: root });
+    }
+    return new DataDir(root);
+  }
+
+  /** An existing data directory, for the CLI (nothing is created). */
+  static existing(root: string): DataDir {
+    return new DataDir(root);
+  }
+
+  get journalPath(): string {
+    return join(this.root, 'journal.log');
+  }
+
+  get checkpointsDir(): string {
+    return join(this.root, 'checkpoints');
+  }
+
+  get daemonInfoPath(): string {
+    return join(this.root, 'daemon.json');
+  }
+
+  /** The persisted device id; minted on first start. A different `requested` id is refused. */
+  async deviceId(requested: DeviceId | null): Promise<DeviceId> {
+    const path = join(this.root, 'device.json');
+    await createFileDurable(path, JSON.stringify({ opsync_device_id: 1, device_id: requested ?? uuidv4() }) + '\n');
+    const stored = (JSON.parse(await readFile(path, 'utf8')) as { device_id?: unknown }).device_id;
+    if (!isDeviceId(stored)) throw new OpsyncError('config_invalid', `${path} does not hold a valid device id.`, { path });
+    if (requested !== null && requested !== stored) {
+      throw new OpsyncError('config_invalid', `This data directory belongs to device ${stored}; --device-id ${requested} would make it another device. Use another --data-dir.`, {
+        device_id: stored,
+      });
+    }
+    return stored;
+  }
+
+  async deviceKey(): Promise<DeviceKey> {
+    const path = join(this.root, 'device-key.json');
+    await createFileDurable(path, generateDeviceKey().toFileText(), 0o600);
+    return parseDeviceKeyFile(await readFile(path, 'utf8'), path);
+  }
+
+  async token(): Promise<string> {
+    const path = join(this.root, 'token');
+    await createFileDurable(path, randomBytes(32).toString('base64url') + '\n', 0o600);
+    return (await readFile(path, 'utf8')).trim();
+  }
+
+  /**
+   * The scope keys: every key file in keys/, plus the personal key — derived from the
+   * passphrase when one is given (every device with the same passphrase gets the same key),
+   * otherwise created at random on first start.
+   */
+  async keyring(passphrase: string | null): Promise<Keyring> {
+    const keyring = new Keyring(await this.storedKeys());
+    if (passphrase !== null) keyring.add(await scopeKeyFromPassphrase('personal', passphrase));
+    else if (!keyring.forScope('personal')) {
+      const key = scopeKeyFromBytes('personal', randomBytes(32));
+      await this.saveKey(key);
+      keyring.add(key);
+    }
+    return keyring;
+  }
+
+  async storedKeys(): Promise<ScopeKey[]> {
+    const dir = join(this.root, 'keys');
+    const names = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.json'));
+    return Promise.all(names.map(async (name) => parseKeyFile(await readFile(join(dir, name), 'utf8'), join(dir, name))));
+  }
+
+  async saveKey(key: ScopeKey): Promise<void> {
+    await writeFileDurable(this.keyPath(key.scope), encodeKeyFile(key), 0o600);
+  }
+
+  keyPath(scope: Scope): string {
+    return join(this.root, 'keys', `${scopeKey(scope).replace(':', '-')}.json`);
+  }
+
+  async writeDaemonInfo(info: DaemonInfo): Promise<void> {
+    await writeFileDurable(this.daemonInfoPath, JSON.stringify(info) + '\n');
+  }
+
+  async readDaemonInfo(): Promise<DaemonInfo | null> {
+    try {
+      return JSON.parse(await readFile(this.daemonInfoPath, 'utf8')) as DaemonInfo;
+    } catch {
+      return null;
+    }
+  }
+
+  async removeDaemonInfo(): Promise<void> {
+    await rm(this.daemonInfoPath, { force: true });
+  }
+}
+
+export interface DaemonInfo {
+  readonly url: string;
+  readonly pid: number;
+  readonly device_id: DeviceId;
+  readonly started_at_ms: number;
+}

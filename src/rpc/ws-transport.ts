@@ -1,0 +1,210 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import { connect as netConnect } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { JSONRPCClient } from 'json-rpc-2.0';
+import WebSocket, { WebSocketServer } from 'ws';
+import { OpsyncError } from '../oplog/opsync-error.js';
+import type { JsonObject } from '../util/json.js';
+import { LIMITS } from '../util/limits.js';
+import type { Dispatcher } from './dispatcher.js';
+import type { Connection } from './method.js';
+
+/**
+ * JSON-RPC over WebSocket: the server the daemon exposes and the client the CLI, the demo and
+ * the tests use. The only module that imports `ws` (style 6).
+ *
+ * - listens on host:port (port 0 picks one) or a Unix socket path;
+ * - refuses the upgrade with 401 unless `Authorization: Bearer <token>` matches, so no method
+ *   runs for an unauthenticated client;
+ * - frames above LIMITS.maxFrameBytes close the connection (1009); binary frames are answered
+ *   as invalid requests; a client that disconnects mid-frame only loses its own connection;
+ * - each connection has at most MAX_IN_FLIGHT requests in progress; past that it stops
+ *   reading until answers go out (backpressure instead of unbounded memory).
+ */
+export type Listen = { readonly host: string; readonly port: number } | { readonly socketPath: string };
+
+export interface RpcServer {
+  /** `ws://host:port` or `ws+unix:///path`. */
+  readonly url: string;
+  readonly stats: { connections: number; rejected_auth: number; oversize_frames: number };
+  /** Sends a notification to every connection that `filter` accepts. */
+  notify(method: string, params: JsonObject, filter: (connection: Connection) => boolean): void;
+  close(): Promise<void>;
+}
+
+const MAX_IN_FLIGHT = 1024;
+
+export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher): Promise<RpcServer> {
+  const expected = Buffer.from(`Bearer ${token}`);
+  const http: Server = createServer((_request, response) => {
+    response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
+  });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
+  const sockets = new Map<WebSocket, Connection>();
+  const stats = { connections: 0, rejected_auth: 0, oversize_frames: 0 };
+  let nextId = 1;
+
+  http.on('upgrade', (request: IncomingMessage, socket, head) => {
+    const given = Buffer.from(request.headers.authorization ?? '');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      stats.rejected_auth++;
+      socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => serve(ws));
+  });
+
+  function serve(ws: WebSocket): void {
+    const connection: Connection = { id: nextId++, subscribed: false };
+    sockets.set(ws, connection);
+    stats.connections = sockets.size;
+    let inFlight = 0;
+    ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
+      if (isBinary) {
+        send(ws, JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
+        return;
+      }
+      if (++inFlight >= MAX_IN_FLIGHT) ws.pause();
+      const text = rawText(data);
+      void dispatcher.handle(text, connection).then((answer) => {
+        if (--inFlight < MAX_IN_FLIGHT && ws.isPaused) ws.resume();
+        if (answer !== null) send(ws, answer);
+      });
+    });
+    ws.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversize_frames++;
+    });
+    ws.on('close', () => {
+      sockets.delete(ws);
+      stats.connections = sockets.size;
+    });
+  }
+
+  await listenOn(http, listen);
+  const address = http.address();
+  const url = 'socketPath' in listen ? `ws+unix://${listen.socketPath}` : `ws://${listen.host}:${typeof address === 'object' && address ? address.port : listen.port}`;
+  return {
+    url,
+    stats,
+    notify(method, params, filter) {
+      const text = JSON.stringify({ jsonrpc: '2.0', method, params });
+      for (const [ws, connection] of sockets) if (filter(connection)) send(ws, text);
+    },
+    async close() {
+      for (const ws of sockets.keys()) ws.close(1001, 'daemon shutting down');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+      if ('socketPath' in listen) await rm(listen.socketPath, { force: true });
+    },
+  };
+}
+
+function send(ws: WebSocket, text: string): void {
+  if (ws.readyState === WebSocket.OPEN) ws.send(text);
+}
+
+async function listenOn(http: Server, listen: Listen): Promise<void> {
+  if ('socketPath' in listen) await clearStaleSocket(listen.socketPath);
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', (error: NodeJS.ErrnoException) => {
+      const where = 'socketPath' in listen ? listen.socketPath : `${listen.host}:${listen.port}`;
+      if (error.code === 'EADDRINUSE') reject(new OpsyncError('config_invalid', `${where} is already in use; choose another --listen address (port 0 picks a free one).`, { listen: where }));
+      else if (error.code === 'EACCES') reject(new OpsyncError('config_invalid', `Not allowed to listen on ${where}.`, { listen: where }));
+      else reject(new OpsyncError('config_invalid', `Cannot listen on ${where}: ${error.message}.`, { listen: where }));
+    });
+    if ('socketPath' in listen) http.listen(listen.socketPath, () => resolve());
+    else http.listen(listen.port, listen.host, () => resolve());
+  });
+}
+
+/** A socket file nobody answers on is left over from a crash: remove it. A live one is in use. */
+async function clearStaleSocket(path: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = netConnect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!live) await rm(path, { force: true });
+}
+
+/** A JSON-RPC client over WebSocket, with server notifications delivered to a listener. */
+export class RpcClient {
+  private readonly client: JSONRPCClient;
+  private readonly listeners = new Set<(method: string, params: unknown) => void>();
+
+  private constructor(private readonly ws: WebSocket) {
+    this.client = new JSONRPCClient((request) => {
+      ws.send(JSON.stringify(request));
+    });
+    ws.on('message', (data: WebSocket.RawData) => {
+      const message = JSON.parse(rawText(data)) as { method?: string; params?: unknown } | unknown[];
+      if (!Array.isArray(message) && typeof message.method === 'string') {
+        for (const listener of this.listeners) listener(message.method, message.params);
+      } else this.client.receive(message as never);
+    });
+    ws.on('close', () => this.client.rejectAllPendingRequests('the connection to the daemon closed'));
+  }
+
+  static connect(url: string, token: string): Promise<RpcClient> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: LIMITS.maxFrameBytes * 4 });
+      ws.once('open', () => resolve(new RpcClient(ws)));
+      ws.once('unexpected-response', (_request, response) => {
+        reject(new OpsyncError('unauthorized', response.statusCode === 401 ? 'The daemon refused the token.' : `The daemon answered HTTP ${response.statusCode}.`));
+      });
+      ws.once('error', (error: Error) => reject(new OpsyncError('relay_unavailable', `Cannot reach the daemon at ${url}: ${error.message}.`, { url })));
+    });
+  }
+
+  /** Calls a method; a JSON-RPC error rejects with an RpcCallError carrying code, message and data. */
+  async call<T = unknown>(method: string, params: object = {}): Promise<T> {
+    const response = await this.client.requestAdvanced({ jsonrpc: '2.0', id: this.nextId++, method, params });
+    if (response.error) throw new RpcCallError(response.error.code, response.error.message, (response.error.data ?? {}) as JsonObject);
+    return response.result as T;
+  }
+
+  /** Sends raw text (for tests of malformed input); answers arrive through `onRaw`. */
+  sendRaw(text: string | Buffer): void {
+    this.ws.send(text);
+  }
+
+  onRaw(listener: (text: string) => void): void {
+    this.ws.on('message', (data: WebSocket.RawData) => listener(rawText(data)));
+  }
+
+  onNotification(listener: (method: string, params: unknown) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.ws.once('close', () => resolve());
+      this.ws.close();
+    });
+  }
+
+  private nextId = 1;
+}
+
+export class RpcCallError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data: JsonObject,
+  ) {
+    super(message);
+  }
+}
+
+function rawText(data: WebSocket.RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}

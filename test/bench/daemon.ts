@@ -1,0 +1,155 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { FileJournal } from '../../src/journal/file-journal.js';
+import type { JournalEntry } from '../../src/journal/journal.js';
+import { parseDeviceId } from '../../src/oplog/ids.js';
+import { RpcClient } from '../../src/rpc/ws-transport.js';
+import { DaemonProcess } from '../helpers/daemon-process.js';
+import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';
+import { chainEntries, payloadFor } from './workload.js';
+
+export async function daemonBench(): Promise<Row[]> {
+  const echo = await echoCeiling();
+  const rows: Row[] = [echo];
+  settle();
+  rows.push(await appendThroughput(echo.value));
+  settle();
+  rows.push(...(await propagation()));
+  settle();
+  rows.push(await holdingAMillion());
+  return rows;
+}
+
+/** Calls `method` `count` times over one connection with up to `window` requests in flight. */
+async function pipelined(client: RpcClient, count: number, window: number, params: (i: number) => object, method: string): Promise<number> {
+  let next = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: window }, async () => {
+      while (next < count) await client.call(method, params(next++));
+    }),
+  );
+  return count / ((performance.now() - start) / 1000);
+}
+
+async function echoCeiling(): Promise<Row> {
+  progress('daemon: raw JSON-RPC echo over ws');
+  const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'test', 'bench', 'echo-server-child.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
+    const client = await RpcClient.connect(url, '');
+    const [surface, payload] = payloadFor(0);
+    await pipelined(client, 5_000, 256, () => ({ surface, payload }), 'echo');
+    const rate = await pipelined(client, 50_000, 256, () => ({ surface, payload }), 'echo');
+    await client.close();
+    return { name: 'ceiling.jsonrpc_echo_ws', value: Math.round(rate), unit: 'calls/s', target: 'reference', note: 'bare ws + json-rpc-2.0 in a separate process, one connection, 256 in flight, same params as the appends' };
+  } finally {
+    child.kill();
+  }
+}
+
+async function appendThroughput(echoRate: number): Promise<Row> {
+  const root = await mkdtemp(join(tmpdir(), 'opsync-bench-daemon-'));
+  const daemon = await DaemonProcess.start(join(root, 'a'), join(root, 'relay'));
+  try {
+    progress('daemon: pipelined sync.append over one connection');
+    const client = await daemon.connect();
+    const append = (i: number) => {
+      const [surface, payload] = payloadFor(i);
+      return { surface, payload };
+    };
+    await pipelined(client, 5_000, 256, append, 'sync.append');
+    const rate = await pipelined(client, 50_000, 256, (i) => append(5_000 + i), 'sync.append');
+    await client.close();
+    progressDone();
+    return {
+      name: 'daemon.append_pipelined',
+      value: Math.round(rate),
+      unit: 'ops/s',
+      target: `>= ${Math.max(20_000, Math.round(echoRate / 2))}`,
+      note: `durable, one connection, 256 in flight; ${((100 * rate) / echoRate).toFixed(0)}% of the echo ceiling (target: >= 20 000 and >= 50%)`,
+    };
+  } finally {
+    await daemon.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** Append on daemon A, time until a subscriber of daemon B hears sync.changed; 2 000 samples. */
+async function propagation(): Promise<Row[]> {
+  const SAMPLES = 2_000;
+  const root = await mkdtemp(join(tmpdir(), 'opsync-bench-prop-'));
+  const a = await DaemonProcess.start(join(root, 'a'), join(root, 'relay'));
+  const b = await DaemonProcess.start(join(root, 'b'), join(root, 'relay'));
+  try {
+    const [writer, reader] = await Promise.all([a.connect(), b.connect()]);
+    await reader.call('sync.subscribe');
+    let heard: () => void = () => {};
+    reader.onNotification((method) => method === 'sync.changed' && heard());
+    const latencies: number[] = [];
+    for (let i = 0; i < SAMPLES + 100; i++) {
+      if (i % 100 === 0) progress(`daemon: propagation sample ${i}/${SAMPLES + 100}`);
+      const arrived = new Promise<void>((resolve) => (heard = resolve));
+      const start = performance.now();
+      const [surface, payload] = payloadFor(i);
+      await writer.call('sync.append', { surface, payload });
+      await arrived;
+      if (i >= 100) latencies.push(performance.now() - start);
+    }
+    await Promise.all([writer.close(), reader.close()]);
+    progressDone();
+    latencies.sort((x, y) => x - y);
+    const note = `A append → B sync.changed, separate processes, directory relay; ${SAMPLES} samples after 100 warm-up`;
+    return [
+      { name: 'daemon.propagation_p50', value: percentile(latencies, 50), unit: 'ms', target: '<= 25', note },
+      { name: 'daemon.propagation_p99', value: percentile(latencies, 99), unit: 'ms', target: '<= 100' },
+    ];
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** A daemon whose journal holds 1 000 000 ops: its peak resident memory after start and a pump. */
+async function holdingAMillion(): Promise<Row> {
+  const MILLION = 1_000_000;
+  const root = await mkdtemp(join(tmpdir(), 'opsync-bench-million-'));
+  const dataDir = join(root, 'holder');
+  try {
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(dataDir, { recursive: true });
+    const device = parseDeviceId('bench-holder');
+    const { journal } = await FileJournal.open(join(dataDir, 'journal.log'), device, () => {});
+    let batch: JournalEntry[] = [];
+    let written = 0;
+    for (const { op, plain } of chainEntries('bench-peer', MILLION)) {
+      batch.push({ kind: 'op', op, plain });
+      if (batch.length === 10_000) {
+        await journal.append(batch);
+        written += batch.length;
+        batch = [];
+        progress(`daemon: writing a journal of 1,000,000 ops (${written.toLocaleString('en-US')})`);
+      }
+    }
+    await journal.close();
+    progress('daemon: starting a daemon that holds 1,000,000 ops');
+    const daemon = await DaemonProcess.start(dataDir, join(root, 'relay'), ['--device-id', 'bench-holder']);
+    try {
+      const client = await daemon.connect();
+      const { records } = await client.call<{ records: number }>('sync.hash_state');
+      await client.call('sync.pump');
+      await client.close();
+      const status = await readFile(`/proc/${daemon.process.pid}/status`, 'utf8');
+      const peakKiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
+      progressDone();
+      return { name: 'daemon.rss_holding_1m_ops', value: Math.round(peakKiB / 1024), unit: 'MiB', target: 'report', note: `peak RSS (VmHWM) after start and a pump; ${records.toLocaleString('en-US')} records folded` };
+    } finally {
+      await daemon.stop();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,128 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cli, DaemonProcess } from '../helpers/daemon-process.js';
+import { useTempDirs } from '../helpers/temp-dir.js';
+
+const tempDir = useTempDirs();
+
+function run(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli(), ...args], { env, timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** One clear sentence: a single line on stderr, starting with "opsync: ". */
+function oneSentence(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  expect(lines[0]).toMatch(/^opsync: /);
+  return lines[0]!;
+}
+
+describe('opsync start refuses bad configuration with one clear sentence and a non-zero exit', () => {
+  it('an unknown flag', async () => {
+    const result = await run(['start', '--nope']);
+    expect(result.code).not.toBe(0);
+    expect(oneSentence(result.stderr)).toContain('--nope is not an option');
+  });
+
+  it('a bad --listen and a bad --device-id', async () => {
+    const listen = await run(['start', '--data-dir', await tempDir(), '--listen', 'localhost:99999']);
+    expect(listen.code).toBe(1);
+    expect(oneSentence(listen.stderr)).toContain('--listen');
+    const id = await run(['start', '--data-dir', await tempDir(), '--device-id', '../evil']);
+    expect(id.code).toBe(1);
+    expect(oneSentence(id.stderr)).toContain('--device-id');
+  });
+
+  it('a data directory that cannot be created', async () => {
+    const file = join(await tempDir(), 'a-file');
+    await writeFile(file, 'not a directory');
+    const result = await run(['start', '--data-dir', join(file, 'data'), '--listen', '127.0.0.1:0']);
+    expect(result.code).toBe(1);
+    expect(oneSentence(result.stderr)).toContain('cannot be created or written');
+  });
+
+  it('a port in use, and a second daemon on the same data directory', async () => {
+    const relay = await tempDir();
+    const dataDir = await tempDir();
+    const first = await DaemonProcess.start(dataDir, relay);
+    try {
+      const port = new URL((await first.info())!.url).port;
+      const busy = await run(['start', '--data-dir', await tempDir(), '--relay', relay, '--listen', `127.0.0.1:${port}`]);
+      expect(busy.code).toBe(1);
+      expect(oneSentence(busy.stderr)).toContain('already in use');
+      const twin = await run(['start', '--data-dir', dataDir, '--relay', relay, '--listen', '127.0.0.1:0']);
+      expect(twin.code).toBe(1);
+      expect(oneSentence(twin.stderr)).toMatch(/already open by process \d+; only one daemon may use a data directory/);
+    } finally {
+      await first.stop();
+    }
+  });
+});
+
+describe('the daemon lifecycle and the CLI', () => {
+  it('shuts down cleanly on SIGTERM and SIGINT, and restarts as the same device', async () => {
+    const relay = await tempDir();
+    const dataDir = await tempDir();
+    const daemon = await DaemonProcess.start(dataDir, relay);
+    const device = (await daemon.info())!.device_id;
+    const client = await daemon.connect();
+    await client.call('sync.append', { surface: 'knowledge', payload: { id: 'kept' } });
+    await client.close();
+    expect(await daemon.stop()).toEqual({ code: 0, signal: null });
+    expect(existsSync(join(dataDir, 'daemon.json'))).toBe(false);
+    expect(existsSync(join(dataDir, 'journal.log.lock'))).toBe(false);
+
+    const again = await DaemonProcess.start(dataDir, relay);
+    expect((await again.info())!.device_id).toBe(device);
+    const records = await run(['call', '--data-dir', dataDir, 'sync.records', '{"surface":"knowledge"}']);
+    expect(JSON.parse(records.stdout)).toMatchObject({ records: [{ key: 'kept' }] });
+    again.process.kill('SIGINT');
+    expect(await again.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('opsync call prints results as JSON, exits non-zero on an RPC error, and opsync status prints a summary', async () => {
+    const relay = await tempDir();
+    const dataDir = await tempDir();
+    const daemon = await DaemonProcess.start(dataDir, relay);
+    try {
+      const ok = await run(['call', '--data-dir', dataDir, 'sync.append', '{"surface":"skill","payload":{"id":"s1"}}']);
+      expect(ok.code).toBe(0);
+      expect(JSON.parse(ok.stdout)).toMatchObject({ seq: 0 });
+      const bad = await run(['call', '--data-dir', dataDir, 'sync.append', '{"surface":"skill","payload":{}}']);
+      expect(bad.code).toBe(1);
+      expect(JSON.parse(bad.stderr)).toMatchObject({ error: { code: -32602, data: { code: 'invalid_payload' } } });
+      const status = await run(['status', '--data-dir', dataDir]);
+      expect(status.code).toBe(0);
+      expect(status.stdout).toMatch(/^device +\S+/m);
+      expect(status.stdout).toMatch(/^state +sh-[0-9a-f]{64} +\(1 record\)/m);
+      expect(status.stdout).toMatch(/^quarantined +0/m);
+    } finally {
+      await daemon.stop();
+    }
+    const gone = await run(['call', '--data-dir', dataDir, 'sync.status']);
+    expect(gone.code).toBe(1);
+    expect(oneSentence(gone.stderr)).toContain('No daemon is running');
+  });
+
+  it('keeps its data under the XDG data home by default, with the token readable only by its owner', async () => {
+    const home = await tempDir();
+    const env = { ...process.env, XDG_DATA_HOME: home };
+    const started = execFile(process.execPath, [cli(), 'start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { env });
+    try {
+      expect((await run(['wait', '--timeout-ms', '60000'], env)).code).toBe(0);
+      const dataDir = join(home, 'opsync');
+      expect(JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8'))).toMatchObject({ pid: started.pid });
+      const { stat } = await import('node:fs/promises');
+      expect((await stat(join(dataDir, 'token'))).mode & 0o777).toBe(0o600);
+      expect((await stat(join(dataDir, 'keys', 'personal.json'))).mode & 0o777).toBe(0o600);
+    } finally {
+      expect((await run(['stop'], env)).code).toBe(0);
+    }
+  });
+});
