@@ -1,5 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
 import { createOpMinter } from '../crypto/op-minter.js';
@@ -9,6 +10,11 @@ import { OpsyncError } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import { encodeKeyFile } from '../crypto/scope-key.js';
 import { discoverMethod } from '../rpc/discover.js';
+import { leaseMethods } from '../rpc/lease-methods.js';
+import type { LeaseCoordinator } from '../lease/coordinator.js';
+import { dirCoordinator } from '../lease/dir-coordinator.js';
+import { memoryCoordinator } from '../lease/memory-coordinator.js';
+import { pgCoordinator } from '../lease/pg-coordinator.js';
 import { Dispatcher } from '../rpc/dispatcher.js';
 import type { MethodSpec } from '../rpc/method.js';
 import { syncMethods } from '../rpc/sync-methods.js';
@@ -31,7 +37,7 @@ export class Daemon {
   private constructor(
     readonly url: string,
     readonly deviceId: string,
-    private readonly parts: { dataDir: DataDir; server: RpcServer; session: Session; relay: Relay; log: Logger },
+    private readonly parts: { dataDir: DataDir; server: RpcServer; session: Session; relay: Relay; leases: LeaseCoordinator; log: Logger },
   ) {}
 
   static async start(config: DaemonConfig, log: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
@@ -61,12 +67,17 @@ export class Daemon {
       throw error;
     });
 
+    const leases = await openLeases(config).catch(async (error: unknown) => {
+      await session.close();
+      await relay.close();
+      throw error;
+    });
     const startedAt = Date.now();
     let server: RpcServer | null = null;
     const methods: MethodSpec[] = [
       ...syncMethods({
         session,
-        info: () => ({ version: VERSION, relay: relay.location, url: server?.url ?? null, uptime_ms: Date.now() - startedAt }),
+        info: () => ({ version: VERSION, relay: relay.location, lease_backend: leases.kind, url: server?.url ?? null, uptime_ms: Date.now() - startedAt }),
         rpcStats: () => ({ ...dispatcher.stats, ...(server?.stats ?? {}) }),
         importKey: async (text) => {
           const key = parseKeyFile(text, 'the imported key');
@@ -79,6 +90,7 @@ export class Daemon {
           return encodeKeyFile(key);
         },
       }),
+      ...leaseMethods(session, leases),
     ];
     methods.push(discoverMethod(() => methods, VERSION));
     const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
@@ -86,6 +98,7 @@ export class Daemon {
       server = await startRpcServer(config.listen, token, dispatcher);
     } catch (error) {
       await session.close();
+      await leases.close();
       await relay.close();
       throw error;
     }
@@ -94,14 +107,15 @@ export class Daemon {
     await session.startLive();
     await dataDir.writeDaemonInfo({ url: server.url, pid: process.pid, device_id: device, started_at_ms: startedAt });
     log.info({ url: server.url, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${server.url}`);
-    return new Daemon(server.url, device, { dataDir, server, session, relay, log });
+    return new Daemon(server.url, device, { dataDir, server, session, relay, leases, log });
   }
 
   async close(): Promise<void> {
-    const { dataDir, server, session, relay, log } = this.parts;
+    const { dataDir, server, session, relay, leases, log } = this.parts;
     await dataDir.removeDaemonInfo();
     await server.close();
     await session.close();
+    await leases.close();
     await relay.close();
     log.info({}, 'opsync stopped');
   }
@@ -112,6 +126,21 @@ async function openRelay(config: DaemonConfig, device: Parameters<typeof Directo
     throw new OpsyncError('config_invalid', 'A postgres:// relay is not available in this build; use a relay directory.');
   }
   return DirectoryRelay.open({ root: config.relay.path, self: device, crypto, horizonMs: config.evictionHorizonMs });
+}
+
+/** The lease coordinator --lease-backend names (proposals/leases.md says which to use when). */
+async function openLeases(config: DaemonConfig): Promise<LeaseCoordinator> {
+  switch (config.leaseBackend) {
+    case 'memory':
+      return memoryCoordinator();
+    case 'postgres':
+      return pgCoordinator(config.pgUrl!);
+    case 'dir':
+      if (config.relay.kind !== 'dir') {
+        throw new OpsyncError('config_invalid', '--lease-backend dir keeps leases under the relay directory; with a postgres:// relay use --lease-backend postgres.');
+      }
+      return dirCoordinator(join(config.relay.path, 'leases'));
+  }
 }
 
 async function passphrase(config: DaemonConfig): Promise<string | null> {

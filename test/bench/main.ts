@@ -5,12 +5,14 @@
 import { renderJson, renderTable, type Row } from './bench-table.js';
 import { coreBench } from './core.js';
 import { daemonBench } from './daemon.js';
+import { leaseBench } from './lease.js';
 import { relayBench } from './relay.js';
 
 const SECTIONS: Record<string, () => Promise<Row[]>> = {
   core: coreBench,
   relay: relayBench,
   daemon: daemonBench,
+  lease: leaseBench,
 };
 
 const args = process.argv.slice(2);

@@ -50,6 +50,17 @@ try {
   const agents = await laptop!.call<{ records: Array<{ payload: unknown; device_id: string }> }>('sync.records', { surface: 'declagent' });
   show('laptop sync.records declagent', agents.records.map((r) => ({ by: r.device_id, payload: r.payload })));
 
+  say('Lease handoff: the laptop takes the lease of agent "release-bot", checks the fence, runs, commits');
+  const lease = await laptop!.call<{ epoch: number }>('lease.acquire', { agent_id: 'release-bot', ttl_ms: 30_000 });
+  show('laptop lease.acquire', lease);
+  show('laptop sync.fence_check run nightly-42', await laptop!.call('sync.fence_check', { agent_id: 'release-bot', run_id: 'nightly-42', epoch: lease.epoch }));
+  const committed = nextChange(desktop!);
+  show('laptop sync.record_intent committed', await laptop!.call('sync.record_intent', { agent_id: 'release-bot', run_id: 'nightly-42', epoch: lease.epoch, status: 'committed' }));
+  await committed;
+  show('desktop sync.fence_check run nightly-42 (it must not run it again)', await desktop!.call('sync.fence_check', { agent_id: 'release-bot', run_id: 'nightly-42', epoch: lease.epoch }));
+  show('laptop lease.release', await laptop!.call('lease.release', { agent_id: 'release-bot', epoch: lease.epoch }));
+  show('desktop lease.acquire', await desktop!.call('lease.acquire', { agent_id: 'release-bot', ttl_ms: 30_000 }));
+
   say('Both devices folded the same op-set, so their state hashes are equal');
   show('laptop ', await laptop!.call('sync.hash_state'));
   show('desktop', await desktop!.call('sync.hash_state'));

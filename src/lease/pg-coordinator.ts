@@ -1,0 +1,118 @@
+import pg from 'pg';
+import type { AgentId, DeviceId } from '../oplog/ids.js';
+import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import type { LeaseCoordinator } from './coordinator.js';
+import type { LeaseRecord } from './lease-rules.js';
+import { ruleCoordinator } from './rule-coordinator.js';
+
+/**
+ * Leases in Postgres (proposals/leases.md §Postgres): one row per agent, changed in a
+ * transaction that holds the row lock (`SELECT … FOR UPDATE`) — linearizable across machines.
+ * The database's clock decides expiry: every rule runs with `clock_timestamp()` read inside the
+ * transaction. The schema is created on first use. A lost connection or any database failure is
+ * `lease_backend_unavailable`; nothing succeeds without a committed transaction.
+ */
+export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
+  const pool = new pg.Pool({ connectionString: url, max: 8, connectionTimeoutMillis: 5_000 });
+  pool.on('error', () => {
+    // An idle client lost its connection; the next query reconnects or fails by name.
+  });
+  await backend(url, () => ensureSchema(pool));
+
+  return ruleCoordinator(
+    'postgres',
+    (agent, step) =>
+      backend(url, async () => {
+        const client = await pool.connect();
+        try {
+          await client.query('BEGIN');
+          await client.query('INSERT INTO opsync_leases (agent_id) VALUES ($1) ON CONFLICT DO NOTHING', [agent]);
+          const row = await selectForUpdate(client, agent);
+          const { write, result } = step(toRecord(agent, row), Number(row.now_ms));
+          await client.query('UPDATE opsync_leases SET holder = $2, epoch = $3, granted_at_ms = $4, expires_at_ms = $5 WHERE agent_id = $1', [
+            agent,
+            write.holder,
+            write.epoch,
+            write.granted_at_ms,
+            write.expires_at_ms,
+          ]);
+          await client.query('COMMIT');
+          return result;
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw error;
+        } finally {
+          client.release();
+        }
+      }),
+    (agent) =>
+      backend(url, async () => {
+        const { rows } = await pool.query<Row>(
+          `SELECT l.holder, l.epoch, l.granted_at_ms, l.expires_at_ms, ${NOW_MS} AS now_ms FROM (SELECT 1) AS one LEFT JOIN opsync_leases AS l ON l.agent_id = $1`,
+          [agent],
+        );
+        const row = rows[0]!;
+        return { record: row.epoch === null ? null : toRecord(agent, row), now_ms: Number(row.now_ms) };
+      }),
+    () => pool.end(),
+  );
+}
+
+interface Row {
+  holder: string | null;
+  epoch: string | null;
+  granted_at_ms: string | null;
+  expires_at_ms: string | null;
+  now_ms: string;
+}
+
+const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
+
+async function ensureSchema(pool: pg.Pool): Promise<void> {
+  try {
+    await pool.query(`CREATE TABLE IF NOT EXISTS opsync_leases (
+      agent_id text PRIMARY KEY,
+      holder text,
+      epoch bigint NOT NULL DEFAULT 0,
+      granted_at_ms bigint NOT NULL DEFAULT 0,
+      expires_at_ms bigint NOT NULL DEFAULT 0
+    )`);
+  } catch (error) {
+    // Two daemons creating the table at once: the loser sees a duplicate; the table exists.
+    if ((error as { code?: string }).code !== '23505' && (error as { code?: string }).code !== '42P07') throw error;
+  }
+}
+
+async function selectForUpdate(client: pg.PoolClient, agent: AgentId): Promise<Row> {
+  const { rows } = await client.query<Row>(`SELECT holder, epoch, granted_at_ms, expires_at_ms, ${NOW_MS} AS now_ms FROM opsync_leases WHERE agent_id = $1 FOR UPDATE`, [agent]);
+  return rows[0]!;
+}
+
+/** A never-leased agent (epoch 0) has no record. */
+function toRecord(agent: AgentId, row: Row): LeaseRecord | null {
+  if (row.epoch === null || Number(row.epoch) === 0) return null;
+  return {
+    agent_id: agent,
+    holder: row.holder as DeviceId | null,
+    epoch: Number(row.epoch),
+    granted_at_ms: Number(row.granted_at_ms),
+    expires_at_ms: Number(row.expires_at_ms),
+  };
+}
+
+/** Runs a database operation; a named failure passes through, any other is the backend's. */
+async function backend<T>(url: string, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (isOpsyncError(error)) throw error;
+    throw new OpsyncError('lease_backend_unavailable', `The Postgres lease backend failed: ${(error as Error).message}. No lease decision was made.`, {
+      backend: 'postgres',
+      url: redact(url),
+    });
+  }
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+}
