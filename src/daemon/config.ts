@@ -48,7 +48,7 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
   if (deviceId !== null && !isDeviceId(deviceId)) {
     throw invalid(`--device-id ${JSON.stringify(deviceId)} is not a device id: use 1 to 64 characters of a-z, 0-9, "_" or "-", starting with a letter or digit`);
   }
-  const leaseBackend = values['lease-backend'] ?? 'dir';
+  const leaseBackend = values['lease-backend'] ?? (relay.kind === 'postgres' ? 'postgres' : 'dir');
   if (leaseBackend !== 'dir' && leaseBackend !== 'postgres' && leaseBackend !== 'memory') {
     throw invalid(`--lease-backend must be dir, postgres or memory, not ${JSON.stringify(leaseBackend)}`);
   }

@@ -4,11 +4,10 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
 import { createOpMinter } from '../crypto/op-minter.js';
-import { parseKeyFile } from '../crypto/scope-key.js';
+import { encodeKeyFile, parseKeyFile } from '../crypto/scope-key.js';
 import { FileJournal } from '../journal/file-journal.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
-import { encodeKeyFile } from '../crypto/scope-key.js';
 import { discoverMethod } from '../rpc/discover.js';
 import { leaseMethods } from '../rpc/lease-methods.js';
 import type { LeaseCoordinator } from '../lease/coordinator.js';
@@ -22,6 +21,7 @@ import { startRpcServer, type RpcServer } from '../rpc/ws-transport.js';
 import { DirCheckpointStore } from '../session/checkpoint-store.js';
 import { Session } from '../session/session.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import type { DaemonConfig } from './config.js';
 import { DataDir } from './data-dir.js';
@@ -123,7 +123,7 @@ export class Daemon {
 
 async function openRelay(config: DaemonConfig, device: Parameters<typeof DirectoryRelay.open>[0]['self'], crypto: ReturnType<typeof createNodeCoreCrypto>): Promise<Relay> {
   if (config.relay.kind === 'postgres') {
-    throw new OpsyncError('config_invalid', 'A postgres:// relay is not available in this build; use a relay directory.');
+    return PostgresRelay.open({ url: config.relay.url, self: device, crypto, horizonMs: config.evictionHorizonMs });
   }
   return DirectoryRelay.open({ root: config.relay.path, self: device, crypto, horizonMs: config.evictionHorizonMs });
 }

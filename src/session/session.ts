@@ -217,6 +217,7 @@ export class Session {
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
+  private ackTimer: NodeJS.Timeout | null = null;
   private pumpQueued = false;
   private opsSinceCheckpoint = 0;
   /** Work that outlives the call that started it (local checkpoint copies); close waits for it. */
@@ -309,7 +310,7 @@ export class Session {
   /** One pump round (design §5): durable → push → pull → verify → journal → fold → ack. */
   pump(): Promise<PumpReport> {
     this.assertUsable();
-    return this.serial.run(() => this.pumpLocked());
+    return this.serial.run(() => this.pumpLocked(true));
   }
 
   /** Publishes a checkpoint of the state at the stable frontier. */
@@ -438,6 +439,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     if (this.pushTimer) clearTimeout(this.pushTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
     if (this.live) {
       clearInterval(this.live.timer);
       await this.live.watch.close();
@@ -532,10 +534,11 @@ export class Session {
 
   // ---- pump -------------------------------------------------------------------------------
 
-  private async pumpLocked(): Promise<PumpReport> {
+  /** `eagerAck`: an explicit pump acks at once; background pumps throttle acks (`ackIntervalMs`). */
+  private async pumpLocked(eagerAck = false): Promise<PumpReport> {
     const started = performance.now();
     try {
-      const report = await this.pumpSteps();
+      const report = await this.pumpSteps(eagerAck);
       this.copyAdopted();
       this.lastError = null;
       this.stats.counters.pumps++;
@@ -548,7 +551,7 @@ export class Session {
     }
   }
 
-  private async pumpSteps(): Promise<PumpReport> {
+  private async pumpSteps(eagerAck: boolean): Promise<PumpReport> {
     const { relay } = this.deps;
     await this.lastDurable;
     this.assertUsable();
@@ -611,7 +614,7 @@ export class Session {
     // Subscribers hear of folded ops as soon as they are folded; the ack that follows only
     // tells the relay what this device durably holds.
     if (folded > 0 || rebased) for (const listener of this.listeners) listener({ folded, state_hash, rebased });
-    const acked = await this.ackDurable();
+    const acked = await this.ackDurable(eagerAck);
     return { pushed, push_deduped: pushDeduped, folded, acked, state_hash, rebased };
   }
 
@@ -648,15 +651,23 @@ export class Session {
     return folded;
   }
 
-  /** Acks every durably journaled op (folded, or held for a key). Returns how many are newly acked. */
-  private async ackDurable(): Promise<number> {
+  /**
+   * Acks every durably journaled op (folded, or held for a key). Returns how many are newly acked.
+   * An ack held back by the throttle is sent by a trailing pump once the interval has passed, so
+   * the stable frontier never waits for the slow periodic pump.
+   */
+  private async ackDurable(eager: boolean): Promise<number> {
     const frontier = new Map([...this.heads].map(([device, head]) => [device, head.seq]));
     const previous = this.lastAck?.frontier ?? new Map<DeviceId, number>();
     let newly = 0;
     for (const [device, seq] of frontier) newly += Math.max(0, seq - (previous.get(device) ?? -1));
     const now = this.deps.now();
     const since = this.lastAck ? now - this.lastAck.atMs : Infinity;
-    if (since < (newly === 0 ? ACK_REFRESH_MS : this.options.ackIntervalMs)) return 0;
+    const interval = newly === 0 ? ACK_REFRESH_MS : eager ? 0 : this.options.ackIntervalMs;
+    if (since < interval) {
+      if (newly > 0) this.scheduleTrailingAck(interval - since);
+      return 0;
+    }
     await this.deps.relay.ack(frontier);
     this.lastAck = { frontier, atMs: now };
     return newly;
@@ -880,6 +891,15 @@ export class Session {
   }
 
   // ---- helpers ----------------------------------------------------------------------------
+
+  private scheduleTrailingAck(delayMs: number): void {
+    if (!this.live || this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      this.requestPump();
+    }, delayMs);
+    this.ackTimer.unref();
+  }
 
   private schedulePush(): void {
     if (!this.live || this.pushTimer) return;

@@ -112,7 +112,7 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
           const results = await Promise.allSettled(devices.map((d, i) => [c, ...others][i % 3]!.acquire(id, d, 30_000)));
           const granted = results.filter((r) => r.status === 'fulfilled');
           expect(granted).toHaveLength(1);
-          expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason.code === 'lease_held')).toBe(true);
+          expect(results.filter((r) => r.status === 'rejected').every((r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'lease_held')).toBe(true);
         } finally {
           await Promise.all(others.map((o) => o.close()));
         }

@@ -1,31 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
 const tempDir = useTempDirs();
-
-type Hash = { state_hash: string; records: number };
-
-/** Resolves once every client reports the same state hash, driven by sync.changed notifications. */
-async function converged(clients: RpcClient[], timeoutMs = 60_000): Promise<Hash> {
-  const deadline = Date.now() + timeoutMs;
-  let wake: () => void = () => {};
-  const stops = clients.map((client) => client.onNotification(() => wake()));
-  await Promise.all(clients.map((client) => client.call('sync.subscribe')));
-  try {
-    for (;;) {
-      const changed = new Promise<void>((resolve) => (wake = resolve));
-      const hashes = await Promise.all(clients.map((client) => client.call<Hash>('sync.hash_state')));
-      if (hashes.every((h) => h.state_hash === hashes[0]!.state_hash)) return hashes[0]!;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no convergence within ${timeoutMs} ms: ${JSON.stringify(hashes)}`);
-      await Promise.race([changed, new Promise((resolve) => setTimeout(resolve, Math.min(left, 5_000)))]);
-    }
-  } finally {
-    stops.forEach((stop) => stop());
-  }
-}
 
 describe('real daemons on one relay directory, driven only through their WebSockets', () => {
   it('converge with no sync.pump call, and each subscriber receives sync.changed', async () => {

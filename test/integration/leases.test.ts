@@ -19,7 +19,7 @@ async function pair(extra: string[] = []) {
     b: b!,
     idA: ids[0]!,
     idB: ids[1]!,
-    async close() {
+    close: async () => {
       await Promise.all([a!.close(), b!.close()]);
       await Promise.all(daemons.map((d) => d.stop()));
     },

@@ -1,0 +1,350 @@
+import pg from 'pg';
+import type { CoreCrypto } from '../src/oplog/core-crypto.js';
+import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
+import { isDeviceId, type DeviceId, type OpId } from '../src/oplog/ids.js';
+import { canonicalRecord, headOf, parseOpRecord, type OpRecord } from '../src/oplog/op-record.js';
+import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
+import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
+import { planPush } from './push-rules.js';
+import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import { collectableThrough, frontierWeight, headerFrontier, newestFirst, rosterView } from './relay-state.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+
+/**
+ * The Postgres relay (proposals/relay.md §Postgres): the relay port on one database shared by
+ * devices on several machines. Ops are stored as their canonical text, one row each; a push is a
+ * transaction holding the pushing device's row lock, so its chain checks and inserts are atomic.
+ * Other devices hear of pushes and checkpoints through LISTEN/NOTIFY. Rows are untrusted like
+ * relay files: readers parse and verify them, and skip and count what does not parse. Database
+ * failures are `relay_unavailable`. The clock for last-seen times is the device's, as with the
+ * directory relay.
+ */
+export interface PostgresRelayOptions {
+  readonly url: string;
+  readonly self: DeviceId;
+  readonly crypto: CoreCrypto;
+  readonly now?: () => number;
+  readonly horizonMs?: number;
+}
+
+const CHANNEL = 'opsync_changed';
+
+export class PostgresRelay implements Relay {
+  readonly self: DeviceId;
+  readonly location: string;
+  private readonly pool: pg.Pool;
+  private readonly crypto: CoreCrypto;
+  private readonly now: () => number;
+  private readonly horizonMs: number;
+  private readonly bad = new Map<string, number>();
+
+  private constructor(options: PostgresRelayOptions) {
+    this.self = options.self;
+    this.location = options.url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    this.crypto = options.crypto;
+    this.now = options.now ?? Date.now;
+    this.horizonMs = options.horizonMs ?? DEFAULT_EVICTION_HORIZON_MS;
+    this.pool = new pg.Pool({ connectionString: options.url, max: 4, connectionTimeoutMillis: 5_000, allowExitOnIdle: true });
+    this.pool.on('error', () => {
+      // An idle connection dropped; the next query reconnects or fails by name.
+    });
+  }
+
+  /** Connects and creates the schema on first use. */
+  static async open(options: PostgresRelayOptions): Promise<PostgresRelay> {
+    const relay = new PostgresRelay(options);
+    await relay.db(() => ensureSchema(relay.pool));
+    return relay;
+  }
+
+  register(publicKey: string): Promise<void> {
+    return this.db(async () => {
+      const now = this.now();
+      await this.pool.query('INSERT INTO opsync_devices (device_id, public_key, added_ms, last_seen_ms) VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING', [this.self, publicKey, now]);
+      const { rows } = await this.pool.query<{ public_key: string }>('SELECT public_key FROM opsync_devices WHERE device_id = $1', [this.self]);
+      if (rows[0]?.public_key !== publicKey) throw keyConflict(this.self);
+    });
+  }
+
+  push(ops: readonly OpRecord[]): Promise<PushResult> {
+    return this.transaction(async (client) => {
+      const { rows } = await client.query<{ public_key: string; floor: string }>('SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
+      const device = rows[0];
+      const last = await client.query<{ record: string }>('SELECT record FROM opsync_ops WHERE device_id = $1 ORDER BY seq DESC LIMIT 1', [this.self]);
+      const headOp = last.rows[0] ? this.parse(last.rows[0].record) : null;
+      const plan = await planPush(
+        {
+          self: this.self,
+          publicKey: device?.public_key ?? null,
+          head: headOp ? headOf(headOp) : null,
+          floor: Number(device?.floor ?? 0),
+          heldOpId: async (seq) => {
+            const held = await client.query<{ op_id: string }>('SELECT op_id FROM opsync_ops WHERE device_id = $1 AND seq = $2', [this.self, seq]);
+            return held.rows[0]?.op_id as OpId | undefined;
+          },
+        },
+        ops,
+        this.crypto,
+      );
+      if (plan.fresh.length > 0) {
+        await client.query('INSERT INTO opsync_ops (device_id, seq, op_id, record) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])', [
+          this.self,
+          plan.fresh.map((op) => op.seq),
+          plan.fresh.map((op) => op.op_id),
+          plan.fresh.map((op) => canonicalRecord(op)),
+        ]);
+        await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
+      }
+      return { pushed: plan.fresh.length, deduped: plan.deduped };
+    });
+  }
+
+  pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+    return this.db(async () => {
+      const { rows: devices } = await this.pool.query<{ device_id: string; floor: string }>('SELECT device_id, floor FROM opsync_devices WHERE device_id <> $1 ORDER BY device_id', [this.self]);
+      const out: OpRecord[] = [];
+      for (const { device_id, floor } of devices) {
+        if (!isDeviceId(device_id)) continue;
+        const after = since.get(device_id) ?? -1;
+        const { rows } = await this.pool.query<{ seq: string; record: string }>(
+          'SELECT seq, record FROM opsync_ops WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
+          [device_id, after, limit - out.length + 1],
+        );
+        if (rows.length === 0) continue;
+        if (after < Number(floor) - 1) throw frontierTruncated(device_id, after, Number(floor));
+        for (const row of rows) {
+          if (out.length === limit) return { ops: out, more: true };
+          const op = this.parse(row.record);
+          if (!op || op.device_id !== device_id || op.seq !== Number(row.seq)) break;
+          out.push(op);
+        }
+      }
+      return { ops: out, more: false };
+    });
+  }
+
+  head(device: DeviceId): Promise<number> {
+    return this.db(async () => {
+      const { rows } = await this.pool.query<{ head: string | null }>('SELECT max(seq) AS head FROM opsync_ops WHERE device_id = $1', [device]);
+      return rows[0]?.head === null || rows[0] === undefined ? -1 : Number(rows[0].head);
+    });
+  }
+
+  ack(acked: SeqFrontier): Promise<void> {
+    return this.transaction(async (client) => {
+      const { rows } = await client.query<{ acked: unknown }>('SELECT acked FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
+      if (!rows[0]) throw notRegistered(this.self);
+      const current = parseSeqFrontier(rows[0].acked) ?? new Map<DeviceId, number>();
+      for (const [of, seq] of acked) {
+        const was = current.get(of) ?? -1;
+        if (seq < was) throw ackRegression(this.self, of, was, seq);
+      }
+      const next = seqFrontierToJson(new Map([...current, ...acked]));
+      await client.query('UPDATE opsync_devices SET acked = $2, last_seen_ms = $3 WHERE device_id = $1', [this.self, JSON.stringify(next), this.now()]);
+    });
+  }
+
+  roster(): Promise<RosterView> {
+    return this.db(async () => {
+      const { rows } = await this.pool.query<{ device_id: string; public_key: string; added_ms: string; last_seen_ms: string; acked: unknown; floor: string }>(
+        'SELECT device_id, public_key, added_ms, last_seen_ms, acked, floor FROM opsync_devices ORDER BY device_id',
+      );
+      const entries = [];
+      const floor = new Map<DeviceId, number>();
+      for (const row of rows) {
+        const acked = parseSeqFrontier(row.acked);
+        if (!isDeviceId(row.device_id) || !acked) {
+          this.count('device_row_invalid');
+          continue;
+        }
+        entries.push({ device_id: row.device_id, public_key: row.public_key, added_ms: Number(row.added_ms), last_seen_ms: Number(row.last_seen_ms), acked });
+        floor.set(row.device_id, Number(row.floor));
+      }
+      return rosterView(entries, floor, this.now(), this.horizonMs);
+    });
+  }
+
+  putCheckpoint(file: CheckpointFile): Promise<boolean> {
+    return this.transaction(async (client) => {
+      const weight = frontierWeight(headerFrontier(file.header) ?? new Map());
+      const inserted = await client.query('INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
+        file.header.checkpoint_hash,
+        JSON.stringify(file.header),
+        weight,
+      ]);
+      if (inserted.rowCount === 0) return false;
+      for (const [index, chunk] of file.chunks.entries()) {
+        await client.query('INSERT INTO opsync_checkpoint_chunks (checkpoint_hash, idx, chunk) VALUES ($1, $2, $3)', [file.header.checkpoint_hash, index, chunk]);
+      }
+      await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
+      return true;
+    });
+  }
+
+  latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
+    return this.db(async () => newestFirst(await this.headers())[0] ?? null);
+  }
+
+  readCheckpoint(hash: string): Promise<CheckpointStream | null> {
+    return this.db(async () => {
+      const { rows } = await this.pool.query<{ header: CheckpointHeaderJson }>('SELECT header FROM opsync_checkpoints WHERE checkpoint_hash = $1', [hash]);
+      if (!rows[0]) return null;
+      return { header: rows[0].header, chunks: this.chunks(hash) };
+    });
+  }
+
+  async checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null> {
+    const read = await this.readCheckpoint(hash);
+    if (!read) return null;
+    return (async function* () {
+      yield Buffer.from(JSON.stringify(read.header) + '\n');
+      for await (const chunk of read.chunks) yield Buffer.from(chunk + '\n');
+    })();
+  }
+
+  gc(): Promise<GcResult> {
+    return this.db(async () => {
+      const view = await this.roster();
+      const headers = newestFirst(await this.headers());
+      const through = Math.min(collectableThrough(this.self, view, headers[0] ?? null), (await this.head(this.self)) - 1);
+      const deleted = await this.pool.query('DELETE FROM opsync_ops WHERE device_id = $1 AND seq <= $2', [this.self, through]);
+      if ((deleted.rowCount ?? 0) > 0) await this.pool.query('UPDATE opsync_devices SET floor = GREATEST(floor, $2) WHERE device_id = $1', [this.self, through + 1]);
+      const stale = headers.slice(CHECKPOINTS_KEPT).map((h) => h.checkpoint_hash);
+      if (stale.length > 0) {
+        await this.pool.query('DELETE FROM opsync_checkpoint_chunks WHERE checkpoint_hash = ANY($1)', [stale]);
+        await this.pool.query('DELETE FROM opsync_checkpoints WHERE checkpoint_hash = ANY($1)', [stale]);
+      }
+      return { droppedOps: deleted.rowCount ?? 0, droppedCheckpoints: stale.length };
+    });
+  }
+
+  /**
+   * LISTENs on a dedicated connection. A dropped connection triggers a pump (something may have
+   * been missed) and is re-established after a second, for as long as the watch is open.
+   */
+  async watch(onChange: () => void): Promise<Watch> {
+    let closed = false;
+    let client: pg.PoolClient | null = null;
+    let retry: NodeJS.Timeout | null = null;
+    const listen = async (): Promise<void> => {
+      const connection = await this.db(() => this.pool.connect());
+      connection.on('notification', (message) => {
+        if (message.payload !== this.self) onChange();
+      });
+      connection.on('error', (error) => {
+        connection.release(error);
+        if (client === connection) client = null;
+        onChange();
+        if (!closed) again();
+      });
+      try {
+        await this.db(() => connection.query(`LISTEN ${CHANNEL}`));
+      } catch (error) {
+        connection.release(true);
+        throw error;
+      }
+      client = connection;
+    };
+    const again = (): void => {
+      retry = setTimeout(() => {
+        retry = null;
+        if (!closed) listen().then(onChange, again);
+      }, 1_000);
+      retry.unref();
+    };
+    await listen();
+    return {
+      close: async () => {
+        closed = true;
+        if (retry) clearTimeout(retry);
+        const connection = client;
+        client = null;
+        if (connection) {
+          await connection.query(`UNLISTEN ${CHANNEL}`).catch(() => undefined);
+          connection.release();
+        }
+      },
+    };
+  }
+
+  anomalies(): Readonly<Record<string, number>> {
+    return Object.fromEntries(this.bad);
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
+  }
+
+  private async headers(): Promise<CheckpointHeaderJson[]> {
+    const { rows } = await this.pool.query<{ header: CheckpointHeaderJson }>('SELECT header FROM opsync_checkpoints');
+    return rows.map((row) => row.header);
+  }
+
+  private async *chunks(hash: string): AsyncGenerator<string> {
+    const { rows } = await this.pool.query<{ idx: number }>('SELECT idx FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 ORDER BY idx', [hash]);
+    for (const { idx } of rows) {
+      const chunk = await this.pool.query<{ chunk: string }>('SELECT chunk FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 AND idx = $2', [hash, idx]);
+      if (chunk.rows[0]) yield chunk.rows[0].chunk;
+    }
+  }
+
+  private parse(record: string): OpRecord | null {
+    try {
+      return parseOpRecord(JSON.parse(record));
+    } catch {
+      this.count('record_invalid');
+      return null;
+    }
+  }
+
+  private count(kind: string): void {
+    this.bad.set(kind, (this.bad.get(kind) ?? 0) + 1);
+  }
+
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.db(async () => {
+      const client = await this.pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await work(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      } finally {
+        client.release();
+      }
+    });
+  }
+
+  /** Runs a database operation; named failures pass through, database failures are relay_unavailable. */
+  private async db<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (isOpsyncError(error)) throw error;
+      throw new OpsyncError('relay_unavailable', `The Postgres relay ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
+    }
+  }
+}
+
+async function ensureSchema(pool: pg.Pool): Promise<void> {
+  const statements = [
+    `CREATE TABLE IF NOT EXISTS opsync_devices (
+      device_id text PRIMARY KEY, public_key text NOT NULL, added_ms bigint NOT NULL, last_seen_ms bigint NOT NULL,
+      acked jsonb NOT NULL DEFAULT '{}', floor bigint NOT NULL DEFAULT 0)`,
+    `CREATE TABLE IF NOT EXISTS opsync_ops (device_id text NOT NULL, seq bigint NOT NULL, op_id text NOT NULL, record text NOT NULL, PRIMARY KEY (device_id, seq))`,
+    `CREATE TABLE IF NOT EXISTS opsync_checkpoints (checkpoint_hash text PRIMARY KEY, header jsonb NOT NULL, weight bigint NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS opsync_checkpoint_chunks (checkpoint_hash text NOT NULL, idx integer NOT NULL, chunk text NOT NULL, PRIMARY KEY (checkpoint_hash, idx))`,
+  ];
+  for (const statement of statements) {
+    try {
+      await pool.query(statement);
+    } catch (error) {
+      // Two devices creating the schema at once: the loser sees a duplicate; the table exists.
+      const code = (error as { code?: string }).code;
+      if (code !== '23505' && code !== '42P07') throw error;
+    }
+  }
+}
