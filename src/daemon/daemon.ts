@@ -8,6 +8,7 @@ import { encodeKeyFile, parseKeyFile } from '../crypto/scope-key.js';
 import { FileJournal } from '../journal/file-journal.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
+import { conversationMethods } from '../rpc/conversation-methods.js';
 import { discoverMethod } from '../rpc/discover.js';
 import { leaseMethods } from '../rpc/lease-methods.js';
 import type { LeaseCoordinator } from '../lease/coordinator.js';
@@ -91,6 +92,7 @@ export class Daemon {
         },
       }),
       ...leaseMethods(session, leases),
+      ...conversationMethods(session),
     ];
     methods.push(discoverMethod(() => methods, VERSION));
     const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));

@@ -1,6 +1,7 @@
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { AgentId, Brand } from '../oplog/ids.js';
 import { compareOps } from '../oplog/op-record.js';
+import { OpsyncError } from '../oplog/opsync-error.js';
 import { tierOf, type Surface } from '../oplog/surface.js';
 import { compareStrings } from '../util/ordered.js';
 import type { ApplyOutcome, FoldedRecord, FoldOp } from './fold-op.js';
@@ -48,7 +49,7 @@ export class FoldState {
   private readonly keyed = new Map<Surface, Map<string, FoldedRecord>>();
   private readonly surfaceEvents = new Map<Surface, EventStream>();
   private readonly conversations = new Map<string, EventStream>();
-  private readonly eventIds = new Set<string>();
+  private readonly events = new Map<string, FoldedRecord>();
   private readonly sortedKeys = new Map<Surface, string[]>();
   private readonly hash = new MultisetHash();
   private readonly ledger: IntentLedger;
@@ -107,10 +108,8 @@ export class FoldState {
   page(surface: Surface, after: string | null, limit: number): Page<KeyedRecord> {
     const tier = tierOf(surface);
     if (tier === 'events') {
-      const items = sortedItems(this.surfaceEvents.get(surface));
-      const start = after === null ? 0 : items.findIndex((record) => record.op_id === after) + 1;
-      const slice = items.slice(start, start + limit).map((record) => ({ ...record, surface, key: record.op_id }));
-      return { items: slice, next: start + limit < items.length ? slice.at(-1)!.key : null };
+      const page = this.eventPage(sortedItems(this.surfaceEvents.get(surface)), after, limit);
+      return { items: page.items.map((record) => ({ ...record, surface, key: record.op_id })), next: page.next };
     }
     if (tier === 'intent') {
       const runs = [...this.ledger.allRuns()].map((run) => run.run_id).sort(compareStrings);
@@ -129,6 +128,11 @@ export class FoldState {
   /** A conversation's turns in (hlc, op_id) order. */
   conversation(conversationId: string): readonly FoldedRecord[] {
     return sortedItems(this.conversations.get(conversationId));
+  }
+
+  /** One page of a conversation's turns in (hlc, op_id) order, after the turn whose op id is `after`. */
+  conversationPage(conversationId: string, after: string | null, limit: number): Page<FoldedRecord> {
+    return this.eventPage(this.conversation(conversationId), after, limit);
   }
 
   conversationIds(): string[] {
@@ -207,9 +211,9 @@ export class FoldState {
   }
 
   private foldEvent(op: FoldOp): ApplyOutcome {
-    if (this.eventIds.has(op.op_id)) return 'unchanged';
-    this.eventIds.add(op.op_id);
+    if (this.events.has(op.op_id)) return 'unchanged';
     const record = toRecord(op);
+    this.events.set(op.op_id, record);
     pushEvent(this.surfaceEvents, op.surface, record);
     if (op.surface === 'conversation') {
       const conversationId = (op.payload.conversation_id as string | undefined) ?? DEFAULT_CONVERSATION;
@@ -218,6 +222,18 @@ export class FoldState {
     this.hash.add(op.op_id, 3);
     this.records++;
     return 'inserted';
+  }
+
+  /** Finds the cursor by binary search on (hlc, op_id): a page costs O(log n + limit). */
+  private eventPage(items: readonly FoldedRecord[], after: string | null, limit: number): Page<FoldedRecord> {
+    let start = 0;
+    if (after !== null) {
+      const cursor = this.events.get(after);
+      if (!cursor) throw new OpsyncError('invalid_params', `The cursor ${JSON.stringify(after.slice(0, 80))} names no event on this device; pass the \`next\` of a previous page.`, { after });
+      start = upperBoundBy(items, cursor, compareOps);
+    }
+    const slice = items.slice(start, start + limit);
+    return { items: slice, next: start + limit < items.length ? slice.at(-1)!.op_id : null };
   }
 
   private runRecord(runId: string): KeyedRecord {
@@ -283,11 +299,16 @@ function toRecord(op: FoldOp): FoldedRecord {
 
 /** Index of the first key greater than `after` in sorted `keys`. */
 function upperBound(keys: readonly string[], after: string): number {
+  return upperBoundBy(keys, after, compareStrings);
+}
+
+/** Index of the first item greater than `after` in `items` sorted by `compare`. */
+function upperBoundBy<T>(items: readonly T[], after: T, compare: (a: T, b: T) => number): number {
   let lo = 0;
-  let hi = keys.length;
+  let hi = items.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (keys[mid]! <= after) lo = mid + 1;
+    if (compare(items[mid]!, after) <= 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;

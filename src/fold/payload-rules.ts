@@ -19,6 +19,14 @@ export const DEFAULT_CONVERSATION = 'default';
 
 const MAX_TOOL_CALLS = 128;
 
+/**
+ * Tool-call ids and tool names as both providers accept them (proposals/conversation.md):
+ * Anthropic wants ids of `[A-Za-z0-9_-]`, OpenAI at most 40 characters; both want names of
+ * 1 to 64 `[A-Za-z0-9_-]`. Checked when a turn is recorded, so a resume never fails on them.
+ */
+export const TOOL_CALL_ID = /^[A-Za-z0-9_-]{1,40}$/;
+export const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
 /** Returns why `payload` is not acceptable on `surface`, or null when it is. */
 export function payloadProblem(surface: Surface, scope: Scope, payload: JsonObject): string | null {
   switch (tierOf(surface)) {
@@ -41,15 +49,17 @@ function recordIdProblem(payload: JsonObject): string | null {
 }
 
 function turnProblem(payload: JsonObject): string | null {
-  const { conversation_id, role, content, timestamp, tool_calls, tool_use_id } = payload;
+  const { conversation_id, role, content, timestamp, tool_calls, tool_use_id, is_error } = payload;
   if (conversation_id !== undefined && !isNameId(conversation_id)) return 'conversation_id is not a valid id';
   if (!ROLES.includes(role as Role)) return `role must be one of ${ROLES.join(', ')}`;
   if (typeof content !== 'string') return 'content is required and must be a string';
   if (!isTimestamp(timestamp)) return 'timestamp is required: epoch milliseconds or an ISO 8601 string';
   if (role === 'tool') {
-    if (!isNameId(tool_use_id)) return 'a tool turn needs tool_use_id, the id of the call it answers';
-  } else if (tool_use_id !== undefined) {
-    return 'tool_use_id belongs only on tool turns';
+    if (tool_use_id === undefined) return 'a tool turn needs tool_use_id, the id of the call it answers';
+    if (!isToolCallId(tool_use_id)) return 'tool_use_id must be 1 to 40 letters, digits, "_" or "-"';
+    if (is_error !== undefined && typeof is_error !== 'boolean') return 'is_error must be a boolean';
+  } else if (tool_use_id !== undefined || is_error !== undefined) {
+    return 'tool_use_id and is_error belong only on tool turns';
   }
   if (tool_calls !== undefined) {
     if (role !== 'assistant') return 'tool_calls belong only on assistant turns';
@@ -63,15 +73,17 @@ function toolCallsProblem(calls: unknown): string | null {
   if (calls.length > MAX_TOOL_CALLS) return `at most ${MAX_TOOL_CALLS} tool calls per turn`;
   for (const [index, call] of calls.entries()) {
     if (!isJsonObject(call)) return `tool_calls[${index}] must be an object {id, name, input}`;
-    if (!isNameId(call.id)) return `tool_calls[${index}].id is not a valid id`;
-    if (typeof call.name !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(call.name)) {
-      return `tool_calls[${index}].name must be 1 to 128 letters, digits or "_.:-"`;
-    }
+    if (!isToolCallId(call.id)) return `tool_calls[${index}].id must be 1 to 40 letters, digits, "_" or "-"`;
+    if (typeof call.name !== 'string' || !TOOL_NAME.test(call.name)) return `tool_calls[${index}].name must be 1 to 64 letters, digits, "_" or "-"`;
     if (!isJsonObject(call.input)) return `tool_calls[${index}].input must be an object`;
     const extra = Object.keys(call).filter((key) => key !== 'id' && key !== 'name' && key !== 'input');
     if (extra.length > 0) return `tool_calls[${index}] has unknown fields: ${extra.join(', ')}`;
   }
   return null;
+}
+
+function isToolCallId(value: unknown): value is string {
+  return typeof value === 'string' && TOOL_CALL_ID.test(value);
 }
 
 function intentProblem(scope: Scope, payload: JsonObject): string | null {

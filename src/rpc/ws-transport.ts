@@ -150,9 +150,10 @@ export class RpcClient {
     ws.on('close', () => this.client.rejectAllPendingRequests('the connection to the daemon closed'));
   }
 
+  /** Answers can be far larger than requests (a resume of a long conversation): up to 256 MiB. */
   static connect(url: string, token: string): Promise<RpcClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: LIMITS.maxFrameBytes * 4 });
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 256 * 2 ** 20 });
       ws.once('open', () => resolve(new RpcClient(ws)));
       ws.once('unexpected-response', (_request, response) => {
         reject(new OpsyncError('unauthorized', response.statusCode === 401 ? 'The daemon refused the token.' : `The daemon answered HTTP ${response.statusCode}.`));

@@ -3,13 +3,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { FileJournal } from '../../src/journal/file-journal.js';
-import type { JournalEntry } from '../../src/journal/journal.js';
-import { parseDeviceId } from '../../src/oplog/ids.js';
 import { RpcClient } from '../../src/rpc/ws-transport.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';
-import { chainEntries, payloadFor } from './workload.js';
+import { chainEntries, payloadFor, writeJournal } from './workload.js';
 
 export async function daemonBench(): Promise<Row[]> {
   const echo = await echoCeiling();
@@ -119,22 +116,9 @@ async function holdingAMillion(): Promise<Row> {
   const root = await mkdtemp(join(tmpdir(), 'opsync-bench-million-'));
   const dataDir = join(root, 'holder');
   try {
-    const { mkdir } = await import('node:fs/promises');
-    await mkdir(dataDir, { recursive: true });
-    const device = parseDeviceId('bench-holder');
-    const { journal } = await FileJournal.open(join(dataDir, 'journal.log'), device, () => {});
-    let batch: JournalEntry[] = [];
-    let written = 0;
-    for (const { op, plain } of chainEntries('bench-peer', MILLION)) {
-      batch.push({ kind: 'op', op, plain });
-      if (batch.length === 10_000) {
-        await journal.append(batch);
-        written += batch.length;
-        batch = [];
-        progress(`daemon: writing a journal of 1,000,000 ops (${written.toLocaleString('en-US')})`);
-      }
-    }
-    await journal.close();
+    await writeJournal(dataDir, 'bench-holder', chainEntries('bench-peer', MILLION), (written) =>
+      progress(`daemon: writing a journal of 1,000,000 ops (${written.toLocaleString('en-US')})`),
+    );
     progress('daemon: starting a daemon that holds 1,000,000 ops');
     const daemon = await DaemonProcess.start(dataDir, join(root, 'relay'), ['--device-id', 'bench-holder']);
     try {

@@ -3,6 +3,7 @@
  * one table, or JSON lines with --json. Sections: core, relay, daemon, lease, conversation.
  */
 import { renderJson, renderTable, type Row } from './bench-table.js';
+import { conversationBench } from './conversation.js';
 import { coreBench } from './core.js';
 import { daemonBench } from './daemon.js';
 import { leaseBench } from './lease.js';
@@ -13,6 +14,7 @@ const SECTIONS: Record<string, () => Promise<Row[]>> = {
   relay: relayBench,
   daemon: daemonBench,
   lease: leaseBench,
+  conversation: conversationBench,
 };
 
 const args = process.argv.slice(2);

@@ -1,6 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ENVELOPE_ALG, ENVELOPE_VERSION } from '../../src/crypto/envelope.js';
 import type { FoldOp } from '../../src/fold/fold-op.js';
+import { FileJournal } from '../../src/journal/file-journal.js';
+import type { JournalEntry } from '../../src/journal/journal.js';
 import { HlcClock } from '../../src/oplog/hlc.js';
 import { parseDeviceId, type OpId } from '../../src/oplog/ids.js';
 import { opIdOf, type OpRecord } from '../../src/oplog/op-record.js';
@@ -69,7 +73,7 @@ export function foldOps(count: number, start = 0, devices = 4): FoldOp[] {
  * object (random bytes of the ciphertext's length; nothing here decrypts), op ids computed,
  * and a placeholder signature of the real length (reopening a journal checks hashes, not signatures).
  */
-export function* chainEntries(deviceName: string, count: number): Generator<{ op: OpRecord; plain: JsonObject }> {
+export function* chainEntries(deviceName: string, count: number, payloadOf: (i: number) => [Surface, JsonObject] = payloadFor): Generator<{ op: OpRecord; plain: JsonObject }> {
   const device = parseDeviceId(deviceName);
   let wall = 1_700_000_000_000;
   const clock = new HlcClock(device, () => wall);
@@ -77,7 +81,7 @@ export function* chainEntries(deviceName: string, count: number): Generator<{ op
   const sig = randomBytes(64).toString('base64url');
   for (let seq = 0; seq < count; seq++) {
     if (seq % 10 === 0) wall++;
-    const [surface, plain] = payloadFor(seq);
+    const [surface, plain] = payloadOf(seq);
     const ctLength = Buffer.byteLength(JSON.stringify(plain)) + 16;
     const payload = { v: ENVELOPE_VERSION, alg: ENVELOPE_ALG, kid: 'k-0123456789abcdef', nonce: randomBytes(24).toString('base64url'), ct: randomBytes(ctLength).toString('base64url') };
     const body = { device_id: device, seq, prev, hlc: clock.tick(), scope: 'personal' as const, surface, payload };
@@ -85,4 +89,23 @@ export function* chainEntries(deviceName: string, count: number): Generator<{ op
     yield { op: { op_id, ...body, sig }, plain };
     prev = op_id;
   }
+}
+
+/** Writes `entries` as the journal of a data directory for `device`, in batches of 10 000. */
+export async function writeJournal(dataDir: string, device: string, entries: Iterable<{ op: OpRecord; plain: JsonObject }>, onBatch: (written: number) => void = () => {}): Promise<void> {
+  await mkdir(dataDir, { recursive: true });
+  const { journal } = await FileJournal.open(join(dataDir, 'journal.log'), parseDeviceId(device), () => {});
+  let batch: JournalEntry[] = [];
+  let written = 0;
+  for (const { op, plain } of entries) {
+    batch.push({ kind: 'op', op, plain });
+    if (batch.length === 10_000) {
+      await journal.append(batch);
+      written += batch.length;
+      batch = [];
+      onBatch(written);
+    }
+  }
+  if (batch.length > 0) await journal.append(batch);
+  await journal.close();
 }

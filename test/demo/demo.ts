@@ -25,6 +25,16 @@ function nextChange(client: RpcClient): Promise<unknown> {
   });
 }
 
+/** Resolves once `client` holds `count` turns of a conversation, re-checking after each change. */
+async function untilTurns(client: RpcClient, conversation: string, count: number): Promise<void> {
+  for (;;) {
+    const changed = nextChange(client);
+    const { total } = await client.call<{ total: number }>('sync.transcript', { conversation_id: conversation, limit: 1 });
+    if (total >= count) return;
+    await changed;
+  }
+}
+
 try {
   say(`Starting two daemons, "laptop" and "desktop", on one relay directory (${join(root, 'relay')})`);
   for (const name of ['laptop', 'desktop']) {
@@ -61,6 +71,28 @@ try {
   show('laptop lease.release', await laptop!.call('lease.release', { agent_id: 'release-bot', epoch: lease.epoch }));
   show('desktop lease.acquire', await desktop!.call('lease.acquire', { agent_id: 'release-bot', ttl_ms: 30_000 }));
 
+  say('A conversation begun on the laptop: the assistant calls a tool, then the laptop goes to sleep');
+  const chat = { conversation_id: 'release-notes' };
+  await laptop!.call('sync.record_turn', { ...chat, role: 'system', content: 'You write release notes from merged pull requests.' });
+  await laptop!.call('sync.record_turn', { ...chat, role: 'user', content: 'Draft the notes for v2.3.' });
+  show(
+    'laptop sync.record_turn (assistant with a tool call)',
+    await laptop!.call('sync.record_turn', { ...chat, role: 'assistant', content: 'Let me list the merged pull requests.', tool_calls: [{ id: 'toolu_01', name: 'list_pulls', input: { milestone: 'v2.3' } }] }),
+  );
+  await untilTurns(desktop!, chat.conversation_id, 3);
+  say('The tool finishes on the desktop, which records its result and the user\'s next question');
+  await desktop!.call('sync.record_turn', { ...chat, role: 'tool', tool_use_id: 'toolu_01', content: '#812 faster sync, #815 lease fencing, #820 conversation resume' });
+  await desktop!.call('sync.record_turn', { ...chat, role: 'user', content: 'Group them by area, please.' });
+  const transcript = await desktop!.call<{ turns: Array<{ role: string; device_id: string }> }>('sync.transcript', chat);
+  show('desktop sync.transcript', transcript.turns.map((t) => `${t.role}@${t.device_id}`));
+  say('The desktop resumes the conversation: the message list exactly as the Anthropic Messages API receives it');
+  const resumed = await desktop!.call<{ system: string; messages: unknown[]; repairs: unknown }>('sync.resume', { ...chat, format: 'anthropic' });
+  console.log(JSON.stringify({ model: '<your model>', max_tokens: 1024, system: resumed.system, messages: resumed.messages }, null, 2).replace(/^/gm, '  '));
+  say('…and in OpenAI Chat Completions shape');
+  const openai = await desktop!.call<{ messages: unknown[] }>('sync.resume', { ...chat, format: 'openai' });
+  console.log(JSON.stringify({ model: '<your model>', messages: openai.messages }, null, 2).replace(/^/gm, '  '));
+
+  await untilTurns(laptop!, chat.conversation_id, 5);
   say('Both devices folded the same op-set, so their state hashes are equal');
   show('laptop ', await laptop!.call('sync.hash_state'));
   show('desktop', await desktop!.call('sync.hash_state'));

@@ -1,12 +1,15 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach } from 'vitest';
+import { afterAll, afterEach } from 'vitest';
 
-/** A fresh temporary directory per call, removed after the test. */
-export function useTempDirs(): () => Promise<string> {
+/**
+ * A fresh temporary directory per call, removed after the test — or, with `'file'`, after the
+ * last test of the file (for directories made in `beforeAll`).
+ */
+export function useTempDirs(lifetime: 'test' | 'file' = 'test'): () => Promise<string> {
   const made: string[] = [];
-  afterEach(async () => {
+  (lifetime === 'test' ? afterEach : afterAll)(async () => {
     await Promise.all(made.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
   });
   return async () => {
