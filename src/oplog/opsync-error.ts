@@ -41,25 +41,20 @@ export const ERROR_CODES = [
   // checkpoints and compaction
   'checkpoint_invalid',
   'checkpoint_not_found',
-  'checkpoint_refused',
-  'compaction_refused',
   // keys and envelopes
   'key_missing',
   'key_invalid',
   'decrypt_failed',
   // session
   'device_cloned',
-  'rebase_required',
   'session_closed',
   // leases and intents
   'lease_held',
   'lease_lost',
   'lease_backend_unavailable',
-  'intent_refused',
   // daemon and transport
   'unauthorized',
   'config_invalid',
-  'daemon_running',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -41,21 +41,16 @@ export const ERROR_NUMBERS: Readonly<Record<ErrorCode, number>> = {
   relay_invalid: -32028,
   checkpoint_invalid: -32030,
   checkpoint_not_found: -32031,
-  checkpoint_refused: -32032,
-  compaction_refused: -32033,
   key_missing: -32040,
   key_invalid: -32041,
   decrypt_failed: -32042,
   device_cloned: -32050,
-  rebase_required: -32051,
   session_closed: -32052,
   lease_held: -32060,
   lease_lost: -32061,
   lease_backend_unavailable: -32062,
-  intent_refused: -32063,
   unauthorized: -32070,
   config_invalid: -32071,
-  daemon_running: -32072,
 };
 
 export interface RpcError {

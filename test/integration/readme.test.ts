@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
 const tempDir = useTempDirs();
@@ -57,6 +58,21 @@ describe('README', () => {
       expect(await readFile(join(home, 'start.log'), 'utf8')).toContain('opsync listening on ws://127.0.0.1:7420');
     } finally {
       await killLeftovers(home);
+    }
+  });
+
+  it('the RPC table names exactly the methods a daemon serves (rpc.discover)', async () => {
+    const daemon = await DaemonProcess.start(await tempDir(), await tempDir());
+    try {
+      const client = await daemon.connect();
+      const { methods } = await client.call<{ methods: Array<{ name: string }> }>('rpc.discover');
+      await client.close();
+      const readme = await readFile('README.md', 'utf8');
+      const table = readme.slice(readme.indexOf('## RPC methods'), readme.indexOf('\n## ', readme.indexOf('## RPC methods') + 1));
+      const documented = new Set([...table.matchAll(/^\| `([a-z_.]+)`(?: \/ `([a-z_.]+)`)?/gm)].flatMap((m) => [m[1]!, m[2]].filter((x): x is string => x !== undefined)));
+      expect([...documented].sort()).toEqual(methods.map((m) => m.name).sort());
+    } finally {
+      await daemon.stop();
     }
   });
 });
