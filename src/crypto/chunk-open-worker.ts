@@ -5,11 +5,10 @@
  * messages; answers {id, plain, digest} (plain transferred; digest its SHA-256 hex) or
  * {id, error: {code, message}}.
  */
-import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { isOpsyncError } from '../oplog/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
-import { openBytes } from './envelope.js';
+import { openChunk } from './chunk-opener.js';
 import { Keyring } from './keyring.js';
 import { scopeKeyFromBytes } from './scope-key.js';
 
@@ -18,14 +17,7 @@ const keyring = new Keyring(keys.map((k) => scopeKeyFromBytes(scopeFromKey(k.sco
 
 parentPort!.on('message', ({ id, sealed, aad, what }: { id: number; sealed: string; aad: string; what: string }) => {
   try {
-    let envelope: unknown;
-    try {
-      envelope = JSON.parse(sealed);
-    } catch {
-      envelope = null;
-    }
-    const plain = openBytes(keyring, envelope, aad, what);
-    const digest = createHash('sha256').update(plain).digest('hex');
+    const { plain, digest } = openChunk(keyring, sealed, aad, what);
     parentPort!.postMessage({ id, plain, digest }, [plain.buffer as ArrayBuffer]);
   } catch (error) {
     parentPort!.postMessage({ id, error: isOpsyncError(error) ? { code: error.code, message: error.message, data: error.data } : { code: 'decrypt_failed', message: String(error), data: {} } });

@@ -58,16 +58,19 @@ export function createChunkOpener(keyring: Keyring): ChunkOpener {
 
 function inlineOpener(keyring: Keyring): ChunkOpener {
   return {
-    open: (sealed, aad, what) => {
-      let envelope: unknown;
-      try {
-        envelope = JSON.parse(sealed);
-      } catch {
-        envelope = null;
-      }
-      const plain = openBytes(keyring, envelope, aad, what);
-      return Promise.resolve({ plain, digest: createHash('sha256').update(plain).digest('hex') });
-    },
+    open: (sealed, aad, what) => Promise.resolve(openChunk(keyring, sealed, aad, what)),
     close: () => Promise.resolve(),
   };
+}
+
+/** Opens one sealed chunk (JSON text of an envelope; unparseable text is refused by name). */
+export function openChunk(keyring: Keyring, sealed: string, aad: string, what: string): OpenedChunk {
+  let envelope: unknown;
+  try {
+    envelope = JSON.parse(sealed);
+  } catch {
+    envelope = null;
+  }
+  const plain = openBytes(keyring, envelope, aad, what);
+  return { plain, digest: createHash('sha256').update(plain).digest('hex') };
 }
