@@ -18,10 +18,10 @@ export type TurnFields = Pick<Turn, 'role' | 'content' | 'tool_calls' | 'tool_us
  * | result_moved             | a late or out-of-order result is placed right after its call               |
  * | dangling_call_completed  | a call with no result gets a synthetic error result saying it was cut off  |
  * | same_role_merged         | consecutive user (or assistant) turns become one message, in order         |
+ * | boundary_inserted        | a list that would start with an assistant message gets a user turn first   |
  *
  * An assistant turn never merges into a message that made tool calls: the calls' results stand
  * between them.
- * | boundary_inserted        | a list that would start with an assistant message gets a user turn first   |
  */
 export const REPAIR_RULES = [
   'system_hoisted',
@@ -46,8 +46,6 @@ export interface ToolResult {
   readonly tool_use_id: string;
   readonly content: string;
   readonly is_error: boolean;
-  /** True for a result the repair made up (a dangling call). */
-  readonly synthetic: boolean;
 }
 
 /** A user message: the results of the previous assistant message's calls first, then text. */
@@ -140,7 +138,7 @@ export function repair(turns: readonly TurnFields[]): Repaired {
       const result = results.get(call.id);
       if (result) return result;
       repairs.dangling_call_completed++;
-      return { tool_use_id: call.id, content: INTERRUPTED_RESULT, is_error: true, synthetic: true };
+      return { tool_use_id: call.id, content: INTERRUPTED_RESULT, is_error: true };
     });
     const next = messages[i + 1];
     if (next?.role === 'user') next.results = answers;
@@ -182,7 +180,7 @@ function firstResults(toolTurns: ReadonlyArray<{ turn: TurnFields; after: number
       repairs.duplicate_result_dropped++;
     } else {
       if (at !== after) repairs.result_moved++;
-      results.set(id, { tool_use_id: id, content: turn.content, is_error: turn.is_error === true, synthetic: false });
+      results.set(id, { tool_use_id: id, content: turn.content, is_error: turn.is_error === true });
     }
   }
   return results;
