@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeviceId, type AgentId } from '../oplog/ids.js';
@@ -10,25 +10,69 @@ import { ruleCoordinator } from './rule-coordinator.js';
 
 /**
  * Leases in a directory (proposals/leases.md §Directory): each agent has a folder of versioned
- * state files, `leases/<sha256(agent)>/<version>.json`. An operation reads the newest version V,
- * applies the rule, and creates V+1 with link semantics (temp file, fsync, link, fsync folder):
- * the link fails if another writer created V+1 first, and the operation retries on the new state.
- * That compare-and-set is the linearization point, so there is no lock to go stale when a
- * daemon dies mid-operation. The clock is this host's wall clock; the guarantee holds for daemons
- * on one host with a local file system — not for a synced folder, which does not make creation
- * atomic across machines.
+ * state files, `leases/<sha256(agent)>/<version>.json`, each naming its own random id and the id
+ * of the state it was computed from. An operation reads the newest version V, applies the rule,
+ * and creates V+1 with link semantics (temp file, fsync, link, fsync folder): the link fails if
+ * another writer created V+1 first, and the operation retries on the new state. That
+ * compare-and-set is the linearization point, so there is no lock to go stale when a daemon dies
+ * mid-operation.
+ *
+ * Old versions are pruned (the newest KEPT_VERSIONS stay), so a writer paused for that many
+ * operations could link into a pruned slot. After linking it therefore checks that its file is
+ * in the history: it is the newest, or version V+2 was computed from it. A stale file is removed
+ * and the operation retried; when V+2 is pruned too, the outcome is reported as unknown rather
+ * than guessed. The clock is this host's wall clock; the guarantee holds for daemons on one host
+ * with a local file system — not for a synced folder, which does not make creation atomic
+ * across machines.
  */
-export function dirCoordinator(root: string, now: () => number = Date.now): LeaseCoordinator {
-  const folder = (agent: AgentId) => join(root, createHash('sha256').update(agent).digest('hex').slice(0, 32));
+export const KEPT_VERSIONS = 64;
 
-  async function newest(agent: AgentId): Promise<{ version: number; record: LeaseRecord | null }> {
-    const dir = folder(agent);
+interface StateFile {
+  readonly id: string;
+  readonly prev: string | null;
+  readonly record: LeaseRecord;
+}
+
+export interface DirCoordinatorOptions {
+  readonly now?: () => number;
+  /** Runs between reading the state and linking the next version: where tests pause a writer. */
+  readonly beforeLink?: () => Promise<void>;
+}
+
+export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}): LeaseCoordinator {
+  const now = options.now ?? Date.now;
+  const folder = (agent: AgentId) => join(root, createHash('sha256').update(agent).digest('hex').slice(0, 32));
+  const fileOf = (dir: string, version: number) => join(dir, `${String(version).padStart(12, '0')}.json`);
+
+  async function newestVersion(dir: string): Promise<number> {
     const versions = (await readdir(dir).catch(() => [] as string[])).map((name) => /^(\d{12})\.json$/.exec(name)?.[1]).filter((v): v is string => v !== undefined);
-    if (versions.length === 0) return { version: 0, record: null };
-    const version = Math.max(...versions.map(Number));
-    const text = await readFile(join(dir, `${String(version).padStart(12, '0')}.json`), 'utf8').catch(() => null);
-    if (text === null) return newest(agent);
-    return { version, record: parseRecord(text, agent) };
+    return versions.length === 0 ? 0 : Math.max(...versions.map(Number));
+  }
+
+  async function stateAt(dir: string, version: number, agent: AgentId): Promise<StateFile | null> {
+    const text = await readFile(fileOf(dir, version), 'utf8').catch(() => null);
+    return text === null ? null : parseState(text, agent);
+  }
+
+  async function newest(agent: AgentId): Promise<{ version: number; state: StateFile | null }> {
+    const dir = folder(agent);
+    const version = await newestVersion(dir);
+    if (version === 0) return { version, state: null };
+    const state = await stateAt(dir, version, agent);
+    return state === null ? newest(agent) : { version, state };
+  }
+
+  /** Whether the file just linked at `version` with `id` is part of the history (see above). */
+  async function inHistory(agent: AgentId, version: number, id: string): Promise<boolean> {
+    const dir = folder(agent);
+    if ((await newestVersion(dir)) === version) return true;
+    const next = await stateAt(dir, version + 1, agent);
+    if (next) return next.prev === id;
+    throw new OpsyncError(
+      'lease_backend_unavailable',
+      `A lease operation on agent ${agent} was paused while ${KEPT_VERSIONS} others ran; whether it took effect is unknown. Read lease.status and try again.`,
+      { agent_id: agent },
+    );
   }
 
   return ruleCoordinator(
@@ -37,22 +81,27 @@ export function dirCoordinator(root: string, now: () => number = Date.now): Leas
       const dir = folder(agent);
       await ensureDir(dir);
       for (let attempt = 0; attempt < 1000; attempt++) {
-        const { version, record } = await newest(agent);
-        const { write, result } = step(record, now());
-        const name = `${String(version + 1).padStart(12, '0')}.json`;
-        if (await createFileDurable(join(dir, name), JSON.stringify({ opsync_lease: 1, ...write }) + '\n')) {
-          if (version > 1) await rm(join(dir, `${String(version - 1).padStart(12, '0')}.json`), { force: true });
+        const { version, state } = await newest(agent);
+        const { write, result } = step(state?.record ?? null, now());
+        const id = randomBytes(12).toString('base64url');
+        const path = fileOf(dir, version + 1);
+        await options.beforeLink?.();
+        if (!(await createFileDurable(path, JSON.stringify({ opsync_lease: 1, id, prev: state?.id ?? null, ...write }) + '\n'))) continue;
+        if (await inHistory(agent, version + 1, id)) {
+          if (version + 1 > KEPT_VERSIONS) await rm(fileOf(dir, version + 1 - KEPT_VERSIONS), { force: true });
           return result;
         }
+        // Linked into a slot freed by pruning, after the history had moved on: not an operation.
+        await rm(path, { force: true });
       }
       throw new OpsyncError('lease_backend_unavailable', `The lease directory ${root} is too contended for agent ${agent}; try again.`, { agent_id: agent });
     },
-    async (agent) => ({ record: (await newest(agent)).record, now_ms: now() }),
+    async (agent) => ({ record: (await newest(agent)).state?.record ?? null, now_ms: now() }),
     () => Promise.resolve(),
   );
 }
 
-function parseRecord(text: string, agent: AgentId): LeaseRecord {
+function parseState(text: string, agent: AgentId): StateFile {
   let value: Record<string, unknown>;
   try {
     value = JSON.parse(text) as Record<string, unknown>;
@@ -62,7 +111,12 @@ function parseRecord(text: string, agent: AgentId): LeaseRecord {
   const { holder, epoch, granted_at_ms, expires_at_ms } = value;
   if (value.opsync_lease !== 1 || value.agent_id !== agent || (holder !== null && !isDeviceId(holder))) throw damaged(agent);
   if (![epoch, granted_at_ms, expires_at_ms].every((n) => Number.isSafeInteger(n))) throw damaged(agent);
-  return { agent_id: agent, holder, epoch: epoch as number, granted_at_ms: granted_at_ms as number, expires_at_ms: expires_at_ms as number };
+  if (typeof value.id !== 'string' || (value.prev !== null && typeof value.prev !== 'string')) throw damaged(agent);
+  return {
+    id: value.id,
+    prev: value.prev,
+    record: { agent_id: agent, holder, epoch: epoch as number, granted_at_ms: granted_at_ms as number, expires_at_ms: expires_at_ms as number },
+  };
 }
 
 function damaged(agent: AgentId): OpsyncError {

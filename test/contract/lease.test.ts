@@ -1,7 +1,8 @@
-import { afterAll, beforeAll } from 'vitest';
-import { dirCoordinator } from '../../src/lease/dir-coordinator.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dirCoordinator, KEPT_VERSIONS } from '../../src/lease/dir-coordinator.js';
 import { memoryCoordinator } from '../../src/lease/memory-coordinator.js';
 import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
+import { parseAgentId, parseDeviceId } from '../../src/oplog/ids.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { runLeaseContract, untilCoordinatorPasses } from './lease-contract.js';
@@ -42,3 +43,52 @@ runLeaseContract('postgres', () =>
     cleanup: () => Promise.resolve(),
   }),
 );
+
+describe('directory leases: a writer paused while others run', () => {
+  /** A coordinator whose first operation stops right before its link until `resume()`. */
+  function pausedOnce(root: string) {
+    let resume: () => void = () => {};
+    let reachedPause: () => void = () => {};
+    const paused = new Promise<void>((resolve) => (reachedPause = resolve));
+    let first = true;
+    const coordinator = dirCoordinator(root, {
+      beforeLink: () => {
+        if (!first) return Promise.resolve();
+        first = false;
+        reachedPause();
+        return new Promise<void>((resolve) => (resume = resolve));
+      },
+    });
+    return { coordinator, paused, resume: () => resume() };
+  }
+
+  const agent = parseAgentId('agent-1');
+  const [p, q] = [parseDeviceId('device-p'), parseDeviceId('device-q')];
+
+  it('never grants an epoch twice when its slot was pruned: the stale write is detected and retried', async () => {
+    const root = await tempDir();
+    const stale = pausedOnce(root);
+    const other = dirCoordinator(root);
+    const late = stale.coordinator.acquire(agent, p, 60_000);
+    await stale.paused;
+    const granted = await other.acquire(agent, q, 60_000);
+    // Versions 2 … KEPT+1: version 1 is pruned while version 2 still stands.
+    for (let i = 0; i < KEPT_VERSIONS; i++) await other.renew(agent, q, granted.epoch, 60_000);
+    stale.resume();
+    await expect(late).rejects.toMatchObject({ code: 'lease_held' });
+    expect((await other.read(agent)).record).toMatchObject({ holder: q, epoch: granted.epoch });
+  });
+
+  it('reports an unknown outcome, never a grant, when it was paused past the kept history', async () => {
+    const root = await tempDir();
+    const stale = pausedOnce(root);
+    const other = dirCoordinator(root);
+    const late = stale.coordinator.acquire(agent, p, 60_000);
+    await stale.paused;
+    const granted = await other.acquire(agent, q, 60_000);
+    for (let i = 0; i < KEPT_VERSIONS + 5; i++) await other.renew(agent, q, granted.epoch, 60_000);
+    stale.resume();
+    await expect(late).rejects.toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringMatching(/unknown/) as unknown });
+    expect((await other.read(agent)).record).toMatchObject({ holder: q, epoch: granted.epoch });
+  });
+});

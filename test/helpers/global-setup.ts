@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { chmodSync } from 'node:fs';
 
 /**
  * Child processes in the integration tests (crash appenders, daemons) run the compiled code in
@@ -6,4 +7,6 @@ import { execFileSync } from 'node:child_process';
  */
 export default function setup(): void {
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', '.'], { stdio: 'inherit' });
+  // What `npm run build` does too: the `opsync` bin must be executable (tests run `npx opsync`).
+  chmodSync('dist/src/cli/main.js', 0o755);
 }
