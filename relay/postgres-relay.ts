@@ -53,7 +53,7 @@ export class PostgresRelay implements Relay {
   /** Connects and creates the schema on first use. */
   static async open(options: PostgresRelayOptions): Promise<PostgresRelay> {
     const relay = new PostgresRelay(options);
-    await relay.db(() => ensureSchema(relay.pool));
+    await relay.db(() => ensureSchema(relay.pool, relay.location));
     return relay;
   }
 
@@ -329,8 +329,13 @@ export class PostgresRelay implements Relay {
   }
 }
 
-async function ensureSchema(pool: pg.Pool): Promise<void> {
+/** The schema version this code reads and writes (proposals/relay.md §Postgres). */
+const SCHEMA_VERSION = '1';
+
+async function ensureSchema(pool: pg.Pool, location: string): Promise<void> {
   const statements = [
+    `CREATE TABLE IF NOT EXISTS opsync_meta (key text PRIMARY KEY, value text NOT NULL)`,
+    `INSERT INTO opsync_meta (key, value) VALUES ('schema_version', '${SCHEMA_VERSION}') ON CONFLICT DO NOTHING`,
     `CREATE TABLE IF NOT EXISTS opsync_devices (
       device_id text PRIMARY KEY, public_key text NOT NULL, added_ms bigint NOT NULL, last_seen_ms bigint NOT NULL,
       acked jsonb NOT NULL DEFAULT '{}', floor bigint NOT NULL DEFAULT 0)`,
@@ -346,5 +351,9 @@ async function ensureSchema(pool: pg.Pool): Promise<void> {
       const code = (error as { code?: string }).code;
       if (code !== '23505' && code !== '42P07') throw error;
     }
+  }
+  const { rows } = await pool.query<{ value: string }>(`SELECT value FROM opsync_meta WHERE key = 'schema_version'`);
+  if (rows[0]?.value !== SCHEMA_VERSION) {
+    throw new OpsyncError('relay_invalid', `The Postgres relay ${location} has schema version ${rows[0]?.value ?? 'none'}; this opsync reads version ${SCHEMA_VERSION}.`, { relay: location });
   }
 }

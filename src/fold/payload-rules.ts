@@ -24,8 +24,8 @@ const MAX_TOOL_CALLS = 128;
  * Anthropic wants ids of `[A-Za-z0-9_-]`, OpenAI at most 40 characters; both want names of
  * 1 to 64 `[A-Za-z0-9_-]`. Checked when a turn is recorded, so a resume never fails on them.
  */
-export const TOOL_CALL_ID = /^[A-Za-z0-9_-]{1,40}$/;
-export const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const TOOL_CALL_ID = /^[A-Za-z0-9_-]{1,40}$/;
+const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Returns why `payload` is not acceptable on `surface`, or null when it is. */
 export function payloadProblem(surface: Surface, scope: Scope, payload: JsonObject): string | null {

@@ -20,7 +20,7 @@ export type Epoch = Brand<number, 'Epoch'>;
 /** Lowercase only, so that two devices never collide on a case-insensitive file system. */
 const DEVICE_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 /** Agent, run and conversation ids: letters, digits and `._:@-`, starting with a letter or digit. */
-const NAME_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,${LIMITS.maxIdLength - 1}}$`);
+export const NAME_ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,${LIMITS.maxIdLength - 1}}$`);
 
 export function isDeviceId(value: unknown): value is DeviceId {
   return typeof value === 'string' && DEVICE_ID.test(value);

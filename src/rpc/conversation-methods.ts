@@ -2,22 +2,19 @@ import { formatFor, RESUME_FORMATS } from '../conversation/provider-format.js';
 import { repair, type TurnFields } from '../conversation/repair.js';
 import { turnOf } from '../conversation/turn.js';
 import { DEFAULT_CONVERSATION, payloadProblem, ROLES } from '../fold/payload-rules.js';
-import { isNameId } from '../oplog/ids.js';
+import { parseConversationId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import type { Session } from '../session/session.js';
 import { jsonDepth, type JsonObject, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
 import { defineMethod, resultObject, type MethodSpec } from './method.js';
-import { integer, object, oneOf, optional, parsed, required, string } from './schema.js';
+import { integer, nameId, object, oneOf, optional, parsed, required, string } from './schema.js';
 
 /**
  * Conversations (design §6, proposals/conversation.md): record turns, read the transcript in
  * (hlc, op_id) order, and resume as a provider-valid message list.
  */
-const conversationId = parsed({ type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$' }, (value, path) => {
-  if (!isNameId(value)) throw new OpsyncError('invalid_params', `${path} must be 1 to 128 letters, digits or "._:@-", starting with a letter or digit.`, { field: path });
-  return value;
-});
+const conversationId = nameId(parseConversationId);
 /** Turn fields pass through as given; the fold's payload rules judge them, so the RPC and peers agree. */
 const anyValue = (json: JsonObject) => parsed(json, (value) => value as JsonValue);
 const toolCall = { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, input: { type: 'object' } }, required: ['id', 'name', 'input'] };

@@ -5,15 +5,15 @@ import { INTENT_STATUSES } from '../fold/payload-rules.js';
 import { parseAgentId, parseRunId } from '../oplog/ids.js';
 import type { Session } from '../session/session.js';
 import { defineMethod, resultObject, type MethodSpec } from './method.js';
-import { integer, object, oneOf, parsed, required } from './schema.js';
+import { integer, nameId, object, oneOf, required } from './schema.js';
 
 /**
  * Leases, the intent ledger and the dispatch fence (design §7, proposals/leases.md). A host calls
  * `lease.acquire`, then `sync.fence_check` right before the side effect, and
  * `sync.record_intent(committed)` after it.
  */
-const agentId = parsed({ type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$' }, (value, path) => parseAgentId(value, path));
-const runId = parsed({ type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$' }, (value, path) => parseRunId(value, path));
+const agentId = nameId(parseAgentId);
+const runId = nameId(parseRunId);
 const epoch = integer({ min: 1 });
 const ttl = integer({ min: MIN_TTL_MS, max: MAX_TTL_MS });
 const lease = resultObject({ agent_id: { type: 'string' }, holder: { type: 'string' }, epoch: { type: 'integer' }, granted_at_ms: { type: 'integer' }, expires_at_ms: { type: 'integer' } });

@@ -1,3 +1,4 @@
+import { NAME_ID } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { isJsonObject, jsonDepth, type JsonObject } from '../util/json.js';
 
@@ -106,6 +107,11 @@ export function jsonObject(maxDepth: number): Schema<JsonObject> {
       return value;
     },
   };
+}
+
+/** An agent, run or conversation id: documented by the id pattern, parsed by `parse`. */
+export function nameId<T extends string>(parse: (value: unknown, path: string) => T): Schema<T> {
+  return parsed({ type: 'string', pattern: NAME_ID.source }, parse);
 }
 
 /** Wraps a domain parser (ids, surfaces, scopes): its named error passes through, with the field. */

@@ -265,7 +265,7 @@ export class Session {
     const plainText = canonicalize(payload);
     const size = Buffer.byteLength(plainText);
     if (size > LIMITS.maxPayloadBytes) {
-      throw new OpsyncError('payload_too_large', `The ${surface} payload is ${size} bytes of canonical JSON; the limit is ${LIMITS.maxPayloadBytes} (1 MiB).`, { bytes: size, limit: LIMITS.maxPayloadBytes });
+      throw new OpsyncError('payload_too_large', `The ${surface} payload is ${size} bytes of canonical JSON; the limit is ${LIMITS.maxPayloadBytes}.`, { bytes: size, limit: LIMITS.maxPayloadBytes });
     }
     if (!this.deps.keyring.forScope(scope)) {
       throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, { scope: JSON.stringify(scope) });

@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { dirCoordinator, KEPT_VERSIONS } from '../../src/lease/dir-coordinator.js';
 import { memoryCoordinator } from '../../src/lease/memory-coordinator.js';
 import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
 import { parseAgentId, parseDeviceId } from '../../src/oplog/ids.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 import { runLeaseContract, untilCoordinatorPasses } from './lease-contract.js';
 
 const tempDir = useTempDirs();
@@ -28,17 +28,11 @@ runLeaseContract('directory', async () => {
   };
 });
 
-let postgres: TestPostgres;
-beforeAll(async () => {
-  postgres = await startPostgres();
-});
-afterAll(async () => {
-  await postgres.stop();
-});
+const postgres = usePostgres();
 
 runLeaseContract('postgres', () =>
   Promise.resolve({
-    open: () => pgCoordinator(postgres.url),
+    open: () => pgCoordinator(postgres().url),
     pass: untilCoordinatorPasses,
     cleanup: () => Promise.resolve(),
   }),
@@ -65,30 +59,36 @@ describe('directory leases: a writer paused while others run', () => {
   const agent = parseAgentId('agent-1');
   const [p, q] = [parseDeviceId('device-p'), parseDeviceId('device-q')];
 
-  it('never grants an epoch twice when its slot was pruned: the stale write is detected and retried', async () => {
+  /**
+   * Device p starts an acquire and pauses right before its link; device q then acquires and
+   * renews `renewals` times; p resumes. Returns p's outcome and the coordinator's final record.
+   */
+  async function pausedAcquire(renewals: number) {
     const root = await tempDir();
     const stale = pausedOnce(root);
     const other = dirCoordinator(root);
     const late = stale.coordinator.acquire(agent, p, 60_000);
     await stale.paused;
     const granted = await other.acquire(agent, q, 60_000);
-    // Versions 2 … KEPT+1: version 1 is pruned while version 2 still stands.
-    for (let i = 0; i < KEPT_VERSIONS; i++) await other.renew(agent, q, granted.epoch, 60_000);
+    for (let i = 0; i < renewals; i++) await other.renew(agent, q, granted.epoch, 60_000);
     stale.resume();
-    await expect(late).rejects.toMatchObject({ code: 'lease_held' });
-    expect((await other.read(agent)).record).toMatchObject({ holder: q, epoch: granted.epoch });
+    const outcome = await late.then(
+      () => null,
+      (error: unknown) => error,
+    );
+    return { outcome, granted, record: (await other.read(agent)).record };
+  }
+
+  it('never grants an epoch twice when its slot was pruned: the stale write is detected and retried', async () => {
+    // Versions 2 … KEPT+1: version 1 is pruned while version 2 still stands.
+    const { outcome, granted, record } = await pausedAcquire(KEPT_VERSIONS);
+    expect(outcome).toMatchObject({ code: 'lease_held' });
+    expect(record).toMatchObject({ holder: q, epoch: granted.epoch });
   });
 
   it('reports an unknown outcome, never a grant, when it was paused past the kept history', async () => {
-    const root = await tempDir();
-    const stale = pausedOnce(root);
-    const other = dirCoordinator(root);
-    const late = stale.coordinator.acquire(agent, p, 60_000);
-    await stale.paused;
-    const granted = await other.acquire(agent, q, 60_000);
-    for (let i = 0; i < KEPT_VERSIONS + 5; i++) await other.renew(agent, q, granted.epoch, 60_000);
-    stale.resume();
-    await expect(late).rejects.toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringMatching(/unknown/) as unknown });
-    expect((await other.read(agent)).record).toMatchObject({ holder: q, epoch: granted.epoch });
+    const { outcome, granted, record } = await pausedAcquire(KEPT_VERSIONS + 5);
+    expect(outcome).toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringMatching(/unknown/) as unknown });
+    expect(record).toMatchObject({ holder: q, epoch: granted.epoch });
   });
 });

@@ -1,10 +1,12 @@
-import { afterAll, beforeAll } from 'vitest';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { parseDeviceId } from '../../src/oplog/ids.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 import { coreCrypto } from '../helpers/test-device.js';
 import { runRelayContract } from './relay-contract.js';
 
@@ -32,14 +34,11 @@ runRelayContract('directory', async () => {
   };
 });
 
-let postgres: TestPostgres;
+const postgres = usePostgres();
 const opened: Relay[] = [];
-beforeAll(async () => {
-  postgres = await startPostgres();
-});
+// Registered after the server's hooks, so it runs before the server stops.
 afterAll(async () => {
   await Promise.all(opened.map((relay) => relay.close()));
-  await postgres.stop();
 });
 
 let database = 0;
@@ -47,10 +46,7 @@ runRelayContract('postgres', async () => {
   let now = 1_700_000_000_000;
   // A fresh database per test, so each starts from an empty relay.
   const name = `relay_${process.pid}_${database++}`;
-  const admin = await PostgresRelay.open({ url: postgres.url, self: 'admin' as never, crypto: coreCrypto });
-  opened.push(admin);
-  await (admin as unknown as { pool: { query(sql: string): Promise<unknown> } }).pool.query(`CREATE DATABASE ${name}`);
-  const url = postgres.url.replace('/postgres?', `/${name}?`);
+  const url = await postgres().createDatabase(name);
   return {
     connect: async (self) => {
       const relay = await PostgresRelay.open({ url, self, crypto: coreCrypto, now: () => now });
@@ -61,4 +57,19 @@ runRelayContract('postgres', async () => {
       now += ms;
     },
   };
+});
+
+describe('Postgres relay schema', () => {
+  it('refuses a database whose schema version it does not read, naming both versions', async () => {
+    const url = await postgres().createDatabase(`relay_${process.pid}_future`);
+    opened.push(await PostgresRelay.open({ url, self: parseDeviceId('device-a'), crypto: coreCrypto }));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`UPDATE opsync_meta SET value = '2' WHERE key = 'schema_version'`);
+    await client.end();
+    await expect(PostgresRelay.open({ url, self: parseDeviceId('device-a'), crypto: coreCrypto })).rejects.toMatchObject({
+      code: 'relay_invalid',
+      message: expect.stringMatching(/schema version 2; this opsync reads version 1/) as unknown,
+    });
+  });
 });

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import { until } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 
 const root = await mkdtemp(join(tmpdir(), 'opsync-demo-'));
@@ -25,14 +26,9 @@ function nextChange(client: RpcClient): Promise<unknown> {
   });
 }
 
-/** Resolves once `client` holds `count` turns of a conversation, re-checking after each change. */
+/** Resolves once `client` holds `count` turns of a conversation. */
 async function untilTurns(client: RpcClient, conversation: string, count: number): Promise<void> {
-  for (;;) {
-    const changed = nextChange(client);
-    const { total } = await client.call<{ total: number }>('sync.transcript', { conversation_id: conversation, limit: 1 });
-    if (total >= count) return;
-    await changed;
-  }
+  await until([client], async () => ((await client.call<{ total: number }>('sync.transcript', { conversation_id: conversation, limit: 1 })).total >= count ? true : undefined));
 }
 
 try {

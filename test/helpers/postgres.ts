@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 
 /**
  * A throwaway PostgreSQL server for tests and benchmarks: a fresh data directory, listening on a
@@ -17,6 +18,8 @@ export interface TestPostgres {
   resume(): Promise<void>;
   /** Stops the server and removes everything. */
   stop(): Promise<void>;
+  /** Creates an empty database on the server and returns its URL. */
+  createDatabase(name: string): Promise<string>;
 }
 
 export async function startPostgres(options: { fsync?: boolean } = {}): Promise<TestPostgres> {
@@ -37,13 +40,24 @@ export async function startPostgres(options: { fsync?: boolean } = {}): Promise<
   const start = () => as('pg_ctl', ['-D', data, '-o', settings.join(' '), '-l', join(root, 'log'), '-w', '-t', '60', 'start']);
   const halt = () => as('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
   await start();
+  const url = `postgresql://postgres@/postgres?host=${encodeURIComponent(root)}&port=${port}`;
   return {
-    url: `postgresql://postgres@/postgres?host=${encodeURIComponent(root)}&port=${port}`,
+    url,
     pause: async () => void (await halt()),
     resume: async () => void (await start()),
     async stop() {
       await halt().catch(() => undefined);
       await rm(root, { recursive: true, force: true });
+    },
+    async createDatabase(name) {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+      } finally {
+        await client.end();
+      }
+      return url.replace('/postgres?', `/${name}?`);
     },
   };
 }

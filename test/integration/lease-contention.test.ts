@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { seededRandom, testSeed } from '../helpers/seeded.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 
 const tempDir = useTempDirs();
 const AGENTS = ['agent-0', 'agent-1', 'agent-2'];
@@ -120,16 +120,10 @@ describe('lease contention across two daemons', () => {
   });
 
   describe('postgres backend', () => {
-    let postgres: TestPostgres;
-    beforeAll(async () => {
-      postgres = await startPostgres();
-    });
-    afterAll(async () => {
-      await postgres.stop();
-    });
+    const postgres = usePostgres();
 
     it('one holder at a time, increasing epochs, no stale proceed', async () => {
-      const { grants, proceeds } = checkHistory(await contend(['--lease-backend', 'postgres', '--pg-url', postgres.url]));
+      const { grants, proceeds } = checkHistory(await contend(['--lease-backend', 'postgres', '--pg-url', postgres().url]));
       expect(grants).toBeGreaterThan(AGENTS.length);
       expect(proceeds).toBeGreaterThan(0);
     });

@@ -1,8 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import { until } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 
 const tempDir = useTempDirs();
 
@@ -27,19 +28,8 @@ async function pair(extra: string[] = []) {
 }
 
 /** Resolves once `check` holds, re-checking after every sync.changed the client hears. */
-async function until(client: RpcClient, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  let wake = () => {};
-  const stop = client.onNotification(() => wake());
-  await client.call('sync.subscribe');
-  const deadline = Date.now() + timeoutMs;
-  try {
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error('condition not reached');
-      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), new Promise((resolve) => setTimeout(resolve, 1_000))]);
-    }
-  } finally {
-    stop();
-  }
+async function untilTrue(client: RpcClient, check: () => Promise<boolean>): Promise<void> {
+  await until([client], async () => ((await check()) ? true : undefined));
 }
 
 /** Waits until the lease coordinator no longer reports a live lease for `agent` (expiry by its clock). */
@@ -61,7 +51,7 @@ describe('leases, intents and the fence across two daemons (directory backend)',
       const committed = await a.call<{ recorded: boolean; op_id: string }>('sync.record_intent', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1, status: 'committed' });
       expect(committed.recorded).toBe(true);
 
-      await until(b, async () => (await b.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).decision.decision === 'already_committed');
+      await untilTrue(b, async () => (await b.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).decision.decision === 'already_committed');
       for (const client of [a, b]) {
         expect(await client.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).toMatchObject({
           decision: { decision: 'already_committed', op_id: committed.op_id },
@@ -118,8 +108,8 @@ describe('leases, intents and the fence across two daemons (directory backend)',
         const run = page.records.find((r) => r.key === 'run-p');
         return run?.op_id === byB.op_id && run.device_id === idB && run.payload.status === 'committed' && run.payload.epoch === 2;
       };
-      await until(a, () => committedByB(a));
-      await until(b, async () => {
+      await untilTrue(a, () => committedByB(a));
+      await untilTrue(b, async () => {
         const [ha, hb] = await Promise.all([a.call<{ state_hash: string }>('sync.hash_state'), b.call<{ state_hash: string }>('sync.hash_state')]);
         return ha.state_hash === hb.state_hash;
       });
@@ -131,25 +121,19 @@ describe('leases, intents and the fence across two daemons (directory backend)',
 });
 
 describe('leases with the Postgres backend', () => {
-  let postgres: TestPostgres;
-  beforeAll(async () => {
-    postgres = await startPostgres();
-  });
-  afterAll(async () => {
-    await postgres.stop();
-  });
+  const postgres = usePostgres();
 
   it('arbitrates between two daemons, and a lost database is a named error the fence never mistakes for authority', async () => {
-    const { a, b, idA, idB, close } = await pair(['--lease-backend', 'postgres', '--pg-url', postgres.url]);
+    const { a, b, idA, idB, close } = await pair(['--lease-backend', 'postgres', '--pg-url', postgres().url]);
     try {
       expect(await a.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).toMatchObject({ holder: idA, epoch: 1 });
       await expect(b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).rejects.toMatchObject({ data: { code: 'lease_held' } });
       await a.call('lease.release', { agent_id: 'agent-pg', epoch: 1 });
 
-      await postgres.pause();
+      await postgres().pause();
       await expect(b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).rejects.toMatchObject({ code: -32062, data: { code: 'lease_backend_unavailable' } });
       await expect(a.call('sync.fence_check', { agent_id: 'agent-pg', run_id: 'run-x', epoch: 1 })).rejects.toMatchObject({ data: { code: 'lease_backend_unavailable' } });
-      await postgres.resume();
+      await postgres().resume();
 
       expect(await b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).toMatchObject({ holder: idB, epoch: 2 });
     } finally {

@@ -1,22 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 
 const tempDir = useTempDirs();
-let postgres: TestPostgres;
-
-beforeAll(async () => {
-  postgres = await startPostgres();
-}, 120_000);
-afterAll(async () => {
-  await postgres?.stop();
-});
+const postgres = usePostgres();
 
 describe('real daemons on a Postgres relay (several machines, one database)', () => {
   it('converge with no sync.pump call, share leases through the same database, and a third bootstraps from a checkpoint', async () => {
-    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), postgres.url), DaemonProcess.start(await tempDir(), postgres.url)]);
+    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), postgres().url), DaemonProcess.start(await tempDir(), postgres().url)]);
     const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
     let late: DaemonProcess | null = null;
     try {
@@ -34,7 +27,7 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
       // An explicit pump acks at once, so the stable frontier covers everything both devices hold.
       await Promise.all([a!.call('sync.pump'), b!.call('sync.pump')]);
       expect(await a!.call('sync.checkpoint')).toMatchObject({ published: true });
-      late = await DaemonProcess.start(await tempDir(), postgres.url);
+      late = await DaemonProcess.start(await tempDir(), postgres().url);
       const c = await late.connect();
       try {
         expect((await converged([a!, b!, c])).records).toBe(24);
@@ -49,13 +42,13 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
   });
 
   it('keeps syncing without a pump call after the database restarts (the watch reconnects)', async () => {
-    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), postgres.url), DaemonProcess.start(await tempDir(), postgres.url)]);
+    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), postgres().url), DaemonProcess.start(await tempDir(), postgres().url)]);
     const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
     try {
       await a!.call('sync.append', { surface: 'knowledge', payload: { id: 'before' } });
       const before = await converged([a!, b!]);
-      await postgres.pause();
-      await postgres.resume();
+      await postgres().pause();
+      await postgres().resume();
       // Only A writes: B hears of it through its re-established LISTEN, well before the 30 s
       // periodic pump that would otherwise be the only way.
       await a!.call('sync.append', { surface: 'knowledge', payload: { id: 'after' } });
