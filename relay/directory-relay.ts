@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch } from 'chokidar';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
@@ -277,7 +277,7 @@ export class DirectoryRelay implements Relay {
     const watcher = chokidarWatch([join(this.location, 'devices'), join(this.location, 'checkpoints')], {
       ignoreInitial: true,
       depth: 1,
-      ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || path.startsWith(own),
+      ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || path.startsWith(own) || path + sep === own,
     });
     watcher.on('add', (path: string) => {
       const name = basename(path);
@@ -298,14 +298,21 @@ export class DirectoryRelay implements Relay {
    */
   private async hintPush(seq: number): Promise<void> {
     const dir = this.deviceDir(this.self);
-    await writeFile(join(dir, `${PUSH_HINT}${seq}`), '');
-    if (this.lastHint === null) {
-      const stale = (await readdir(dir)).filter((name) => name.startsWith(PUSH_HINT) && name !== `${PUSH_HINT}${seq}`);
-      await Promise.all(stale.map((name) => rm(join(dir, name), { force: true })));
-    } else {
-      await rm(join(dir, this.lastHint), { force: true });
+    const hint = `${PUSH_HINT}${seq}`;
+    if (this.lastHint !== null) {
+      // One rename moves the hint to its fresh name: watchers see the new name appear.
+      try {
+        await rename(join(dir, this.lastHint), join(dir, hint));
+        this.lastHint = hint;
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
     }
-    this.lastHint = `${PUSH_HINT}${seq}`;
+    await writeFile(join(dir, hint), '');
+    const stale = (await readdir(dir)).filter((name) => name.startsWith(PUSH_HINT) && name !== hint);
+    await Promise.all(stale.map((name) => rm(join(dir, name), { force: true })));
+    this.lastHint = hint;
   }
 
   anomalies(): Readonly<Record<string, number>> {

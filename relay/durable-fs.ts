@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -80,7 +80,7 @@ export async function createFileDurable(
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw error;
   } finally {
-    await rm(temp, { force: true });
+    await unlink(temp);
   }
   await fsyncDir(dir);
   return true;

@@ -1,5 +1,4 @@
 import { createHmac } from 'node:crypto';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { canonicalize } from '../oplog/canonical.js';
 import type { DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
@@ -8,9 +7,10 @@ import type { Surface } from '../oplog/surface.js';
 import { isJsonObject, type JsonObject } from '../util/json.js';
 import type { Keyring } from './keyring.js';
 import type { ScopeKey } from './scope-key.js';
+import { xchachaOpen, xchachaSeal } from './xchacha.js';
 
 /**
- * The payload envelope, version 1 (proposals/envelope.md). XChaCha20-Poly1305 with a random
+ * The payload envelope, version 1 (proposals/envelope.md). XChaCha20-Poly1305 (xchacha.ts) with a random
  * 192-bit nonce (large enough that random nonces never collide under one key). The additional
  * authenticated data binds the ciphertext to the op's device, seq, scope and surface, so a
  * ciphertext cannot be replayed into another op. `op_id` hashes the envelope, so the relay
@@ -89,24 +89,20 @@ export function parseEnvelope(value: unknown): Envelope | null {
 }
 
 function seal(key: ScopeKey, plaintext: Uint8Array, aad: string, nonce: Uint8Array): Envelope {
-  const ct = xchacha20poly1305(key.key, nonce, Buffer.from(aad, 'utf8')).encrypt(plaintext);
+  const ct = xchachaSeal(key.key, nonce, Buffer.from(aad, 'utf8'), plaintext);
   return {
     v: ENVELOPE_VERSION,
     alg: ENVELOPE_ALG,
     kid: key.kid,
     nonce: Buffer.from(nonce).toString('base64url'),
-    ct: Buffer.from(ct).toString('base64url'),
+    ct: ct.toString('base64url'),
   };
 }
 
 function open(key: ScopeKey, envelope: Envelope, aad: string): Uint8Array | null {
   const nonce = Buffer.from(envelope.nonce, 'base64url');
   if (nonce.length !== 24) return null;
-  try {
-    return xchacha20poly1305(key.key, nonce, Buffer.from(aad, 'utf8')).decrypt(Buffer.from(envelope.ct, 'base64url'));
-  } catch {
-    return null;
-  }
+  return xchachaOpen(key.key, nonce, Buffer.from(aad, 'utf8'), Buffer.from(envelope.ct, 'base64url'));
 }
 
 function opAad(binding: OpBinding): string {

@@ -47,22 +47,25 @@ export function opIdOf(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): OpI
 }
 
 /**
- * Canonical body texts of ops whose op id was computed or verified in this process, so storing
- * an op (journal line, relay segment) does not encode it a second time. Weak: entries go with
- * their ops.
+ * Canonical body texts of ops whose op id this process computed or verified from that very
+ * text, so storing an op (journal line, relay segment) does not encode it a second time and
+ * checking it again (a push) does not hash it again. Weak: entries go with their ops.
  */
 const bodyTexts = new WeakMap<OpRecord, string>();
 
 /**
  * The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). An
- * op whose body text this process remembered (it minted or verified the op) is not encoded again.
+ * op whose body text this process remembered (it minted or verified the op) is neither encoded
+ * nor hashed again.
  */
 export function hashBody(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): { op_id: OpId; text: string } {
-  const fields = { device_id: body.device_id, hlc: body.hlc, payload: body.payload, prev: body.prev, scope: body.scope, seq: body.seq, surface: body.surface };
-  const text = bodyTexts.get(body as OpRecord) ?? canonicalize(fields);
+  const known = bodyTexts.get(body as OpRecord);
+  if (known !== undefined) return { op_id: (body as OpRecord).op_id, text: known };
+  const text = canonicalize({ device_id: body.device_id, hlc: body.hlc, payload: body.payload, prev: body.prev, scope: body.scope, seq: body.seq, surface: body.surface });
   return { op_id: `op-${crypto.sha256Hex(text)}` as OpId, text };
 }
 
+/** Remembers `op`'s body text; only for a text whose hash the caller found equal to `op.op_id`. */
 export function rememberBodyText(op: OpRecord, text: string): void {
   bodyTexts.set(op, text);
 }

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { JSONRPCClient } from 'json-rpc-2.0';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -41,7 +41,7 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
     response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
-  const sockets = new Map<WebSocket, Connection>();
+  const sockets = new Map<WebSocket, { connection: Connection; send: (text: string) => void }>();
   const stats = { connections: 0, rejected_auth: 0, oversize_frames: 0 };
   let nextId = 1;
 
@@ -52,24 +52,29 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
       socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    wss.handleUpgrade(request, socket, head, (ws) => serve(ws));
+    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, corked(socket as Socket)));
   });
 
-  function serve(ws: WebSocket): void {
+  function serve(ws: WebSocket, cork: () => void): void {
     const connection: Connection = { id: nextId++, subscribed: false };
-    sockets.set(ws, connection);
+    const send = (text: string) => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      cork();
+      ws.send(text);
+    };
+    sockets.set(ws, { connection, send });
     stats.connections = sockets.size;
     let inFlight = 0;
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
       if (isBinary) {
-        send(ws, JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
+        send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
         return;
       }
       if (++inFlight >= MAX_IN_FLIGHT) ws.pause();
       const text = rawText(data);
       void dispatcher.handle(text, connection).then((answer) => {
         if (--inFlight < MAX_IN_FLIGHT && ws.isPaused) ws.resume();
-        if (answer !== null) send(ws, answer);
+        if (answer !== null) send(answer);
       });
     });
     ws.on('error', (error: Error & { code?: string }) => {
@@ -89,7 +94,7 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
     stats,
     notify(method, params, filter) {
       const text = JSON.stringify({ jsonrpc: '2.0', method, params });
-      for (const [ws, connection] of sockets) if (filter(connection)) send(ws, text);
+      for (const { connection, send } of sockets.values()) if (filter(connection)) send(text);
     },
     async close() {
       for (const ws of sockets.keys()) ws.close(1001, 'daemon shutting down');
@@ -101,8 +106,22 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
   };
 }
 
-function send(ws: WebSocket, text: string): void {
-  if (ws.readyState === WebSocket.OPEN) ws.send(text);
+/**
+ * Corks `socket` until the current turn of the event loop ends, so that the frames written in
+ * one turn (the answers of one group commit, a burst of pipelined requests) leave in one write.
+ */
+function corked(socket: Socket): () => void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  return () => {
+    if (corked) return;
+    corked = true;
+    socket.cork();
+    process.nextTick(uncork);
+  };
 }
 
 async function listenOn(http: Server, listen: Listen): Promise<void> {
@@ -137,8 +156,12 @@ export class RpcClient {
   private readonly client: JSONRPCClient;
   private readonly listeners = new Set<(method: string, params: unknown) => void>();
 
-  private constructor(private readonly ws: WebSocket) {
+  private constructor(
+    private readonly ws: WebSocket,
+    cork: () => void,
+  ) {
     this.client = new JSONRPCClient((request) => {
+      cork();
       ws.send(JSON.stringify(request));
     });
     ws.on('message', (data: WebSocket.RawData) => {
@@ -154,7 +177,9 @@ export class RpcClient {
   static connect(url: string, token: string): Promise<RpcClient> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 256 * 2 ** 20 });
-      ws.once('open', () => resolve(new RpcClient(ws)));
+      let socket: Socket | undefined;
+      ws.once('upgrade', (response) => (socket = response.socket));
+      ws.once('open', () => resolve(new RpcClient(ws, corked(socket!))));
       ws.once('unexpected-response', (_request, response) => {
         reject(new OpsyncError('unauthorized', response.statusCode === 401 ? 'The daemon refused the token.' : `The daemon answered HTTP ${response.statusCode}.`));
       });

@@ -54,8 +54,9 @@ export interface SessionOptions {
   /** Safety-net pump interval when live; the watcher does the real work. */
   readonly periodicPumpMs: number;
   /**
-   * When live, publish a checkpoint and compact once this many new ops arrived and a pump
-   * finds nothing to do (so the work never competes with a burst); 0: never automatically.
+   * When live, publish a checkpoint and compact once this many new ops arrived and a pump finds
+   * nothing to do with no append since the previous pump (so the work never competes with a
+   * burst), or regardless once OVERDUE times as many arrived; 0: never automatically.
    */
   readonly autoCheckpointOps: number;
   /**
@@ -66,6 +67,11 @@ export interface SessionOptions {
   /** Least time between two roster reads in pumps (keys rarely change; an unknown device forces a read). */
   readonly rosterRefreshMs: number;
 }
+
+/** A device that is never quiet still checkpoints after this many times `autoCheckpointOps` new ops. */
+const OVERDUE = 4;
+/** While a checkpoint is due but appends go on, pump again after this long to see whether they stopped. */
+const QUIET_CHECK_MS = 500;
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   maxSkewMs: 60_000,
@@ -217,9 +223,11 @@ export class Session {
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
-  private ackTimer: NodeJS.Timeout | null = null;
+  private laterTimer: NodeJS.Timeout | null = null;
   private pumpQueued = false;
   private opsSinceCheckpoint = 0;
+  /** `ownSeq` when the previous background pump ended: a burst of appends defers maintenance. */
+  private ownSeqAtLastPump = -1;
   /** Work that outlives the call that started it (local checkpoint copies); close waits for it. */
   private readonly background = new Set<Promise<unknown>>();
   /** An adopted checkpoint not yet copied into the local store. */
@@ -417,9 +425,13 @@ export class Session {
       this.pumpQueued = false;
       try {
         const report = await this.pumpLocked();
-        const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0;
-        if (this.live && quiet && this.options.autoCheckpointOps > 0 && this.opsSinceCheckpoint >= this.options.autoCheckpointOps) {
-          await this.maintainLocked();
+        // Quiet: this pump moved nothing and no append started since the previous one.
+        const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && this.ownSeq === this.ownSeqAtLastPump;
+        this.ownSeqAtLastPump = this.ownSeq;
+        const every = this.options.autoCheckpointOps;
+        if (this.live && every > 0 && this.opsSinceCheckpoint >= every) {
+          if (quiet || this.opsSinceCheckpoint >= OVERDUE * every) await this.maintainLocked();
+          else this.pumpLater(QUIET_CHECK_MS);
         }
       } catch (error) {
         this.lastError = (error as Error).message;
@@ -439,7 +451,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     if (this.pushTimer) clearTimeout(this.pushTimer);
-    if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.laterTimer) clearTimeout(this.laterTimer);
     if (this.live) {
       clearInterval(this.live.timer);
       await this.live.watch.close();
@@ -665,7 +677,7 @@ export class Session {
     const since = this.lastAck ? now - this.lastAck.atMs : Infinity;
     const interval = newly === 0 ? ACK_REFRESH_MS : eager ? 0 : this.options.ackIntervalMs;
     if (since < interval) {
-      if (newly > 0) this.scheduleTrailingAck(interval - since);
+      if (newly > 0) this.pumpLater(interval - since);
       return 0;
     }
     await this.deps.relay.ack(frontier);
@@ -892,13 +904,14 @@ export class Session {
 
   // ---- helpers ----------------------------------------------------------------------------
 
-  private scheduleTrailingAck(delayMs: number): void {
-    if (!this.live || this.ackTimer) return;
-    this.ackTimer = setTimeout(() => {
-      this.ackTimer = null;
+  /** A background pump in `delayMs` (a trailing ack, a look for quiet), unless one is already set. */
+  private pumpLater(delayMs: number): void {
+    if (!this.live || this.laterTimer) return;
+    this.laterTimer = setTimeout(() => {
+      this.laterTimer = null;
       this.requestPump();
     }, delayMs);
-    this.ackTimer.unref();
+    this.laterTimer.unref();
   }
 
   private schedulePush(): void {

@@ -7,7 +7,7 @@ import { createOpMinter } from '../../src/crypto/op-minter.js';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { DirCheckpointStore } from '../../src/session/checkpoint-store.js';
-import { Session, type SessionOptions } from '../../src/session/session.js';
+import { Session, type SessionLog, type SessionOptions } from '../../src/session/session.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
 import { coreCrypto } from './test-device.js';
 import { PERSONAL_KEY } from './world.js';
@@ -26,7 +26,7 @@ async function deviceKeyIn(dataDir: string): Promise<DeviceKey> {
 }
 
 /** Opens an in-process session on a real file journal and a directory relay. */
-export async function openDirSession(relayRoot: string, dataDir: string, name: string, options: Partial<SessionOptions> = {}): Promise<Session> {
+export async function openDirSession(relayRoot: string, dataDir: string, name: string, options: Partial<SessionOptions> = {}, log?: SessionLog): Promise<Session> {
   const device = parseDeviceId(name);
   const relay = await DirectoryRelay.open({ root: relayRoot, self: device, crypto: coreCrypto });
   const journalPath = join(dataDir, 'journal.log');
@@ -43,5 +43,6 @@ export async function openDirSession(relayRoot: string, dataDir: string, name: s
     openJournal: async (visit) => (await FileJournal.open(journalPath, device, visit)).journal,
     createMinter: createOpMinter,
     options: { autoCheckpointOps: 0, ackIntervalMs: 0, rosterRefreshMs: 0, ...options },
+    ...(log ? { log } : {}),
   });
 }
