@@ -5,11 +5,12 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DeviceId, OpId } from '../oplog/ids.js';
+import { recordFromBody } from '../oplog/op-record.js';
 import { isOpsyncError } from '../oplog/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
 import { parseDeviceKeyFile } from './device-key.js';
 import { Keyring } from './keyring.js';
-import { chainFunction, type Minted, type MintRequest } from './op-minter.js';
+import { chainFunction, type MintRequest } from './op-minter.js';
 import { scopeKeyFromBytes } from './scope-key.js';
 
 const start = workerData as { device: DeviceId; deviceKeyText: string; keys: Array<{ scope: string; key: Uint8Array }>; prev: OpId | null };
@@ -49,10 +50,10 @@ parentPort!.on('message', (message: { requests?: MintRequest[]; key?: { scope: s
   }
 });
 
-function mint(request: MintRequest): Minted | { error: { code: string; message: string } } {
+function mint(request: MintRequest): string | { error: { code: string; message: string } } {
   try {
     const { body, bodyText } = chain(request);
-    return { op: { ...body, sig: deviceKey.sign(body.op_id) }, bodyText };
+    return recordFromBody(bodyText, body.op_id, deviceKey.sign(body.op_id));
   } catch (error) {
     return { error: isOpsyncError(error) ? { code: error.code, message: error.message } : { code: 'session_closed', message: String(error) } };
   }

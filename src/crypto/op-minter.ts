@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
-import { hashBody, type OpRecord } from '../oplog/op-record.js';
+import { hashBody, recordFromBody, type OpRecord } from '../oplog/op-record.js';
 import { OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
@@ -32,8 +32,8 @@ export interface MintRequest {
 
 export interface Minted {
   readonly op: OpRecord;
-  /** The canonical body text the op id hashes (so storing the op need not encode it again). */
-  readonly bodyText: string;
+  /** The op's canonical record text (so storing the op need not encode it again). */
+  readonly record: string;
 }
 
 export interface OpMinter {
@@ -66,7 +66,8 @@ export function inlineMinter(start: MinterStart): OpMinter {
     mint: (request) =>
       new Promise((resolve) => {
         const { body, bodyText } = chain(request);
-        resolve({ op: { ...body, sig: start.deviceKey.sign(body.op_id) }, bodyText });
+        const sig = start.deviceKey.sign(body.op_id);
+        resolve({ op: { ...body, sig }, record: recordFromBody(bodyText, body.op_id, sig) });
       }),
     addKey: (key) => start.keyring.add(key),
     close: () => Promise.resolve(),
@@ -100,7 +101,8 @@ function randomNonce(): Uint8Array {
   return randomFillSync(new Uint8Array(24));
 }
 
-type WorkerAnswer = { minted: Array<Minted | { error: { code: ErrorCode; message: string } }> };
+/** The worker answers with canonical record texts: one string crosses threads faster than an object graph. */
+type WorkerAnswer = { minted: Array<string | { error: { code: ErrorCode; message: string } }> };
 
 function workerMinter(start: MinterStart): OpMinter {
   const worker = new Worker(WORKER, {
@@ -121,8 +123,8 @@ function workerMinter(start: MinterStart): OpMinter {
   worker.on('message', ({ minted }: WorkerAnswer) => {
     for (const result of minted) {
       const waiter = pending.shift()!;
-      if ('error' in result) waiter.reject(new OpsyncError(result.error.code, result.error.message));
-      else waiter.resolve(result);
+      if (typeof result !== 'string') waiter.reject(new OpsyncError(result.error.code, result.error.message));
+      else waiter.resolve({ op: JSON.parse(result) as OpRecord, record: result });
     }
   });
   worker.on('error', failAll);

@@ -17,6 +17,8 @@ export const CANONICAL_ENCODING_VERSION = 1;
 const MAX_DEPTH = 512;
 
 const LONE_SURROGATE = /\p{Cs}/u;
+/** Printable ASCII but `"` and `\`: JSON.stringify leaves such a string as it is, between quotes. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
 export function canonicalize(value: unknown): string {
   return encode(value, 0);
@@ -41,6 +43,7 @@ function encode(value: unknown, depth: number): string {
 }
 
 function encodeString(value: string): string {
+  if (PLAIN.test(value)) return `"${value}"`;
   if (LONE_SURROGATE.test(value)) throw refuse('a string contains a lone UTF-16 surrogate');
   return JSON.stringify(value);
 }

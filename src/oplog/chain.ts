@@ -1,7 +1,7 @@
 import type { CoreCrypto } from './core-crypto.js';
 import { compareHlc } from './hlc.js';
 import type { DeviceId } from './ids.js';
-import { hashBody, rememberBodyText, type ChainHead, type OpRecord } from './op-record.js';
+import { opIdHolds, type ChainHead, type OpRecord } from './op-record.js';
 
 /**
  * Chain verification (proposals/op-record.md §Chain). Each failure has a name:
@@ -82,9 +82,7 @@ export function verifyChain(input: ChainInput, crypto: CoreCrypto): ChainCheck {
 export function checkLink(device: DeviceId, head: ChainHead | null, op: OpRecord, crypto: CoreCrypto): ChainError | null {
   const error = checkLinkage(device, head, op);
   if (error) return error;
-  const { op_id, text } = hashBody(op, crypto);
-  if (op_id !== op.op_id) return failure('id_mismatch', device, op.seq, 'op_id is not the hash of the op');
-  rememberBodyText(op, text);
+  if (!opIdHolds(op, crypto)) return failure('id_mismatch', device, op.seq, 'op_id is not the hash of the op');
   return null;
 }
 

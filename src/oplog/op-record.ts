@@ -47,41 +47,47 @@ export function opIdOf(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): OpI
 }
 
 /**
- * Canonical body texts of ops whose op id this process computed or verified from that very
- * text, so storing an op (journal line, relay segment) does not encode it a second time and
- * checking it again (a push) does not hash it again. Weak: entries go with their ops.
+ * Canonical record texts of ops whose op id this process computed or verified, so storing an op
+ * (journal line, relay segment) does not encode it again and checking it again (a push) does not
+ * hash it again. Weak: entries go with their ops.
  */
-const bodyTexts = new WeakMap<OpRecord, string>();
+const recordTexts = new WeakMap<OpRecord, string>();
 
-/**
- * The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). An
- * op whose body text this process remembered (it minted or verified the op) is neither encoded
- * nor hashed again.
- */
+/** The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). */
 export function hashBody(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): { op_id: OpId; text: string } {
-  const known = bodyTexts.get(body as OpRecord);
-  if (known !== undefined) return { op_id: (body as OpRecord).op_id, text: known };
   const text = canonicalize({ device_id: body.device_id, hlc: body.hlc, payload: body.payload, prev: body.prev, scope: body.scope, seq: body.seq, surface: body.surface });
   return { op_id: `op-${crypto.sha256Hex(text)}` as OpId, text };
 }
 
-/** Remembers `op`'s body text; only for a text whose hash the caller found equal to `op.op_id`. */
-export function rememberBodyText(op: OpRecord, text: string): void {
-  bodyTexts.set(op, text);
+/** Whether `op.op_id` is the hash of its body; an op this process minted or verified is not hashed again. */
+export function opIdHolds(op: OpRecord, crypto: Pick<CoreCrypto, 'sha256Hex'>): boolean {
+  if (recordTexts.has(op)) return true;
+  const { op_id, text } = hashBody(op, crypto);
+  if (op_id !== op.op_id) return false;
+  recordTexts.set(op, recordFromBody(text, op.op_id, op.sig));
+  return true;
 }
 
 /**
- * The canonical encoding of a whole record. Built from the remembered body text when there is
- * one: members are in canonical order (device_id, hlc, op_id, payload, prev, scope, seq, sig,
- * surface), so the record is the body with `op_id` inserted before `payload` and `sig` before
- * `surface`; nothing before `payload` or after `surface` can contain those member names.
+ * The canonical record built from its body text: members are in canonical order (device_id,
+ * hlc, op_id, payload, prev, scope, seq, sig, surface), so the record is the body with `op_id`
+ * inserted before `payload` and `sig` before `surface`; nothing before `payload` or after
+ * `surface` can contain those member names.
  */
+export function recordFromBody(bodyText: string, opId: OpId, sig: string): string {
+  const payloadAt = bodyText.indexOf(',"payload":');
+  const surfaceAt = bodyText.lastIndexOf(',"surface":');
+  return `${bodyText.slice(0, payloadAt)},"op_id":"${opId}"${bodyText.slice(payloadAt, surfaceAt)},"sig":"${sig}"${bodyText.slice(surfaceAt)}`;
+}
+
+/** Remembers `op`'s canonical record text; only for an op whose id the caller computed or verified. */
+export function rememberRecordText(op: OpRecord, text: string): void {
+  recordTexts.set(op, text);
+}
+
+/** The canonical encoding of a whole record (remembered when this process minted or verified it). */
 export function canonicalRecord(op: OpRecord): string {
-  const body = bodyTexts.get(op);
-  if (body === undefined) return canonicalize(op);
-  const payloadAt = body.indexOf(',"payload":');
-  const surfaceAt = body.lastIndexOf(',"surface":');
-  return `${body.slice(0, payloadAt)},"op_id":"${op.op_id}"${body.slice(payloadAt, surfaceAt)},"sig":"${op.sig}"${body.slice(surfaceAt)}`;
+  return recordTexts.get(op) ?? canonicalize(op);
 }
 
 /** The canonical total order of ops everywhere: (hlc, op_id). */

@@ -16,7 +16,7 @@ import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { frontierToJson, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
-import { rememberBodyText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
+import { rememberRecordText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
@@ -282,8 +282,8 @@ export class Session {
     const minted = this.minter.mint({ seq, hlc: this.clock.tick(), scope, surface, plainText });
     // The minter answers in request order, so ops reach the journal in seq order.
     const queued = this.appendQueue.then(async () => {
-      const { op, bodyText } = await minted;
-      rememberBodyText(op, bodyText);
+      const { op, record } = await minted;
+      rememberRecordText(op, record);
       return { op, durable: this.journal.append([{ kind: 'op', op, plain: payload }]) };
     });
     this.appendQueue = queued.catch(() => undefined);
