@@ -140,7 +140,7 @@ export class FileJournal implements Journal {
       const batch = this.queue;
       this.queue = [];
       try {
-        await writeAll(this.handle, Buffer.from(batch.map((item) => item.text).join(''), 'utf8'));
+        await writeAll(this.handle, batch.map((item) => item.text).join(''));
         await this.handle.datasync();
       } catch (error) {
         this.failure = failed(this.location, error);
@@ -166,14 +166,14 @@ export class FileJournal implements Journal {
           },
           afterChunk: async () => {
             if (chunk.length < CHUNK_BYTES) return;
-            await writeAll(out, Buffer.from(chunk, 'utf8'));
+            await writeAll(out, chunk);
             chunk = '';
           },
         });
       } finally {
         await source.close();
       }
-      await writeAll(out, Buffer.from(chunk, 'utf8'));
+      await writeAll(out, chunk);
       await out.sync();
     } catch (error) {
       await out.close();
@@ -261,11 +261,14 @@ function startDigestWorker(path: string, limit: number): Promise<{ line: number;
   });
 }
 
-async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    const { bytesWritten } = await handle.write(data, offset, data.length - offset);
-    offset += bytesWritten;
+/** Writes `text` as UTF-8; the string goes to the file without a Buffer copy unless a write falls short. */
+async function writeAll(handle: FileHandle, text: string): Promise<void> {
+  const { bytesWritten } = await handle.write(text, null, 'utf8');
+  if (bytesWritten === Buffer.byteLength(text, 'utf8')) return;
+  const data = Buffer.from(text, 'utf8');
+  for (let offset = bytesWritten; offset < data.length; ) {
+    const { bytesWritten: more } = await handle.write(data, offset, data.length - offset);
+    offset += more;
   }
 }
 
