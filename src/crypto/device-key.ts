@@ -11,8 +11,6 @@ export interface DeviceKey {
   readonly publicKey: string;
   /** Ed25519 signature (base64url) over the UTF-8 bytes of `message`. */
   sign(message: string): string;
-  /** The same, computed on libuv's thread pool. */
-  signAsync(message: string): Promise<string>;
   /** The key file text (mode 0600 on disk); contains the private key. */
   toFileText(): string;
 }
@@ -51,10 +49,6 @@ function fromPrivateKey(privateKey: KeyObject): DeviceKey {
   return {
     publicKey,
     sign: (message) => edSign(null, Buffer.from(message, 'utf8'), privateKey).toString('base64url'),
-    signAsync: (message) =>
-      new Promise((resolve, reject) => {
-        edSign(null, Buffer.from(message, 'utf8'), privateKey, (error, signature) => (error ? reject(error) : resolve(signature.toString('base64url'))));
-      }),
     toFileText: () =>
       JSON.stringify({ opsync_device_key: DEVICE_KEY_FILE_VERSION, public_key: publicKey, private_key: jwk.d }) + '\n',
   };

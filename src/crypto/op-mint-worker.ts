@@ -1,6 +1,7 @@
 /**
  * Worker thread for the op minter (op-minter.ts): receives batches of mint requests in seq
- * order, answers each batch with the minted ops (or named errors) in the same order.
+ * order and answers, in the same order, with each minted op's canonical record text (or a named
+ * error).
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
