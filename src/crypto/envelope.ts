@@ -90,12 +90,13 @@ export function parseEnvelope(value: unknown): Envelope | null {
 
 function seal(key: ScopeKey, plaintext: Uint8Array, aad: string, nonce: Uint8Array): Envelope {
   const ct = xchachaSeal(key.key, nonce, Buffer.from(aad, 'utf8'), plaintext);
+  // Members in canonical order, so hashing the op need not sort them.
   return {
-    v: ENVELOPE_VERSION,
     alg: ENVELOPE_ALG,
+    ct: ct.toString('base64url'),
     kid: key.kid,
     nonce: Buffer.from(nonce).toString('base64url'),
-    ct: ct.toString('base64url'),
+    v: ENVELOPE_VERSION,
   };
 }
 

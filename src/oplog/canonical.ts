@@ -61,7 +61,9 @@ function encodeObject(value: Record<string, unknown>, depth: number): string {
   if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
     throw refuse('only plain objects have a JSON form');
   }
-  const keys = Object.keys(value).sort();
+  const keys = Object.keys(value);
+  // Sorting allocates even when there is nothing to move; objects built in canonical order skip it.
+  if (!inOrder(keys)) keys.sort();
   let out = '{';
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
@@ -69,6 +71,12 @@ function encodeObject(value: Record<string, unknown>, depth: number): string {
     out += encodeString(key) + ':' + encode(value[key], depth);
   }
   return out + '}';
+}
+
+/** Whether `keys` ascend by UTF-16 code units (what `sort()` orders by, and `<` compares). */
+function inOrder(keys: readonly string[]): boolean {
+  for (let i = 1; i < keys.length; i++) if (keys[i - 1]! > keys[i]!) return false;
+  return true;
 }
 
 function refuse(reason: string): OpsyncError {

@@ -72,7 +72,8 @@ export class HlcClock {
       this.wall++;
       this.counter = 0;
     }
-    return { wall_ms: this.wall, counter: this.counter, device_id: this.deviceId };
+    // Members in canonical order, so encoding the stamp need not sort them.
+    return { counter: this.counter, device_id: this.deviceId, wall_ms: this.wall };
   }
 
   observe(remote: Hlc): void {

@@ -425,8 +425,10 @@ export class Session {
       this.pumpQueued = false;
       try {
         const report = await this.pumpLocked();
-        // Quiet: this pump moved nothing and no append started since the previous one.
-        const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && this.ownSeq === this.ownSeqAtLastPump;
+        // Quiet: this pump moved nothing, no append is in flight (a slow fdatasync holds a burst
+        // back without ending it) and none started since the previous pump.
+        const inFlight = this.ownSeq !== (this.ownHead?.seq ?? -1);
+        const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && !inFlight && this.ownSeq === this.ownSeqAtLastPump;
         this.ownSeqAtLastPump = this.ownSeq;
         const every = this.options.autoCheckpointOps;
         if (this.live && every > 0 && this.opsSinceCheckpoint >= every) {
