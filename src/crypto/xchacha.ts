@@ -36,23 +36,34 @@ export function xchachaOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array,
   }
 }
 
+/**
+ * Scratch space for the subkey derivation, reused by every call: Node's ciphers copy key and IV
+ * when they are created, and nothing here yields between filling and using them.
+ */
+const keyWords = new Uint32Array(8);
+const nonceWords = new Uint32Array(4);
+const subkeyWords = new Uint32Array(8);
+const subkeyBytes = new Uint8Array(subkeyWords.buffer);
+const inner = new Uint8Array(12);
+
 function subkey(key: Uint8Array, nonce: Uint8Array): Uint8Array {
   if (key.length !== 32 || nonce.length !== 24) throw new RangeError('XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce');
-  const out = new Uint32Array(8);
-  hchacha(SIGMA, words(key, 8), words(nonce.subarray(0, 16), 4), out);
-  return new Uint8Array(out.buffer);
+  readWords(key, keyWords);
+  readWords(nonce, nonceWords);
+  hchacha(SIGMA, keyWords, nonceWords, subkeyWords);
+  return subkeyBytes;
 }
 
+/** The 12-byte ChaCha20-Poly1305 nonce: four zero bytes, then the last eight of the 24. */
 function innerNonce(nonce: Uint8Array): Uint8Array {
-  const inner = new Uint8Array(12);
   inner.set(nonce.subarray(16, 24), 4);
   return inner;
 }
 
-/** Little-endian 32-bit words of `bytes` (copied: the bytes may sit at any offset). */
-function words(bytes: Uint8Array, count: number): Uint32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Uint32Array(count);
-  for (let i = 0; i < count; i++) out[i] = view.getUint32(4 * i, true);
-  return out;
+/** Fills `out` with the little-endian 32-bit words at the start of `bytes` (which may sit at any offset). */
+function readWords(bytes: Uint8Array, out: Uint32Array): void {
+  for (let i = 0; i < out.length; i++) {
+    const at = 4 * i;
+    out[i] = (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+  }
 }

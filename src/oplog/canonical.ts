@@ -61,9 +61,7 @@ function encodeObject(value: Record<string, unknown>, depth: number): string {
   if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
     throw refuse('only plain objects have a JSON form');
   }
-  const keys = Object.keys(value);
-  // Sorting allocates even when there is nothing to move; objects built in canonical order skip it.
-  if (!inOrder(keys)) keys.sort();
+  const keys = sortKeys(Object.keys(value));
   let out = '{';
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
@@ -73,10 +71,21 @@ function encodeObject(value: Record<string, unknown>, depth: number): string {
   return out + '}';
 }
 
-/** Whether `keys` ascend by UTF-16 code units (what `sort()` orders by, and `<` compares). */
-function inOrder(keys: readonly string[]): boolean {
-  for (let i = 1; i < keys.length; i++) if (keys[i - 1]! > keys[i]!) return false;
-  return true;
+/**
+ * `keys` in ascending order of UTF-16 code units (what `sort()` orders by, and `<` compares).
+ * `Array.prototype.sort` allocates scratch space on every call, which made it the largest
+ * allocation of an append; objects of a few members — nearly all of them — are sorted in place
+ * by insertion instead, and objects already in order (built so) cost one pass.
+ */
+function sortKeys(keys: string[]): string[] {
+  if (keys.length > 16) return keys.sort();
+  for (let i = 1; i < keys.length; i++) {
+    const key = keys[i]!;
+    let j = i - 1;
+    for (; j >= 0 && keys[j]! > key; j--) keys[j + 1] = keys[j]!;
+    keys[j + 1] = key;
+  }
+  return keys;
 }
 
 function refuse(reason: string): OpsyncError {

@@ -88,6 +88,18 @@ describe('canonical encoding (RFC 8785)', () => {
     );
   });
 
+  it('orders members by UTF-16 code units, as Array.prototype.sort does, for small and large objects', () => {
+    const wellFormed = fc.string({ unit: 'binary' }).filter((key) => !/\p{Cs}/u.test(key));
+    fc.assert(
+      fc.property(fc.uniqueArray(wellFormed, { maxLength: 40 }), (keys) => {
+        const object: Record<string, number> = Object.fromEntries(keys.map((key, i) => [key, i]));
+        const order = Object.keys(object).sort();
+        expect(canonicalize(object)).toBe(`{${order.map((key) => `${JSON.stringify(key)}:${object[key]}`).join(',')}}`);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('does not depend on the order properties were inserted in', () => {
     fc.assert(
       fc.property(fc.dictionary(fc.string(), fc.jsonValue()), (dict) => {
