@@ -6,11 +6,12 @@ import { createInterface } from 'node:readline';
 import { RpcClient } from '../../src/rpc/ws-transport.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';
+import { rawSignRate } from './ceilings.js';
 import { chainEntries, payloadFor, writeJournal } from './workload.js';
 
 export async function daemonBench(): Promise<Row[]> {
   const echo = await echoCeiling();
-  const rows: Row[] = [echo];
+  const rows: Row[] = [echo, rawSignRate()];
   settle();
   rows.push(await appendThroughput(echo.value));
   settle();
