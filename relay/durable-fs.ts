@@ -66,6 +66,7 @@ export async function createFileDurable(
   const handle = await open(temp, 'wx', mode);
   try {
     if (typeof data === 'function') await data(handle);
+    else if (typeof data === 'string') await writeText(handle, data);
     else await handle.writeFile(data);
     await handle.sync();
   } catch (error) {
@@ -84,6 +85,17 @@ export async function createFileDurable(
   }
   await fsyncDir(dir);
   return true;
+}
+
+/** Writes `text` as UTF-8; the string reaches the file without a Buffer copy unless a write falls short. */
+export async function writeText(handle: FileHandle, text: string): Promise<void> {
+  const { bytesWritten } = await handle.write(text, null, 'utf8');
+  if (bytesWritten === Buffer.byteLength(text, 'utf8')) return;
+  const data = Buffer.from(text, 'utf8');
+  for (let offset = bytesWritten; offset < data.length; ) {
+    const { bytesWritten: more } = await handle.write(data, offset, data.length - offset);
+    offset += more;
+  }
 }
 
 export async function fsyncDir(dir: string): Promise<void> {

@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
-import { fsyncDir, TEMP_PREFIX, writeFileDurable } from '../../relay/durable-fs.js';
+import { fsyncDir, TEMP_PREFIX, writeFileDurable, writeText } from '../../relay/durable-fs.js';
 import { acquireWriterLock, type WriterLock } from './writer-lock.js';
 import { checkedRecordStart, corrupt, decodeEntry, decodeHeader, encodeEntry, encodeHeader } from './journal-codec.js';
 import type { Journal, JournalEntry, JournalRecovery, JournalVisitor, RewritePlan } from './journal.js';
@@ -140,7 +140,7 @@ export class FileJournal implements Journal {
       const batch = this.queue;
       this.queue = [];
       try {
-        await writeAll(this.handle, batch.map((item) => item.text).join(''));
+        await writeText(this.handle, batch.map((item) => item.text).join(''));
         await this.handle.datasync();
       } catch (error) {
         this.failure = failed(this.location, error);
@@ -166,14 +166,14 @@ export class FileJournal implements Journal {
           },
           afterChunk: async () => {
             if (chunk.length < CHUNK_BYTES) return;
-            await writeAll(out, chunk);
+            await writeText(out, chunk);
             chunk = '';
           },
         });
       } finally {
         await source.close();
       }
-      await writeAll(out, chunk);
+      await writeText(out, chunk);
       await out.sync();
     } catch (error) {
       await out.close();
@@ -259,17 +259,6 @@ function startDigestWorker(path: string, limit: number): Promise<{ line: number;
       if (code !== 0) reject(new Error(`the journal digest worker exited with code ${code}`));
     });
   });
-}
-
-/** Writes `text` as UTF-8; the string goes to the file without a Buffer copy unless a write falls short. */
-async function writeAll(handle: FileHandle, text: string): Promise<void> {
-  const { bytesWritten } = await handle.write(text, null, 'utf8');
-  if (bytesWritten === Buffer.byteLength(text, 'utf8')) return;
-  const data = Buffer.from(text, 'utf8');
-  for (let offset = bytesWritten; offset < data.length; ) {
-    const { bytesWritten: more } = await handle.write(data, offset, data.length - offset);
-    offset += more;
-  }
 }
 
 async function exists(path: string): Promise<boolean> {
