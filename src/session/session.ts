@@ -72,6 +72,8 @@ export interface SessionOptions {
 const OVERDUE = 4;
 /** While a checkpoint is due but appends go on, pump again after this long to see whether they stopped. */
 const QUIET_CHECK_MS = 500;
+/** After automatic maintenance could not publish a checkpoint, the least wait before it tries again. */
+const MAINTENANCE_RETRY_MS = 5_000;
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   maxSkewMs: 60_000,
@@ -228,6 +230,8 @@ export class Session {
   private opsSinceCheckpoint = 0;
   /** `ownSeq` when the previous background pump ended: a burst of appends defers maintenance. */
   private ownSeqAtLastPump = -1;
+  /** performance.now() before which automatic maintenance is not retried after it could not publish. */
+  private maintenanceRetryAt = 0;
   /** Work that outlives the call that started it (local checkpoint copies); close waits for it. */
   private readonly background = new Set<Promise<unknown>>();
   /** An adopted checkpoint not yet copied into the local store. */
@@ -432,8 +436,8 @@ export class Session {
         this.ownSeqAtLastPump = this.ownSeq;
         const every = this.options.autoCheckpointOps;
         if (this.live && every > 0 && this.opsSinceCheckpoint >= every) {
-          if (quiet || this.opsSinceCheckpoint >= OVERDUE * every) await this.maintainLocked();
-          else this.pumpLater(QUIET_CHECK_MS);
+          if (!quiet && this.opsSinceCheckpoint < OVERDUE * every) this.pumpLater(QUIET_CHECK_MS);
+          else if (performance.now() >= this.maintenanceRetryAt) await this.maintainLocked();
         }
       } catch (error) {
         this.lastError = (error as Error).message;
@@ -782,7 +786,13 @@ export class Session {
 
   private async maintainLocked(): Promise<void> {
     const published = await this.checkpointLocked();
-    if (published.published) await this.compactLocked();
+    // Not yet possible (a peer lags, a key is missing): later pumps try again, not every one.
+    if (published.published) {
+      await this.compactLocked();
+      return;
+    }
+    this.maintenanceRetryAt = performance.now() + MAINTENANCE_RETRY_MS;
+    this.deps.log?.info({ reason: published.reason }, 'no automatic checkpoint yet');
   }
 
   /**
