@@ -9,6 +9,7 @@ import { planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { collectableThrough, frontierWeight, headerFrontier, newestFirst, rosterView } from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { createSchema, inTransaction } from './pg-database.js';
 
 /**
  * The Postgres relay (proposals/relay.md §Postgres): the relay port on one database shared by
@@ -301,21 +302,8 @@ export class PostgresRelay implements Relay {
     this.bad.set(kind, (this.bad.get(kind) ?? 0) + 1);
   }
 
-  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.db(async () => {
-      const client = await this.pool.connect();
-      try {
-        await client.query('BEGIN');
-        const result = await work(client);
-        await client.query('COMMIT');
-        return result;
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw error;
-      } finally {
-        client.release();
-      }
-    });
+  private transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.db(() => inTransaction(this.pool, work));
   }
 
   /** Runs a database operation; named failures pass through, database failures are relay_unavailable. */
@@ -343,15 +331,7 @@ async function ensureSchema(pool: pg.Pool, location: string): Promise<void> {
     `CREATE TABLE IF NOT EXISTS opsync_checkpoints (checkpoint_hash text PRIMARY KEY, header jsonb NOT NULL, weight bigint NOT NULL)`,
     `CREATE TABLE IF NOT EXISTS opsync_checkpoint_chunks (checkpoint_hash text NOT NULL, idx integer NOT NULL, chunk text NOT NULL, PRIMARY KEY (checkpoint_hash, idx))`,
   ];
-  for (const statement of statements) {
-    try {
-      await pool.query(statement);
-    } catch (error) {
-      // Two devices creating the schema at once: the loser sees a duplicate; the table exists.
-      const code = (error as { code?: string }).code;
-      if (code !== '23505' && code !== '42P07') throw error;
-    }
-  }
+  await createSchema(pool, statements);
   const { rows } = await pool.query<{ value: string }>(`SELECT value FROM opsync_meta WHERE key = 'schema_version'`);
   if (rows[0]?.value !== SCHEMA_VERSION) {
     throw new OpsyncError('relay_invalid', `The Postgres relay ${location} has schema version ${rows[0]?.value ?? 'none'}; this opsync reads version ${SCHEMA_VERSION}.`, { relay: location });

@@ -4,6 +4,7 @@ import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
 import { ruleCoordinator } from './rule-coordinator.js';
+import { createSchema, inTransaction } from '../../relay/pg-database.js';
 
 /**
  * Leases in Postgres (proposals/leases.md §Postgres): one row per agent, changed in a
@@ -22,10 +23,8 @@ export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
   return ruleCoordinator(
     'postgres',
     (agent, step) =>
-      backend(url, async () => {
-        const client = await pool.connect();
-        try {
-          await client.query('BEGIN');
+      backend(url, () =>
+        inTransaction(pool, async (client) => {
           await client.query('INSERT INTO opsync_leases (agent_id) VALUES ($1) ON CONFLICT DO NOTHING', [agent]);
           const row = await selectForUpdate(client, agent);
           const { write, result } = step(toRecord(agent, row), Number(row.now_ms));
@@ -36,15 +35,9 @@ export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
             write.granted_at_ms,
             write.expires_at_ms,
           ]);
-          await client.query('COMMIT');
           return result;
-        } catch (error) {
-          await client.query('ROLLBACK').catch(() => undefined);
-          throw error;
-        } finally {
-          client.release();
-        }
-      }),
+        }),
+      ),
     (agent) =>
       backend(url, async () => {
         const { rows } = await pool.query<Row>(
@@ -68,19 +61,16 @@ interface Row {
 
 const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
-async function ensureSchema(pool: pg.Pool): Promise<void> {
-  try {
-    await pool.query(`CREATE TABLE IF NOT EXISTS opsync_leases (
+function ensureSchema(pool: pg.Pool): Promise<void> {
+  return createSchema(pool, [
+    `CREATE TABLE IF NOT EXISTS opsync_leases (
       agent_id text PRIMARY KEY,
       holder text,
       epoch bigint NOT NULL DEFAULT 0,
       granted_at_ms bigint NOT NULL DEFAULT 0,
       expires_at_ms bigint NOT NULL DEFAULT 0
-    )`);
-  } catch (error) {
-    // Two daemons creating the table at once: the loser sees a duplicate; the table exists.
-    if ((error as { code?: string }).code !== '23505' && (error as { code?: string }).code !== '42P07') throw error;
-  }
+    )`,
+  ]);
 }
 
 async function selectForUpdate(client: pg.PoolClient, agent: AgentId): Promise<Row> {

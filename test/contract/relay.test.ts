@@ -4,6 +4,7 @@ import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
@@ -60,6 +61,16 @@ runRelayContract('postgres', async () => {
 });
 
 describe('Postgres relay schema', () => {
+  it('is created once when many devices and lease backends open a fresh database at the same moment', async () => {
+    const url = await postgres().createDatabase(`relay_${process.pid}_race`);
+    const relays = Promise.all(Array.from({ length: 6 }, (_, i) => PostgresRelay.open({ url, self: parseDeviceId(`device-${i}`), crypto: coreCrypto })));
+    const leases = Promise.all(Array.from({ length: 6 }, () => pgCoordinator(url)));
+    const [openedRelays, coordinators] = await Promise.all([relays, leases]);
+    opened.push(...openedRelays);
+    await Promise.all(coordinators.map((coordinator) => coordinator.close()));
+    expect(openedRelays).toHaveLength(6);
+  });
+
   it('refuses a database whose schema version it does not read, naming both versions', async () => {
     const url = await postgres().createDatabase(`relay_${process.pid}_future`);
     opened.push(await PostgresRelay.open({ url, self: parseDeviceId('device-a'), crypto: coreCrypto }));
