@@ -20,7 +20,10 @@ import type { Connection } from './method.js';
  * - frames above LIMITS.maxFrameBytes close the connection (1009); binary frames are answered
  *   as invalid requests; a client that disconnects mid-frame only loses its own connection;
  * - each connection has at most MAX_IN_FLIGHT requests in progress; past that it stops
- *   reading until answers go out (backpressure instead of unbounded memory).
+ *   reading until answers go out (backpressure instead of unbounded memory);
+ * - both ends cork their socket for the rest of a turn of the event loop when they send, so the
+ *   frames of one turn (the answers of one group commit, a burst of pipelined calls) leave in
+ *   one write.
  */
 export type Listen = { readonly host: string; readonly port: number } | { readonly socketPath: string };
 
