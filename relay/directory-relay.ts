@@ -277,7 +277,7 @@ export class DirectoryRelay implements Relay {
     const watcher = chokidarWatch([join(this.location, 'devices'), join(this.location, 'checkpoints')], {
       ignoreInitial: true,
       depth: 1,
-      ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || path.startsWith(own) || path + sep === own,
+      ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || (path + sep).startsWith(own),
     });
     watcher.on('add', (path: string) => {
       const name = basename(path);

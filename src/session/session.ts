@@ -428,17 +428,7 @@ export class Session {
     void this.serial.run(async () => {
       this.pumpQueued = false;
       try {
-        const report = await this.pumpLocked();
-        // Quiet: this pump moved nothing, no append is in flight (a slow fdatasync holds a burst
-        // back without ending it) and none started since the previous pump.
-        const inFlight = this.ownSeq !== (this.ownHead?.seq ?? -1);
-        const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && !inFlight && this.ownSeq === this.ownSeqAtLastPump;
-        this.ownSeqAtLastPump = this.ownSeq;
-        const every = this.options.autoCheckpointOps;
-        if (this.live && every > 0 && this.opsSinceCheckpoint >= every) {
-          if (!quiet && this.opsSinceCheckpoint < OVERDUE * every) this.pumpLater(QUIET_CHECK_MS);
-          else if (performance.now() >= this.maintenanceRetryAt) await this.maintainLocked();
-        }
+        await this.maintainWhenDue(await this.pumpLocked());
       } catch (error) {
         this.lastError = (error as Error).message;
         this.deps.log?.warn({ err: error }, 'background pump failed');
@@ -782,6 +772,23 @@ export class Session {
     this.stats.counters.compactions++;
     this.deps.log?.info({ checkpoint_hash: this.base.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
     return { compacted: true, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps };
+  }
+
+  /**
+   * Automatic maintenance after a background pump (proposals/session.md §Live mode): once
+   * `autoCheckpointOps` new ops arrived, checkpoint and compact when the device is quiet, or
+   * regardless once OVERDUE times as many arrived; while a burst goes on, look again later.
+   */
+  private async maintainWhenDue(report: PumpReport): Promise<void> {
+    // Quiet: this pump moved nothing, no append is in flight (a slow fdatasync holds a burst
+    // back without ending it) and none started since the previous pump.
+    const inFlight = this.ownSeq !== (this.ownHead?.seq ?? -1);
+    const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && !inFlight && this.ownSeq === this.ownSeqAtLastPump;
+    this.ownSeqAtLastPump = this.ownSeq;
+    const every = this.options.autoCheckpointOps;
+    if (!this.live || every === 0 || this.opsSinceCheckpoint < every) return;
+    if (!quiet && this.opsSinceCheckpoint < OVERDUE * every) this.pumpLater(QUIET_CHECK_MS);
+    else if (performance.now() >= this.maintenanceRetryAt) await this.maintainLocked();
   }
 
   private async maintainLocked(): Promise<void> {
