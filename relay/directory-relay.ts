@@ -1,12 +1,13 @@
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
-import { watch as chokidarWatch } from 'chokidar';
+import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
+import { v4 as uuidv4 } from 'uuid';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
 import { isDeviceId, type DeviceId } from '../src/oplog/ids.js';
 import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
-import { OpsyncError } from '../src/oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
 import { createFileDurable, ensureDir, TEMP_PREFIX, writeFileAtomic } from './durable-fs.js';
@@ -31,7 +32,7 @@ import { decodeHeader, decodeSegment, encodeSegment, SEGMENT_NAME, segmentName, 
  * The directory relay (proposals/relay.md): a folder shared by the devices, with one writer per
  * file and no lock, so it also works inside a synced folder.
  *
- *     relay.json                                {"opsync_relay":1}
+ *     relay.json                                {"opsync_relay":1,"relay_id":…} (a fresh uuid per relay)
  *     devices/<device_id>/device.json           public key, added time (written once)
  *     devices/<device_id>/ops/<first seq>.jsonl immutable segments (temp + fsync + rename)
  *     devices/<device_id>/ack.json              acked frontier and last-seen time (temp + rename)
@@ -41,8 +42,16 @@ import { decodeHeader, decodeSegment, encodeSegment, SEGMENT_NAME, segmentName, 
  * Everything read from the folder is untrusted: files outside the layout (editor leftovers,
  * `*.sync-conflict-*` copies) are ignored and counted, malformed segments yield their valid
  * prefix and are counted, and readers verify chains and signatures themselves.
+ *
+ * A relay folder that vanishes under a running daemon (deleted, or a share that is not mounted)
+ * is not re-created: every operation fails with `relay_unavailable` saying so, and the device's
+ * ops wait in its journal. Once the folder is back, the handle forgets what it read from the old
+ * one, registers again and watches again (proposals/relay.md §A relay folder that vanishes).
  */
 export const RELAY_LAYOUT_VERSION = 1;
+
+/** Reads check first that the relay folder is still the one this handle read (see `guard`). */
+const VERIFY = true;
 
 /** Name prefix of push hints in a device folder. */
 const PUSH_HINT = 'push-';
@@ -84,6 +93,14 @@ export class DirectoryRelay implements Relay {
   private lastHint: string | null = null;
   /** This device's newest op on the relay, once read (only this process writes it). */
   private ownHead: ChainHead | null | undefined = undefined;
+  /** The `relay_id` of relay.json ("" for relays made before ids), to notice a replaced folder. */
+  private relayId = '';
+  /** Set when the folder was found missing or replaced; cleared once this handle re-attached. */
+  private detached = false;
+  private reattaching: Promise<void> | null = null;
+  /** The key this device registered with, to register again on a folder that came back. */
+  private publicKey: string | null = null;
+  private watching: { readonly onChange: () => void; watcher: FSWatcher } | null = null;
 
   private constructor(options: DirectoryRelayOptions) {
     this.self = options.self;
@@ -99,22 +116,24 @@ export class DirectoryRelay implements Relay {
     await ensureDir(join(options.root, 'devices'));
     await ensureDir(join(options.root, 'checkpoints'));
     const marker = join(options.root, 'relay.json');
-    await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION }) + '\n');
-    let version: unknown;
-    try {
-      version = (JSON.parse(await readFile(marker, 'utf8')) as { opsync_relay?: unknown }).opsync_relay;
-    } catch {
-      version = undefined;
-    }
-    if (version !== RELAY_LAYOUT_VERSION) {
+    await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION, relay_id: uuidv4() }) + '\n');
+    const id = await relay.currentId();
+    if (id === null) {
+      const version = (await readJson(marker))?.opsync_relay;
       throw new OpsyncError('relay_invalid', `${options.root} is not an opsync relay of layout version ${RELAY_LAYOUT_VERSION} (relay.json says ${JSON.stringify(version)}).`, {
         location: options.root,
       });
     }
+    relay.relayId = id;
     return relay;
   }
 
-  async register(publicKey: string): Promise<void> {
+  register(publicKey: string): Promise<void> {
+    this.publicKey = publicKey;
+    return this.guard(() => this.registerDevice(publicKey));
+  }
+
+  private async registerDevice(publicKey: string): Promise<void> {
     const dir = this.deviceDir(this.self);
     await ensureDir(join(dir, 'ops'));
     const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
@@ -124,157 +143,187 @@ export class DirectoryRelay implements Relay {
     if (existing.publicKey !== publicKey) throw keyConflict(this.self);
   }
 
-  async push(ops: readonly OpRecord[]): Promise<PushResult> {
-    const segments = await this.segments(this.self);
-    if (this.ownHead === undefined) {
-      const last = segments.at(-1);
-      const headOp = last ? (await this.readSegment(last)).at(-1) : undefined;
-      this.ownHead = headOp ? headOf(headOp) : null;
-    }
-    const plan = await planPush(
-      {
-        self: this.self,
-        publicKey: (await this.deviceFile(this.self))?.publicKey ?? null,
-        head: this.ownHead,
-        floor: segments[0]?.firstSeq ?? 0,
-        heldOpId: async (seq) => {
-          const segment = segments.findLast((s) => s.firstSeq <= seq);
-          return segment ? ((await this.readSegment(segment)).find((op) => op.seq === seq)?.op_id) : undefined;
+  push(ops: readonly OpRecord[]): Promise<PushResult> {
+    return this.guard(async () => {
+      const segments = await this.segments(this.self);
+      if (this.ownHead === undefined) {
+        const last = segments.at(-1);
+        const headOp = last ? (await this.readSegment(last)).at(-1) : undefined;
+        this.ownHead = headOp ? headOf(headOp) : null;
+      }
+      const plan = await planPush(
+        {
+          self: this.self,
+          publicKey: (await this.deviceFile(this.self))?.publicKey ?? null,
+          head: this.ownHead,
+          floor: segments[0]?.firstSeq ?? 0,
+          heldOpId: async (seq) => {
+            const segment = segments.findLast((s) => s.firstSeq <= seq);
+            return segment ? ((await this.readSegment(segment)).find((op) => op.seq === seq)?.op_id) : undefined;
+          },
         },
-      },
-      ops,
-      this.crypto,
-    );
-    if (plan.fresh.length > 0) {
-      const first = plan.fresh[0]!.seq;
-      const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
-      if (!(await createFileDurable(path, encodeSegment(this.self, plan.fresh)))) throw concurrentWriter(this.self, first);
-      this.ownHead = headOf(plan.fresh.at(-1)!);
-      const own = this.listings.get(this.self);
-      if (own) {
-        own.names.add(segmentName(first));
-        own.segments.push({ firstSeq: first, count: plan.fresh.length, device: this.self, path });
-      }
-      await this.hintPush(this.ownHead.seq);
-    }
-    return { pushed: plan.fresh.length, deduped: plan.deduped };
-  }
-
-  async pull(since: SeqFrontier, limit: number): Promise<PullPage> {
-    const out: OpRecord[] = [];
-    for (const device of await this.deviceIds()) {
-      if (device === this.self) continue;
-      const segments = await this.segments(device);
-      const last = segments.at(-1);
-      const after = since.get(device) ?? -1;
-      if (!last || last.firstSeq + last.count - 1 <= after) continue;
-      if (after < segments[0]!.firstSeq - 1) throw frontierTruncated(device, after, segments[0]!.firstSeq);
-      let seq = after;
-      for (const segment of segments) {
-        if (segment.firstSeq + segment.count - 1 <= seq) continue;
-        if (segment.firstSeq > seq + 1) break;
-        const ops = await this.readSegment(segment);
-        for (const op of ops) {
-          if (op.seq <= seq) continue;
-          if (out.length === limit) return { ops: out, more: true };
-          out.push(op);
-          seq = op.seq;
+        ops,
+        this.crypto,
+      );
+      if (plan.fresh.length > 0) {
+        const first = plan.fresh[0]!.seq;
+        const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
+        if (!(await createFileDurable(path, encodeSegment(this.self, plan.fresh)))) throw concurrentWriter(this.self, first);
+        this.ownHead = headOf(plan.fresh.at(-1)!);
+        const own = this.listings.get(this.self);
+        if (own) {
+          own.names.add(segmentName(first));
+          own.segments.push({ firstSeq: first, count: plan.fresh.length, device: this.self, path });
         }
-        if (ops.length < segment.count) break;
+        await this.hintPush(this.ownHead.seq);
       }
-    }
-    return { ops: out, more: false };
+      return { pushed: plan.fresh.length, deduped: plan.deduped };
+    });
   }
 
-  async head(device: DeviceId): Promise<number> {
-    if (!isDeviceId(device)) return -1;
-    const last = (await this.segments(device)).at(-1);
-    return last ? last.firstSeq + last.count - 1 : -1;
+  pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+    return this.guard(async () => {
+      const out: OpRecord[] = [];
+      for (const device of await this.deviceIds()) {
+        if (device === this.self) continue;
+        const segments = await this.segments(device);
+        const last = segments.at(-1);
+        const after = since.get(device) ?? -1;
+        if (!last || last.firstSeq + last.count - 1 <= after) continue;
+        if (after < segments[0]!.firstSeq - 1) throw frontierTruncated(device, after, segments[0]!.firstSeq);
+        let seq = after;
+        for (const segment of segments) {
+          if (segment.firstSeq + segment.count - 1 <= seq) continue;
+          if (segment.firstSeq > seq + 1) break;
+          const ops = await this.readSegment(segment);
+          for (const op of ops) {
+            if (op.seq <= seq) continue;
+            if (out.length === limit) return { ops: out, more: true };
+            out.push(op);
+            seq = op.seq;
+          }
+          if (ops.length < segment.count) break;
+        }
+      }
+      return { ops: out, more: false };
+    }, VERIFY);
   }
 
-  async ack(acked: SeqFrontier): Promise<void> {
-    const device = await this.deviceFile(this.self);
-    if (!device) throw notRegistered(this.self);
-    const current = this.ownAck ?? (await this.readAck(this.self)) ?? { acked: new Map<DeviceId, number>(), lastSeenMs: device.addedMs };
-    for (const [of, seq] of acked) {
-      const was = current.acked.get(of) ?? -1;
-      if (seq < was) throw ackRegression(this.self, of, was, seq);
-    }
-    const next = { acked: new Map([...current.acked, ...acked]), lastSeenMs: this.now() };
-    const text = JSON.stringify({ opsync_ack: 1, acked: seqFrontierToJson(next.acked), last_seen_ms: next.lastSeenMs }) + '\n';
-    // An ack lost in a crash is harmless: it only makes the stable frontier lag until the next one.
-    await writeFileAtomic(join(this.deviceDir(this.self), 'ack.json'), text);
-    this.ownAck = next;
+  head(device: DeviceId): Promise<number> {
+    return this.guard(async () => {
+      if (!isDeviceId(device)) return -1;
+      const last = (await this.segments(device)).at(-1);
+      return last ? last.firstSeq + last.count - 1 : -1;
+    }, VERIFY);
   }
 
-  async roster(): Promise<RosterView> {
-    const entries: Array<Omit<RosterEntry, 'status'>> = [];
-    const floor = new Map<DeviceId, number>();
-    for (const device of await this.deviceIds()) {
-      const file = await this.deviceFile(device);
-      if (!file) continue;
-      const ack = await this.readAck(device);
-      entries.push({
-        device_id: device,
-        public_key: file.publicKey,
-        added_ms: file.addedMs,
-        last_seen_ms: ack?.lastSeenMs ?? file.addedMs,
-        acked: ack?.acked ?? new Map(),
-      });
-      floor.set(device, (await this.segments(device))[0]?.firstSeq ?? 0);
-    }
-    return rosterView(entries, floor, this.now(), this.horizonMs);
+  ack(acked: SeqFrontier): Promise<void> {
+    return this.guard(async () => {
+      const device = await this.deviceFile(this.self);
+      if (!device) throw notRegistered(this.self);
+      const current = this.ownAck ?? (await this.readAck(this.self)) ?? { acked: new Map<DeviceId, number>(), lastSeenMs: device.addedMs };
+      for (const [of, seq] of acked) {
+        const was = current.acked.get(of) ?? -1;
+        if (seq < was) throw ackRegression(this.self, of, was, seq);
+      }
+      const next = { acked: new Map([...current.acked, ...acked]), lastSeenMs: this.now() };
+      const text = JSON.stringify({ opsync_ack: 1, acked: seqFrontierToJson(next.acked), last_seen_ms: next.lastSeenMs }) + '\n';
+      // An ack lost in a crash is harmless: it only makes the stable frontier lag until the next one.
+      await writeFileAtomic(join(this.deviceDir(this.self), 'ack.json'), text);
+      this.ownAck = next;
+    });
+  }
+
+  roster(): Promise<RosterView> {
+    return this.guard(async () => {
+      const entries: Array<Omit<RosterEntry, 'status'>> = [];
+      const floor = new Map<DeviceId, number>();
+      for (const device of await this.deviceIds()) {
+        const file = await this.deviceFile(device);
+        if (!file) continue;
+        const ack = await this.readAck(device);
+        entries.push({
+          device_id: device,
+          public_key: file.publicKey,
+          added_ms: file.addedMs,
+          last_seen_ms: ack?.lastSeenMs ?? file.addedMs,
+          acked: ack?.acked ?? new Map(),
+        });
+        floor.set(device, (await this.segments(device))[0]?.firstSeq ?? 0);
+      }
+      return rosterView(entries, floor, this.now(), this.horizonMs);
+    }, VERIFY);
   }
 
   putCheckpoint(file: CheckpointFile): Promise<boolean> {
-    return writeCheckpointBytes(this.checkpointPath(file.header.checkpoint_hash), checkpointFileBytes(file));
+    return this.guard(() => writeCheckpointBytes(this.checkpointPath(file.header.checkpoint_hash), checkpointFileBytes(file)));
   }
 
-  async latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
-    return newestFirst(await this.checkpointHeaderList())[0] ?? null;
+  latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
+    return this.guard(async () => {
+      return newestFirst(await this.checkpointHeaderList())[0] ?? null;
+    }, VERIFY);
   }
 
-  async readCheckpoint(hash: string): Promise<CheckpointStream | null> {
-    const path = this.checkpointPath(hash);
-    const header = await this.checkpointHeader(path);
-    if (!header) return null;
-    return { header, chunks: readCheckpointChunks(path) };
+  readCheckpoint(hash: string): Promise<CheckpointStream | null> {
+    return this.guard(async () => {
+      const path = this.checkpointPath(hash);
+      const header = await this.checkpointHeader(path);
+      if (!header) return null;
+      return { header, chunks: readCheckpointChunks(path) };
+    }, VERIFY);
   }
 
-  async checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null> {
-    const path = this.checkpointPath(hash);
-    if (!(await this.checkpointHeader(path))) return null;
-    return createReadStream(path) as AsyncIterable<Uint8Array>;
+  checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null> {
+    return this.guard(async () => {
+      const path = this.checkpointPath(hash);
+      if (!(await this.checkpointHeader(path))) return null;
+      return createReadStream(path) as AsyncIterable<Uint8Array>;
+    }, VERIFY);
   }
 
-  async gc(): Promise<GcResult> {
-    const view = await this.roster();
-    const headers = newestFirst(await this.checkpointHeaderList());
-    const through = collectableThrough(this.self, view, headers[0] ?? null);
-    const segments = await this.segments(this.self);
-    let droppedOps = 0;
-    for (const segment of segments.slice(0, -1)) {
-      if (segment.firstSeq + segment.count - 1 > through) break;
-      await rm(segment.path, { force: true });
-      this.headers.delete(segment.path);
-      droppedOps += segment.count;
-    }
-    this.listings.delete(this.self);
-    const stale = headers.slice(CHECKPOINTS_KEPT);
-    for (const header of stale) {
-      const path = this.checkpointPath(header.checkpoint_hash);
-      await rm(path, { force: true });
-      this.checkpointHeaders.delete(path);
-    }
-    return { droppedOps, droppedCheckpoints: stale.length };
+  gc(): Promise<GcResult> {
+    return this.guard(async () => {
+      const view = await this.roster();
+      const headers = newestFirst(await this.checkpointHeaderList());
+      const through = collectableThrough(this.self, view, headers[0] ?? null);
+      const segments = await this.segments(this.self);
+      let droppedOps = 0;
+      for (const segment of segments.slice(0, -1)) {
+        if (segment.firstSeq + segment.count - 1 > through) break;
+        await rm(segment.path, { force: true });
+        this.headers.delete(segment.path);
+        droppedOps += segment.count;
+      }
+      this.listings.delete(this.self);
+      const stale = headers.slice(CHECKPOINTS_KEPT);
+      for (const header of stale) {
+        const path = this.checkpointPath(header.checkpoint_hash);
+        await rm(path, { force: true });
+        this.checkpointHeaders.delete(path);
+      }
+      return { droppedOps, droppedCheckpoints: stale.length };
+    }, VERIFY);
   }
 
   async watch(onChange: () => void): Promise<Watch> {
+    this.watching = { onChange, watcher: await this.startWatcher(onChange) };
+    return {
+      close: async () => {
+        const watching = this.watching;
+        this.watching = null;
+        await watching?.watcher.close();
+      },
+    };
+  }
+
+  private async startWatcher(onChange: () => void): Promise<FSWatcher> {
+    const devices = join(this.location, 'devices');
     const own = this.deviceDir(this.self) + sep;
     // Depth 1 reaches each device's top-level files but not its ops folder: chokidar rescans a
     // folder on every event and watches each file in it, which grows costly with thousands of
     // segments. A push leaves a hint in the device's small folder, which is what is watched.
-    const watcher = chokidarWatch([join(this.location, 'devices'), join(this.location, 'checkpoints')], {
+    const watcher = chokidarWatch([devices, join(this.location, 'checkpoints')], {
       ignoreInitial: true,
       depth: 1,
       ignored: (path: string) => basename(path).startsWith(TEMP_PREFIX) || (path + sep).startsWith(own),
@@ -283,11 +332,17 @@ export class DirectoryRelay implements Relay {
       const name = basename(path);
       if (name.startsWith(PUSH_HINT) || CHECKPOINT_FILE.test(name)) onChange();
     });
+    // The relay folder vanished: a pump finds out and says so (chokidar stops watching it).
+    watcher.on('unlinkDir', (path: string) => {
+      if (path === devices) onChange();
+    });
     await new Promise<void>((resolve, reject) => {
       watcher.once('ready', resolve);
       watcher.once('error', reject);
     });
-    return { close: () => watcher.close() };
+    // Later errors (a watched folder removed mid-scan) leave the pumps to report the relay's state.
+    watcher.on('error', () => {});
+    return watcher;
   }
 
   /**
@@ -325,6 +380,72 @@ export class DirectoryRelay implements Relay {
     return Promise.resolve();
   }
 
+  /**
+   * Runs one relay operation. Named failures pass through; a failing folder is
+   * `relay_unavailable`, with its own sentence when the relay folder is gone. Reads first check
+   * that relay.json still names the relay this handle read from (`verify`): a replaced folder
+   * would otherwise be read through stale listings. Writes find out when they fail.
+   */
+  private async guard<T>(operation: () => Promise<T>, verify = false): Promise<T> {
+    try {
+      if (this.detached || (verify && (await this.currentId()) !== this.relayId)) await (this.reattaching ??= this.reattach().finally(() => (this.reattaching = null)));
+      return await operation();
+    } catch (error) {
+      if (isOpsyncError(error)) throw error;
+      const id = await this.layoutId();
+      if (id === this.relayId) throw new OpsyncError('relay_unavailable', `The relay folder ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
+      this.detached = true;
+      if (id === null) throw this.missing();
+      // Replaced by another relay while in use: attach to it and try once more.
+      return this.guard(operation);
+    }
+  }
+
+  /** The relay id in relay.json; null when the file is missing or not a relay marker of this layout. */
+  private async currentId(): Promise<string | null> {
+    const value = await readJson(join(this.location, 'relay.json'));
+    if (value?.opsync_relay !== RELAY_LAYOUT_VERSION) return null;
+    return typeof value.relay_id === 'string' ? value.relay_id : '';
+  }
+
+  /** The relay id when the whole layout is there; null when the folder is gone (deleted, or a share not mounted). */
+  private async layoutId(): Promise<string | null> {
+    const folders = await Promise.allSettled(['devices', 'checkpoints'].map((folder) => stat(join(this.location, folder))));
+    return folders.every((result) => result.status === 'fulfilled') ? this.currentId() : null;
+  }
+
+  private missing(): OpsyncError {
+    return new OpsyncError(
+      'relay_unavailable',
+      `The relay folder ${this.location} is gone (deleted, or a share that is not mounted). This device keeps its ops in its journal and pushes them once the folder is back; it does not re-create the folder while running.`,
+      { relay: this.location },
+    );
+  }
+
+  /**
+   * The folder is back, possibly as a different relay (re-created by another device): nothing
+   * read from the old one is trusted, this device registers again, and the watcher, which
+   * stopped when the folder vanished, starts again.
+   */
+  private async reattach(): Promise<void> {
+    const id = await this.layoutId();
+    if (id === null) throw this.missing();
+    this.relayId = id;
+    this.headers.clear();
+    this.checkpointHeaders.clear();
+    this.deviceFiles.clear();
+    this.listings.clear();
+    this.ownAck = null;
+    this.lastHint = null;
+    this.ownHead = undefined;
+    if (this.publicKey !== null) await this.registerDevice(this.publicKey);
+    if (this.watching) {
+      await this.watching.watcher.close();
+      this.watching.watcher = await this.startWatcher(this.watching.onChange);
+    }
+    this.detached = false;
+  }
+
   private deviceDir(device: DeviceId): string {
     return join(this.location, 'devices', device);
   }
@@ -338,7 +459,7 @@ export class DirectoryRelay implements Relay {
   }
 
   private async deviceIds(): Promise<DeviceId[]> {
-    const names = await readdir(join(this.location, 'devices')).catch(() => []);
+    const names = await readdir(join(this.location, 'devices'));
     const ids: DeviceId[] = [];
     for (const name of names.sort()) {
       if (isDeviceId(name)) ids.push(name);
@@ -353,7 +474,6 @@ export class DirectoryRelay implements Relay {
     this.note(path, name.includes('sync-conflict') || name.includes('conflicted copy') ? 'conflict_copy' : 'not_layout');
   }
 
-  /** The device's valid segments in seq order; everything else in its ops folder is classified. */
   /**
    * The device's valid segments in seq order; everything else in its ops folder is classified.
    * Segment files are immutable, so only names not seen before are read; the list is rebuilt
@@ -436,7 +556,7 @@ export class DirectoryRelay implements Relay {
   private async checkpointHeaderList(): Promise<CheckpointHeaderJson[]> {
     const dir = join(this.location, 'checkpoints');
     const headers: CheckpointHeaderJson[] = [];
-    for (const name of await readdir(dir).catch(() => [])) {
+    for (const name of await readdir(dir)) {
       const path = join(dir, name);
       if (!CHECKPOINT_FILE.test(name)) {
         this.classify(path);

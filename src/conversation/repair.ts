@@ -186,6 +186,8 @@ function firstResults(toolTurns: ReadonlyArray<{ turn: TurnFields; after: number
   return results;
 }
 
+const NON_SPACE = /\S/;
+
 function isBlank(text: string): boolean {
-  return !/\S/.test(text);
+  return !NON_SPACE.test(text);
 }

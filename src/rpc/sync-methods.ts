@@ -63,7 +63,7 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
       summary: 'One sync round now: push own ops, pull, verify, journal, fold, ack.',
       params: none,
       result: resultObject({ pushed: { type: 'integer' }, push_deduped: { type: 'integer' }, folded: { type: 'integer' }, acked: { type: 'integer' }, state_hash: { type: 'string' }, rebased: { type: 'boolean' } }),
-      errors: ['relay_unavailable', 'relay_fork', 'chain_broken'],
+      errors: ['relay_unavailable', 'relay_gap', 'relay_fork', 'chain_broken'],
       handler: () => session.pump(),
     }),
     defineMethod({

@@ -222,6 +222,8 @@ export class Session {
   private failure: OpsyncError | null = null;
   private closed = false;
   private lastError: string | null = null;
+  /** The background pump failure last logged, so a relay that stays away is logged once. */
+  private loggedPumpError: string | null = null;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
@@ -429,9 +431,13 @@ export class Session {
       this.pumpQueued = false;
       try {
         await this.maintainWhenDue(await this.pumpLocked());
+        if (this.loggedPumpError !== null) this.deps.log?.info({ after: this.loggedPumpError }, 'background pumps work again');
+        this.loggedPumpError = null;
       } catch (error) {
-        this.lastError = (error as Error).message;
-        this.deps.log?.warn({ err: error }, 'background pump failed');
+        const message = (error as Error).message;
+        this.lastError = message;
+        if (message !== this.loggedPumpError) this.deps.log?.warn({ err: error }, 'background pump failed (logged once until it changes or recovers)');
+        this.loggedPumpError = message;
       }
     });
   }
@@ -565,12 +571,23 @@ export class Session {
     this.assertUsable();
     let pushed = 0;
     let pushDeduped = 0;
+    // After a failed pump the relay may have come back empty or as another relay.
+    let refilled = this.lastError !== null && (await this.refillRelay(), true);
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
     // of appends cannot keep a pump from pulling.
     for (let remaining = this.unpushed.length; remaining > 0; ) {
       const batch = this.unpushed.slice(0, Math.min(remaining, this.options.pushBatchSize));
+      let result;
+      try {
+        result = await relay.push(batch);
+      } catch (error) {
+        if (!isOpsyncError(error) || error.code !== 'relay_gap' || refilled) throw error;
+        await this.refillRelay();
+        remaining = this.unpushed.length;
+        refilled = true;
+        continue;
+      }
       remaining -= batch.length;
-      const result = await relay.push(batch);
       this.unpushed.splice(0, batch.length);
       pushed += result.pushed;
       pushDeduped += result.deduped;
@@ -630,6 +647,32 @@ export class Session {
    * Reads the roster (registered keys, acks, stable frontier) unless it was read less than
    * `rosterRefreshMs` ago; `force` reads it regardless (an op from a device not yet known).
    */
+  /**
+   * When the relay holds fewer of this device's ops than it was given (it was re-created, or
+   * replaced by another relay), queues every own op above the relay's head again from the
+   * journal. A journal compacted past the relay's head cannot fill the gap, and says so.
+   */
+  private async refillRelay(): Promise<void> {
+    const head = await this.deps.relay.head(this.device);
+    const pushedThrough = (this.unpushed[0]?.seq ?? (this.ownHead?.seq ?? -1) + 1) - 1;
+    if (head >= pushedThrough) return;
+    const lost: OpRecord[] = [];
+    await this.journal.replay((entry) => {
+      if (entry.kind === 'op' && entry.op.device_id === this.device && entry.op.seq > head) lost.push(entry.op);
+    });
+    if (lost.length > 0 && lost[0]!.seq !== head + 1) {
+      throw new OpsyncError(
+        'relay_gap',
+        `The relay holds this device's ops only up to seq ${head}, and its journal, compacted onto checkpoint ${this.base?.hash ?? '(none)'}, starts at seq ${lost[0]!.seq}: this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
+        { device_id: this.device, head, journal_from: lost[0]!.seq },
+      );
+    }
+    // Appends that became durable while the journal was read are queued behind.
+    const newest = lost.at(-1)?.seq ?? head;
+    this.unpushed = [...lost, ...this.unpushed.filter((op) => op.seq > newest)];
+    this.deps.log?.info({ from_seq: head + 1, ops: this.unpushed.length }, 'the relay lost ops of this device; pushing them again from the journal');
+  }
+
   private async refreshRoster(force: boolean): Promise<void> {
     const now = performance.now();
     if (!force && this.roster && now - this.rosterReadAt < this.options.rosterRefreshMs) return;

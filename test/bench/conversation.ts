@@ -5,7 +5,7 @@ import type { Surface } from '../../src/oplog/surface.js';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import type { JsonObject } from '../../src/util/json.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
-import { percentile, progress, progressDone, type Row } from './bench-table.js';
+import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';
 import { chainEntries, writeJournal } from './workload.js';
 
 const TURNS = 100_000;
@@ -71,10 +71,11 @@ async function resume(client: RpcClient): Promise<Row[]> {
     let size = 0;
     let messages = 0;
     for (let i = 0; i < 12; i++) {
+      // Each sample starts from a clean client heap, as an app resuming once does.
+      settle();
       const [ms, result] = await timed(() => client.call<{ messages: unknown[]; turns: number }>('sync.resume', { conversation_id: CHAT, format }));
       if (i >= 2) samples.push(ms);
-      messages = result.messages.length;
-      size = JSON.stringify(result).length;
+      if (i === 0) [messages, size] = [result.messages.length, JSON.stringify(result).length];
     }
     samples.sort((x, y) => x - y);
     rows.push({

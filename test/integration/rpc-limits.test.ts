@@ -4,7 +4,7 @@ import { RpcCallError, RpcClient } from '../../src/rpc/ws-transport.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
-const tempDir = useTempDirs();
+const tempDir = useTempDirs('file');
 
 /**
  * Design §11: every external input has a limit and a clear error, and nothing a client sends can

@@ -1,0 +1,135 @@
+import { rm } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { RpcCallError } from '../../src/rpc/ws-transport.js';
+import type { Session } from '../../src/session/session.js';
+import { converged } from '../helpers/converged.js';
+import { DaemonProcess } from '../helpers/daemon-process.js';
+import { openDirSession } from '../helpers/dir-world.js';
+import { useTempDirs } from '../helpers/temp-dir.js';
+
+const tempDir = useTempDirs();
+
+/**
+ * The relay folder is outside the daemon's control: a user deletes it, a share is unmounted, a
+ * peer re-creates it empty. Appends must keep their durability, pumps must say what happened,
+ * and once a relay is there again, every op reaches every device (proposals/relay.md
+ * §A relay folder that vanishes).
+ */
+describe('a relay folder that vanishes under running devices', () => {
+  async function append(session: Session, ids: readonly string[]): Promise<void> {
+    for (const id of ids) await session.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+  }
+
+  function keys(session: Session): string[] {
+    return session.state.page('knowledge', null, 1000).items.map((record) => record.key);
+  }
+
+  it('keeps appends durable while it is gone, says so on every pump, and refills a re-created relay from the journals', async () => {
+    const relay = await tempDir();
+    const laptop = await openDirSession(relay, await tempDir(), 'laptop');
+    const desktop = await openDirSession(relay, await tempDir(), 'desktop');
+    await append(laptop, ['l0', 'l1', 'l2']);
+    await append(desktop, ['d0', 'd1']);
+    await laptop.pump();
+    await desktop.pump();
+    await laptop.pump();
+
+    await rm(relay, { recursive: true, force: true });
+    await append(laptop, ['l3', 'l4']);
+    await expect(laptop.pump()).rejects.toMatchObject({ code: 'relay_unavailable', message: expect.stringContaining('is gone') as unknown });
+    await expect(desktop.pump()).rejects.toMatchObject({ code: 'relay_unavailable', message: expect.stringContaining('is gone') as unknown });
+    expect(laptop.status().last_error).toContain('is gone');
+    expect(laptop.status().counts.unpushed).toBe(2);
+
+    // A third device starting on the same path creates a new, empty relay there.
+    const phone = await openDirSession(relay, await tempDir(), 'phone');
+    await append(phone, ['p0']);
+    expect((await laptop.pump()).pushed).toBe(5);
+    expect((await desktop.pump()).pushed).toBe(2);
+    await phone.pump();
+    await laptop.pump();
+    await desktop.pump();
+    const everything = ['d0', 'd1', 'l0', 'l1', 'l2', 'l3', 'l4', 'p0'];
+    for (const device of [laptop, desktop, phone]) expect(keys(device)).toEqual(everything);
+    expect(new Set([laptop, desktop, phone].map((device) => device.state.stateHash())).size).toBe(1);
+    await Promise.all([laptop.close(), desktop.close(), phone.close()]);
+  });
+
+  it('is noticed when it was replaced between two pumps: the device reads the new relay, not what it remembers of the old one', async () => {
+    const relay = await tempDir();
+    const writer = await openDirSession(relay, await tempDir(), 'writer');
+    const reader = await openDirSession(relay, await tempDir(), 'reader');
+    await append(writer, ['w0', 'w1', 'w2', 'w3']);
+    await append(reader, ['r0']);
+    await writer.pump();
+    await reader.pump();
+    expect(keys(reader)).toEqual(['r0', 'w0', 'w1', 'w2', 'w3']);
+
+    // Replaced while neither device was looking: the writer, restarted on a new relay, pushes
+    // its chain again and goes on writing.
+    await writer.close();
+    await rm(relay, { recursive: true, force: true });
+    const restarted = await openDirSession(relay, await tempDir(), 'writer-2');
+    await append(restarted, ['x0']);
+    await restarted.pump();
+    await append(reader, ['r1']);
+    await reader.pump();
+    await restarted.pump();
+    expect(keys(reader)).toEqual(['r0', 'r1', 'w0', 'w1', 'w2', 'w3', 'x0']);
+    expect(keys(restarted)).toEqual(['r0', 'r1', 'x0']);
+    expect(reader.status().roster.map((entry) => entry.device_id).sort()).toEqual(['reader', 'writer-2']);
+    await Promise.all([reader.close(), restarted.close()]);
+  });
+
+  it('says why a device whose journal was compacted cannot refill a re-created relay', async () => {
+    const relay = await tempDir();
+    const device = await openDirSession(relay, await tempDir(), 'laptop');
+    await append(device, ['k0', 'k1', 'k2']);
+    await device.pump();
+    const published = await device.checkpoint();
+    expect(await device.compact()).toMatchObject({ compacted: true });
+    await append(device, ['k3']);
+
+    await rm(relay, { recursive: true, force: true });
+    const fresh = await openDirSession(relay, await tempDir(), 'phone');
+    const refusal = await device.pump().catch((error: unknown) => error);
+    expect(refusal).toMatchObject({ code: 'relay_gap', message: expect.stringContaining(published.checkpoint_hash!) as unknown });
+    // Nothing is lost: the op that could not be pushed is still queued, and the state is whole.
+    expect(device.status().counts.unpushed).toBe(1);
+    expect(keys(device)).toEqual(['k0', 'k1', 'k2', 'k3']);
+    await Promise.all([device.close(), fresh.close()]);
+  });
+});
+
+describe('a daemon whose relay folder is deleted', () => {
+  it('answers appends, names the failure over RPC, logs it once, and converges once a peer re-creates the relay', async () => {
+    const relay = await tempDir();
+    const [first, second] = await Promise.all([DaemonProcess.start(await tempDir(), relay), DaemonProcess.start(await tempDir(), relay)]);
+    const [a, b] = await Promise.all([first.connect(), second.connect()]);
+    let third: DaemonProcess | undefined;
+    try {
+      await a.call('sync.append', { surface: 'knowledge', payload: { id: 'before' } });
+      await converged([a, b]);
+
+      await rm(relay, { recursive: true, force: true });
+      for (let i = 0; i < 40; i++) await a.call('sync.append', { surface: 'knowledge', payload: { id: `while-gone-${i}` } });
+      const failure = await a.call('sync.pump').catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(RpcCallError);
+      expect(failure).toMatchObject({ code: -32027, data: { code: 'relay_unavailable' }, message: expect.stringContaining('is gone') as unknown });
+      // Forty appends each asked for a push; the log says it once, not forty times.
+      const warnings = first.logs().split('\n').filter((line) => line.includes('background pump failed'));
+      expect(warnings.length).toBeLessThanOrEqual(2);
+
+      third = await DaemonProcess.start(await tempDir(), relay);
+      const c = await third.connect();
+      await a.call('sync.pump');
+      await b.call('sync.pump');
+      const final = await converged([a, b, c]);
+      expect(final.records).toBe(41);
+      await c.close();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await Promise.all([first.stop(), second.stop(), third?.stop()]);
+    }
+  });
+});
