@@ -402,7 +402,7 @@ export class Session {
       },
       quarantine: this.quarantine,
       undecryptable_kids: [...new Set([...this.held.values()].map((h) => h.kid ?? 'malformed'))].sort(),
-      last_error: this.lastError,
+      last_error: this.failure?.message ?? this.lastError,
     };
   }
 
