@@ -19,8 +19,11 @@ import type { Connection } from './method.js';
  *   runs for an unauthenticated client;
  * - frames above LIMITS.maxFrameBytes close the connection (1009); binary frames are answered
  *   as invalid requests; a client that disconnects mid-frame only loses its own connection;
- * - each connection has at most MAX_IN_FLIGHT requests in progress; past that it stops
- *   reading until answers go out (backpressure instead of unbounded memory);
+ * - each connection has at most `maxInFlight` requests in progress, and none starts while more
+ *   than `maxUnsentBytes` of its answers wait to be sent: past either, requests wait and the
+ *   socket stops being read until the client reads (backpressure, never unbounded memory);
+ * - a connection whose unsent output still grows past `maxBacklogBytes` (a subscriber that
+ *   never reads its notifications) is dropped, counted and logged;
  * - both ends cork their socket for the rest of a turn of the event loop when they send, so the
  *   frames of one turn (the answers of one group commit, a burst of pipelined calls) leave in
  *   one write.
@@ -30,22 +33,27 @@ export type Listen = { readonly host: string; readonly port: number } | { readon
 export interface RpcServer {
   /** `ws://host:port` or `ws+unix:///path`. */
   readonly url: string;
-  readonly stats: { connections: number; rejected_auth: number; oversize_frames: number };
+  readonly stats: { connections: number; rejected_auth: number; oversize_frames: number; held_back: number; dropped_unread: number };
   /** Sends a notification to every connection that `filter` accepts. */
   notify(method: string, params: JsonObject, filter: (connection: Connection) => boolean): void;
   close(): Promise<void>;
 }
 
-const MAX_IN_FLIGHT = 1024;
+export interface TransportLog {
+  warn(fields: object, message: string): void;
+}
 
-export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher): Promise<RpcServer> {
+/** Per-connection output limits (LIMITS by default; tests use small ones). */
+export type ConnectionLimits = { readonly [K in 'maxInFlight' | 'maxUnsentBytes' | 'maxBacklogBytes']: number };
+
+export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher, log: TransportLog, limits: ConnectionLimits = LIMITS): Promise<RpcServer> {
   const expected = Buffer.from(`Bearer ${token}`);
   const http: Server = createServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
   const sockets = new Map<WebSocket, { connection: Connection; send: (text: string) => void }>();
-  const stats = { connections: 0, rejected_auth: 0, oversize_frames: 0 };
+  const stats = { connections: 0, rejected_auth: 0, oversize_frames: 0, held_back: 0, dropped_unread: 0 };
   let nextId = 1;
 
   http.on('upgrade', (request: IncomingMessage, socket, head) => {
@@ -55,30 +63,34 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
       socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, corked(socket as Socket)));
+    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, socket as Socket));
   });
 
-  function serve(ws: WebSocket, cork: () => void): void {
+  function serve(ws: WebSocket, socket: Socket): void {
     const connection: Connection = { id: nextId++, subscribed: false };
+    const cork = corked(socket);
     const send = (text: string) => {
       if (ws.readyState !== WebSocket.OPEN) return;
+      // Checked at the first send of a turn: what this turn wrote is corked, not unread.
+      if (socket.writableCorked === 0 && ws.bufferedAmount > limits.maxBacklogBytes) {
+        stats.dropped_unread++;
+        log.warn({ connection: connection.id, unsent_bytes: ws.bufferedAmount }, 'dropped a connection that does not read what it is sent');
+        ws.terminate();
+        return;
+      }
       cork();
       ws.send(text);
     };
     sockets.set(ws, { connection, send });
     stats.connections = sockets.size;
-    let inFlight = 0;
+    const requests = new RequestQueue(ws, limits, (text) => dispatcher.handle(text, connection), send, () => stats.held_back++);
+    socket.on('drain', requests.admit);
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
       if (isBinary) {
         send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
         return;
       }
-      if (++inFlight >= MAX_IN_FLIGHT) ws.pause();
-      const text = rawText(data);
-      void dispatcher.handle(text, connection).then((answer) => {
-        if (--inFlight < MAX_IN_FLIGHT && ws.isPaused) ws.resume();
-        if (answer !== null) send(answer);
-      });
+      requests.push(rawText(data));
     });
     ws.on('error', (error: Error & { code?: string }) => {
       if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversize_frames++;
@@ -106,6 +118,73 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
       await new Promise<void>((resolve) => http.close(() => resolve()));
       if ('socketPath' in listen) await rm(listen.socketPath, { force: true });
     },
+  };
+}
+
+/** Requests of one connection started in one turn of the event loop, at most (see RequestQueue). */
+const MAX_STARTS_PER_TURN = 32;
+
+/**
+ * One connection's requests, started in arrival order while the client keeps up: at most
+ * `maxInFlight` in progress, none while more than `maxUnsentBytes` of its answers wait unread,
+ * and at most MAX_STARTS_PER_TURN per turn of the event loop — a socket read can hold a thousand
+ * requests, and a handler builds its answer before it is sent, so the answers of one turn must
+ * be counted before more start. While requests wait, the socket is not read.
+ */
+class RequestQueue {
+  private waiting: string[] = [];
+  private next = 0;
+  private inFlight = 0;
+  private startedThisTurn = 0;
+  /** More than `maxUnsentBytes` of answers wait unread: nothing new starts. */
+  private congested = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly limits: ConnectionLimits,
+    private readonly handle: (text: string) => Promise<string | null>,
+    private readonly answer: (text: string) => void,
+    private readonly heldBack: () => void,
+  ) {}
+
+  push(text: string): void {
+    this.waiting.push(text);
+    this.admit();
+  }
+
+  readonly admit = (): void => {
+    const { ws, limits } = this;
+    const congested = ws.bufferedAmount > limits.maxUnsentBytes;
+    if (congested && !this.congested) this.heldBack();
+    this.congested = congested;
+    while (!this.congested && this.next < this.waiting.length && this.inFlight < limits.maxInFlight && this.startedThisTurn < MAX_STARTS_PER_TURN) {
+      this.start(this.waiting[this.next++]!);
+      this.congested = ws.bufferedAmount > limits.maxUnsentBytes;
+    }
+    const backlog = this.waiting.length - this.next;
+    if (backlog === 0) {
+      this.waiting = [];
+      this.next = 0;
+    }
+    // Reading on would only queue more: stop while the client lags or a socket read's worth waits.
+    const stop = this.congested || backlog >= limits.maxInFlight;
+    if (stop && !ws.isPaused) ws.pause();
+    else if (!stop && ws.isPaused) ws.resume();
+  };
+
+  private start(text: string): void {
+    if (this.startedThisTurn++ === 0) setImmediate(this.nextTurn);
+    this.inFlight++;
+    void this.handle(text).then((answer) => {
+      this.inFlight--;
+      if (answer !== null) this.answer(answer);
+      this.admit();
+    });
+  }
+
+  private readonly nextTurn = (): void => {
+    this.startedThisTurn = 0;
+    this.admit();
   };
 }
 

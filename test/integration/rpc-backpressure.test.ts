@@ -1,0 +1,99 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Dispatcher } from '../../src/rpc/dispatcher.js';
+import { defineMethod, resultObject } from '../../src/rpc/method.js';
+import { object } from '../../src/rpc/schema.js';
+import { startRpcServer, type RpcServer } from '../../src/rpc/ws-transport.js';
+
+/**
+ * A client that stops reading must not make the daemon hold unbounded memory (design §11):
+ * its requests wait while its answers are unread, and a connection whose unread output keeps
+ * growing anyway (notifications) is dropped. Real sockets; small limits so the test is quick.
+ */
+const ANSWER = 'a'.repeat(64 * 1024);
+const LIMITS = { maxInFlight: 1024, maxUnsentBytes: 256 * 1024, maxBacklogBytes: 4 * 2 ** 20 };
+
+describe('output backpressure on a WebSocket connection', () => {
+  let server: RpcServer;
+  let calls = 0;
+  const warnings: string[] = [];
+  const open: WebSocket[] = [];
+
+  async function start(): Promise<void> {
+    const method = defineMethod({ name: 'test.big', summary: 'answers 64 KiB', params: object({}), result: resultObject({}), handler: () => ((calls += 1), ANSWER) });
+    const dispatcher = new Dispatcher([method], { error: () => {} });
+    server = await startRpcServer({ host: '127.0.0.1', port: 0 }, 'token', dispatcher, { warn: (_fields, message) => warnings.push(message) }, LIMITS);
+  }
+
+  async function connect(): Promise<WebSocket> {
+    const ws = new WebSocket(server.url, { headers: { authorization: 'Bearer token' } });
+    open.push(ws);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    return ws;
+  }
+
+  /** Resolves once `condition` holds, re-checking after each turn of the event loop; fails after 30 s. */
+  async function reached(condition: () => boolean): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (!condition()) {
+      if (Date.now() > deadline) throw new Error('condition not reached within 30 s');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  afterEach(async () => {
+    for (const ws of open.splice(0)) ws.terminate();
+    await server.close();
+    calls = 0;
+    warnings.length = 0;
+  });
+
+  it('holds back the requests of a client that does not read, then delivers every answer in order once it reads', async () => {
+    await start();
+    const client = await connect();
+    client.pause();
+    const requests = 400;
+    for (let id = 0; id < requests; id++) client.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'test.big' }));
+    await reached(() => server.stats.held_back > 0);
+    // 400 answers are 25 MiB; the server stopped well short of producing them all.
+    expect(calls).toBeLessThan(requests);
+
+    const ids: number[] = [];
+    const all = new Promise<void>((resolve) => {
+      client.on('message', (data: Buffer) => {
+        const answer = JSON.parse(data.toString()) as { id: number; result: string };
+        expect(answer.result).toBe(ANSWER);
+        if (ids.push(answer.id) === requests) resolve();
+      });
+    });
+    client.resume();
+    await all;
+    expect(ids).toEqual(Array.from({ length: requests }, (_, id) => id));
+    expect(calls).toBe(requests);
+    expect(server.stats.dropped_unread).toBe(0);
+  });
+
+  it('drops a subscriber that never reads its notifications, and no one else', async () => {
+    await start();
+    const silent = await connect();
+    const reader = await connect();
+    silent.pause();
+    await reached(() => server.stats.connections === 2);
+    const closed = new Promise<number>((resolve) => silent.once('close', resolve));
+    const heard: unknown[] = [];
+    reader.on('message', (data: Buffer) => heard.push(JSON.parse(data.toString())));
+    // 1 MiB notifications, one per turn of the event loop, until the silent one's unread output
+    // (beyond what the kernel's socket buffers took) passes the 4 MiB limit.
+    let sent = 0;
+    while (server.stats.dropped_unread === 0 && sent < 64) {
+      server.notify('test.changed', { i: sent++, blob: 'n'.repeat(2 ** 20) }, () => true);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(server.stats.dropped_unread).toBe(1);
+    expect(warnings).toEqual(['dropped a connection that does not read what it is sent']);
+    silent.resume();
+    expect(await closed).toBe(1006);
+    await reached(() => heard.length === sent);
+    expect(server.stats.connections).toBe(1);
+  });
+});
