@@ -572,7 +572,11 @@ export class Session {
     let pushed = 0;
     let pushDeduped = 0;
     // After a failed pump the relay may have come back empty or as another relay.
-    let refilled = this.lastError !== null && (await this.refillRelay(), true);
+    let refilled = false;
+    if (this.lastError !== null) {
+      await this.refillRelay();
+      refilled = true;
+    }
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
     // of appends cannot keep a pump from pulling.
     for (let remaining = this.unpushed.length; remaining > 0; ) {
@@ -644,10 +648,6 @@ export class Session {
   }
 
   /**
-   * Reads the roster (registered keys, acks, stable frontier) unless it was read less than
-   * `rosterRefreshMs` ago; `force` reads it regardless (an op from a device not yet known).
-   */
-  /**
    * When the relay holds fewer of this device's ops than it was given (it was re-created, or
    * replaced by another relay), queues every own op above the relay's head again from the
    * journal. A journal compacted past the relay's head cannot fill the gap, and says so.
@@ -673,6 +673,10 @@ export class Session {
     this.deps.log?.info({ from_seq: head + 1, ops: this.unpushed.length }, 'the relay lost ops of this device; pushing them again from the journal');
   }
 
+  /**
+   * Reads the roster (registered keys, acks, stable frontier) unless it was read less than
+   * `rosterRefreshMs` ago; `force` reads it regardless (an op from a device not yet known).
+   */
   private async refreshRoster(force: boolean): Promise<void> {
     const now = performance.now();
     if (!force && this.roster && now - this.rosterReadAt < this.options.rosterRefreshMs) return;
