@@ -97,7 +97,7 @@ export class Daemon {
     methods.push(discoverMethod(() => methods, VERSION));
     const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
     try {
-      server = await startRpcServer(config.listen, token, dispatcher, log.child({ component: 'rpc' }));
+      server = await startRpcServer(config.listen, token, dispatcher);
     } catch (error) {
       await session.close();
       await leases.close();

@@ -19,11 +19,8 @@ import type { Connection } from './method.js';
  *   runs for an unauthenticated client;
  * - frames above LIMITS.maxFrameBytes close the connection (1009); binary frames are answered
  *   as invalid requests; a client that disconnects mid-frame only loses its own connection;
- * - each connection has at most `maxInFlight` requests in progress, and none starts while more
- *   than `maxUnsentBytes` of its answers wait to be sent: past either, requests wait and the
- *   socket stops being read until the client reads (backpressure, never unbounded memory);
- * - a connection whose unsent output still grows past `maxBacklogBytes` (a subscriber that
- *   never reads its notifications) is dropped, counted and logged;
+ * - a client that does not keep up is held back, never buffered without bound (`Peer`): its
+ *   requests wait while its answers are unread, and its notifications coalesce;
  * - both ends cork their socket for the rest of a turn of the event loop when they send, so the
  *   frames of one turn (the answers of one group commit, a burst of pipelined calls) leave in
  *   one write.
@@ -33,27 +30,33 @@ export type Listen = { readonly host: string; readonly port: number } | { readon
 export interface RpcServer {
   /** `ws://host:port` or `ws+unix:///path`. */
   readonly url: string;
-  readonly stats: { connections: number; rejected_auth: number; oversize_frames: number; held_back: number; dropped_unread: number };
+  readonly stats: TransportStats;
   /** Sends a notification to every connection that `filter` accepts. */
   notify(method: string, params: JsonObject, filter: (connection: Connection) => boolean): void;
   close(): Promise<void>;
 }
 
-export interface TransportLog {
-  warn(fields: object, message: string): void;
+export interface TransportStats {
+  connections: number;
+  rejected_auth: number;
+  oversize_frames: number;
+  /** Times a connection's requests had to wait for its client to read its answers. */
+  held_back: number;
+  /** Notifications replaced by a newer one of the same method before a lagging client read them. */
+  coalesced_notifications: number;
 }
 
-/** Per-connection output limits (LIMITS by default; tests use small ones). */
-export type ConnectionLimits = { readonly [K in 'maxInFlight' | 'maxUnsentBytes' | 'maxBacklogBytes']: number };
+/** Per-connection limits (LIMITS by default; tests use small ones). */
+export type ConnectionLimits = { readonly [K in 'maxInFlight' | 'maxUnsentBytes']: number };
 
-export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher, log: TransportLog, limits: ConnectionLimits = LIMITS): Promise<RpcServer> {
+export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher, limits: ConnectionLimits = LIMITS): Promise<RpcServer> {
   const expected = Buffer.from(`Bearer ${token}`);
   const http: Server = createServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
-  const sockets = new Map<WebSocket, { connection: Connection; send: (text: string) => void }>();
-  const stats = { connections: 0, rejected_auth: 0, oversize_frames: 0, held_back: 0, dropped_unread: 0 };
+  const peers = new Map<WebSocket, Peer>();
+  const stats: TransportStats = { connections: 0, rejected_auth: 0, oversize_frames: 0, held_back: 0, coalesced_notifications: 0 };
   let nextId = 1;
 
   http.on('upgrade', (request: IncomingMessage, socket, head) => {
@@ -68,36 +71,19 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
 
   function serve(ws: WebSocket, socket: Socket): void {
     const connection: Connection = { id: nextId++, subscribed: false };
-    const cork = corked(socket);
-    const send = (text: string) => {
-      if (ws.readyState !== WebSocket.OPEN) return;
-      // Checked at the first send of a turn: what this turn wrote is corked, not unread.
-      if (socket.writableCorked === 0 && ws.bufferedAmount > limits.maxBacklogBytes) {
-        stats.dropped_unread++;
-        log.warn({ connection: connection.id, unsent_bytes: ws.bufferedAmount }, 'dropped a connection that does not read what it is sent');
-        ws.terminate();
-        return;
-      }
-      cork();
-      ws.send(text);
-    };
-    sockets.set(ws, { connection, send });
-    stats.connections = sockets.size;
-    const requests = new RequestQueue(ws, limits, (text) => dispatcher.handle(text, connection), send, () => stats.held_back++);
-    socket.on('drain', requests.admit);
+    const peer = new Peer(ws, socket, limits, (text) => dispatcher.handle(text, connection), connection, stats);
+    peers.set(ws, peer);
+    stats.connections = peers.size;
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
-      if (isBinary) {
-        send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
-        return;
-      }
-      requests.push(rawText(data));
+      if (isBinary) peer.send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
+      else peer.request(rawText(data));
     });
     ws.on('error', (error: Error & { code?: string }) => {
       if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversize_frames++;
     });
     ws.on('close', () => {
-      sockets.delete(ws);
-      stats.connections = sockets.size;
+      peers.delete(ws);
+      stats.connections = peers.size;
     });
   }
 
@@ -109,10 +95,10 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
     stats,
     notify(method, params, filter) {
       const text = JSON.stringify({ jsonrpc: '2.0', method, params });
-      for (const { connection, send } of sockets.values()) if (filter(connection)) send(text);
+      for (const peer of peers.values()) if (filter(peer.connection)) peer.notify(method, text);
     },
     async close() {
-      for (const ws of sockets.keys()) ws.close(1001, 'daemon shutting down');
+      for (const ws of peers.keys()) ws.close(1001, 'daemon shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
@@ -121,42 +107,72 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
   };
 }
 
-/** Requests of one connection started in one turn of the event loop, at most (see RequestQueue). */
+/** Requests of one connection started in one turn of the event loop, at most (see Peer). */
 const MAX_STARTS_PER_TURN = 32;
 
 /**
- * One connection's requests, started in arrival order while the client keeps up: at most
- * `maxInFlight` in progress, none while more than `maxUnsentBytes` of its answers wait unread,
- * and at most MAX_STARTS_PER_TURN per turn of the event loop — a socket read can hold a thousand
- * requests, and a handler builds its answer before it is sent, so the answers of one turn must
- * be counted before more start. While requests wait, the socket is not read.
+ * One client connection's traffic. A client that does not keep up is held back, never buffered
+ * without bound:
+ * - requests start in arrival order, at most `maxInFlight` in progress, none while more than
+ *   `maxUnsentBytes` of answers wait unread, and at most MAX_STARTS_PER_TURN per turn of the
+ *   event loop — one socket read can hold a thousand requests and a handler builds its answer
+ *   before it is sent, so the answers of one turn must be counted before more start. While
+ *   requests wait, the socket is not read, and nothing is lost: once the client reads, every
+ *   answer arrives, in order;
+ * - notifications cannot wait for a client, so while it lags they coalesce: a newer one of a
+ *   method replaces the one not yet sent, which goes out once the client has read.
+ * Output is corked for the rest of a turn, so the frames of one turn leave in one write.
  */
-class RequestQueue {
+class Peer {
   private waiting: string[] = [];
   private next = 0;
   private inFlight = 0;
   private startedThisTurn = 0;
-  /** More than `maxUnsentBytes` of answers wait unread: nothing new starts. */
+  /** More than `maxUnsentBytes` wait unread: no request starts and notifications coalesce. */
   private congested = false;
+  private readonly coalesced = new Map<string, string>();
+  private readonly cork: () => void;
 
   constructor(
     private readonly ws: WebSocket,
+    socket: Socket,
     private readonly limits: ConnectionLimits,
     private readonly handle: (text: string) => Promise<string | null>,
-    private readonly answer: (text: string) => void,
-    private readonly heldBack: () => void,
-  ) {}
+    readonly connection: Connection,
+    private readonly stats: TransportStats,
+  ) {
+    this.cork = corked(socket);
+    socket.on('drain', this.admit);
+  }
 
-  push(text: string): void {
+  send(text: string): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.cork();
+    this.ws.send(text);
+  }
+
+  request(text: string): void {
     this.waiting.push(text);
     this.admit();
   }
 
-  readonly admit = (): void => {
+  notify(method: string, text: string): void {
+    if (this.coalesced.size === 0 && this.ws.bufferedAmount <= this.limits.maxUnsentBytes) this.send(text);
+    else {
+      if (this.coalesced.has(method)) this.stats.coalesced_notifications++;
+      this.coalesced.set(method, text);
+    }
+  }
+
+  private readonly admit = (): void => {
     const { ws, limits } = this;
     const congested = ws.bufferedAmount > limits.maxUnsentBytes;
-    if (congested && !this.congested) this.heldBack();
+    if (congested && !this.congested) this.stats.held_back++;
     this.congested = congested;
+    if (!congested && this.coalesced.size > 0) {
+      for (const text of this.coalesced.values()) this.send(text);
+      this.coalesced.clear();
+    }
     while (!this.congested && this.next < this.waiting.length && this.inFlight < limits.maxInFlight && this.startedThisTurn < MAX_STARTS_PER_TURN) {
       this.start(this.waiting[this.next++]!);
       this.congested = ws.bufferedAmount > limits.maxUnsentBytes;
@@ -177,7 +193,7 @@ class RequestQueue {
     this.inFlight++;
     void this.handle(text).then((answer) => {
       this.inFlight--;
-      if (answer !== null) this.answer(answer);
+      if (answer !== null) this.send(answer);
       this.admit();
     });
   }

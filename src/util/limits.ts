@@ -24,8 +24,6 @@ export const LIMITS = {
   maxBatchLength: 256,
   /** Requests one connection has in progress; more wait until answers go out. */
   maxInFlight: 1024,
-  /** Answers a connection has not read yet, in bytes, above which its next requests wait. */
+  /** Output a connection has not read yet, in bytes, above which its requests wait and its notifications coalesce. */
   maxUnsentBytes: 8 * 2 ** 20,
-  /** Unsent output at which a connection is dropped (a subscriber that never reads its notifications). */
-  maxBacklogBytes: 64 * 2 ** 20,
 } as const;
