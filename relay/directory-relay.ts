@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
@@ -26,7 +26,7 @@ import {
   type RosterView,
   type Watch,
 } from './relay.js';
-import { decodeHeader, decodeSegment, encodeSegment, SEGMENT_NAME, segmentName, type SegmentHeader } from './segment-codec.js';
+import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, segmentRuns, type SegmentHeader } from './segment-codec.js';
 
 /**
  * The directory relay (proposals/relay.md): a folder shared by the devices, with one writer per
@@ -165,18 +165,20 @@ export class DirectoryRelay implements Relay {
         ops,
         this.crypto,
       );
-      if (plan.fresh.length > 0) {
-        const first = plan.fresh[0]!.seq;
+      // Segment by segment, each complete or absent: after a crash between two, the next push
+      // finds the first ones held and writes the rest.
+      for (const run of segmentRuns(plan.fresh)) {
+        const first = run[0]!.seq;
         const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
-        if (!(await createFileDurable(path, encodeSegment(this.self, plan.fresh)))) throw concurrentWriter(this.self, first);
-        this.ownHead = headOf(plan.fresh.at(-1)!);
+        if (!(await createFileDurable(path, encodeSegment(this.self, run)))) throw concurrentWriter(this.self, first);
+        this.ownHead = headOf(run.at(-1)!);
         const own = this.listings.get(this.self);
         if (own) {
           own.names.add(segmentName(first));
-          own.segments.push({ firstSeq: first, count: plan.fresh.length, device: this.self, path });
+          own.segments.push({ firstSeq: first, count: run.length, device: this.self, path });
         }
-        await this.hintPush(this.ownHead.seq);
       }
+      if (plan.fresh.length > 0) await this.hintPush(this.ownHead!.seq);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     });
   }
@@ -517,7 +519,16 @@ export class DirectoryRelay implements Relay {
   private async readSegment(segment: Segment): Promise<readonly OpRecord[]> {
     let text: string;
     try {
-      text = await readFile(segment.path, 'utf8');
+      const handle = await open(segment.path, 'r');
+      try {
+        if ((await handle.stat()).size > MAX_SEGMENT_BYTES) {
+          this.note(segment.path, 'segment_corrupt');
+          return [];
+        }
+        text = await handle.readFile('utf8');
+      } finally {
+        await handle.close();
+      }
     } catch {
       return [];
     }

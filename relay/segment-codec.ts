@@ -11,6 +11,11 @@ import { canonicalRecord, parseOpRecord, type OpRecord } from '../src/oplog/op-r
  * into place. Readers treat every file as untrusted and report what they cannot use.
  */
 export const SEGMENT_VERSION = 1;
+/**
+ * Readers read a segment whole, so a push is written as segments of at most this many bytes of
+ * op records (one op, at most ~1.4 MiB, always fits); a larger file is not one of ours.
+ */
+export const MAX_SEGMENT_BYTES = 32 * 2 ** 20;
 export const SEGMENT_NAME = /^(\d{12})\.jsonl$/;
 
 export function segmentName(firstSeq: number): string {
@@ -20,6 +25,25 @@ export function segmentName(firstSeq: number): string {
 export function encodeSegment(device: DeviceId, ops: readonly OpRecord[]): string {
   const header = JSON.stringify({ opsync_segment: SEGMENT_VERSION, device_id: device, first_seq: ops[0]!.seq, count: ops.length });
   return `${header}\n${ops.map((op) => canonicalRecord(op)).join('\n')}\n`;
+}
+
+/** `ops` cut into runs whose segments stay within MAX_SEGMENT_BYTES (records are ASCII: sealed payloads). */
+export function segmentRuns(ops: readonly OpRecord[]): OpRecord[][] {
+  const runs: OpRecord[][] = [];
+  let run: OpRecord[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    const size = canonicalRecord(op).length + 1;
+    if (run.length > 0 && bytes + size > MAX_SEGMENT_BYTES - 1024) {
+      runs.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(op);
+    bytes += size;
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
 }
 
 export interface SegmentHeader {

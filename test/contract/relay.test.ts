@@ -3,12 +3,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
-import { coreCrypto } from '../helpers/test-device.js';
+import { coreCrypto, TestDevice } from '../helpers/test-device.js';
 import { runRelayContract } from './relay-contract.js';
 
 const tempDir = useTempDirs();
@@ -33,6 +36,29 @@ runRelayContract('directory', async () => {
       now += ms;
     },
   };
+});
+
+describe('directory relay segments', () => {
+  it('writes a push larger than a segment may be as several segments, and a reader gets every op', async () => {
+    const root = await tempDir();
+    const writer = new TestDevice('writer', 1);
+    const relay = await DirectoryRelay.open({ root, self: writer.id, crypto: coreCrypto });
+    await relay.register(writer.publicKey);
+    const big = 'x'.repeat(1_200_000);
+    const ops = Array.from({ length: 40 }, (_, i) => writer.op('knowledge', { id: `k${i}`, text: big }));
+    expect(await relay.push(ops)).toEqual({ pushed: 40, deduped: 0 });
+
+    const files = (await readdir(join(root, 'devices', 'writer', 'ops'))).sort();
+    expect(files.length).toBeGreaterThanOrEqual(Math.ceil((40 * big.length) / MAX_SEGMENT_BYTES));
+    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+    const pulled = [];
+    for (let page = await reader.pull(new Map(), 7); ; page = await reader.pull(new Map([[writer.id, pulled.at(-1)!.seq]]), 7)) {
+      pulled.push(...page.ops);
+      if (!page.more) break;
+    }
+    expect(pulled.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+    expect(reader.anomalies()).toEqual({});
+  });
 });
 
 const postgres = usePostgres();

@@ -1,9 +1,10 @@
-import { readFile, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import type { JournalEntry } from '../../src/journal/journal.js';
+import { MAX_LINE_BYTES, readLines } from '../../src/journal/line-reader.js';
 import { JournalVerifier } from '../../src/journal/journal-verifier.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
@@ -123,5 +124,42 @@ describe('file journal recovery', () => {
     expect(journal.stats.entries).toBe(100);
     expect(journal.stats.batches).toBeLessThan(100);
     await journal.close();
+  });
+});
+
+describe('a line longer than any journal line (damage, such as a run of garbage)', () => {
+  const GARBAGE = Buffer.alloc(MAX_LINE_BYTES + 5 * 1024 * 1024, 0x41);
+
+  it('is passed over by the line reader without being held, and reported as an empty line', async () => {
+    const path = join(await tempDir(), 'lines');
+    await writeFile(path, Buffer.concat([Buffer.from('first\n'), GARBAGE, Buffer.from('\nlast\npartial')]));
+    const seen: Array<{ text: string; line: number; next: number }> = [];
+    const handle = await open(path, 'r');
+    const { lines, tailBytes } = await readLines(handle, (await handle.stat()).size, (buf, start, end, line, next) => {
+      seen.push({ text: buf.toString('utf8', start, end), line, next });
+    });
+    await handle.close();
+    const garbageEnd = 6 + GARBAGE.length + 1;
+    expect(seen).toEqual([
+      { text: 'first', line: 1, next: 6 },
+      { text: '', line: 2, next: garbageEnd },
+      { text: 'last', line: 3, next: garbageEnd + 5 },
+    ]);
+    expect({ lines, tailBytes }).toEqual({ lines: 3, tailBytes: 'partial'.length });
+  });
+
+  it('is cut at the tail of a journal, keeping every entry before it', async () => {
+    const { path } = await journalWith(3);
+    await appendFile(path, GARBAGE);
+    const { entries, recovery } = await reopen(path);
+    expect(entries).toHaveLength(3);
+    expect(recovery).toEqual({ cutLines: 1, cutBytes: GARBAGE.length });
+  });
+
+  it('is corruption, naming the line, when entries follow it', async () => {
+    const { path } = await journalWith(3);
+    const lines = (await readFile(path, 'utf8')).split('\n');
+    await writeFile(path, [...lines.slice(0, 3), GARBAGE.toString('latin1'), ...lines.slice(3)].join('\n'));
+    await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_corrupt', message: expect.stringContaining(`${path} line 4`) as unknown });
   });
 });
