@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
@@ -10,7 +10,7 @@ import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
-import { createFileDurable, ensureDir, TEMP_PREFIX, writeFileAtomic } from './durable-fs.js';
+import { createFileDurable, ensureDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic } from './durable-fs.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
@@ -517,19 +517,14 @@ export class DirectoryRelay implements Relay {
   }
 
   private async readSegment(segment: Segment): Promise<readonly OpRecord[]> {
-    let text: string;
+    let text: string | null;
     try {
-      const handle = await open(segment.path, 'r');
-      try {
-        if ((await handle.stat()).size > MAX_SEGMENT_BYTES) {
-          this.note(segment.path, 'segment_corrupt');
-          return [];
-        }
-        text = await handle.readFile('utf8');
-      } finally {
-        await handle.close();
-      }
+      text = await readTextAtMost(segment.path, MAX_SEGMENT_BYTES);
     } catch {
+      return [];
+    }
+    if (text === null) {
+      this.note(segment.path, 'segment_corrupt');
       return [];
     }
     const decoded = decodeSegment(text, segment.device, segment.firstSeq);
@@ -595,15 +590,19 @@ export class DirectoryRelay implements Relay {
   }
 }
 
+/** relay.json, device.json and ack.json are far smaller; a larger one is damage and not read. */
+const MAX_JSON_FILE_BYTES = 2 ** 20;
+
 /** Parsed JSON object; undefined when the file does not exist; null when it is not an object. */
 async function readJson(path: string): Promise<Record<string, unknown> | null | undefined> {
-  let text: string;
+  let text: string | null;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readTextAtMost(path, MAX_JSON_FILE_BYTES);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     return null;
   }
+  if (text === null) return null;
   try {
     const value = JSON.parse(text) as unknown;
     return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;

@@ -98,6 +98,17 @@ export async function writeText(handle: FileHandle, text: string): Promise<void>
   }
 }
 
+/** The text of an untrusted file, or null when it is larger than `maxBytes` (it is then not read). */
+export async function readTextAtMost(path: string, maxBytes: number): Promise<string | null> {
+  const handle = await open(path, 'r');
+  try {
+    if ((await handle.stat()).size > maxBytes) return null;
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
 export async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {

@@ -49,9 +49,17 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
     return versions.length === 0 ? 0 : Math.max(...versions.map(Number));
   }
 
+  /** The state file at `version`; null when it is not there (pruned meanwhile). */
   async function stateAt(dir: string, version: number, agent: AgentId): Promise<StateFile | null> {
-    const text = await readFile(fileOf(dir, version), 'utf8').catch(() => null);
-    return text === null ? null : parseState(text, agent);
+    let text: string;
+    try {
+      text = await readFile(fileOf(dir, version), 'utf8');
+    } catch (error) {
+      // Anything but absence would be retried for ever: it is damage, and said so.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw damaged(agent);
+    }
+    return parseState(text, agent);
   }
 
   async function newest(agent: AgentId): Promise<{ version: number; state: StateFile | null }> {

@@ -1,3 +1,5 @@
+import { mkdir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dirCoordinator, KEPT_VERSIONS } from '../../src/lease/dir-coordinator.js';
 import { memoryCoordinator } from '../../src/lease/memory-coordinator.js';
@@ -90,5 +92,20 @@ describe('directory leases: a writer paused while others run', () => {
     const { outcome, granted, record } = await pausedAcquire(KEPT_VERSIONS + 5);
     expect(outcome).toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringMatching(/unknown/) as unknown });
     expect(record).toMatchObject({ holder: q, epoch: granted.epoch });
+  });
+});
+
+describe('directory leases: damaged state', () => {
+  it('names an unreadable newest state file instead of retrying it for ever', async () => {
+    const root = await tempDir();
+    const agent = parseAgentId('agent-1');
+    const device = parseDeviceId('device-p');
+    const coordinator = dirCoordinator(root);
+    const lease = await coordinator.acquire(agent, device, 60_000);
+    // The next version's slot holds a folder: it cannot be read as a state file.
+    const folder = (await readdir(root))[0]!;
+    await mkdir(join(root, folder, '000000000002.json'));
+    await expect(coordinator.renew(agent, device, lease.epoch, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringContaining('damaged') as unknown });
+    await coordinator.close();
   });
 });

@@ -1,6 +1,7 @@
 import { copyFile, readdir, readFile, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import type { Session } from '../../src/session/session.js';
 import { openDirSession } from '../helpers/dir-world.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
@@ -89,6 +90,19 @@ describe('a tampered relay directory', () => {
     const reader = await read(relay);
     expect(reader.status().counts.ignored_relay_files).toEqual({ not_layout: 2, conflict_copy: 1, foreign_ops: 1 });
     expect(reader.status().counts.rejected).toEqual({});
+    expect(synced(reader)).toHaveLength(11);
+    await reader.close();
+  });
+
+  it('does not read files larger than any file of the layout: a huge ack or segment is counted, not loaded', async () => {
+    const { relay, opsDir } = await scene();
+    // Valid JSON, and a well-formed segment header: only their size gives them away.
+    const ack = join(relay, 'devices', 'clean', 'ack.json');
+    await writeFile(ack, JSON.stringify({ opsync_ack: 1, acked: {}, last_seen_ms: 1, pad: 'x'.repeat(2 * 2 ** 20) }));
+    const header = JSON.stringify({ opsync_segment: 1, device_id: 'writer', first_seq: 9, count: 1 });
+    await writeFile(join(opsDir, '000000000009.jsonl'), `${header}\n${'y'.repeat(MAX_SEGMENT_BYTES)}\n`);
+    const reader = await read(relay);
+    expect(reader.status().counts.ignored_relay_files).toEqual({ ack_file_invalid: 1, segment_corrupt: 1 });
     expect(synced(reader)).toHaveLength(11);
     await reader.close();
   });
