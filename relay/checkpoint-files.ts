@@ -49,12 +49,19 @@ export async function readCheckpointHeader(path: string): Promise<CheckpointHead
   return value as CheckpointHeaderJson;
 }
 
+/**
+ * A sealed chunk's line is at most ~65 MiB (16 Mi characters of chunk text, up to 3 bytes each
+ * in UTF-8, base64); a longer line is damage, refused before it is held in memory.
+ */
+const MAX_CHUNK_LINE_BYTES = 128 * 2 ** 20;
+
 /** The sealed chunks of a checkpoint file (their JSON texts), streamed line by line. */
 export async function* readCheckpointChunks(path: string): AsyncGenerator<string> {
   const handle = await open(path, 'r');
   try {
     const buffer = Buffer.allocUnsafe(8 * 1024 * 1024);
     let pieces: Buffer[] = [];
+    let held = 0;
     let first = true;
     for (;;) {
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
@@ -64,11 +71,16 @@ export async function* readCheckpointChunks(path: string): AsyncGenerator<string
         pieces.push(buffer.subarray(start, nl));
         const line = pieces.length === 1 ? pieces[0]!.toString('utf8') : Buffer.concat(pieces).toString('utf8');
         pieces = [];
+        held = 0;
         start = nl + 1;
         if (!first && line !== '') yield line;
         first = false;
       }
-      if (start < bytesRead) pieces.push(Buffer.from(buffer.subarray(start, bytesRead)));
+      if (start < bytesRead) {
+        pieces.push(Buffer.from(buffer.subarray(start, bytesRead)));
+        held += bytesRead - start;
+        if (held > MAX_CHUNK_LINE_BYTES) throw new OpsyncError('checkpoint_invalid', `${path} has a line longer than any checkpoint chunk.`, { location: path });
+      }
     }
   } finally {
     await handle.close();

@@ -16,8 +16,8 @@ import { compareStrings } from '../util/ordered.js';
  * Checkpoints, format version 1 (proposals/checkpoint.md).
  *
  * A checkpoint is the fold state of exactly the ops at or below its frontier, cut into chunks
- * of at most CHUNK_ITEMS items, each chunk belonging to one scope (so each can be sealed with
- * that scope's key). A chunk's text is the canonical JSON of one of
+ * of at most CHUNK_ITEMS items and CHUNK_TEXT characters, each chunk belonging to one scope (so
+ * each can be sealed with that scope's key). A chunk's text is the canonical JSON of one of
  * `{"records":[[surface, op_id, wall_ms, counter, device_id, payload], …]}` (by op_id),
  * `{"runs":[[run_id, agent_id, epoch, status, op_id, wall_ms, counter, device_id], …]}` (by run_id) or
  * `{"agents":[[agent_id, epoch], …]}` (by agent_id).
@@ -29,8 +29,14 @@ import { compareStrings } from '../util/ordered.js';
  */
 export const CHECKPOINT_VERSION = 1;
 
-/** Items per chunk: ~20 MiB of text for typical records, far below V8's string limit. */
+/** Items per chunk: ~20 MiB of text for typical records. */
 export const CHUNK_ITEMS = 65_536;
+/**
+ * Characters (UTF-16 code units) per chunk text: a chunk also ends before it would pass this,
+ * so that large records (a tool result of 100 KiB is common) keep every chunk, and its sealed
+ * base64 form, far below V8's 512 MiB string limit.
+ */
+export const CHUNK_TEXT = 16 * 2 ** 20;
 
 export type CheckpointHash = Brand<string, 'CheckpointHash'>;
 
@@ -91,12 +97,23 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
     const s = byScope.get(scope)!;
     for (const [kind, items] of [['records', s.records], ['runs', s.runs], ['agents', s.agents]] as const) {
       items.sort((a, b) => compareStrings(a.key, b.key));
-      for (let i = 0; i < items.length; i += CHUNK_ITEMS) {
-        const slice = items.slice(i, i + CHUNK_ITEMS).map((keyed) => keyed.item);
-        const text = canonicalize({ [kind]: slice });
+      // The canonical JSON of {kind: [items…]}, built from each item's canonical text.
+      let run: string[] = [];
+      let length = 0;
+      const cut = () => {
+        const text = `{"${kind}":[${run.join(',')}]}`;
         texts.push(text);
-        refs.push({ scope, count: slice.length, digest: crypto.sha256Hex(text) });
+        refs.push({ scope, count: run.length, digest: crypto.sha256Hex(text) });
+        run = [];
+        length = 0;
+      };
+      for (const { item } of items) {
+        const text = canonicalize(item);
+        if (run.length === CHUNK_ITEMS || (run.length > 0 && length + text.length + 1 > CHUNK_TEXT - kind.length - 8)) cut();
+        run.push(text);
+        length += text.length + 1;
       }
+      if (run.length > 0) cut();
     }
   }
   const stateHash = state.stateHash();

@@ -3,8 +3,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readCheckpointChunks } from '../../relay/checkpoint-files.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
 import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
@@ -38,7 +39,7 @@ runRelayContract('directory', async () => {
   };
 });
 
-describe('directory relay segments', () => {
+describe('directory relay files', () => {
   it('writes a push larger than a segment may be as several segments, and a reader gets every op', async () => {
     const root = await tempDir();
     const writer = new TestDevice('writer', 1);
@@ -58,6 +59,17 @@ describe('directory relay segments', () => {
     }
     expect(pulled.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
     expect(reader.anomalies()).toEqual({});
+  });
+});
+
+describe('checkpoint files', () => {
+  it('refuse a line longer than any sealed chunk before holding it in memory', async () => {
+    const path = join(await tempDir(), 'checkpoint.jsonl');
+    await writeFile(path, `{"checkpoint_hash":"ck-x"}\n${'z'.repeat(130 * 2 ** 20)}`);
+    const read = async () => {
+      for await (const chunk of readCheckpointChunks(path)) void chunk;
+    };
+    await expect(read()).rejects.toMatchObject({ code: 'checkpoint_invalid', message: expect.stringContaining('longer than any checkpoint chunk') as unknown });
   });
 });
 

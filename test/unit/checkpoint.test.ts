@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { anchorTail } from '../../src/checkpoint/anchor.js';
-import { assembleCheckpoint, headerToJson, parseCheckpointHeader, restoreCheckpoint, type PlainCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import { assembleCheckpoint, CHUNK_TEXT, headerToJson, parseCheckpointHeader, restoreCheckpoint, type PlainCheckpoint } from '../../src/checkpoint/checkpoint.js';
 import { planCompaction } from '../../src/checkpoint/compaction.js';
 import { FoldState } from '../../src/fold/fold-state.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
@@ -53,6 +53,17 @@ describe('checkpoint', () => {
     const checkpoint = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
     const tampered: PlainCheckpoint = { ...checkpoint, chunks: [checkpoint.chunks[0]!.replace('"v":1', '"v":9'), ...checkpoint.chunks.slice(1)] };
     expect(() => restoreCheckpoint(tampered, coreCrypto)).toThrow(expect.objectContaining({ code: 'checkpoint_invalid' }));
+  });
+
+  it('cuts chunks by size as well as by count, so large records keep every chunk within CHUNK_TEXT', () => {
+    const device = new TestDevice('laptop', 1);
+    const big = 'x'.repeat(300_000);
+    const large = Array.from({ length: 150 }, (_, i) => device.op('knowledge', { id: `k${i}`, text: big }));
+    const state = foldAll(large);
+    const checkpoint = assembleCheckpoint(state, frontierOf(large), coreCrypto);
+    expect(checkpoint.chunks.length).toBeGreaterThanOrEqual(Math.ceil((150 * big.length) / CHUNK_TEXT));
+    for (const text of checkpoint.chunks) expect(text.length).toBeLessThanOrEqual(CHUNK_TEXT);
+    expect(restoreCheckpoint(checkpoint, coreCrypto).stateHash()).toBe(state.stateHash());
   });
 
   it('refuses a consistent-looking checkpoint whose state does not have the claimed state hash', () => {
