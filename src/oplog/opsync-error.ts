@@ -55,6 +55,7 @@ export const ERROR_CODES = [
   // daemon and transport
   'unauthorized',
   'config_invalid',
+  'answer_too_large',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

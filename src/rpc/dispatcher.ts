@@ -1,7 +1,7 @@
 import { JSONRPCServer, createJSONRPCErrorResponse, createJSONRPCSuccessResponse, type JSONRPCRequest, type JSONRPCResponse } from 'json-rpc-2.0';
 import { isJsonObject, parseJsonText, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
-import { RPC_INVALID_REQUEST, RPC_PARSE_ERROR, toRpcError } from './error-codes.js';
+import { ERROR_NUMBERS, RPC_INTERNAL_ERROR, RPC_INVALID_REQUEST, RPC_PARSE_ERROR, toRpcError } from './error-codes.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import type { Connection, MethodSpec } from './method.js';
 
@@ -23,7 +23,9 @@ export interface DispatcherStats {
  *   over the batch limit, or an element that is not a request → -32600;
  * - a batch always answers with an array; a batch of only notifications answers nothing;
  * - unknown method → -32601; bad params → -32602 naming the field; named failures → their
- *   documented code; anything else → -32603 "Internal error", logged, never echoed.
+ *   documented code; anything else → -32603 "Internal error", logged, never echoed;
+ * - an answer that cannot become text (past V8's string limit: `answer_too_large`; not JSON: a
+ *   bug, -32603) is answered as that error, in its place in a batch. `handle` never rejects.
  */
 export class Dispatcher {
   readonly stats: DispatcherStats = { requests: 0, errors: 0, internal_errors: 0 };
@@ -48,7 +50,7 @@ export class Dispatcher {
     const message = parsed.value;
     if (!Array.isArray(message)) {
       const response = await this.single(message, connection);
-      return response ? JSON.stringify(response) : null;
+      return response ? this.text(response) : null;
     }
     if (message.length === 0 || message.length > LIMITS.maxBatchLength) {
       this.stats.errors++;
@@ -56,7 +58,22 @@ export class Dispatcher {
       return JSON.stringify(createJSONRPCErrorResponse(null, RPC_INVALID_REQUEST, why, { code: 'invalid_request' }));
     }
     const responses = (await Promise.all(message.map((element) => this.single(element, connection)))).filter((r) => r !== null);
-    return responses.length > 0 ? JSON.stringify(responses) : null;
+    return responses.length > 0 ? `[${responses.map((response) => this.text(response)).join(',')}]` : null;
+  }
+
+  private text(response: JSONRPCResponse): string {
+    try {
+      return JSON.stringify(response);
+    } catch (error) {
+      this.stats.errors++;
+      if (error instanceof RangeError) {
+        const message = 'The answer is too large to send in one message (over 512 MiB of JSON); ask for less, with limit and after where the method has them.';
+        return JSON.stringify(createJSONRPCErrorResponse(response.id, ERROR_NUMBERS.answer_too_large, message, { code: 'answer_too_large' }));
+      }
+      this.stats.internal_errors++;
+      this.log.error({ err: error }, 'an answer could not be serialized');
+      return JSON.stringify(createJSONRPCErrorResponse(response.id, RPC_INTERNAL_ERROR, 'Internal error', { code: 'internal' }));
+    }
   }
 
   private async single(message: JsonValue, connection: Connection): Promise<JSONRPCResponse | null> {

@@ -51,6 +51,7 @@ export const ERROR_NUMBERS: Readonly<Record<ErrorCode, number>> = {
   lease_backend_unavailable: -32062,
   unauthorized: -32070,
   config_invalid: -32071,
+  answer_too_large: -32072,
 };
 
 export interface RpcError {
