@@ -128,8 +128,9 @@ class Peer {
   private next = 0;
   private inFlight = 0;
   private startedThisTurn = 0;
-  /** More than `maxUnsentBytes` wait unread: no request starts and notifications coalesce. */
-  private congested = false;
+  /** The client lagged at the last look (so that each hold-back is counted once). */
+  private lagging = false;
+  /** Notifications held while the client lags, the newest per method. */
   private readonly coalesced = new Map<string, string>();
   private readonly cork: () => void;
 
@@ -157,35 +158,40 @@ class Peer {
   }
 
   notify(method: string, text: string): void {
-    if (this.coalesced.size === 0 && this.ws.bufferedAmount <= this.limits.maxUnsentBytes) this.send(text);
+    if (this.coalesced.size === 0 && !this.lags()) this.send(text);
     else {
       if (this.coalesced.has(method)) this.stats.coalesced_notifications++;
       this.coalesced.set(method, text);
     }
   }
 
+  /** More than `maxUnsentBytes` of output wait for the client to read them. */
+  private lags(): boolean {
+    return this.ws.bufferedAmount > this.limits.maxUnsentBytes;
+  }
+
+  /** Sends held notifications and starts waiting requests as far as the client keeps up; runs on every change. */
   private readonly admit = (): void => {
-    const { ws, limits } = this;
-    const congested = ws.bufferedAmount > limits.maxUnsentBytes;
-    if (congested && !this.congested) this.stats.held_back++;
-    this.congested = congested;
-    if (!congested && this.coalesced.size > 0) {
+    let lagging = this.lags();
+    if (lagging && !this.lagging) this.stats.held_back++;
+    if (!lagging && this.coalesced.size > 0) {
       for (const text of this.coalesced.values()) this.send(text);
       this.coalesced.clear();
     }
-    while (!this.congested && this.next < this.waiting.length && this.inFlight < limits.maxInFlight && this.startedThisTurn < MAX_STARTS_PER_TURN) {
+    while (!lagging && this.next < this.waiting.length && this.inFlight < this.limits.maxInFlight && this.startedThisTurn < MAX_STARTS_PER_TURN) {
       this.start(this.waiting[this.next++]!);
-      this.congested = ws.bufferedAmount > limits.maxUnsentBytes;
+      lagging = this.lags();
     }
+    this.lagging = lagging;
     const backlog = this.waiting.length - this.next;
     if (backlog === 0) {
       this.waiting = [];
       this.next = 0;
     }
-    // Reading on would only queue more: stop while the client lags or a socket read's worth waits.
-    const stop = this.congested || backlog >= limits.maxInFlight;
-    if (stop && !ws.isPaused) ws.pause();
-    else if (!stop && ws.isPaused) ws.resume();
+    // Reading on would only queue more: stop while the client lags or an in-flight's worth waits.
+    const stop = lagging || backlog >= this.limits.maxInFlight;
+    if (stop && !this.ws.isPaused) this.ws.pause();
+    else if (!stop && this.ws.isPaused) this.ws.resume();
   };
 
   private start(text: string): void {
