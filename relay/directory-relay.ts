@@ -13,7 +13,7 @@ import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, re
 import { createFileDurable, ensureDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic } from './durable-fs.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
+import { collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import {
   CHECKPOINTS_KEPT,
   type CheckpointFile,
@@ -148,7 +148,7 @@ export class DirectoryRelay implements Relay {
       const segments = await this.segments(this.self);
       if (this.ownHead === undefined) {
         const last = segments.at(-1);
-        const headOp = last ? (await this.readSegment(last)).at(-1) : undefined;
+        const headOp = last ? (await this.readSegment(last)).ops.at(-1) : undefined;
         this.ownHead = headOp ? headOf(headOp) : null;
       }
       const plan = await planPush(
@@ -159,7 +159,7 @@ export class DirectoryRelay implements Relay {
           floor: segments[0]?.firstSeq ?? 0,
           heldOpId: async (seq) => {
             const segment = segments.findLast((s) => s.firstSeq <= seq);
-            return segment ? ((await this.readSegment(segment)).find((op) => op.seq === seq)?.op_id) : undefined;
+            return segment ? (await this.readSegment(segment)).ops.find((op) => op.seq === seq)?.op_id : undefined;
           },
         },
         ops,
@@ -185,7 +185,7 @@ export class DirectoryRelay implements Relay {
 
   pull(since: SeqFrontier, limit: number): Promise<PullPage> {
     return this.guard(async () => {
-      const out: OpRecord[] = [];
+      const page = new PageBuilder(limit);
       for (const device of await this.deviceIds()) {
         if (device === this.self) continue;
         const segments = await this.segments(device);
@@ -197,17 +197,17 @@ export class DirectoryRelay implements Relay {
         for (const segment of segments) {
           if (segment.firstSeq + segment.count - 1 <= seq) continue;
           if (segment.firstSeq > seq + 1) break;
-          const ops = await this.readSegment(segment);
-          for (const op of ops) {
+          const { ops, sizes } = await this.readSegment(segment);
+          for (let i = 0; i < ops.length; i++) {
+            const op = ops[i]!;
             if (op.seq <= seq) continue;
-            if (out.length === limit) return { ops: out, more: true };
-            out.push(op);
+            if (!page.add(op, sizes[i]!)) return page.page();
             seq = op.seq;
           }
           if (ops.length < segment.count) break;
         }
       }
-      return { ops: out, more: false };
+      return page.page();
     }, VERIFY);
   }
 
@@ -516,20 +516,20 @@ export class DirectoryRelay implements Relay {
     return header;
   }
 
-  private async readSegment(segment: Segment): Promise<readonly OpRecord[]> {
+  private async readSegment(segment: Segment): Promise<{ readonly ops: readonly OpRecord[]; readonly sizes: readonly number[] }> {
     let text: string | null;
     try {
       text = await readTextAtMost(segment.path, MAX_SEGMENT_BYTES);
     } catch {
-      return [];
+      return { ops: [], sizes: [] };
     }
     if (text === null) {
       this.note(segment.path, 'segment_corrupt');
-      return [];
+      return { ops: [], sizes: [] };
     }
     const decoded = decodeSegment(text, segment.device, segment.firstSeq);
     if (decoded.problem) this.note(segment.path, decoded.problem);
-    return decoded.ops;
+    return decoded;
   }
 
   private async deviceFile(device: DeviceId): Promise<DeviceFile | null> {

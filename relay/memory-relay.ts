@@ -1,13 +1,13 @@
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import type { SeqFrontier } from '../src/oplog/frontier.js';
 import type { DeviceId } from '../src/oplog/ids.js';
-import type { OpRecord } from '../src/oplog/op-record.js';
+import { canonicalRecord, type OpRecord } from '../src/oplog/op-record.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { collectableThrough, newestFirst, rosterView } from './relay-state.js';
+import { collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;
@@ -26,6 +26,8 @@ interface DeviceRecord {
 export class MemoryRelayStore {
   readonly devices = new Map<DeviceId, DeviceRecord>();
   readonly checkpoints = new Map<string, CheckpointFile>();
+  /** Each stored op's record size, for pull pages. */
+  readonly sizes = new WeakMap<OpRecord, number>();
   private readonly listeners = new Set<{ self: DeviceId; onChange: () => void }>();
 
   constructor(
@@ -85,6 +87,7 @@ export class MemoryRelay implements Relay {
     );
     if (plan.fresh.length > 0) {
       record!.ops.push(...plan.fresh);
+      for (const op of plan.fresh) this.store.sizes.set(op, canonicalRecord(op).length);
       this.store.changed(this.self);
     }
     return { pushed: plan.fresh.length, deduped: plan.deduped };
@@ -92,24 +95,18 @@ export class MemoryRelay implements Relay {
 
   async pull(since: SeqFrontier, limit: number): Promise<PullPage> {
     await Promise.resolve();
-    const out: OpRecord[] = [];
-    let more = false;
+    const page = new PageBuilder(limit);
     for (const [device, record] of [...this.store.devices].sort(([a], [b]) => (a < b ? -1 : 1))) {
       if (device === this.self) continue;
       const after = since.get(device) ?? -1;
-      const available = record.floor + record.ops.length - 1;
-      if (available <= after) continue;
+      if (record.floor + record.ops.length - 1 <= after) continue;
       if (after < record.floor - 1) throw frontierTruncated(device, after, record.floor);
-      const room = limit - out.length;
-      const from = after + 1 - record.floor;
-      const take = record.ops.slice(from, from + Math.max(0, room));
-      out.push(...take);
-      if (take.length < available - after) {
-        more = true;
-        break;
+      for (let i = after + 1 - record.floor; i < record.ops.length; i++) {
+        const op = record.ops[i]!;
+        if (!page.add(op, this.store.sizes.get(op)!)) return page.page();
       }
     }
-    return { ops: out, more };
+    return page.page();
   }
 
   async head(device: DeviceId): Promise<number> {

@@ -7,7 +7,7 @@ import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { collectableThrough, frontierWeight, headerFrontier, newestFirst, rosterView } from './relay-state.js';
+import { collectableThrough, frontierWeight, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
 import { createSchema, inTransaction } from './pg-database.js';
 
@@ -103,24 +103,28 @@ export class PostgresRelay implements Relay {
   pull(since: SeqFrontier, limit: number): Promise<PullPage> {
     return this.db(async () => {
       const { rows: devices } = await this.pool.query<{ device_id: string; floor: string }>('SELECT device_id, floor FROM opsync_devices WHERE device_id <> $1 ORDER BY device_id', [this.self]);
-      const out: OpRecord[] = [];
+      const page = new PageBuilder(limit);
       for (const { device_id, floor } of devices) {
         if (!isDeviceId(device_id)) continue;
         const after = since.get(device_id) ?? -1;
-        const { rows } = await this.pool.query<{ seq: string; record: string }>(
-          'SELECT seq, record FROM opsync_ops WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
-          [device_id, after, limit - out.length + 1],
+        const room = page.room;
+        // Rows up to the one that passes the page's byte budget: no more is fetched than fits.
+        const { rows } = await this.pool.query<{ seq: string; record: string; bytes: number }>(
+          `SELECT seq, record, bytes FROM (
+             SELECT seq, record, octet_length(record) AS bytes, sum(octet_length(record)) OVER (ORDER BY seq) AS running
+             FROM opsync_ops WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) page
+           WHERE running - bytes <= $4 ORDER BY seq`,
+          [device_id, after, room.ops + 1, room.bytes],
         );
         if (rows.length === 0) continue;
         if (after < Number(floor) - 1) throw frontierTruncated(device_id, after, Number(floor));
         for (const row of rows) {
-          if (out.length === limit) return { ops: out, more: true };
           const op = this.parse(row.record);
           if (!op || op.device_id !== device_id || op.seq !== Number(row.seq)) break;
-          out.push(op);
+          if (!page.add(op, row.bytes)) return page.page();
         }
       }
-      return { ops: out, more: false };
+      return page.page();
     });
   }
 

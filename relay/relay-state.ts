@@ -1,9 +1,45 @@
 import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/frontier.js';
 import type { DeviceId } from '../src/oplog/ids.js';
 import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
-import type { CheckpointHeaderJson, RosterView } from './relay.js';
+import type { OpRecord } from '../src/oplog/op-record.js';
+import type { CheckpointHeaderJson, PullPage, RosterView } from './relay.js';
 
 /** Pieces of relay logic that every backend computes the same way. */
+
+/**
+ * Record bytes a pull page holds at most, past its first op: a page of 5 000 large ops (a
+ * conversation turn may carry 1 MiB) would otherwise be gigabytes in memory at once.
+ */
+export const PULL_PAGE_BYTES = 64 * 2 ** 20;
+
+/** Builds one pull page: at most `limit` ops and, past the first, PULL_PAGE_BYTES of records. */
+export class PageBuilder {
+  private readonly ops: OpRecord[] = [];
+  private bytes = 0;
+  private full = false;
+
+  constructor(private readonly limit: number) {}
+
+  /** Adds `op`, whose record is `size` bytes, unless the page is full (then false, and `more`). */
+  add(op: OpRecord, size: number): boolean {
+    if (this.ops.length === this.limit || (this.ops.length > 0 && this.bytes + size > PULL_PAGE_BYTES)) {
+      this.full = true;
+      return false;
+    }
+    this.ops.push(op);
+    this.bytes += size;
+    return true;
+  }
+
+  /** Record bytes the page can still take (for a backend that limits what it fetches). */
+  get room(): { ops: number; bytes: number } {
+    return { ops: this.limit - this.ops.length, bytes: this.ops.length === 0 ? Number.MAX_SAFE_INTEGER : PULL_PAGE_BYTES - this.bytes };
+  }
+
+  page(): PullPage {
+    return { ops: this.ops, more: this.full };
+  }
+}
 
 /** The frontier a checkpoint header claims, or null when it is malformed. */
 export function headerFrontier(header: CheckpointHeaderJson): Frontier | null {

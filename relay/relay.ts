@@ -16,7 +16,8 @@ import type { RosterEntry } from '../src/oplog/roster.js';
  *   another device's op is `relay_foreign_ops`, a broken chain or signature is `chain_broken`;
  *   it resolves once the ops are durable on the relay;
  * - `pull` returns other devices' ops above a per-device frontier, in seq order per device, at
- *   most `limit` per call; below a device's GC floor it fails with `relay_frontier_truncated`;
+ *   most `limit` and — past the first op — PULL_PAGE_BYTES of records per call (`more` says
+ *   there is more); below a device's GC floor it fails with `relay_frontier_truncated`;
  * - `ack` is monotone: a lower seq than already acked is refused (`relay_ack_regression`);
  * - the relay is untrusted storage for its readers: malformed records are skipped and counted
  *   in `anomalies()`, and readers verify chains and signatures themselves.

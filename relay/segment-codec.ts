@@ -57,6 +57,8 @@ export interface DecodedSegment {
   readonly header: SegmentHeader | null;
   /** The ops that decoded, in order, up to the first problem. */
   readonly ops: readonly OpRecord[];
+  /** Each op's record size in the file (its line's length). */
+  readonly sizes: readonly number[];
   readonly problem: SegmentProblem | null;
 }
 
@@ -64,22 +66,25 @@ export interface DecodedSegment {
 export function decodeSegment(text: string, device: DeviceId, firstSeq: number): DecodedSegment {
   const lines = text.split('\n');
   const header = decodeHeader(lines[0] ?? '', device, firstSeq);
-  if (typeof header === 'string') return { header: null, ops: [], problem: header };
+  if (typeof header === 'string') return { header: null, ops: [], sizes: [], problem: header };
   const ops: OpRecord[] = [];
+  const sizes: number[] = [];
+  const stop = (problem: SegmentProblem) => ({ header, ops, sizes, problem });
   for (let i = 0; i < header.count; i++) {
     const line = lines[i + 1];
-    if (line === undefined || (line === '' && i + 2 >= lines.length)) return { header, ops, problem: 'segment_corrupt' };
+    if (line === undefined || (line === '' && i + 2 >= lines.length)) return stop('segment_corrupt');
     let op: OpRecord;
     try {
       op = parseOpRecord(JSON.parse(line));
     } catch {
-      return { header, ops, problem: 'segment_corrupt' };
+      return stop('segment_corrupt');
     }
-    if (op.device_id !== device) return { header, ops, problem: 'foreign_ops' };
-    if (op.seq !== firstSeq + i) return { header, ops, problem: 'segment_mismatch' };
+    if (op.device_id !== device) return stop('foreign_ops');
+    if (op.seq !== firstSeq + i) return stop('segment_mismatch');
     ops.push(op);
+    sizes.push(line.length);
   }
-  return { header, ops, problem: null };
+  return { header, ops, sizes, problem: null };
 }
 
 /** The header alone, for listing a device's seq ranges without reading its ops. */

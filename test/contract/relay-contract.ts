@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { OpRecord } from '../../src/oplog/op-record.js';
 import type { CheckpointFile, JsonObject, Relay } from '../../relay/relay.js';
+import { PULL_PAGE_BYTES } from '../../relay/relay-state.js';
 import { TestDevice } from '../helpers/test-device.js';
 
 export interface RelayHarness {
@@ -109,6 +110,29 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
         'device-a:6',
         ...pushed.get(b.device.id)!.map((op) => `device-b:${op.seq}`),
       ]);
+    });
+
+    it('keeps a pull page within its byte budget however many ops it may hold', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const c = await joined(h, 'device-c', 3);
+      // 120 ops of ~1.2 MB (a turn may carry 1 MiB): ~144 MB, more than two pages may hold.
+      const text = 'x'.repeat(1_200_000);
+      const ops = Array.from({ length: 120 }, (_, i) => a.device.op('knowledge', { id: `big-${i}`, text }));
+      for (let i = 0; i < ops.length; i += 40) await a.relay.push(ops.slice(i, i + 40));
+      const frontier = new Map<DeviceId, number>();
+      const pages: number[] = [];
+      for (;;) {
+        const page = await c.relay.pull(frontier, 5_000);
+        pages.push(page.ops.length);
+        expect(page.ops.reduce((n, op) => n + JSON.stringify(op).length, 0)).toBeLessThanOrEqual(PULL_PAGE_BYTES);
+        for (const op of page.ops) frontier.set(op.device_id, op.seq);
+        if (!page.more) break;
+        expect(pages.length).toBeLessThan(10);
+      }
+      expect(pages.reduce((n, count) => n + count, 0)).toBe(120);
+      expect(pages.length).toBeGreaterThanOrEqual(3);
+      expect(frontier.get(a.device.id)).toBe(ops.at(-1)!.seq);
     });
 
     it('keeps acks monotone and reports them in the roster with the stable frontier', async () => {
