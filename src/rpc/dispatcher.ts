@@ -1,7 +1,7 @@
 import { JSONRPCServer, createJSONRPCErrorResponse, createJSONRPCSuccessResponse, type JSONRPCRequest, type JSONRPCResponse } from 'json-rpc-2.0';
 import { isJsonObject, parseJsonText, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
-import { ERROR_NUMBERS, RPC_INTERNAL_ERROR, RPC_INVALID_REQUEST, RPC_PARSE_ERROR, toRpcError } from './error-codes.js';
+import { ERROR_NUMBERS, RPC_INTERNAL_ERROR, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, toRpcError } from './error-codes.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import type { Connection, MethodSpec } from './method.js';
 
@@ -22,7 +22,7 @@ export interface DispatcherStats {
  * - unparseable text → -32700; nesting deeper than the message depth limit, an empty batch, a batch
  *   over the batch limit, or an element that is not a request → -32600;
  * - a batch always answers with an array; a batch of only notifications answers nothing;
- * - unknown method → -32601; bad params → -32602 naming the field; named failures → their
+ * - unknown method → -32601 naming it; bad params → -32602 naming the field; named failures → their
  *   documented code; anything else → -32603 "Internal error", logged, never echoed;
  * - an answer that cannot become text (past V8's string limit: `answer_too_large`; not JSON: a
  *   bug, -32603) is answered as that error, in its place in a batch. `handle` never rejects.
@@ -30,12 +30,14 @@ export interface DispatcherStats {
 export class Dispatcher {
   readonly stats: DispatcherStats = { requests: 0, errors: 0, internal_errors: 0 };
   private readonly server = new JSONRPCServer<Connection>({ errorListener: () => {} });
+  private readonly names: ReadonlySet<string>;
 
   constructor(
     readonly methods: readonly MethodSpec[],
     private readonly log: DispatcherLog,
   ) {
     for (const method of methods) this.server.addMethodAdvanced(method.name, (request, connection) => this.call(method, request, connection));
+    this.names = new Set(methods.map((method) => method.name));
   }
 
   /** The answer to one incoming message, or null when none is due (notifications). */
@@ -84,7 +86,13 @@ export class Dispatcher {
       const id = isJsonObject(message) && isId(message.id) ? message.id : null;
       return createJSONRPCErrorResponse(id, RPC_INVALID_REQUEST, `Invalid Request: ${problem}`, { code: 'invalid_request' });
     }
-    const response = await this.server.receive(message as unknown as JSONRPCRequest, connection);
+    const request = message as unknown as JSONRPCRequest;
+    if (!this.names.has(request.method)) {
+      this.stats.errors++;
+      const why = `Method not found: ${JSON.stringify(request.method.slice(0, 128))} (rpc.discover lists every method)`;
+      return request.id === undefined ? null : createJSONRPCErrorResponse(request.id, RPC_METHOD_NOT_FOUND, why, { code: 'method_not_found', method: request.method.slice(0, 128) });
+    }
+    const response = await this.server.receive(request, connection);
     if (response && 'error' in response) this.stats.errors++;
     return response;
   }

@@ -303,8 +303,11 @@ export class RpcClient {
     this.ws.send(text);
   }
 
-  onRaw(listener: (text: string) => void): void {
-    this.ws.on('message', (data: WebSocket.RawData) => listener(rawText(data)));
+  /** Hears every message as text; returns a function that stops listening. */
+  onRaw(listener: (text: string) => void): () => void {
+    const onMessage = (data: WebSocket.RawData) => listener(rawText(data));
+    this.ws.on('message', onMessage);
+    return () => this.ws.off('message', onMessage);
   }
 
   onNotification(listener: (method: string, params: unknown) => void): () => void {
