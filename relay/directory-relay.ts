@@ -69,6 +69,18 @@ interface Segment extends SegmentHeader {
   readonly path: string;
 }
 
+/** A device's ops folder as last listed. */
+interface Listing {
+  readonly names: Set<string>;
+  /** The valid segments, in seq order. */
+  readonly segments: Segment[];
+  /**
+   * The lowest seq a segment file is named for, valid or damaged: below it GC collected the ops.
+   * A damaged segment is not a collected one — a reader stops before it instead of rebasing.
+   */
+  readonly floor: number;
+}
+
 interface DeviceFile {
   readonly publicKey: string;
   readonly addedMs: number;
@@ -85,7 +97,7 @@ export class DirectoryRelay implements Relay {
   private readonly checkpointHeaders = new Map<string, CheckpointHeaderJson | null>();
   private readonly deviceFiles = new Map<DeviceId, DeviceFile>();
   /** Each device's valid segments, kept until its ops folder lists differently. */
-  private readonly listings = new Map<DeviceId, { names: Set<string>; segments: Segment[] }>();
+  private readonly listings = new Map<DeviceId, Listing>();
   /** Anomalous files by path, so each is counted once however often it is seen. */
   private readonly anomalous = new Map<string, string>();
   private ownAck: { acked: Map<DeviceId, number>; lastSeenMs: number } | null = null;
@@ -188,11 +200,11 @@ export class DirectoryRelay implements Relay {
       const page = new PageBuilder(limit);
       for (const device of await this.deviceIds()) {
         if (device === this.self) continue;
-        const segments = await this.segments(device);
+        const { segments, floor } = await this.listing(device);
         const last = segments.at(-1);
         const after = since.get(device) ?? -1;
         if (!last || last.firstSeq + last.count - 1 <= after) continue;
-        if (after < segments[0]!.firstSeq - 1) throw frontierTruncated(device, after, segments[0]!.firstSeq);
+        if (after < floor - 1) throw frontierTruncated(device, after, floor);
         let seq = after;
         for (const segment of segments) {
           if (segment.firstSeq + segment.count - 1 <= seq) continue;
@@ -251,7 +263,7 @@ export class DirectoryRelay implements Relay {
           last_seen_ms: ack?.lastSeenMs ?? file.addedMs,
           acked: ack?.acked ?? new Map(),
         });
-        floor.set(device, (await this.segments(device))[0]?.firstSeq ?? 0);
+        floor.set(device, (await this.listing(device)).floor);
       }
       return rosterView(entries, floor, this.now(), this.horizonMs);
     }, VERIFY);
@@ -476,20 +488,24 @@ export class DirectoryRelay implements Relay {
     this.note(path, name.includes('sync-conflict') || name.includes('conflicted copy') ? 'conflict_copy' : 'not_layout');
   }
 
-  /**
-   * The device's valid segments in seq order; everything else in its ops folder is classified.
-   * Segment files are immutable, so only names not seen before are read; the list is rebuilt
-   * only when the folder gained or lost a file. This device's own folder is listed once: only
-   * this handle writes it, and it records its own pushes and collections.
-   */
   private async segments(device: DeviceId): Promise<Segment[]> {
+    return (await this.listing(device)).segments;
+  }
+
+  /**
+   * The device's ops folder: its valid segments in seq order and its floor; everything else in
+   * it is classified. Segment files are immutable, so only names not seen before are read; the
+   * list is rebuilt only when the folder gained or lost a file. This device's own folder is
+   * listed once: only this handle writes it, and it records its own pushes and collections.
+   */
+  private async listing(device: DeviceId): Promise<Listing> {
     const cached = this.listings.get(device);
-    if (cached && device === this.self) return cached.segments;
+    if (cached && device === this.self) return cached;
     const dir = join(this.deviceDir(device), 'ops');
     const names = await readdir(dir).catch(() => []);
     const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
     const removed = cached !== undefined && names.length - fresh.length !== cached.names.size;
-    if (cached && !removed && fresh.length === 0) return cached.segments;
+    if (cached && !removed && fresh.length === 0) return cached;
     const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
     for (const name of removed ? names : fresh) {
       const path = join(dir, name);
@@ -503,8 +519,10 @@ export class DirectoryRelay implements Relay {
       else segments.push({ ...header, device, path });
     }
     segments.sort((a, b) => a.firstSeq - b.firstSeq);
-    this.listings.set(device, { names: new Set(names), segments });
-    return segments;
+    const floor = names.reduce((lowest, name) => Math.min(lowest, Number(SEGMENT_NAME.exec(name)?.[1] ?? Infinity)), Infinity);
+    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0 };
+    this.listings.set(device, listing);
+    return listing;
   }
 
   private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {

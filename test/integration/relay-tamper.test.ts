@@ -1,5 +1,6 @@
-import { copyFile, readdir, readFile, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { copyFile, cp, readdir, readFile, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import type { Session } from '../../src/session/session.js';
@@ -105,5 +106,49 @@ describe('a tampered relay directory', () => {
     expect(reader.status().counts.ignored_relay_files).toEqual({ ack_file_invalid: 1, segment_corrupt: 1 });
     expect(synced(reader)).toHaveLength(11);
     await reader.close();
+  });
+
+  it('stops at a damaged first segment instead of taking it for collected history: the other devices still sync', async () => {
+    const { relay, segments } = await scene();
+    await rewriteLine(segments[0]!, 0, (line) => line.replace('{', '['));
+    const reader = await read(relay);
+    expect(reader.status().counts.ignored_relay_files).toEqual({ segment_corrupt: 1 });
+    expect(synced(reader)).toEqual(['c0', 'c1']);
+    await reader.close();
+  });
+
+  it('never folds a damaged op, whatever the damage: each device syncs a prefix of its chain', async () => {
+    const { relay: pristine, segments } = await scene();
+    const names = segments.map((path) => path.slice(pristine.length));
+    const damage = fc.record({
+      file: fc.nat(names.length - 1),
+      at: fc.nat(4000),
+      kind: fc.constantFrom('flip', 'cut', 'insert'),
+      bits: fc.integer({ min: 1, max: 255 }),
+      bytes: fc.uint8Array({ minLength: 1, maxLength: 30 }),
+    });
+    const writerChain = ['w0-0', 'w0-1', 'w0-2', 'w1-0', 'w1-1', 'w1-2', 'w2-0', 'w2-1', 'w2-2'];
+    await fc.assert(
+      fc.asyncProperty(fc.array(damage, { minLength: 1, maxLength: 3 }), async (damages) => {
+        const relay = await tempDir();
+        await cp(pristine, relay, { recursive: true });
+        for (const d of damages) {
+          const path = relay + names[d.file]!;
+          let bytes = await readFile(path);
+          const at = d.at % (bytes.length + 1);
+          if (d.kind === 'flip' && at < bytes.length) bytes[at] = bytes[at]! ^ d.bits;
+          if (d.kind === 'cut') bytes = bytes.subarray(0, at);
+          if (d.kind === 'insert') bytes = Buffer.concat([bytes.subarray(0, at), d.bytes, bytes.subarray(at)]);
+          await writeFile(path, bytes);
+        }
+        const reader = await read(relay);
+        const keys = synced(reader);
+        const fromWriter = keys.filter((key) => key.startsWith('w'));
+        expect(fromWriter).toEqual(writerChain.slice(0, fromWriter.length));
+        expect(keys.filter((key) => key.startsWith('c'))).toEqual(['c0', 'c1']);
+        await reader.close();
+      }),
+      { numRuns: 40, seed: 20261125 },
+    );
   });
 });

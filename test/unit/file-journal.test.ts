@@ -1,12 +1,14 @@
 import { appendFile, open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import type { JournalEntry } from '../../src/journal/journal.js';
 import { MAX_LINE_BYTES, readLines } from '../../src/journal/line-reader.js';
 import { JournalVerifier } from '../../src/journal/journal-verifier.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
+import { isOpsyncError } from '../../src/oplog/opsync-error.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { TestDevice } from '../helpers/test-device.js';
 
@@ -161,5 +163,38 @@ describe('a line longer than any journal line (damage, such as a run of garbage)
     const lines = (await readFile(path, 'utf8')).split('\n');
     await writeFile(path, [...lines.slice(0, 3), GARBAGE.toString('latin1'), ...lines.slice(3)].join('\n'));
     await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_corrupt', message: expect.stringContaining(`${path} line 4`) as unknown });
+  });
+});
+
+describe('a journal damaged at random', () => {
+  it('opens to a prefix of what was written, or is refused by name: never another entry, never a crash', async () => {
+    const { path } = await journalWith(12);
+    const original = await readFile(path);
+    const { entries: written } = await reopen(path);
+    const damage = fc.oneof(
+      fc.record({ kind: fc.constant('flip' as const), at: fc.nat(original.length - 1), bits: fc.integer({ min: 1, max: 255 }) }),
+      fc.record({ kind: fc.constant('cut' as const), at: fc.nat(original.length - 1) }),
+      fc.record({ kind: fc.constant('insert' as const), at: fc.nat(original.length - 1), bytes: fc.uint8Array({ minLength: 1, maxLength: 40 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(damage, { minLength: 1, maxLength: 3 }), async (damages) => {
+        let bytes = Buffer.from(original);
+        for (const d of damages) {
+          const at = Math.min(d.at, bytes.length);
+          if (d.kind === 'flip' && at < bytes.length) bytes[at] = bytes[at]! ^ d.bits;
+          if (d.kind === 'cut') bytes = bytes.subarray(0, at);
+          if (d.kind === 'insert') bytes = Buffer.concat([bytes.subarray(0, at), d.bytes, bytes.subarray(at)]);
+        }
+        await writeFile(path, bytes);
+        try {
+          const { entries } = await reopen(path);
+          expect(entries).toEqual(written.slice(0, entries.length));
+        } catch (error) {
+          if (!isOpsyncError(error)) throw error;
+          expect(['journal_corrupt', 'journal_version', 'journal_mismatch']).toContain(error.code);
+        }
+      }),
+      { numRuns: 150, seed: 20261125 },
+    );
   });
 });
