@@ -17,7 +17,7 @@ import { frontierToJson, seqFrontierToJson, type Frontier } from '../oplog/front
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { rememberRecordText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
 import type { Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';
@@ -185,6 +185,9 @@ export interface SessionStatus {
   readonly undecryptable_kids: readonly string[];
   readonly last_error: string | null;
 }
+
+/** Failures of a checkpoint itself, as opposed to the device or the relay being unusable. */
+const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid', 'checkpoint_not_found', 'decrypt_failed', 'key_missing']);
 
 /** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
 const ACK_REFRESH_MS = 60_000;
@@ -510,11 +513,26 @@ export class Session {
         for (const entry of tail) this.foldEntry(entry);
       }
       this.assertNotCloned(relayHead);
-      if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.rebaseLocked();
+      if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.bootstrap();
     } catch (error) {
       await this.minter?.close();
       await this.journal.close();
       throw error;
+    }
+  }
+
+  /**
+   * A new device starts from the relay's latest checkpoint. When that cannot be used (damaged,
+   * gone, or sealed with a key this device lacks), it starts from the ops instead: the relay may
+   * still hold them all, and if it does not, the first pump says why.
+   */
+  private async bootstrap(): Promise<void> {
+    try {
+      await this.rebaseLocked();
+    } catch (error) {
+      if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code)) throw error;
+      this.lastError = error.message;
+      this.deps.log?.warn({ err: error }, 'the relay\'s latest checkpoint cannot be used; syncing from the ops instead');
     }
   }
 

@@ -117,6 +117,23 @@ describe('a tampered relay directory', () => {
     await reader.close();
   });
 
+  it('starts a new device from the ops when the latest checkpoint is damaged, and says so', async () => {
+    const relay = await tempDir();
+    const writer = await openDirSession(relay, await tempDir(), 'writer');
+    for (let i = 0; i < 5; i++) await writer.append({ surface: 'knowledge', payload: { id: `k${i}` }, scope: 'personal' });
+    await writer.pump();
+    const { checkpoint_hash } = await writer.checkpoint();
+    await writer.close();
+    await rewriteLine(join(relay, 'checkpoints', `${checkpoint_hash!}.jsonl`), 1, (line) => line.slice(0, 40) + (line[40] === 'A' ? 'B' : 'A') + line.slice(41));
+    const logged: string[] = [];
+    const reader = await openDirSession(relay, await tempDir(), 'reader', {}, { info: () => {}, warn: (_fields, message) => logged.push(message) });
+    expect(logged).toContain("the relay's latest checkpoint cannot be used; syncing from the ops instead");
+    expect(reader.status()).toMatchObject({ base_checkpoint: null, last_error: expect.stringContaining(checkpoint_hash!) as unknown });
+    await reader.pump();
+    expect(reader.state.page('knowledge', null, 10).items.map((record) => record.key)).toEqual(['k0', 'k1', 'k2', 'k3', 'k4']);
+    await reader.close();
+  });
+
   it('never folds a damaged op, whatever the damage: each device syncs a prefix of its chain', async () => {
     const { relay: pristine, segments } = await scene();
     const names = segments.map((path) => path.slice(pristine.length));
