@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from '../../relay/checkpoint-files.js';
 import { ensureDir } from '../../relay/durable-fs.js';
@@ -13,6 +14,8 @@ export interface CheckpointStore {
   /** Stores a checkpoint file's bytes as they stream; storing one already held is a no-op. */
   put(hash: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void>;
   get(hash: string): Promise<CheckpointStream | null>;
+  /** Drops a copy found damaged, so that a good one can take its place. */
+  discard(hash: string): Promise<void>;
 }
 
 export class MemoryCheckpointStore implements CheckpointStore {
@@ -22,6 +25,11 @@ export class MemoryCheckpointStore implements CheckpointStore {
     const pieces: Uint8Array[] = [];
     for await (const piece of bytes) pieces.push(piece);
     if (!this.files.has(hash)) this.files.set(hash, Buffer.concat(pieces).toString('utf8'));
+  }
+
+  discard(hash: string): Promise<void> {
+    this.files.delete(hash);
+    return Promise.resolve();
   }
 
   get(hash: string): Promise<CheckpointStream | null> {
@@ -39,6 +47,10 @@ export class DirCheckpointStore implements CheckpointStore {
   async put(hash: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
     await ensureDir(this.dir);
     await writeCheckpointBytes(join(this.dir, checkpointFileName(hash)), bytes);
+  }
+
+  discard(hash: string): Promise<void> {
+    return rm(join(this.dir, checkpointFileName(hash)), { force: true });
   }
 
   async get(hash: string): Promise<CheckpointStream | null> {

@@ -946,15 +946,25 @@ export class Session {
 
   /** A checkpoint this device is based on: its local copy, else the relay's. */
   private async loadCheckpoint(hash: string) {
-    const source = (await this.deps.checkpoints.get(hash)) ?? (await this.deps.relay.readCheckpoint(hash));
-    if (!source) {
+    try {
+      const local = await this.deps.checkpoints.get(hash);
+      if (local) return await openCheckpoint(local, this.deps.keyring, this.deps.crypto);
+    } catch (error) {
+      if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code) || error.code === 'key_missing') throw error;
+      // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
+      this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
+      await this.deps.checkpoints.discard(hash);
+      this.uncopied = hash;
+    }
+    const remote = await this.deps.relay.readCheckpoint(hash);
+    if (!remote) {
       throw new OpsyncError(
         'checkpoint_not_found',
-        `The journal is based on checkpoint ${hash}, which is neither in this data directory nor on the relay.`,
+        `The journal is based on checkpoint ${hash}, which is neither in this data directory (intact) nor on the relay.`,
         { checkpoint_hash: hash },
       );
     }
-    return openCheckpoint(source, this.deps.keyring, this.deps.crypto);
+    return openCheckpoint(remote, this.deps.keyring, this.deps.crypto);
   }
 
   private async verifyLocked(): Promise<VerifyReport> {

@@ -134,6 +134,32 @@ describe('a tampered relay directory', () => {
     await reader.close();
   });
 
+  it("restarts a device whose own copy of its base checkpoint is damaged from the relay's copy, and mends its copy", async () => {
+    const relay = await tempDir();
+    const dataDir = await tempDir();
+    const device = await openDirSession(relay, dataDir, 'laptop');
+    for (let i = 0; i < 5; i++) await device.append({ surface: 'knowledge', payload: { id: `k${i}` }, scope: 'personal' });
+    await device.pump();
+    const { checkpoint_hash } = await device.checkpoint();
+    expect(await device.compact()).toMatchObject({ compacted: true, base_checkpoint: checkpoint_hash });
+    await device.pump();
+    await device.settled();
+    const state = device.state.stateHash();
+    await device.close();
+    const copy = join(dataDir, 'checkpoints', `${checkpoint_hash!}.jsonl`);
+    const intact = await readFile(copy, 'utf8');
+    await rewriteLine(copy, 1, (line) => line.slice(0, 40) + (line[40] === 'A' ? 'B' : 'A') + line.slice(41));
+
+    const logged: string[] = [];
+    const restarted = await openDirSession(relay, dataDir, 'laptop', {}, { info: () => {}, warn: (_fields, message) => logged.push(message) });
+    expect(logged).toContain("this device's copy of its base checkpoint is damaged; reading the relay's");
+    expect(restarted.state.stateHash()).toBe(state);
+    await restarted.pump();
+    await restarted.settled();
+    expect(await readFile(copy, 'utf8')).toBe(intact);
+    await restarted.close();
+  });
+
   it('never folds a damaged op, whatever the damage: each device syncs a prefix of its chain', async () => {
     const { relay: pristine, segments } = await scene();
     const names = segments.map((path) => path.slice(pristine.length));
