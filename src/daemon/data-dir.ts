@@ -21,6 +21,9 @@ import { createFileDurable, writeFileDurable } from '../../relay/durable-fs.js';
  *     checkpoints/      copies of checkpoints the journal is based on
  *     daemon.json       {url, pid, device_id, started_at_ms}   while a daemon runs
  */
+/** A generated token has 43 characters (32 random bytes, base64url). */
+const MIN_TOKEN_LENGTH = 32;
+
 export class DataDir {
   private constructor(readonly root: string) {}
 
@@ -58,8 +61,19 @@ export class DataDir {
   async deviceId(requested: DeviceId | null): Promise<DeviceId> {
     const path = join(this.root, 'device.json');
     await createFileDurable(path, JSON.stringify({ opsync_device_id: 1, device_id: requested ?? uuidv4() }) + '\n');
-    const stored = (JSON.parse(await readFile(path, 'utf8')) as { device_id?: unknown }).device_id;
-    if (!isDeviceId(stored)) throw new OpsyncError('config_invalid', `${path} does not hold a valid device id.`, { path });
+    let stored: unknown;
+    try {
+      stored = (JSON.parse(await readFile(path, 'utf8')) as { device_id?: unknown } | null)?.device_id;
+    } catch {
+      stored = undefined;
+    }
+    if (!isDeviceId(stored)) {
+      throw new OpsyncError(
+        'config_invalid',
+        `${path} is damaged: it does not hold this data directory's device id. Restore it ({"opsync_device_id":1,"device_id":"<id>"}; the id also stands in the first line of journal.log) or use another --data-dir.`,
+        { path },
+      );
+    }
     if (requested !== null && requested !== stored) {
       throw new OpsyncError('config_invalid', `This data directory belongs to device ${stored}; --device-id ${requested} would make it another device. Use another --data-dir.`, {
         device_id: stored,
@@ -74,10 +88,19 @@ export class DataDir {
     return parseDeviceKeyFile(await readFile(path, 'utf8'), path);
   }
 
+  /** The bearer token; one too short to protect the daemon (an emptied file) is refused. */
   async token(): Promise<string> {
     const path = join(this.root, 'token');
     await createFileDurable(path, randomBytes(32).toString('base64url') + '\n', 0o600);
-    return (await readFile(path, 'utf8')).trim();
+    const token = (await readFile(path, 'utf8')).trim();
+    if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
+      throw new OpsyncError(
+        'config_invalid',
+        `The token in ${path} is unusable (${token.length} characters; it needs at least ${MIN_TOKEN_LENGTH}, without spaces): anyone could guess it. Delete the file and a new token is made at the next start.`,
+        { path },
+      );
+    }
+    return token;
   }
 
   /**

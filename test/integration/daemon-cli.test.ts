@@ -47,6 +47,29 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     expect(oneSentence(result.stderr)).toContain('cannot be created or written');
   });
 
+  it('a damaged device id file, and a token file emptied or too short to protect anything', async () => {
+    const dataDir = await tempDir();
+    const relay = await tempDir();
+    const first = await DaemonProcess.start(dataDir, relay);
+    expect((await first.stop()).code).toBe(0);
+    const start = () => run(['start', '--data-dir', dataDir, '--relay', relay, '--listen', '127.0.0.1:0']);
+
+    const deviceFile = join(dataDir, 'device.json');
+    const device = await readFile(deviceFile);
+    await writeFile(deviceFile, '{"opsync_device_id":1,"dev');
+    const damaged = await start();
+    expect(damaged.code).toBe(1);
+    expect(oneSentence(damaged.stderr)).toContain(`${deviceFile} is damaged`);
+    await writeFile(deviceFile, device);
+
+    for (const token of ['', 'short\n']) {
+      await writeFile(join(dataDir, 'token'), token);
+      const weak = await start();
+      expect(weak.code).toBe(1);
+      expect(oneSentence(weak.stderr)).toContain('anyone could guess it');
+    }
+  });
+
   it('a port in use, and a second daemon on the same data directory', async () => {
     const relay = await tempDir();
     const dataDir = await tempDir();
