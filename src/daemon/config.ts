@@ -70,9 +70,17 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
   };
 }
 
+/** Bytes of a Unix socket path the kernel keeps (sun_path, 108 on Linux, with its NUL); it cuts longer ones silently. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
 /** `host:port` (IPv6 in brackets; port 0 allowed), or a Unix socket path (anything with a `/`). */
 export function parseListen(text: string): Listen {
-  if (text.includes('/')) return { socketPath: isAbsolute(text) ? text : resolve(text) };
+  if (text.includes('/')) {
+    const socketPath = isAbsolute(text) ? text : resolve(text);
+    const bytes = Buffer.byteLength(socketPath);
+    if (bytes > MAX_SOCKET_PATH_BYTES) throw invalid(`--listen ${socketPath} is ${bytes} bytes long; a Unix socket path can be at most ${MAX_SOCKET_PATH_BYTES} (choose a shorter one)`);
+    return { socketPath };
+  }
   const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
   const port = match ? Number(match[2]) : Number.NaN;
   if (!match || port > 65535) throw invalid(`--listen ${JSON.stringify(text)} is neither host:port (port 0 to 65535) nor a Unix socket path`);
@@ -92,7 +100,7 @@ export function parseFlags<O extends Record<string, { type: 'string' }>>(argv: r
     const { code, message } = error as NodeJS.ErrnoException;
     const name = /'(-[^' ]+)/.exec(message)?.[1] ?? '';
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw invalid(`${name} is not an option of this command (see opsync help)`);
-    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw invalid(`${name} needs a value`);
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw invalid(`${name} needs a value (a value that starts with "-" is read as a flag)`);
     throw invalid(message.split('.')[0]!);
   }
 }

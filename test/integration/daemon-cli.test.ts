@@ -34,6 +34,10 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     const listen = await run(['start', '--data-dir', await tempDir(), '--listen', 'localhost:99999']);
     expect(listen.code).toBe(1);
     expect(oneSentence(listen.stderr)).toContain('--listen');
+    // The kernel would cut a longer socket path silently and listen somewhere else.
+    const socket = await run(['start', '--data-dir', await tempDir(), '--listen', `/tmp/${'s'.repeat(120)}.sock`]);
+    expect(socket.code).toBe(1);
+    expect(oneSentence(socket.stderr)).toContain('a Unix socket path can be at most 107');
     const id = await run(['start', '--data-dir', await tempDir(), '--device-id', '../evil']);
     expect(id.code).toBe(1);
     expect(oneSentence(id.stderr)).toContain('--device-id');
