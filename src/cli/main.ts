@@ -138,7 +138,9 @@ async function key(args: string[]): Promise<number> {
   if (action === 'import') {
     const { dataDir, positionals } = dataDirFlags(rest, true);
     if (positionals.length !== 1) throw new UsageError('key import takes one FILE');
-    const text = await readFile(positionals[0]!, 'utf8');
+    const text = await readFile(positionals[0]!, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      throw new OpsyncError('key_invalid', `Cannot read the key file ${positionals[0]!}: ${error.code === 'ENOENT' ? 'there is no such file' : error.message}.`, { path: positionals[0]! });
+    });
     const running = await dataDir.readDaemonInfo();
     if (running) return withClient(dataDir, async (client) => (console.log(JSON.stringify(await client.call('sync.import_key', { key: text }))), 0));
     const { parseKeyFile } = await import('../crypto/scope-key.js');

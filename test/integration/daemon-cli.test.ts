@@ -135,6 +135,9 @@ describe('the daemon lifecycle and the CLI', () => {
     const gone = await run(['call', '--data-dir', dataDir, 'sync.status']);
     expect(gone.code).toBe(1);
     expect(oneSentence(gone.stderr)).toContain('No daemon is running');
+    const missingKey = await run(['key', 'import', '--data-dir', dataDir, join(dataDir, 'no-such-key.json')]);
+    expect(missingKey.code).toBe(1);
+    expect(oneSentence(missingKey.stderr)).toContain('there is no such file');
   });
 
   it('keeps its data under the XDG data home by default, with the token readable only by its owner', async () => {
