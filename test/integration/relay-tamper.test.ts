@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import type { Session } from '../../src/session/session.js';
+import { applyDamage, damages } from '../helpers/damage.js';
 import { openDirSession } from '../helpers/dir-world.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
@@ -163,27 +164,14 @@ describe('a tampered relay directory', () => {
   it('never folds a damaged op, whatever the damage: each device syncs a prefix of its chain', async () => {
     const { relay: pristine, segments } = await scene();
     const names = segments.map((path) => path.slice(pristine.length));
-    const damage = fc.record({
-      file: fc.nat(names.length - 1),
-      at: fc.nat(4000),
-      kind: fc.constantFrom('flip', 'cut', 'insert'),
-      bits: fc.integer({ min: 1, max: 255 }),
-      bytes: fc.uint8Array({ minLength: 1, maxLength: 30 }),
-    });
+    const damage = fc.record({ file: fc.nat(names.length - 1), changes: damages(4000) });
     const writerChain = ['w0-0', 'w0-1', 'w0-2', 'w1-0', 'w1-1', 'w1-2', 'w2-0', 'w2-1', 'w2-2'];
     await fc.assert(
-      fc.asyncProperty(fc.array(damage, { minLength: 1, maxLength: 3 }), async (damages) => {
+      fc.asyncProperty(damage, async ({ file, changes }) => {
         const relay = await tempDir();
         await cp(pristine, relay, { recursive: true });
-        for (const d of damages) {
-          const path = relay + names[d.file]!;
-          let bytes = await readFile(path);
-          const at = d.at % (bytes.length + 1);
-          if (d.kind === 'flip' && at < bytes.length) bytes[at] = bytes[at]! ^ d.bits;
-          if (d.kind === 'cut') bytes = bytes.subarray(0, at);
-          if (d.kind === 'insert') bytes = Buffer.concat([bytes.subarray(0, at), d.bytes, bytes.subarray(at)]);
-          await writeFile(path, bytes);
-        }
+        const path = relay + names[file]!;
+        await writeFile(path, changes.reduce(applyDamage, await readFile(path)));
         const reader = await read(relay);
         const keys = synced(reader);
         const fromWriter = keys.filter((key) => key.startsWith('w'));

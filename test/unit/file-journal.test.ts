@@ -10,6 +10,7 @@ import { JournalVerifier } from '../../src/journal/journal-verifier.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 import { isOpsyncError } from '../../src/oplog/opsync-error.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { applyDamage, damages } from '../helpers/damage.js';
 import { TestDevice } from '../helpers/test-device.js';
 
 const tempDir = useTempDirs();
@@ -171,21 +172,9 @@ describe('a journal damaged at random', () => {
     const { path } = await journalWith(12);
     const original = await readFile(path);
     const { entries: written } = await reopen(path);
-    const damage = fc.oneof(
-      fc.record({ kind: fc.constant('flip' as const), at: fc.nat(original.length - 1), bits: fc.integer({ min: 1, max: 255 }) }),
-      fc.record({ kind: fc.constant('cut' as const), at: fc.nat(original.length - 1) }),
-      fc.record({ kind: fc.constant('insert' as const), at: fc.nat(original.length - 1), bytes: fc.uint8Array({ minLength: 1, maxLength: 40 }) }),
-    );
     await fc.assert(
-      fc.asyncProperty(fc.array(damage, { minLength: 1, maxLength: 3 }), async (damages) => {
-        let bytes = Buffer.from(original);
-        for (const d of damages) {
-          const at = Math.min(d.at, bytes.length);
-          if (d.kind === 'flip' && at < bytes.length) bytes[at] = bytes[at]! ^ d.bits;
-          if (d.kind === 'cut') bytes = bytes.subarray(0, at);
-          if (d.kind === 'insert') bytes = Buffer.concat([bytes.subarray(0, at), d.bytes, bytes.subarray(at)]);
-        }
-        await writeFile(path, bytes);
+      fc.asyncProperty(damages(original.length - 1), async (changes) => {
+        await writeFile(path, changes.reduce(applyDamage, original));
         try {
           const { entries } = await reopen(path);
           expect(entries).toEqual(written.slice(0, entries.length));
