@@ -402,7 +402,8 @@ export class DirectoryRelay implements Relay {
    */
   private async guard<T>(operation: () => Promise<T>, verify = false): Promise<T> {
     try {
-      if (this.detached || (verify && (await this.currentId()) !== this.relayId)) await (this.reattaching ??= this.reattach().finally(() => (this.reattaching = null)));
+      const stale = this.detached || (verify && (await this.currentId()) !== this.relayId);
+      if (stale) await (this.reattaching ??= this.reattach().finally(() => (this.reattaching = null)));
       return await operation();
     } catch (error) {
       if (isOpsyncError(error)) throw error;
