@@ -110,8 +110,6 @@ export class DirectoryRelay implements Relay {
   /** Set when the folder was found missing or replaced; cleared once this handle re-attached. */
   private detached = false;
   private reattaching: Promise<void> | null = null;
-  /** The key this device registered with, to register again on a folder that came back. */
-  private publicKey: string | null = null;
   private watching: { readonly onChange: () => void; watcher: FSWatcher } | null = null;
 
   private constructor(options: DirectoryRelayOptions) {
@@ -141,18 +139,15 @@ export class DirectoryRelay implements Relay {
   }
 
   register(publicKey: string): Promise<void> {
-    this.publicKey = publicKey;
-    return this.guard(() => this.registerDevice(publicKey));
-  }
-
-  private async registerDevice(publicKey: string): Promise<void> {
-    const dir = this.deviceDir(this.self);
-    await ensureDir(join(dir, 'ops'));
-    const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
-    if (await createFileDurable(join(dir, 'device.json'), text)) return;
-    const existing = await this.deviceFile(this.self);
-    if (!existing) throw new OpsyncError('relay_invalid', `${join(dir, 'device.json')} is damaged; this device cannot register.`, { device_id: this.self });
-    if (existing.publicKey !== publicKey) throw keyConflict(this.self);
+    return this.guard(async () => {
+      const dir = this.deviceDir(this.self);
+      await ensureDir(join(dir, 'ops'));
+      const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
+      if (await createFileDurable(join(dir, 'device.json'), text)) return;
+      const existing = await this.deviceFile(this.self);
+      if (!existing) throw new OpsyncError('relay_invalid', `${join(dir, 'device.json')} is damaged; this device cannot register.`, { device_id: this.self });
+      if (existing.publicKey !== publicKey) throw keyConflict(this.self);
+    });
   }
 
   push(ops: readonly OpRecord[]): Promise<PushResult> {
@@ -439,8 +434,9 @@ export class DirectoryRelay implements Relay {
 
   /**
    * The folder is back, possibly as a different relay (re-created by another device): nothing
-   * read from the old one is trusted, this device registers again, and the watcher, which
-   * stopped when the folder vanished, starts again.
+   * read from the old one is trusted (the session registers the device again when the relay
+   * says it does not know it), and the watcher, which stopped when the folder vanished, starts
+   * again.
    */
   private async reattach(): Promise<void> {
     const id = await this.layoutId();
@@ -453,7 +449,6 @@ export class DirectoryRelay implements Relay {
     this.ownAck = null;
     this.lastHint = null;
     this.ownHead = undefined;
-    if (this.publicKey !== null) await this.registerDevice(this.publicKey);
     if (this.watching) {
       await this.watching.watcher.close();
       this.watching.watcher = await this.startWatcher(this.watching.onChange);

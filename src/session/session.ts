@@ -227,6 +227,8 @@ export class Session {
   private lastError: string | null = null;
   /** The background pump failure last logged, so a relay that stays away is logged once. */
   private loggedPumpError: string | null = null;
+  /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
+  private relayForgot = false;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
@@ -589,10 +591,11 @@ export class Session {
     this.assertUsable();
     let pushed = 0;
     let pushDeduped = 0;
-    // After a failed pump the relay may have come back empty or as another relay.
+    // After a failed pump, or once the relay forgot this device, it may hold fewer of its ops.
     let refilled = false;
-    if (this.lastError !== null) {
+    if (this.lastError !== null || this.relayForgot) {
       await this.refillRelay();
+      this.relayForgot = false;
       refilled = true;
     }
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
@@ -601,7 +604,7 @@ export class Session {
       const batch = this.unpushed.slice(0, Math.min(remaining, this.options.pushBatchSize));
       let result;
       try {
-        result = await relay.push(batch);
+        result = await this.known(() => relay.push(batch));
       } catch (error) {
         if (!isOpsyncError(error) || error.code !== 'relay_gap' || refilled) throw error;
         await this.refillRelay();
@@ -741,9 +744,26 @@ export class Session {
       if (newly > 0) this.pumpLater(interval - since);
       return 0;
     }
-    await this.deps.relay.ack(frontier);
+    await this.known(() => this.deps.relay.ack(frontier));
     this.lastAck = { frontier, atMs: now };
     return newly;
+  }
+
+  /**
+   * Runs a relay write; when the relay no longer knows this device (re-created, or a database
+   * reset), registers the device again and retries once — and the next pump checks what the
+   * relay still holds of this device's ops.
+   */
+  private async known<T>(write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (error) {
+      if (!isOpsyncError(error) || error.code !== 'relay_not_registered') throw error;
+      await this.deps.relay.register(this.deps.deviceKey.publicKey);
+      this.relayForgot = true;
+      this.deps.log?.info({ relay: this.deps.relay.location }, 'the relay no longer knew this device; registered it again');
+      return write();
+    }
   }
 
   /** On close, acks what the throttle held back (best effort: the relay may be out of reach). */

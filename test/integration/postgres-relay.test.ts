@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
@@ -56,6 +57,41 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
     } finally {
       await Promise.all([a!.close(), b!.close()]);
       await Promise.all(daemons.map((d) => d.stop()));
+    }
+  });
+
+  it('refills a database that lost every row from the devices\' journals, with no restart', async () => {
+    const url = await postgres().createDatabase(`reset_${process.pid}`);
+    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), url), DaemonProcess.start(await tempDir(), url)]);
+    const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
+    let late: DaemonProcess | null = null;
+    try {
+      for (let i = 0; i < 3; i++) await a!.call('sync.append', { surface: 'knowledge', payload: { id: `a${i}` } });
+      for (let i = 0; i < 2; i++) await b!.call('sync.append', { surface: 'knowledge', payload: { id: `b${i}` } });
+      expect((await converged([a!, b!])).records).toBe(5);
+
+      // Restored empty, or emptied by mistake: the relay forgets both devices and every op.
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query('TRUNCATE opsync_ops, opsync_devices');
+      await client.end();
+
+      await a!.call('sync.append', { surface: 'knowledge', payload: { id: 'after' } });
+      await a!.call('sync.pump');
+      await b!.call('sync.pump');
+      await b!.call('sync.pump');
+      expect((await converged([a!, b!])).records).toBe(6);
+      // A device that starts now sees only what the relay holds: everything came back.
+      late = await DaemonProcess.start(await tempDir(), url);
+      const c = await late.connect();
+      try {
+        expect((await converged([a!, b!, c])).records).toBe(6);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await Promise.all([a!.close(), b!.close()]);
+      await Promise.all([...daemons, ...(late ? [late] : [])].map((d) => d.stop()));
     }
   });
 });
