@@ -1,5 +1,5 @@
 import { homedir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
@@ -44,6 +44,7 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
   const dataDir = resolve(values['data-dir'] ?? defaultDataDir(env));
   const relayArg = values.relay ?? join(dataDir, 'relay');
   const relay = /^postgres(ql)?:\/\//.test(relayArg) ? { kind: 'postgres' as const, url: relayArg } : { kind: 'dir' as const, path: resolve(relayArg) };
+  if (relay.kind === 'dir') checkRelayPlace(relay.path, dataDir);
   const deviceId = values['device-id'] ?? null;
   if (deviceId !== null && !isDeviceId(deviceId)) {
     throw invalid(`--device-id ${JSON.stringify(deviceId)} is not a device id: use 1 to 64 characters of a-z, 0-9, "_" or "-", starting with a letter or digit`);
@@ -68,6 +69,21 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
     maxSkewMs: parseMs(values['max-skew-ms'], '--max-skew-ms', 60_000),
     evictionHorizonMs: parseMs(values['eviction-horizon-ms'], '--eviction-horizon-ms', 30 * 24 * 3_600_000),
   };
+}
+
+/**
+ * The data directory holds this device's private keys and the relay folder is read by every
+ * device (often synced between machines): neither may contain the other, except the default
+ * `relay` folder inside the data directory, which the daemon keeps apart from its own files.
+ */
+function checkRelayPlace(relayPath: string, dataDir: string): void {
+  const inside = (path: string, folder: string) => path === folder || path.startsWith(folder + sep);
+  if (inside(dataDir, relayPath)) {
+    throw invalid(`the data directory ${dataDir} is inside the relay folder ${relayPath}: every device would read this device's private keys. Keep them apart`);
+  }
+  if (inside(relayPath, dataDir) && relayPath !== join(dataDir, 'relay')) {
+    throw invalid(`the relay folder ${relayPath} is inside the data directory ${dataDir}; use ${join(dataDir, 'relay')} (the default) or a folder outside it`);
+  }
 }
 
 /** Bytes of a Unix socket path the kernel keeps (sun_path, 108 on Linux, with its NUL); it cuts longer ones silently. */

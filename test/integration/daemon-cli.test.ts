@@ -43,6 +43,19 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     expect(oneSentence(id.stderr)).toContain('--device-id');
   });
 
+  it('a relay folder and a data directory inside one another (the relay would carry the private keys)', async () => {
+    const root = await tempDir();
+    const insideRelay = await run(['start', '--data-dir', join(root, 'relay', 'laptop'), '--relay', join(root, 'relay'), '--listen', '127.0.0.1:0']);
+    expect(insideRelay.code).toBe(1);
+    expect(oneSentence(insideRelay.stderr)).toContain("every device would read this device's private keys");
+    const sameFolder = await run(['start', '--data-dir', join(root, 'data'), '--relay', join(root, 'data'), '--listen', '127.0.0.1:0']);
+    expect(sameFolder.code).toBe(1);
+    expect(oneSentence(sameFolder.stderr)).toContain('is inside the relay folder');
+    const insideData = await run(['start', '--data-dir', join(root, 'data'), '--relay', join(root, 'data', 'checkpoints'), '--listen', '127.0.0.1:0']);
+    expect(insideData.code).toBe(1);
+    expect(oneSentence(insideData.stderr)).toContain('(the default) or a folder outside it');
+  });
+
   it('a data directory that cannot be created', async () => {
     const file = join(await tempDir(), 'a-file');
     await writeFile(file, 'not a directory');
