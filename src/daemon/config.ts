@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { Listen } from '../rpc/ws-transport.js';
 
 /**
@@ -111,8 +111,12 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 export function parseFlags<O extends Record<string, { type: 'string' }>>(argv: readonly string[], options: O, positionals = false) {
   try {
     const parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: positionals });
+    // An empty value (an unset shell variable) would resolve to the current directory.
+    const empty = Object.entries(parsed.values).find(([, value]) => value === '');
+    if (empty) throw invalid(`--${empty[0]} needs a value, not an empty string`);
     return { ...(parsed.values as { [K in keyof O]?: string }), positionals: parsed.positionals };
   } catch (error) {
+    if (isOpsyncError(error)) throw error;
     const { code, message } = error as NodeJS.ErrnoException;
     const name = /'(-[^' ]+)/.exec(message)?.[1] ?? '';
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw invalid(`${name} is not an option of this command (see opsync help)`);

@@ -30,6 +30,14 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     expect(oneSentence(result.stderr)).toContain('--nope is not an option');
   });
 
+  it('an empty value, which would make the current directory the relay or the data directory', async () => {
+    for (const flag of ['--relay', '--data-dir']) {
+      const result = await run(['start', flag, '', '--listen', '127.0.0.1:0']);
+      expect(result.code).toBe(1);
+      expect(oneSentence(result.stderr)).toContain(`${flag} needs a value, not an empty string`);
+    }
+  });
+
   it('a bad --listen and a bad --device-id', async () => {
     const listen = await run(['start', '--data-dir', await tempDir(), '--listen', 'localhost:99999']);
     expect(listen.code).toBe(1);
