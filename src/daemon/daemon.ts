@@ -1,5 +1,5 @@
 import { randomFillSync } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
@@ -141,6 +141,7 @@ async function openLeases(config: DaemonConfig): Promise<LeaseCoordinator> {
       if (config.relay.kind !== 'dir') {
         throw new OpsyncError('config_invalid', '--lease-backend dir keeps leases under the relay directory; with a postgres:// relay use --lease-backend postgres.');
       }
+      await mkdir(join(config.relay.path, 'leases'), { recursive: true });
       return dirCoordinator(join(config.relay.path, 'leases'));
   }
 }

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeviceId, type AgentId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
-import { createFileDurable, ensureDir } from '../../relay/durable-fs.js';
+import { createFileDurable } from '../../relay/durable-fs.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
 import { ruleCoordinator } from './rule-coordinator.js';
@@ -49,6 +49,25 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
     return versions.length === 0 ? 0 : Math.max(...versions.map(Number));
   }
 
+  /**
+   * The agent's folder, created if needed — but never the lease folder itself, which the daemon
+   * creates at start: one that vanished (with the relay folder, or a share not mounted) is not
+   * re-created while running, or every agent's epochs would start over.
+   */
+  async function agentFolder(agent: AgentId): Promise<string> {
+    const dir = folder(agent);
+    try {
+      await mkdir(dir, { mode: 0o755 });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        throw new OpsyncError('lease_backend_unavailable', `The lease folder ${root} is gone (deleted with the relay folder, or a share that is not mounted): no lease is granted, renewed or released until it is back, since epochs would start over.`, { location: root });
+      }
+      if (code !== 'EEXIST') throw error;
+    }
+    return dir;
+  }
+
   /** The state file at `version`; null when it is not there (pruned meanwhile). */
   async function stateAt(dir: string, version: number, agent: AgentId): Promise<StateFile | null> {
     let text: string;
@@ -86,8 +105,7 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
   return ruleCoordinator(
     'dir',
     async (agent, step) => {
-      const dir = folder(agent);
-      await ensureDir(dir);
+      const dir = await agentFolder(agent);
       for (let attempt = 0; attempt < 1000; attempt++) {
         const { version, state } = await newest(agent);
         const { write, result } = step(state?.record ?? null, now());

@@ -1,4 +1,5 @@
-import { mkdir, readdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dirCoordinator, KEPT_VERSIONS } from '../../src/lease/dir-coordinator.js';
@@ -96,6 +97,20 @@ describe('directory leases: a writer paused while others run', () => {
 });
 
 describe('directory leases: damaged state', () => {
+  it('refuses to grant while its folder is gone, rather than start every epoch over', async () => {
+    const root = join(await tempDir(), 'leases');
+    await mkdir(root);
+    const agent = parseAgentId('agent-1');
+    const device = parseDeviceId('device-p');
+    const coordinator = dirCoordinator(root);
+    expect((await coordinator.acquire(agent, device, 60_000)).epoch).toBe(1);
+    await rm(root, { recursive: true, force: true });
+    await expect(coordinator.acquire(parseAgentId('agent-2'), device, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringContaining('is gone') as unknown });
+    await expect(coordinator.renew(agent, device, 1, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable' });
+    expect(existsSync(root)).toBe(false);
+    await coordinator.close();
+  });
+
   it('names an unreadable newest state file instead of retrying it for ever', async () => {
     const root = await tempDir();
     const agent = parseAgentId('agent-1');
