@@ -107,6 +107,8 @@ export class DirectoryRelay implements Relay {
   private ownHead: ChainHead | null | undefined = undefined;
   /** The `relay_id` of relay.json ("" for relays made before ids), to notice a replaced folder. */
   private relayId = '';
+  /** relay.json's inode and mtime when its id was last read: a replaced file is a new inode. */
+  private marker: { readonly ino: number; readonly mtimeMs: number } | null = null;
   /** Set when the folder was found missing or replaced; cleared once this handle re-attached. */
   private detached = false;
   private reattaching: Promise<void> | null = null;
@@ -397,7 +399,7 @@ export class DirectoryRelay implements Relay {
    */
   private async guard<T>(operation: () => Promise<T>, verify = false): Promise<T> {
     try {
-      const stale = this.detached || (verify && (await this.currentId()) !== this.relayId);
+      const stale = this.detached || (verify && !(await this.sameRelay()));
       if (stale) await (this.reattaching ??= this.reattach().finally(() => (this.reattaching = null)));
       return await operation();
     } catch (error) {
@@ -409,6 +411,16 @@ export class DirectoryRelay implements Relay {
       // Replaced by another relay while in use: attach to it and try once more.
       return this.guard(operation);
     }
+  }
+
+  /** Whether relay.json still names the relay this handle read: one stat, and a read only when the file changed. */
+  private async sameRelay(): Promise<boolean> {
+    const seen = await stat(join(this.location, 'relay.json')).catch(() => null);
+    if (seen === null) return false;
+    if (seen.ino === this.marker?.ino && seen.mtimeMs === this.marker.mtimeMs) return true;
+    if ((await this.currentId()) !== this.relayId) return false;
+    this.marker = { ino: seen.ino, mtimeMs: seen.mtimeMs };
+    return true;
   }
 
   /** The relay id in relay.json; null when the file is missing or not a relay marker of this layout. */
@@ -442,6 +454,7 @@ export class DirectoryRelay implements Relay {
     const id = await this.layoutId();
     if (id === null) throw this.missing();
     this.relayId = id;
+    this.marker = null;
     this.headers.clear();
     this.checkpointHeaders.clear();
     this.deviceFiles.clear();
