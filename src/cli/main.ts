@@ -51,12 +51,14 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function start(args: string[]): Promise<number> {
-  const daemon = await Daemon.start(parseStartArgs(args, process.env));
-  await new Promise<void>((resolve) => {
-    const stopOnce = () => resolve();
-    process.once('SIGINT', stopOnce);
-    process.once('SIGTERM', stopOnce);
+  // Listening for a stop before starting: one asked for while the daemon starts (a supervisor's
+  // stop right after its start) is a clean stop once it has started, not the default kill.
+  const stopped = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
   });
+  const daemon = await Daemon.start(parseStartArgs(args, process.env));
+  await stopped;
   await daemon.close();
   return 0;
 }
