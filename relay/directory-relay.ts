@@ -46,7 +46,8 @@ import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_
  * A relay folder that vanishes under a running daemon (deleted, or a share that is not mounted)
  * is not re-created: every operation fails with `relay_unavailable` saying so, and the device's
  * ops wait in its journal. Once the folder is back, the handle forgets what it read from the old
- * one, registers again and watches again (proposals/relay.md §A relay folder that vanishes).
+ * one and watches again; the session registers the device again when the relay answers that it
+ * does not know it (proposals/relay.md §A relay folder that vanishes).
  */
 export const RELAY_LAYOUT_VERSION = 1;
 

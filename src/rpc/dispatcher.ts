@@ -30,14 +30,12 @@ export interface DispatcherStats {
 export class Dispatcher {
   readonly stats: DispatcherStats = { requests: 0, errors: 0, internal_errors: 0 };
   private readonly server = new JSONRPCServer<Connection>({ errorListener: () => {} });
-  private readonly names: ReadonlySet<string>;
 
   constructor(
     readonly methods: readonly MethodSpec[],
     private readonly log: DispatcherLog,
   ) {
     for (const method of methods) this.server.addMethodAdvanced(method.name, (request, connection) => this.call(method, request, connection));
-    this.names = new Set(methods.map((method) => method.name));
   }
 
   /** The answer to one incoming message, or null when none is due (notifications). */
@@ -87,7 +85,7 @@ export class Dispatcher {
       return createJSONRPCErrorResponse(id, RPC_INVALID_REQUEST, `Invalid Request: ${problem}`, { code: 'invalid_request' });
     }
     const request = message as unknown as JSONRPCRequest;
-    if (!this.names.has(request.method)) {
+    if (!this.server.hasMethod(request.method)) {
       this.stats.errors++;
       const why = `Method not found: ${JSON.stringify(request.method.slice(0, 128))} (rpc.discover lists every method)`;
       return request.id === undefined ? null : createJSONRPCErrorResponse(request.id, RPC_METHOD_NOT_FOUND, why, { code: 'method_not_found', method: request.method.slice(0, 128) });

@@ -186,8 +186,10 @@ export interface SessionStatus {
   readonly last_error: string | null;
 }
 
-/** Failures of a checkpoint itself, as opposed to the device or the relay being unusable. */
-const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid', 'checkpoint_not_found', 'decrypt_failed', 'key_missing']);
+/** A checkpoint file whose bytes cannot be trusted: another copy may still be good. */
+const DAMAGED_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid', 'decrypt_failed']);
+/** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
+const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'key_missing']);
 
 /** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
 const ACK_REFRESH_MS = 60_000;
@@ -970,7 +972,7 @@ export class Session {
       const local = await this.deps.checkpoints.get(hash);
       if (local) return await openCheckpoint(local, this.deps.keyring, this.deps.crypto);
     } catch (error) {
-      if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code) || error.code === 'key_missing') throw error;
+      if (!isOpsyncError(error) || !DAMAGED_CHECKPOINT.has(error.code)) throw error;
       // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
       this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
       await this.deps.checkpoints.discard(hash);
