@@ -4,14 +4,15 @@ import { basename, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
+import { verifyChain } from '../src/oplog/chain.js';
 import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
-import { isDeviceId, type DeviceId } from '../src/oplog/ids.js';
-import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
+import { isDeviceId, type DeviceId, type OpId } from '../src/oplog/ids.js';
+import { headOf, opIdHolds, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
-import { createFileDurable, ensureDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic } from './durable-fs.js';
-import { planPush } from './push-rules.js';
+import { createFileDurable, ensureDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import { anchorFor, checkRestore, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import {
@@ -24,9 +25,10 @@ import {
   type PushResult,
   type Relay,
   type RosterView,
+  type SeqRange,
   type Watch,
 } from './relay.js';
-import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, segmentRuns, type SegmentHeader } from './segment-codec.js';
+import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, segmentRuns, type DecodedSegment, type SegmentHeader } from './segment-codec.js';
 
 /**
  * The directory relay (proposals/relay.md): a folder shared by the devices, with one writer per
@@ -37,6 +39,7 @@ import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_
  *     devices/<device_id>/ops/<first seq>.jsonl immutable segments (temp + fsync + rename)
  *     devices/<device_id>/ack.json              acked frontier and last-seen time (temp + rename)
  *     devices/<device_id>/push-<seq>            empty; the newest push, a hint for watchers
+ *     devices/<device_id>/damage.json           where this device, reading, is stopped by damage (temp + rename)
  *     checkpoints/<checkpoint_hash>.jsonl       immutable checkpoints
  *
  * Everything read from the folder is untrusted: files outside the layout (editor leftovers,
@@ -56,6 +59,10 @@ const VERIFY = true;
 
 /** Name prefix of push hints in a device folder. */
 const PUSH_HINT = 'push-';
+
+/** A reader's report of the other devices' ops it cannot read (§Damaged segments in proposals/relay.md). */
+const DAMAGE_FILE = 'damage.json';
+const NO_DAMAGE = JSON.stringify({ opsync_damage: 1, stopped: {} }) + '\n';
 
 export interface DirectoryRelayOptions {
   readonly root: string;
@@ -80,6 +87,8 @@ interface Listing {
    * A damaged segment is not a collected one — a reader stops before it instead of rebasing.
    */
   readonly floor: number;
+  /** Segment files whose header could not be read, with the identity they had: read again once replaced. */
+  readonly unreadable: ReadonlyMap<string, string>;
 }
 
 interface DeviceFile {
@@ -114,6 +123,20 @@ export class DirectoryRelay implements Relay {
   private detached = false;
   private reattaching: Promise<void> | null = null;
   private watching: { readonly onChange: () => void; watcher: FSWatcher } | null = null;
+  /**
+   * Per device, the first seq this reader cannot get past: a damaged or missing segment (found
+   * by `pull`) or an op that failed verification (`reportDamage`). A stop stands until this
+   * device acks past it.
+   */
+  private readonly stopped = new Map<DeviceId, number>();
+  /** The damage report as last written to this device's folder. */
+  private reported = NO_DAMAGE;
+  /** This device's ranges that readers reported and this handle found damaged: a push offering them writes them again. */
+  private damagedOwn: readonly SeqRange[] = [];
+  /** Whether a damage report may have changed since `repairs` read them (always, without a watcher). */
+  private reportsChanged = true;
+  /** This device's segments found intact when a reader reported them, by path, with the file identity then. */
+  private readonly intact = new Map<string, string>();
 
   private constructor(options: DirectoryRelayOptions) {
     this.self = options.self;
@@ -155,6 +178,7 @@ export class DirectoryRelay implements Relay {
 
   push(ops: readonly OpRecord[]): Promise<PushResult> {
     return this.guard(async () => {
+      const restored = await this.restore(ops);
       const segments = await this.segments(this.self);
       if (this.ownHead === undefined) {
         const last = segments.at(-1);
@@ -167,10 +191,7 @@ export class DirectoryRelay implements Relay {
           publicKey: (await this.deviceFile(this.self))?.publicKey ?? null,
           head: this.ownHead,
           floor: segments[0]?.firstSeq ?? 0,
-          heldOpId: async (seq) => {
-            const segment = segments.findLast((s) => s.firstSeq <= seq);
-            return segment ? (await this.readSegment(segment)).ops.find((op) => op.seq === seq)?.op_id : undefined;
-          },
+          heldOpId: async (seq) => (await this.heldOp(seq))?.op_id,
         },
         ops,
         this.crypto,
@@ -180,7 +201,13 @@ export class DirectoryRelay implements Relay {
       for (const run of segmentRuns(plan.fresh)) {
         const first = run[0]!.seq;
         const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
-        if (!(await createFileDurable(path, encodeSegment(this.self, run)))) throw concurrentWriter(this.self, first);
+        const text = encodeSegment(this.self, run);
+        if (!(await createFileDurable(path, text))) {
+          if ((await this.readSegmentFile(path, first)).problem === null) throw concurrentWriter(this.self, first);
+          // Only damage stands at this name (nobody can read it): this push takes its place.
+          await writeFileDurable(path, text);
+          this.headers.delete(path);
+        }
         this.ownHead = headOf(run.at(-1)!);
         const own = this.listings.get(this.self);
         if (own) {
@@ -188,7 +215,7 @@ export class DirectoryRelay implements Relay {
           own.segments.push({ firstSeq: first, count: run.length, device: this.self, path });
         }
       }
-      if (plan.fresh.length > 0) await this.hintPush(this.ownHead!.seq);
+      if (plan.fresh.length > 0 || restored) await this.hintPush(this.ownHead!.seq);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     });
   }
@@ -196,27 +223,36 @@ export class DirectoryRelay implements Relay {
   pull(since: SeqFrontier, limit: number): Promise<PullPage> {
     return this.guard(async () => {
       const page = new PageBuilder(limit);
-      for (const device of await this.deviceIds()) {
+      devices: for (const device of await this.deviceIds()) {
         if (device === this.self) continue;
-        const { segments, floor } = await this.listing(device);
-        const last = segments.at(-1);
+        const { segments, floor, unreadable } = await this.listing(device);
         const after = since.get(device) ?? -1;
-        if (!last || last.firstSeq + last.count - 1 <= after) continue;
-        if (after < floor - 1) throw frontierTruncated(device, after, floor);
+        if (end(segments.at(-1)) > after && after < floor - 1) throw frontierTruncated(device, after, floor);
         let seq = after;
+        let stop: number | undefined;
         for (const segment of segments) {
           if (segment.firstSeq + segment.count - 1 <= seq) continue;
-          if (segment.firstSeq > seq + 1) break;
+          if (segment.firstSeq > seq + 1) {
+            stop = seq + 1;
+            break;
+          }
           const { ops, sizes } = await this.readSegment(segment);
           for (let i = 0; i < ops.length; i++) {
             const op = ops[i]!;
             if (op.seq <= seq) continue;
-            if (!page.add(op, sizes[i]!)) return page.page();
+            if (!page.add(op, sizes[i]!)) break devices;
             seq = op.seq;
           }
-          if (ops.length < segment.count) break;
+          if (ops.length < segment.count) {
+            stop = seq + 1;
+            break;
+          }
         }
+        // An unreadable segment file named above what could be read: the device's newest ops stand behind it.
+        if (stop === undefined && seq >= floor - 1 && [...unreadable.keys()].some((path) => seqOfName(basename(path)) > seq)) stop = seq + 1;
+        if (stop !== undefined) this.stopped.set(device, stop);
       }
+      await this.writeDamageReport();
       return page.page();
     }, VERIFY);
   }
@@ -227,6 +263,42 @@ export class DirectoryRelay implements Relay {
       const last = (await this.segments(device)).at(-1);
       return last ? last.firstSeq + last.count - 1 : -1;
     }, VERIFY);
+  }
+
+  /**
+   * This device's ranges that readers report they cannot read (in their damage.json) and that
+   * are damaged or missing here too; a reader whose own copy is damaged (a synced folder) is
+   * not answered by rewriting an intact file.
+   */
+  repairs(): Promise<readonly SeqRange[]> {
+    return this.guard(async () => {
+      // While watching, the reports are read again only when one changed: this runs on every pump.
+      if (this.watching && !this.reportsChanged) return this.damagedOwn;
+      this.reportsChanged = false;
+      const reported = new Set<number>();
+      for (const device of await this.deviceIds()) {
+        const seq = device === this.self ? undefined : (await this.readDamage(device))?.get(this.self);
+        if (seq !== undefined) reported.add(seq);
+      }
+      if (reported.size === 0) return (this.damagedOwn = []);
+      // Listed afresh: a damaged file may have been removed by hand since this handle listed it.
+      this.listings.delete(this.self);
+      const { segments, floor } = await this.listing(this.self);
+      const head = this.ownHead?.seq ?? end(segments.at(-1));
+      const ranges: SeqRange[] = [];
+      for (const seq of [...reported].sort((a, b) => a - b)) {
+        const range = seq > head ? null : await this.unreadableRange(seq, segments, floor, head);
+        if (range && !ranges.some((r) => r.first === range.first)) ranges.push(range);
+      }
+      return (this.damagedOwn = ranges);
+    }, VERIFY);
+  }
+
+  reportDamage(device: DeviceId, seq: number): Promise<void> {
+    return this.guard(async () => {
+      this.stopped.set(device, seq);
+      await this.writeDamageReport();
+    });
   }
 
   ack(acked: SeqFrontier): Promise<void> {
@@ -243,6 +315,8 @@ export class DirectoryRelay implements Relay {
       // An ack lost in a crash is harmless: it only makes the stable frontier lag until the next one.
       await writeFileAtomic(join(this.deviceDir(this.self), 'ack.json'), text);
       this.ownAck = next;
+      for (const [device, seq] of this.stopped) if ((next.acked.get(device) ?? -1) >= seq) this.stopped.delete(device);
+      await this.writeDamageReport();
     });
   }
 
@@ -342,7 +416,14 @@ export class DirectoryRelay implements Relay {
     });
     watcher.on('add', (path: string) => {
       const name = basename(path);
-      if (name.startsWith(PUSH_HINT) || CHECKPOINT_FILE.test(name)) onChange();
+      if (name === DAMAGE_FILE) this.reportsChanged = true;
+      if (name.startsWith(PUSH_HINT) || name === DAMAGE_FILE || CHECKPOINT_FILE.test(name)) onChange();
+    });
+    // A reader's damage report changed: the writer of the damaged ops pumps, and restores them.
+    watcher.on('change', (path: string) => {
+      if (basename(path) !== DAMAGE_FILE) return;
+      this.reportsChanged = true;
+      onChange();
     });
     // The relay folder vanished: a pump finds out and says so (chokidar stops watching it).
     watcher.on('unlinkDir', (path: string) => {
@@ -365,7 +446,8 @@ export class DirectoryRelay implements Relay {
    */
   private async hintPush(seq: number): Promise<void> {
     const dir = this.deviceDir(this.self);
-    const hint = `${PUSH_HINT}${seq}`;
+    // A restore hints at an unchanged head: the name alternates so that watchers see a new one.
+    const hint = this.lastHint === `${PUSH_HINT}${seq}` ? `${PUSH_HINT}${seq}.again` : `${PUSH_HINT}${seq}`;
     if (this.lastHint !== null) {
       // One rename moves the hint to its fresh name: watchers see the new name appear.
       try {
@@ -463,6 +545,10 @@ export class DirectoryRelay implements Relay {
     this.ownAck = null;
     this.lastHint = null;
     this.ownHead = undefined;
+    this.stopped.clear();
+    this.reported = NO_DAMAGE;
+    this.damagedOwn = [];
+    this.reportsChanged = true;
     if (this.watching) {
       await this.watching.watcher.close();
       this.watching.watcher = await this.startWatcher(this.watching.onChange);
@@ -514,9 +600,11 @@ export class DirectoryRelay implements Relay {
     const dir = join(this.deviceDir(device), 'ops');
     const names = await readdir(dir).catch(() => []);
     const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
-    const removed = cached !== undefined && names.length - fresh.length !== cached.names.size;
+    const replaced = cached !== undefined && (await this.replaced(cached.unreadable));
+    const removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
     if (cached && !removed && fresh.length === 0) return cached;
     const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
+    const unreadable = new Map(removed || !cached ? [] : cached.unreadable);
     for (const name of removed ? names : fresh) {
       const path = join(dir, name);
       const match = SEGMENT_NAME.exec(name);
@@ -525,12 +613,16 @@ export class DirectoryRelay implements Relay {
         continue;
       }
       const header = await this.segmentHeader(path, device, Number(match[1]));
-      if (typeof header === 'string') this.note(path, header);
-      else segments.push({ ...header, device, path });
+      if (typeof header !== 'string') {
+        segments.push({ ...header, device, path });
+        continue;
+      }
+      this.note(path, header);
+      unreadable.set(path, await identity(path));
     }
     segments.sort((a, b) => a.firstSeq - b.firstSeq);
-    const floor = names.reduce((lowest, name) => Math.min(lowest, Number(SEGMENT_NAME.exec(name)?.[1] ?? Infinity)), Infinity);
-    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0 };
+    const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
+    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable };
     this.listings.set(device, listing);
     return listing;
   }
@@ -544,20 +636,137 @@ export class DirectoryRelay implements Relay {
     return header;
   }
 
-  private async readSegment(segment: Segment): Promise<{ readonly ops: readonly OpRecord[]; readonly sizes: readonly number[] }> {
+  private readSegment(segment: Segment): Promise<DecodedSegment> {
+    return this.readSegmentFile(segment.path, segment.firstSeq, segment.device);
+  }
+
+  /** The segment file at `path`: its valid ops, and its problem (counted) if any. */
+  private async readSegmentFile(path: string, firstSeq: number, device = this.self): Promise<DecodedSegment> {
     let text: string | null;
     try {
-      text = await readTextAtMost(segment.path, MAX_SEGMENT_BYTES);
+      text = await readTextAtMost(path, MAX_SEGMENT_BYTES);
     } catch {
-      return { ops: [], sizes: [] };
+      // Gone (collected while this read it) or unreadable: nothing to serve, nothing to count.
+      return { header: null, ops: [], sizes: [], problem: 'segment_corrupt' };
     }
-    if (text === null) {
-      this.note(segment.path, 'segment_corrupt');
-      return { ops: [], sizes: [] };
-    }
-    const decoded = decodeSegment(text, segment.device, segment.firstSeq);
-    if (decoded.problem) this.note(segment.path, decoded.problem);
+    const decoded: DecodedSegment = text === null ? { header: null, ops: [], sizes: [], problem: 'segment_corrupt' } : decodeSegment(text, device, firstSeq);
+    if (decoded.problem) this.note(path, decoded.problem);
     return decoded;
+  }
+
+  /**
+   * Writes again each damaged range of this device's folder (see `repairs`) that `ops` offer in
+   * full, after checking that they continue the held ops on both sides. Returns whether any was.
+   */
+  private async restore(ops: readonly OpRecord[]): Promise<boolean> {
+    if (this.damagedOwn.length === 0) return false;
+    const publicKey = (await this.deviceFile(this.self))?.publicKey;
+    if (publicKey === undefined) throw notRegistered(this.self);
+    const dir = join(this.deviceDir(this.self), 'ops');
+    const left: SeqRange[] = [];
+    for (const range of this.damagedOwn) {
+      const run = ops.filter((op) => op.seq >= range.first && op.seq <= range.last);
+      if (run.length === 0) {
+        left.push(range);
+        continue;
+      }
+      const segments = await this.segments(this.self);
+      const held = new Map<number, OpId>();
+      for (const segment of segments.filter((s) => s.firstSeq <= range.last && end(s) >= range.first)) {
+        for (const op of (await this.readSegment(segment)).ops) if (opIdHolds(op, this.crypto)) held.set(op.seq, op.op_id);
+      }
+      const before = await this.authenticOp(range.first - 1);
+      const after = await this.authenticOp(range.last + 1);
+      checkRestore({ self: this.self, publicKey, range, before: before && headOf(before), afterPrev: after?.prev ?? undefined, held }, run, this.crypto);
+      const written = new Set<string>();
+      for (const part of segmentRuns(run)) {
+        const name = segmentName(part[0]!.seq);
+        await writeFileDurable(join(dir, name), encodeSegment(this.self, part));
+        written.add(name);
+        this.headers.delete(join(dir, name));
+      }
+      // An unreadable file named inside the range would stand beside the restored segments.
+      const valid = new Set(segments.map((s) => basename(s.path)));
+      for (const name of await readdir(dir)) {
+        const first = seqOfName(name);
+        if (first >= range.first && first <= range.last && !written.has(name) && !valid.has(name)) await rm(join(dir, name), { force: true });
+      }
+      this.listings.delete(this.self);
+    }
+    const restored = left.length < this.damagedOwn.length;
+    this.damagedOwn = left;
+    return restored;
+  }
+
+  /**
+   * The range around `seq` this device's folder cannot serve: a segment that does not read in
+   * full, or the gap an unreadable or missing file leaves between readable ones; null when
+   * `seq` reads fine here.
+   */
+  private async unreadableRange(seq: number, segments: readonly Segment[], floor: number, head: number): Promise<SeqRange | null> {
+    const covering = segments.find((s) => s.firstSeq <= seq && seq <= end(s));
+    if (covering) return (await this.verifies(covering)) ? null : { first: covering.firstSeq, last: end(covering) };
+    const before = segments.findLast((s) => end(s) < seq);
+    const after = segments.find((s) => s.firstSeq > seq);
+    const first = before ? end(before) + 1 : floor;
+    return first > seq ? null : { first, last: after ? after.firstSeq - 1 : head };
+  }
+
+  /** Writes this reader's damage report when what stops it changed (its own folder: one writer). */
+  private async writeDamageReport(): Promise<void> {
+    const stopped = [...this.stopped].sort(([a], [b]) => (a < b ? -1 : 1));
+    const text = JSON.stringify({ opsync_damage: 1, stopped: Object.fromEntries(stopped) }) + '\n';
+    if (text === this.reported) return;
+    await writeFileAtomic(join(this.deviceDir(this.self), DAMAGE_FILE), text);
+    this.reported = text;
+  }
+
+  private async readDamage(device: DeviceId): Promise<SeqFrontier | null> {
+    const path = join(this.deviceDir(device), DAMAGE_FILE);
+    const value = await readJson(path);
+    if (value === undefined) return null;
+    const stopped = value?.opsync_damage === 1 ? parseSeqFrontier(value.stopped) : null;
+    if (!stopped) this.note(path, 'damage_file_invalid');
+    return stopped;
+  }
+
+  /** Whether a segment file whose header could not be read was replaced or removed since; forgets the headers of those that were. */
+  private async replaced(unreadable: ReadonlyMap<string, string>): Promise<boolean> {
+    let any = false;
+    for (const [path, was] of unreadable) {
+      if ((await identity(path)) === was) continue;
+      this.headers.delete(path);
+      any = true;
+    }
+    return any;
+  }
+
+  /**
+   * Whether this device's `segment` reads in full as a signed chain that continues the op held
+   * before it. A segment found intact is not read again until its file changes.
+   */
+  private async verifies(segment: Segment): Promise<boolean> {
+    const seen = await identity(segment.path);
+    if (this.intact.get(segment.path) === seen) return true;
+    const { ops } = await this.readSegment(segment);
+    const publicKey = (await this.deviceFile(this.self))?.publicKey ?? null;
+    const before = await this.authenticOp(segment.firstSeq - 1);
+    const check = verifyChain({ device: this.self, anchor: anchorFor(ops, before && headOf(before)), ops, publicKey }, this.crypto);
+    const whole = ops.length === segment.count && check.error === null;
+    if (whole) this.intact.set(segment.path, seen);
+    return whole;
+  }
+
+  /** This device's held op at `seq` when it reads and its op_id holds. */
+  private async authenticOp(seq: number): Promise<OpRecord | undefined> {
+    const op = await this.heldOp(seq);
+    return op && opIdHolds(op, this.crypto) ? op : undefined;
+  }
+
+  /** This device's held op at `seq`, if a segment holds it readable. */
+  private async heldOp(seq: number): Promise<OpRecord | undefined> {
+    const segment = (await this.segments(this.self)).findLast((s) => s.firstSeq <= seq);
+    return segment ? (await this.readSegment(segment)).ops.find((op) => op.seq === seq) : undefined;
   }
 
   private async deviceFile(device: DeviceId): Promise<DeviceFile | null> {
@@ -616,6 +825,22 @@ export class DirectoryRelay implements Relay {
     this.checkpointHeaders.set(path, header);
     return header;
   }
+}
+
+/** The first seq a segment file's name gives, -1 when it is not a segment name. */
+function seqOfName(name: string): number {
+  return Number(SEGMENT_NAME.exec(name)?.[1] ?? -1);
+}
+
+/** The last seq a segment holds, -1 for none. */
+function end(segment: SegmentHeader | undefined): number {
+  return segment ? segment.firstSeq + segment.count - 1 : -1;
+}
+
+/** A file's identity as far as a replacement goes (a rename brings a new inode); '' when it is gone. */
+async function identity(path: string): Promise<string> {
+  const seen = await stat(path).catch(() => null);
+  return seen ? `${seen.ino}:${seen.mtimeMs}:${seen.size}` : '';
 }
 
 /** relay.json, device.json and ack.json are far smaller; a larger one is damage and not read. */

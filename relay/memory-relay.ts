@@ -6,7 +6,7 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type SeqRange, type Watch } from './relay.js';
 import { collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
@@ -113,6 +113,15 @@ export class MemoryRelay implements Relay {
     await Promise.resolve();
     const record = this.store.devices.get(device);
     return record ? record.floor + record.ops.length - 1 : -1;
+  }
+
+  /** Records are kept as pushed, and nothing else writes them. */
+  repairs(): Promise<readonly SeqRange[]> {
+    return Promise.resolve([]);
+  }
+
+  reportDamage(): Promise<void> {
+    return Promise.resolve();
   }
 
   async ack(acked: SeqFrontier): Promise<void> {

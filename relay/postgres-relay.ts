@@ -8,7 +8,7 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { collectableThrough, frontierWeight, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type SeqRange, type Watch } from './relay.js';
 import { createSchema, inTransaction } from './pg-database.js';
 
 /**
@@ -133,6 +133,15 @@ export class PostgresRelay implements Relay {
       const { rows } = await this.pool.query<{ head: string | null }>('SELECT max(seq) AS head FROM opsync_ops WHERE device_id = $1', [device]);
       return rows[0]?.head === null || rows[0] === undefined ? -1 : Number(rows[0].head);
     });
+  }
+
+  /** Rows are written whole, one transaction per push; a row edited by hand is counted (`record_invalid`), not repaired. */
+  repairs(): Promise<readonly SeqRange[]> {
+    return Promise.resolve([]);
+  }
+
+  reportDamage(): Promise<void> {
+    return Promise.resolve();
   }
 
   ack(acked: SeqFrontier): Promise<void> {

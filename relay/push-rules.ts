@@ -2,6 +2,7 @@ import { verifyChain } from '../src/oplog/chain.js';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import type { DeviceId, OpId } from '../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
+import type { SeqRange } from './relay.js';
 import { OpsyncError } from '../src/oplog/opsync-error.js';
 import { notRegistered } from './relay-errors.js';
 
@@ -66,4 +67,59 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
     });
   }
   return { fresh, deduped };
+}
+
+export interface RestoreContext {
+  readonly self: DeviceId;
+  readonly publicKey: string;
+  readonly range: SeqRange;
+  /** The held op just below the range; undefined when none is held (the range starts at the floor). */
+  readonly before: ChainHead | undefined;
+  /** The `prev` of the held op just above the range; undefined when none is held. */
+  readonly afterPrev: OpId | undefined;
+  /** The op ids the relay could still read inside the range (a damaged file's valid prefix). */
+  readonly held: ReadonlyMap<number, OpId>;
+}
+
+/**
+ * Checks ops offered to restore a damaged range: exactly the range, a signed chain that links
+ * to the held ops on both sides, and the same op wherever the relay could still read one. A
+ * restore never replaces a readable op with another one (`relay_fork`).
+ */
+export function checkRestore(ctx: RestoreContext, run: readonly OpRecord[], crypto: CoreCrypto): void {
+  const { self, range } = ctx;
+  const first = run[0];
+  const last = run.at(-1);
+  if (!first || !last || first.seq !== range.first || last.seq !== range.last) {
+    throw new OpsyncError('relay_gap', `Device ${self} offered seqs ${first?.seq ?? '-'} to ${last?.seq ?? '-'} to restore its damaged seqs ${range.first} to ${range.last}.`, {
+      device_id: self,
+      first: range.first,
+      last: range.last,
+    });
+  }
+  const forked = run.find((op) => (ctx.held.get(op.seq) ?? op.op_id) !== op.op_id);
+  const seam = ctx.afterPrev !== undefined && ctx.afterPrev !== last.op_id ? range.last + 1 : undefined;
+  if (forked || seam !== undefined) {
+    const seq = forked?.seq ?? seam!;
+    throw new OpsyncError('relay_fork', `Device ${self} offered a different op at seq ${seq} than the relay holds: its chain forked.`, { device_id: self, seq });
+  }
+  const check = verifyChain({ device: self, anchor: anchorFor(run, ctx.before), ops: run, publicKey: ctx.publicKey }, crypto);
+  if (check.error) {
+    throw new OpsyncError('chain_broken', `The relay refused device ${self}'s restore: ${check.error.message}.`, {
+      device_id: self,
+      kind: check.error.kind,
+      seq: check.error.seq,
+    });
+  }
+}
+
+/**
+ * What a stored run of a device's ops must continue: the held op before it, or — when none is
+ * held (the run starts at the floor) — the `prev` its first op names, taken on trust. Null for
+ * a run from seq 0 (or one whose first op names no `prev`, which verification then refuses).
+ */
+export function anchorFor(run: readonly OpRecord[], before: ChainHead | undefined): ChainHead | null {
+  const first = run[0];
+  if (!first || first.prev === null) return null;
+  return before ?? { seq: first.seq - 1, op_id: first.prev, hlc: { ...first.hlc, wall_ms: -1 } };
 }

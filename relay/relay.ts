@@ -14,7 +14,8 @@ import type { RosterEntry } from '../src/oplog/roster.js';
  * - `push` accepts only ops that continue the device's chain exactly: a held op re-pushed is
  *   deduplicated, a different op at a held seq is `relay_fork`, a skipped seq is `relay_gap`,
  *   another device's op is `relay_foreign_ops`, a broken chain or signature is `chain_broken`;
- *   it resolves once the ops are durable on the relay;
+ *   it resolves once the ops are durable on the relay. Ops the relay holds damaged (`repairs`)
+ *   that a push offers again are written again;
  * - `pull` returns other devices' ops above a per-device frontier, in seq order per device, at
  *   most `limit` and — past the first op — PULL_PAGE_BYTES of records per call (`more` says
  *   there is more); below a device's GC floor it fails with `relay_frontier_truncated`;
@@ -32,6 +33,18 @@ export interface Relay {
   pull(since: SeqFrontier, limit: number): Promise<PullPage>;
   /** Highest seq of `device` the relay holds, -1 for none. */
   head(device: DeviceId): Promise<number>;
+  /**
+   * Ranges of this device's ops that the relay holds but cannot serve — readers reported them
+   * unreadable and the relay confirmed it — for the device to push again. Empty for backends
+   * whose records nothing but the relay writes.
+   */
+  repairs(): Promise<readonly SeqRange[]>;
+  /**
+   * Tells the relay that this device cannot get past `device`'s op at `seq` as the relay serves
+   * it (it failed verification here). A relay whose stored records can be damaged passes the
+   * report on to their writer (`repairs`) until this device acks past `seq`; others ignore it.
+   */
+  reportDamage(device: DeviceId, seq: number): Promise<void>;
   /** Records what this device has durably folded, and that it was seen now. */
   ack(acked: SeqFrontier): Promise<void>;
   roster(): Promise<RosterView>;
@@ -64,6 +77,12 @@ export interface PushResult {
   readonly pushed: number;
   /** Ops the relay already held. */
   readonly deduped: number;
+}
+
+/** The seqs `first` through `last` of one device. */
+export interface SeqRange {
+  readonly first: number;
+  readonly last: number;
 }
 
 export interface PullPage {

@@ -25,7 +25,7 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointHeaderJson, Relay, RosterView, Watch } from '../../relay/relay.js';
+import type { CheckpointHeaderJson, Relay, RosterView, SeqRange, Watch } from '../../relay/relay.js';
 import { openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
@@ -231,6 +231,8 @@ export class Session {
   private loggedPumpError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
+  /** Damaged ranges the journal can no longer restore, logged once each. */
+  private readonly unrestorable = new Set<string>();
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
@@ -623,6 +625,8 @@ export class Session {
     this.stats.counters.push_deduped += pushDeduped;
 
     await this.refreshRoster(false);
+    const repairs = await relay.repairs();
+    if (repairs.length > 0) await this.restoreOnRelay(repairs);
     const stalled = new Set<DeviceId>();
     const quarantine: Quarantined[] = [];
     let folded = 0;
@@ -653,7 +657,11 @@ export class Session {
         keyring: this.deps.keyring,
       });
       quarantine.push(...result.quarantined);
-      for (const rejection of result.rejected) this.reject(rejection);
+      for (const rejection of result.rejected) {
+        this.reject(rejection);
+        // The op as the relay serves it is damaged (or forged): a relay that can, asks its writer to restore it.
+        if (rejection.kind !== 'unknown_device') await relay.reportDamage(rejection.device_id, rejection.seq);
+      }
       const newlyStalled = [...result.stalled].filter((device) => !stalled.has(device));
       for (const device of newlyStalled) stalled.add(device);
       if (result.accepted.length > 0) folded += await this.accept(result.accepted);
@@ -694,6 +702,32 @@ export class Session {
     const newest = lost.at(-1)?.seq ?? head;
     this.unpushed = [...lost, ...this.unpushed.filter((op) => op.seq > newest)];
     this.deps.log?.info({ from_seq: head + 1, ops: this.unpushed.length }, 'the relay lost ops of this device; pushing them again from the journal');
+  }
+
+  /**
+   * Pushes again, from the journal, the ranges of this device's ops that readers found damaged
+   * on the relay (design §11: the relay is untrusted storage; this device still holds its ops).
+   * A range the journal no longer holds (compacted) cannot be restored: that is logged once.
+   */
+  private async restoreOnRelay(ranges: readonly SeqRange[]): Promise<void> {
+    const within = (range: SeqRange, op: OpRecord) => op.seq >= range.first && op.seq <= range.last;
+    const ops: OpRecord[] = [];
+    await this.journal.replay((entry) => {
+      if (entry.kind === 'op' && entry.op.device_id === this.device && ranges.some((range) => within(range, entry.op))) ops.push(entry.op);
+    });
+    const whole = ranges.filter((range) => ops.filter((op) => within(range, op)).length === range.last - range.first + 1);
+    for (const range of ranges.filter((range) => !whole.includes(range))) {
+      const key = `${range.first}-${range.last}`;
+      if (this.unrestorable.has(key)) continue;
+      this.unrestorable.add(key);
+      this.deps.log?.warn(
+        { range, base: this.base?.hash ?? null },
+        `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and its journal was compacted past them: this device cannot push them again`,
+      );
+    }
+    if (whole.length === 0) return;
+    await this.known(() => this.deps.relay.push(ops.filter((op) => whole.some((range) => within(range, op)))));
+    this.deps.log?.info({ ranges: whole }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
   }
 
   /**

@@ -1,10 +1,12 @@
-import { copyFile, cp, readdir, readFile, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { copyFile, cp, readdir, readFile, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import type { Session } from '../../src/session/session.js';
+import { converged } from '../helpers/converged.js';
 import { applyDamage, damages } from '../helpers/damage.js';
+import { DaemonProcess } from '../helpers/daemon-process.js';
 import { openDirSession } from '../helpers/dir-world.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
@@ -181,5 +183,115 @@ describe('a tampered relay directory', () => {
       }),
       { numRuns: 40, seed: 20261125 },
     );
+  });
+
+  /**
+   * Damage is not the end of the story while the writer still holds its ops: the reader stops at
+   * the damage and says so in its folder, the writer pushes the damaged ops again from its
+   * journal, and the reader then syncs every op (proposals/relay.md §Damaged segments).
+   */
+  describe('restored by the writer, which still holds its ops', () => {
+    const chain = ['w0-0', 'w0-1', 'w0-2', 'w1-0', 'w1-1', 'w1-2', 'w2-0', 'w2-1', 'w2-2'];
+
+    async function live(relay: string) {
+      const dataDir = await tempDir();
+      const writer = await openDirSession(relay, dataDir, 'writer');
+      for (let segment = 0; segment < 3; segment++) {
+        for (let i = 0; i < 3; i++) await writer.append({ surface: 'knowledge', payload: { id: `w${segment}-${i}` }, scope: 'personal' });
+        await writer.pump();
+      }
+      const opsDir = join(relay, 'devices', 'writer', 'ops');
+      return { writer, dataDir, segments: (await readdir(opsDir)).sort().map((name) => join(opsDir, name)) };
+    }
+
+    /** The reader stops at the damage, the writer's next pump restores it, the reader's next pump syncs the rest. */
+    async function restored(relay: string, writer: Session): Promise<{ before: string[]; after: string[] }> {
+      const reader = await openDirSession(relay, await tempDir(), 'reader');
+      await reader.pump();
+      const before = synced(reader);
+      await writer.pump();
+      await reader.pump();
+      const after = synced(reader);
+      expect(reader.state.stateHash()).toBe(writer.state.stateHash());
+      await reader.close();
+      return { before, after };
+    }
+
+    const sigOf = async (path: string, line: number) => (JSON.parse((await readFile(path, 'utf8')).split('\n')[line]!) as { sig: string }).sig;
+    const cases: Array<[string, (segments: string[]) => Promise<void>, number]> = [
+      ['a truncated segment', async ([, middle]) => truncate(middle!, (await readFile(middle!)).length - 40), 5],
+      ['a segment whose header is damaged', async ([, middle]) => rewriteLine(middle!, 0, (line) => line.replace('{', '[')), 3],
+      ['a deleted segment', async ([, middle]) => rm(middle!), 3],
+      ['the newest segment, its header damaged', async ([, , newest]) => rewriteLine(newest!, 0, (line) => line.replace('{', '[')), 6],
+      ['a changed payload', async ([, middle]) => rewriteLine(middle!, 2, (line) => line.replace('"ct":"', '"ct":"AAAA')), 4],
+      ['a forged signature', async ([first, , newest]) => {
+        const other = await sigOf(first!, 1);
+        await rewriteLine(newest!, 3, (line) => line.replace(/"sig":"[^"]+"/, `"sig":"${other}"`));
+      }, 8],
+    ];
+
+    it.each(cases)('%s: the reader stops at it, the writer pushes those ops again, the reader then has every op', async (_name, damage, reachable) => {
+      const relay = await tempDir();
+      const { writer, segments } = await live(relay);
+      await damage(segments);
+      const { before, after } = await restored(relay, writer);
+      expect(before).toEqual(chain.slice(0, reachable));
+      expect(after).toEqual(chain);
+      await writer.close();
+    });
+
+    it('whatever the damage to one segment, the reader ends with the whole chain once the writer pumps, whether it was running or starts after', async () => {
+      const pristine = await tempDir();
+      const { writer, dataDir: pristineData, segments } = await live(pristine);
+      await writer.close();
+      const names = segments.map((path) => path.slice(pristine.length));
+      const damage = fc.record({ file: fc.nat(names.length - 1), changes: damages(4000), running: fc.boolean() });
+      await fc.assert(
+        fc.asyncProperty(damage, async ({ file, changes, running }) => {
+          const [relay, dataDir] = [await tempDir(), await tempDir()];
+          await cp(pristine, relay, { recursive: true });
+          await cp(pristineData, dataDir, { recursive: true });
+          const open = () => openDirSession(relay, dataDir, 'writer');
+          const earlier = running ? await open() : null;
+          await earlier?.pump();
+          const path = relay + names[file]!;
+          await writeFile(path, changes.reduce(applyDamage, await readFile(path)));
+          const again = earlier ?? (await open());
+          const { before, after } = await restored(relay, again);
+          expect(before).toEqual(chain.slice(0, before.length));
+          expect(after).toEqual(chain);
+          await again.close();
+        }),
+        { numRuns: 40, seed: 20261126 },
+      );
+    });
+  });
+});
+
+describe('a damaged segment between two running daemons', () => {
+  it('is restored with no pump call: the reader reports it, the writer pushes those ops again, both converge', async () => {
+    const relay = await tempDir();
+    const writer = await DaemonProcess.start(await tempDir(), relay);
+    const w = await writer.connect();
+    let reader: DaemonProcess | undefined;
+    try {
+      for (let batch = 0; batch < 3; batch++) {
+        for (let i = 0; i < 5; i++) await w.call('sync.append', { surface: 'knowledge', payload: { id: `w${batch}-${i}` } });
+        await w.call('sync.pump');
+      }
+      const { device_id } = await w.call<{ device_id: string }>('sync.status');
+      const opsDir = join(relay, 'devices', device_id, 'ops');
+      const middle = join(opsDir, (await readdir(opsDir)).sort()[1]!);
+      await truncate(middle, (await readFile(middle)).length - 40);
+
+      reader = await DaemonProcess.start(await tempDir(), relay);
+      const r = await reader.connect();
+      expect((await converged([w, r])).records).toBe(15);
+      expect(writer.logs()).toContain('pushed them again from the journal');
+      await r.close();
+    } finally {
+      await w.close();
+      await Promise.all([writer.stop(), reader?.stop()]);
+    }
   });
 });

@@ -85,6 +85,14 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.roster());
   }
 
+  repairs() {
+    return this.call(() => this.inner.repairs());
+  }
+
+  reportDamage(device: DeviceId, seq: number) {
+    return this.call(() => this.inner.reportDamage(device, seq));
+  }
+
   putCheckpoint(file: CheckpointFile): Promise<boolean> {
     return this.call(() => this.inner.putCheckpoint(file));
   }
