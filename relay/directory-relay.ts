@@ -129,8 +129,8 @@ export class DirectoryRelay implements Relay {
    * device acks past it.
    */
   private readonly stopped = new Map<DeviceId, number>();
-  /** The damage report as last written to this device's folder. */
-  private reported = NO_DAMAGE;
+  /** The damage report as last written to this device's folder (null until read from it). */
+  private reported: string | null = null;
   /** This device's ranges that readers reported and this handle found damaged: a push offering them writes them again. */
   private damagedOwn: readonly SeqRange[] = [];
   /** Whether a damage report may have changed since `repairs` read them (always, without a watcher). */
@@ -546,7 +546,7 @@ export class DirectoryRelay implements Relay {
     this.lastHint = null;
     this.ownHead = undefined;
     this.stopped.clear();
-    this.reported = NO_DAMAGE;
+    this.reported = null;
     this.damagedOwn = [];
     this.reportsChanged = true;
     if (this.watching) {
@@ -716,8 +716,17 @@ export class DirectoryRelay implements Relay {
   private async writeDamageReport(): Promise<void> {
     const stopped = [...this.stopped].sort(([a], [b]) => (a < b ? -1 : 1));
     const text = JSON.stringify({ opsync_damage: 1, stopped: Object.fromEntries(stopped) }) + '\n';
+    const path = join(this.deviceDir(this.self), DAMAGE_FILE);
+    // A report left by an earlier run may still name stops that are gone.
+    this.reported ??= (await readTextAtMost(path, MAX_JSON_FILE_BYTES).catch(() => null)) ?? NO_DAMAGE;
     if (text === this.reported) return;
-    await writeFileAtomic(join(this.deviceDir(this.self), DAMAGE_FILE), text);
+    try {
+      await writeFileAtomic(path, text);
+    } catch (error) {
+      // Not registered yet (no folder of its own): there is nobody to report for.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
     this.reported = text;
   }
 

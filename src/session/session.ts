@@ -231,7 +231,7 @@ export class Session {
   private loggedPumpError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
-  /** Damaged ranges the journal can no longer restore, logged once each. */
+  /** Damaged ranges this device cannot restore (its journal was compacted past them, or the relay refused them), by `first-last`: logged once, not tried again. */
   private readonly unrestorable = new Set<string>();
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
@@ -707,27 +707,32 @@ export class Session {
   /**
    * Pushes again, from the journal, the ranges of this device's ops that readers found damaged
    * on the relay (design §11: the relay is untrusted storage; this device still holds its ops).
-   * A range the journal no longer holds (compacted) cannot be restored: that is logged once.
+   * A range the journal no longer holds (compacted), or that the relay refuses as a fork, is
+   * given up: logged once and not tried again by this process.
    */
   private async restoreOnRelay(ranges: readonly SeqRange[]): Promise<void> {
+    const wanted = ranges.filter((range) => !this.unrestorable.has(`${range.first}-${range.last}`));
+    if (wanted.length === 0) return;
     const within = (range: SeqRange, op: OpRecord) => op.seq >= range.first && op.seq <= range.last;
     const ops: OpRecord[] = [];
     await this.journal.replay((entry) => {
-      if (entry.kind === 'op' && entry.op.device_id === this.device && ranges.some((range) => within(range, entry.op))) ops.push(entry.op);
+      if (entry.kind === 'op' && entry.op.device_id === this.device && wanted.some((range) => within(range, entry.op))) ops.push(entry.op);
     });
-    const whole = ranges.filter((range) => ops.filter((op) => within(range, op)).length === range.last - range.first + 1);
-    for (const range of ranges.filter((range) => !whole.includes(range))) {
-      const key = `${range.first}-${range.last}`;
-      if (this.unrestorable.has(key)) continue;
-      this.unrestorable.add(key);
-      this.deps.log?.warn(
-        { range, base: this.base?.hash ?? null },
-        `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and its journal was compacted past them: this device cannot push them again`,
-      );
-    }
+    const whole = wanted.filter((range) => ops.filter((op) => within(range, op)).length === range.last - range.first + 1);
+    for (const range of wanted.filter((range) => !whole.includes(range))) this.giveUp(range, 'its journal was compacted past them');
     if (whole.length === 0) return;
-    await this.known(() => this.deps.relay.push(ops.filter((op) => whole.some((range) => within(range, op)))));
+    try {
+      await this.known(() => this.deps.relay.push(ops.filter((op) => whole.some((range) => within(range, op)))));
+    } catch (error) {
+      if (isOpsyncError(error) && (error.code === 'relay_fork' || error.code === 'chain_broken')) for (const range of whole) this.giveUp(range, error.message);
+      throw error;
+    }
     this.deps.log?.info({ ranges: whole }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
+  }
+
+  private giveUp(range: SeqRange, why: string): void {
+    this.unrestorable.add(`${range.first}-${range.last}`);
+    this.deps.log?.warn({ range, base: this.base?.hash ?? null }, `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and this device cannot push them again: ${why}`);
   }
 
   /**

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readCheckpointChunks } from '../../relay/checkpoint-files.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
@@ -59,6 +59,57 @@ describe('directory relay files', () => {
     }
     expect(pulled.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
     expect(reader.anomalies()).toEqual({});
+  });
+});
+
+describe('directory relay restores', () => {
+  /** A writer with three segments of three ops, the middle one damaged by `damage`, and a reader that has reported it. */
+  async function damaged(damage: (path: string) => Promise<void>) {
+    const root = await tempDir();
+    const device = new TestDevice('writer', 1);
+    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
+    await writer.register(device.publicKey);
+    const ops = Array.from({ length: 9 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    for (let i = 0; i < 9; i += 3) await writer.push(ops.slice(i, i + 3));
+    await damage(join(root, 'devices', 'writer', 'ops', '000000000003.jsonl'));
+    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+    await reader.register(new TestDevice('reader', 2).publicKey);
+    const first = await reader.pull(new Map(), 100);
+    return { root, writer, reader, ops, first };
+  }
+
+  /** The same device key minting another chain from seq 3 on: a fork. */
+  function forkedFrom3(): ReturnType<TestDevice['op']>[] {
+    const twin = new TestDevice('writer', 1, () => 1_800_000_000_000);
+    const chain = Array.from({ length: 9 }, (_, i) => twin.op('knowledge', { id: i < 3 ? `k${i}` : `fork${i}` }));
+    return chain.slice(3, 6);
+  }
+
+  it('asks the writer for exactly the damaged range, and the reader then reads on', async () => {
+    const { root, writer, reader, ops, first } = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: { writer: 5 } });
+    expect(first.ops.map((op) => op.seq)).toEqual([0, 1, 2, 3, 4]);
+    expect(await writer.repairs()).toEqual([{ first: 3, last: 5 }]);
+    expect(await writer.push(ops.slice(3, 6))).toEqual({ pushed: 0, deduped: 3 });
+    // The reader's report stands until it acks past it, but the writer's copy now reads whole.
+    expect(await writer.repairs()).toEqual([]);
+    const rest = await reader.pull(new Map([[parseDeviceId('writer'), 4]]), 100);
+    expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(5).map((op) => op.op_id));
+    await reader.ack(new Map([[parseDeviceId('writer'), 8]]));
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: {} });
+  });
+
+  it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
+    const truncated = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
+    await truncated.writer.repairs();
+    const before = await readFile(join(truncated.root, 'devices', 'writer', 'ops', '000000000003.jsonl'));
+    await expect(truncated.writer.push(forkedFrom3())).rejects.toMatchObject({ code: 'relay_fork', data: { seq: 3 } });
+    expect(await readFile(join(truncated.root, 'devices', 'writer', 'ops', '000000000003.jsonl'))).toEqual(before);
+
+    const unreadable = await damaged(async (path) => writeFile(path, 'not a segment'));
+    expect(await unreadable.writer.repairs()).toEqual([{ first: 3, last: 5 }]);
+    await expect(unreadable.writer.push(forkedFrom3())).rejects.toMatchObject({ code: 'relay_fork', data: { seq: 6 } });
+    await expect(unreadable.writer.push(unreadable.ops.slice(3, 5))).rejects.toMatchObject({ code: 'relay_gap' });
   });
 });
 
