@@ -42,7 +42,9 @@ export class Daemon {
   ) {}
 
   static async start(config: DaemonConfig, log: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
-    const dataDir = await DataDir.prepare(config.dataDir);
+    const dataDir = await DataDir.prepare(config.dataDir, (path, mode) =>
+      log.warn({ path, was: mode.toString(8) }, 'a secret file could be read by other users; it is now readable only by its owner (0600)'),
+    );
     const device = await dataDir.deviceId(config.deviceId);
     const deviceKey = await dataDir.deviceKey();
     const token = await dataDir.token();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { access, chmod, constants, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
 import { generateDeviceKey, parseDeviceKeyFile, type DeviceKey } from '../crypto/device-key.js';
@@ -24,11 +24,22 @@ import { createFileDurable, writeFileDurable } from '../../relay/durable-fs.js';
 /** A generated token has 43 characters (32 random bytes, base64url). */
 const MIN_TOKEN_LENGTH = 32;
 
-export class DataDir {
-  private constructor(readonly root: string) {}
+/** Told of a secret file that other users could read, and that was made 0600. */
+export type LooseSecret = (path: string, mode: number) => void;
 
-  /** Creates the directory (0700) if needed and checks that it is writable. */
-  static async prepare(root: string): Promise<DataDir> {
+export class DataDir {
+  /** `loose`: null for a reader that must not change the directory (the CLI). */
+  private constructor(
+    readonly root: string,
+    private readonly loose: LooseSecret | null,
+  ) {}
+
+  /**
+   * Creates the directory (0700) if needed and checks that it is writable. A secret file (the
+   * device key, the token, a scope key) that other users could read — copied or restored with
+   * a loose umask — is made 0600 as it is read, and `loose` is told.
+   */
+  static async prepare(root: string, loose: LooseSecret = () => {}): Promise<DataDir> {
     try {
       await mkdir(join(root, 'keys'), { recursive: true, mode: 0o700 });
       await access(root, constants.W_OK);
@@ -37,12 +48,12 @@ export class DataDir {
       const reason = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'ENOTDIR' || code === 'EEXIST' ? 'a part of the path is a file, not a directory' : code === 'EROFS' ? 'the file system is read-only' : (error as Error).message;
       throw new OpsyncError('config_invalid', `The data directory ${root} cannot be created or written: ${reason}.`, { data_dir: root });
     }
-    return new DataDir(root);
+    return new DataDir(root, loose);
   }
 
-  /** An existing data directory, for the CLI (nothing is created). */
+  /** An existing data directory, for the CLI (nothing is created or changed). */
   static existing(root: string): DataDir {
-    return new DataDir(root);
+    return new DataDir(root, null);
   }
 
   get journalPath(): string {
@@ -85,14 +96,14 @@ export class DataDir {
   async deviceKey(): Promise<DeviceKey> {
     const path = join(this.root, 'device-key.json');
     await createFileDurable(path, generateDeviceKey().toFileText(), 0o600);
-    return parseDeviceKeyFile(await readFile(path, 'utf8'), path);
+    return parseDeviceKeyFile(await this.readSecret(path), path);
   }
 
   /** The bearer token; one too short to protect the daemon (an emptied file) is refused. */
   async token(): Promise<string> {
     const path = join(this.root, 'token');
     await createFileDurable(path, randomBytes(32).toString('base64url') + '\n', 0o600);
-    const token = (await readFile(path, 'utf8')).trim();
+    const token = (await this.readSecret(path)).trim();
     if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
       throw new OpsyncError(
         'config_invalid',
@@ -122,7 +133,21 @@ export class DataDir {
   async storedKeys(): Promise<ScopeKey[]> {
     const dir = join(this.root, 'keys');
     const names = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.json'));
-    return Promise.all(names.map(async (name) => parseKeyFile(await readFile(join(dir, name), 'utf8'), join(dir, name))));
+    return Promise.all(names.map(async (name) => parseKeyFile(await this.readSecret(join(dir, name)), join(dir, name))));
+  }
+
+  /** A secret file's text; one that other users could read is made 0600 first (see `prepare`). */
+  private async readSecret(path: string): Promise<string> {
+    const mode = this.loose ? (await stat(path)).mode & 0o777 : 0;
+    if (mode & 0o077) {
+      try {
+        await chmod(path, 0o600);
+      } catch {
+        throw new OpsyncError('config_invalid', `${path} can be read by other users (mode ${mode.toString(8)}) and this user cannot change that; it holds a secret. Run: chmod 600 ${path}`, { path });
+      }
+      this.loose!(path, mode);
+    }
+    return readFile(path, 'utf8');
   }
 
   async saveKey(key: ScopeKey): Promise<void> {

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, DaemonProcess } from '../helpers/daemon-process.js';
@@ -161,6 +161,19 @@ describe('the daemon lifecycle and the CLI', () => {
     expect(oneSentence(missingKey.stderr)).toContain('there is no such file');
   });
 
+  it('makes secret files that other users could read (a copy made with a loose umask) readable by their owner only, and says so', async () => {
+    const dataDir = await tempDir();
+    const relay = await tempDir();
+    expect((await (await DaemonProcess.start(dataDir, relay)).stop()).code).toBe(0);
+    const secrets = ['token', 'device-key.json', join('keys', 'personal.json')].map((name) => join(dataDir, name));
+    await Promise.all(secrets.map((path, i) => chmod(path, [0o644, 0o640, 0o604][i]!)));
+    const again = await DaemonProcess.start(dataDir, relay);
+    expect((await again.stop()).code).toBe(0);
+    for (const path of secrets) expect((await stat(path)).mode & 0o777).toBe(0o600);
+    const warnings = again.logs().split('\n').filter((line) => line.includes('could be read by other users'));
+    expect(warnings.map((line) => (JSON.parse(line) as { path: string }).path).sort()).toEqual([...secrets].sort());
+  });
+
   it('keeps its data under the XDG data home by default, with the token readable only by its owner', async () => {
     const home = await tempDir();
     const env = { ...process.env, XDG_DATA_HOME: home };
@@ -169,7 +182,6 @@ describe('the daemon lifecycle and the CLI', () => {
       expect((await run(['wait', '--timeout-ms', '60000'], env)).code).toBe(0);
       const dataDir = join(home, 'opsync');
       expect(JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8'))).toMatchObject({ pid: started.pid });
-      const { stat } = await import('node:fs/promises');
       expect((await stat(join(dataDir, 'token'))).mode & 0o777).toBe(0o600);
       expect((await stat(join(dataDir, 'keys', 'personal.json'))).mode & 0o777).toBe(0o600);
     } finally {
