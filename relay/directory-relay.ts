@@ -60,6 +60,9 @@ const VERIFY = true;
 /** Name prefix of push hints in a device folder. */
 const PUSH_HINT = 'push-';
 
+/** A temporary file in the shared checkpoints folder untouched for this long is a write a crash interrupted. */
+const ABANDONED_WRITE_MS = 60 * 60 * 1000;
+
 /** A reader's report of the other devices' ops it cannot read (§Damaged segments in proposals/relay.md). */
 const DAMAGE_FILE = 'damage.json';
 const NO_DAMAGE = JSON.stringify({ opsync_damage: 1, stopped: {} }) + '\n';
@@ -168,6 +171,7 @@ export class DirectoryRelay implements Relay {
     return this.guard(async () => {
       const dir = this.deviceDir(this.self);
       await ensureDir(join(dir, 'ops'));
+      await this.removeLeftovers();
       const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
       if (await createFileDurable(join(dir, 'device.json'), text)) return;
       const existing = await this.deviceFile(this.self);
@@ -710,6 +714,25 @@ export class DirectoryRelay implements Relay {
     const after = segments.find((s) => s.firstSeq > seq);
     const first = before ? end(before) + 1 : floor;
     return first > seq ? null : { first, last: after ? after.firstSeq - 1 : head };
+  }
+
+  /**
+   * Removes the temporary files of writes a crash interrupted (a segment may leave one of 32
+   * MiB, a checkpoint one of hundreds): at registration, before this handle writes anything,
+   * every one in this device's folders, and in the shared checkpoints folder those older than
+   * any write takes (another device may be writing one now).
+   */
+  private async removeLeftovers(): Promise<void> {
+    const own = [this.deviceDir(this.self), join(this.deviceDir(this.self), 'ops')];
+    const shared = join(this.location, 'checkpoints');
+    for (const dir of [...own, shared]) {
+      for (const name of await readdir(dir)) {
+        if (!name.startsWith(TEMP_PREFIX)) continue;
+        const path = join(dir, name);
+        const stale = dir !== shared || ((await stat(path).catch(() => null))?.mtimeMs ?? Infinity) < Date.now() - ABANDONED_WRITE_MS;
+        if (stale) await rm(path, { force: true });
+      }
+    }
   }
 
   /** Writes this reader's damage report when what stops it changed (its own folder: one writer). */

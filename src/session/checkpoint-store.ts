@@ -1,7 +1,7 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from '../../relay/checkpoint-files.js';
-import { ensureDir } from '../../relay/durable-fs.js';
+import { CHECKPOINT_FILE, checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from '../../relay/checkpoint-files.js';
+import { ensureDir, TEMP_PREFIX } from '../../relay/durable-fs.js';
 import type { CheckpointHeaderJson, CheckpointStream } from '../../relay/relay.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 
@@ -16,6 +16,11 @@ export interface CheckpointStore {
   get(hash: string): Promise<CheckpointStream | null>;
   /** Drops a copy found damaged, so that a good one can take its place. */
   discard(hash: string): Promise<void>;
+  /**
+   * Drops every copy but those of `keep`; with `temps`, also the temporary files of writes a
+   * crash interrupted (only when no write can be under way).
+   */
+  keepOnly(keep: ReadonlySet<string>, temps: boolean): Promise<void>;
 }
 
 export class MemoryCheckpointStore implements CheckpointStore {
@@ -29,6 +34,11 @@ export class MemoryCheckpointStore implements CheckpointStore {
 
   discard(hash: string): Promise<void> {
     this.files.delete(hash);
+    return Promise.resolve();
+  }
+
+  keepOnly(keep: ReadonlySet<string>): Promise<void> {
+    for (const hash of this.files.keys()) if (!keep.has(hash)) this.files.delete(hash);
     return Promise.resolve();
   }
 
@@ -51,6 +61,15 @@ export class DirCheckpointStore implements CheckpointStore {
 
   discard(hash: string): Promise<void> {
     return rm(join(this.dir, checkpointFileName(hash)), { force: true });
+  }
+
+  async keepOnly(keep: ReadonlySet<string>, temps: boolean): Promise<void> {
+    const names = await readdir(this.dir).catch(() => []);
+    const stale = names.filter((name) => {
+      const hash = CHECKPOINT_FILE.exec(name)?.[1];
+      return hash === undefined ? temps && name.startsWith(TEMP_PREFIX) : !keep.has(hash);
+    });
+    await Promise.all(stale.map((name) => rm(join(this.dir, name), { force: true })));
   }
 
   async get(hash: string): Promise<CheckpointStream | null> {

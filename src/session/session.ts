@@ -519,6 +519,7 @@ export class Session {
         for (const entry of tail) this.foldEntry(entry);
       }
       this.assertNotCloned(relayHead);
+      await this.pruneCopies(true);
       if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.bootstrap();
     } catch (error) {
       await this.minter?.close();
@@ -894,6 +895,7 @@ export class Session {
       });
     });
     this.base = { hash, frontier };
+    await this.pruneCopies();
     const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
     this.stats.counters.compactions++;
     this.deps.log?.info({ checkpoint_hash: this.base.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
@@ -972,6 +974,7 @@ export class Session {
       const relayHead = await relay.head(this.device);
       this.unpushed = kept.map((e) => e.op).filter((op) => op.device_id === this.device && op.seq > relayHead);
       this.base = { hash: parsed.checkpoint_hash, frontier };
+      await this.pruneCopies();
       this.stats.counters.rebases++;
       const ownKept = kept.filter((e) => e.op.device_id === this.device).length;
       this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept }, 'rebased onto a checkpoint');
@@ -1003,6 +1006,17 @@ export class Session {
     })().catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
     this.background.add(copy);
     void copy.finally(() => this.background.delete(copy));
+  }
+
+  /**
+   * Drops the local checkpoint copies this device no longer needs — all but its base's and the
+   * one it published last (which it may compact onto) — so that the data directory does not
+   * grow by a checkpoint at every automatic checkpoint. `temps`: at start, when nothing is
+   * being written, also the leftovers of copies a crash interrupted.
+   */
+  private async pruneCopies(temps = false): Promise<void> {
+    const keep = new Set([this.base?.hash, this.published?.hash].filter((hash) => hash !== undefined));
+    await this.deps.checkpoints.keepOnly(keep, temps).catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
   }
 
   /** A checkpoint this device is based on: its local copy, else the relay's. */
