@@ -12,9 +12,9 @@ import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
 import { createFileDurable, ensureDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
-import { anchorFor, checkRestore, planPush } from './push-rules.js';
+import { anchorFor, checkRestartAnchor, checkRestore, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import {
   CHECKPOINTS_KEPT,
   type CheckpointFile,
@@ -138,6 +138,8 @@ export class DirectoryRelay implements Relay {
   private damagedOwn: readonly SeqRange[] = [];
   /** Whether a damage report may have changed since `repairs` read them (always, without a watcher). */
   private reportsChanged = true;
+  /** Whether `repairs` has checked this device's newest segment, which a push takes its head from. */
+  private newestChecked = false;
   /** This device's segments found intact when a reader reported them, by path, with the file identity then. */
   private readonly intact = new Map<string, string>();
 
@@ -196,6 +198,7 @@ export class DirectoryRelay implements Relay {
           head: this.ownHead,
           floor: segments[0]?.firstSeq ?? 0,
           heldOpId: async (seq) => (await this.heldOp(seq))?.op_id,
+          checkpointHead: async (seq) => checkpointHead(await this.checkpointHeaderList(), this.self, seq),
         },
         ops,
         this.crypto,
@@ -240,12 +243,18 @@ export class DirectoryRelay implements Relay {
             stop = seq + 1;
             break;
           }
-          const { ops, sizes } = await this.readSegment(segment);
+          const { header, ops, sizes } = await this.readSegment(segment);
           for (let i = 0; i < ops.length; i++) {
             const op = ops[i]!;
             if (op.seq <= seq) continue;
             if (!page.add(op, sizes[i]!)) break devices;
             seq = op.seq;
+          }
+          // Another file under a known name (its device restarted its chain on the relay): list again.
+          if (header && header.count !== segment.count) {
+            this.headers.delete(segment.path);
+            this.listings.delete(device);
+            break;
           }
           if (ops.length < segment.count) {
             stop = seq + 1;
@@ -272,14 +281,25 @@ export class DirectoryRelay implements Relay {
   /**
    * This device's ranges that readers report they cannot read (in their damage.json) and that
    * are damaged or missing here too; a reader whose own copy is damaged (a synced folder) is
-   * not answered by rewriting an intact file.
+   * not answered by rewriting an intact file. The first call of a process also checks this
+   * device's newest segment: a push takes its head from it, so it is restored before anything.
    */
   repairs(): Promise<readonly SeqRange[]> {
     return this.guard(async () => {
       // While watching, the reports are read again only when one changed: this runs on every pump.
-      if (this.watching && !this.reportsChanged) return this.damagedOwn;
+      if (this.watching && !this.reportsChanged && this.newestChecked) return this.damagedOwn;
       this.reportsChanged = false;
       const reported = new Set<number>();
+      if (!this.newestChecked) {
+        const newest = (await this.segments(this.self)).at(-1);
+        if (newest && !(await this.verifies(newest))) reported.add(newest.firstSeq);
+        else if (this.ownHead === undefined) {
+          // Known now, while it reads whole: damage to it later cannot mislead a push.
+          const head = newest && (await this.heldOp(end(newest)));
+          this.ownHead = head ? headOf(head) : null;
+        }
+        this.newestChecked = true;
+      }
       for (const device of await this.deviceIds()) {
         const seq = device === this.self ? undefined : (await this.readDamage(device))?.get(this.self);
         if (seq !== undefined) reported.add(seq);
@@ -296,6 +316,22 @@ export class DirectoryRelay implements Relay {
       }
       return (this.damagedOwn = ranges);
     }, VERIFY);
+  }
+
+  restartAbove(anchor: ChainHead): Promise<void> {
+    return this.guard(async () => {
+      checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
+      const dir = join(this.deviceDir(this.self), 'ops');
+      for (const name of await readdir(dir)) {
+        if (seqOfName(name) < 0) continue;
+        await rm(join(dir, name), { force: true });
+        this.headers.delete(join(dir, name));
+      }
+      this.listings.delete(this.self);
+      this.ownHead = null;
+      this.newestChecked = true;
+      this.damagedOwn = [];
+    });
   }
 
   reportDamage(device: DeviceId, seq: number): Promise<void> {
@@ -553,6 +589,7 @@ export class DirectoryRelay implements Relay {
     this.reported = null;
     this.damagedOwn = [];
     this.reportsChanged = true;
+    this.newestChecked = false;
     if (this.watching) {
       await this.watching.watcher.close();
       this.watching.watcher = await this.startWatcher(this.watching.onChange);

@@ -1,13 +1,13 @@
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import type { SeqFrontier } from '../src/oplog/frontier.js';
 import type { DeviceId } from '../src/oplog/ids.js';
-import { canonicalRecord, type OpRecord } from '../src/oplog/op-record.js';
+import { canonicalRecord, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
-import { planPush } from './push-rules.js';
+import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type SeqRange, type Watch } from './relay.js';
-import { collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;
@@ -81,6 +81,7 @@ export class MemoryRelay implements Relay {
         head: last ? { seq: last.seq, op_id: last.op_id, hlc: last.hlc } : null,
         floor: record?.floor ?? 0,
         heldOpId: (seq) => Promise.resolve(record?.ops[seq - record.floor]?.op_id),
+        checkpointHead: (seq) => Promise.resolve(checkpointHead(this.headers(), this.self, seq)),
       },
       ops,
       this.store.crypto,
@@ -112,7 +113,7 @@ export class MemoryRelay implements Relay {
   async head(device: DeviceId): Promise<number> {
     await Promise.resolve();
     const record = this.store.devices.get(device);
-    return record ? record.floor + record.ops.length - 1 : -1;
+    return record && record.ops.length > 0 ? record.floor + record.ops.length - 1 : -1;
   }
 
   /** Records are kept as pushed, and nothing else writes them. */
@@ -122,6 +123,20 @@ export class MemoryRelay implements Relay {
 
   reportDamage(): Promise<void> {
     return Promise.resolve();
+  }
+
+  async restartAbove(anchor: ChainHead): Promise<void> {
+    await Promise.resolve();
+    const record = this.store.devices.get(this.self);
+    if (!record) throw notRegistered(this.self);
+    checkRestartAnchor(this.self, anchor, checkpointHead(this.headers(), this.self, anchor.seq));
+    record.ops = [];
+    record.floor = anchor.seq + 1;
+    this.store.changed(this.self);
+  }
+
+  private headers(): CheckpointHeaderJson[] {
+    return [...this.store.checkpoints.values()].map((file) => file.header);
   }
 
   async ack(acked: SeqFrontier): Promise<void> {

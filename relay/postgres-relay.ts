@@ -2,12 +2,12 @@ import pg from 'pg';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
 import { isDeviceId, type DeviceId, type OpId } from '../src/oplog/ids.js';
-import { canonicalRecord, headOf, parseOpRecord, type OpRecord } from '../src/oplog/op-record.js';
+import { canonicalRecord, headOf, parseOpRecord, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
-import { planPush } from './push-rules.js';
+import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { collectableThrough, frontierWeight, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { checkpointHead, collectableThrough, frontierWeight, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type SeqRange, type Watch } from './relay.js';
 import { createSchema, inTransaction } from './pg-database.js';
 
@@ -83,6 +83,7 @@ export class PostgresRelay implements Relay {
             const held = await client.query<{ op_id: string }>('SELECT op_id FROM opsync_ops WHERE device_id = $1 AND seq = $2', [this.self, seq]);
             return held.rows[0]?.op_id as OpId | undefined;
           },
+          checkpointHead: async (seq) => checkpointHead(await this.headers(), this.self, seq),
         },
         ops,
         this.crypto,
@@ -142,6 +143,17 @@ export class PostgresRelay implements Relay {
 
   reportDamage(): Promise<void> {
     return Promise.resolve();
+  }
+
+  restartAbove(anchor: ChainHead): Promise<void> {
+    return this.transaction(async (client) => {
+      const { rows } = await client.query('SELECT 1 FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
+      if (rows.length === 0) throw notRegistered(this.self);
+      checkRestartAnchor(this.self, anchor, checkpointHead(await this.headers(), this.self, anchor.seq));
+      await client.query('DELETE FROM opsync_ops WHERE device_id = $1', [this.self]);
+      await client.query('UPDATE opsync_devices SET floor = $2 WHERE device_id = $1', [this.self, anchor.seq + 1]);
+      await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
+    });
   }
 
   ack(acked: SeqFrontier): Promise<void> {

@@ -23,6 +23,8 @@ export interface PushContext {
   readonly floor: number;
   /** The held op id at `seq`, for seqs from `floor` to `head.seq`. */
   heldOpId(seq: number): Promise<OpId | undefined>;
+  /** The device's op at `seq` as a stored checkpoint names it (see `planPush`). */
+  checkpointHead(seq: number): Promise<ChainHead | undefined>;
 }
 
 export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypto: CoreCrypto): Promise<PushPlan> {
@@ -51,14 +53,21 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
     deduped++;
   }
   const fresh = ops.slice(index);
+  let anchor = ctx.head;
   if (fresh.length > 0 && fresh[0]!.seq > headSeq + 1) {
-    throw new OpsyncError('relay_gap', `Device ${ctx.self} pushed seq ${fresh[0]!.seq} but the relay holds up to ${headSeq}.`, {
-      device_id: ctx.self,
-      head: headSeq,
-      offered: fresh[0]!.seq,
-    });
+    // A device the relay holds no op of may start above seq 0 where a checkpoint stands in for
+    // its earlier ops (it restarted its chain on the relay: `restartAbove`).
+    const covered = ctx.head === null ? await ctx.checkpointHead(fresh[0]!.seq - 1) : undefined;
+    if (covered === undefined || covered.op_id !== fresh[0]!.prev) {
+      throw new OpsyncError('relay_gap', `Device ${ctx.self} pushed seq ${fresh[0]!.seq} but the relay holds up to ${headSeq}.`, {
+        device_id: ctx.self,
+        head: headSeq,
+        offered: fresh[0]!.seq,
+      });
+    }
+    anchor = covered;
   }
-  const check = verifyChain({ device: ctx.self, anchor: ctx.head, ops: fresh, publicKey: ctx.publicKey }, crypto);
+  const check = verifyChain({ device: ctx.self, anchor, ops: fresh, publicKey: ctx.publicKey }, crypto);
   if (check.error) {
     throw new OpsyncError('chain_broken', `The relay refused device ${ctx.self}'s push: ${check.error.message}.`, {
       device_id: ctx.self,
@@ -111,6 +120,15 @@ export function checkRestore(ctx: RestoreContext, run: readonly OpRecord[], cryp
       seq: check.error.seq,
     });
   }
+}
+
+/** Refuses a restart above `anchor` that no stored checkpoint covers exactly. */
+export function checkRestartAnchor(self: DeviceId, anchor: ChainHead, covered: ChainHead | undefined): void {
+  if (covered?.op_id === anchor.op_id) return;
+  throw new OpsyncError('relay_gap', `Device ${self} cannot restart its ops above seq ${anchor.seq}: no checkpoint on the relay covers it up to that op.`, {
+    device_id: self,
+    seq: anchor.seq,
+  });
 }
 
 /**

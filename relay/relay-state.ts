@@ -1,7 +1,7 @@
 import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/frontier.js';
 import type { DeviceId } from '../src/oplog/ids.js';
 import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
-import type { OpRecord } from '../src/oplog/op-record.js';
+import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
 import type { CheckpointHeaderJson, PullPage, RosterView } from './relay.js';
 
 /** Pieces of relay logic that every backend computes the same way. */
@@ -44,6 +44,18 @@ export class PageBuilder {
 /** The frontier a checkpoint header claims, or null when it is malformed. */
 export function headerFrontier(header: CheckpointHeaderJson): Frontier | null {
   return parseFrontier(header.frontier);
+}
+
+/**
+ * `device`'s op at `seq` as a stored checkpoint's frontier names it: the anchor a chain may
+ * continue from when the relay holds none of the device's ops below it.
+ */
+export function checkpointHead(headers: readonly CheckpointHeaderJson[], device: DeviceId, seq: number): ChainHead | undefined {
+  for (const header of headers) {
+    const head = headerFrontier(header)?.get(device);
+    if (head?.seq === seq) return head;
+  }
+  return undefined;
 }
 
 /** Total ops a frontier covers: how "late" a checkpoint is, for choosing the latest one. */

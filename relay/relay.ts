@@ -1,6 +1,6 @@
 import type { Frontier, SeqFrontier } from '../src/oplog/frontier.js';
 import type { DeviceId } from '../src/oplog/ids.js';
-import type { OpRecord } from '../src/oplog/op-record.js';
+import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
 import type { RosterEntry } from '../src/oplog/roster.js';
 
 /**
@@ -39,6 +39,14 @@ export interface Relay {
    * whose records nothing but the relay writes.
    */
   repairs(): Promise<readonly SeqRange[]>;
+  /**
+   * Restarts this device's chain on the relay above `anchor`, an op of this device that a
+   * stored checkpoint names in its frontier: the relay drops every op of this device it holds
+   * and serves from `anchor.seq + 1` on, which the next push starts with. For a device whose
+   * journal was compacted past ops the relay can no longer serve (damaged, or lost); devices
+   * behind the anchor rebase onto a checkpoint. No such checkpoint → `relay_gap`.
+   */
+  restartAbove(anchor: ChainHead): Promise<void>;
   /**
    * Tells the relay that this device cannot get past `device`'s op at `seq` as the relay serves
    * it (it failed verification here). A relay whose stored records can be damaged passes the

@@ -191,6 +191,10 @@ const DAMAGED_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid'
 /** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
 const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'key_missing']);
 
+function rangeKey(range: SeqRange): string {
+  return `${range.first}-${range.last}`;
+}
+
 /** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
 const ACK_REFRESH_MS = 60_000;
 const RECENT_REJECTIONS = 16;
@@ -231,7 +235,7 @@ export class Session {
   private loggedPumpError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
-  /** Damaged ranges this device cannot restore (its journal was compacted past them, or the relay refused them), by `first-last`: logged once, not tried again. */
+  /** Damaged ranges the relay refused to take again (a fork), by `rangeKey`: logged once, not tried again. */
   private readonly unrestorable = new Set<string>();
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
@@ -603,6 +607,9 @@ export class Session {
       this.relayForgot = false;
       refilled = true;
     }
+    // Damaged ops of this device on the relay first: a push continues from the relay's copy.
+    const repairs = await relay.repairs();
+    if (repairs.length > 0) await this.restoreOnRelay(repairs);
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
     // of appends cannot keep a pump from pulling.
     for (let remaining = this.unpushed.length; remaining > 0; ) {
@@ -626,8 +633,6 @@ export class Session {
     this.stats.counters.push_deduped += pushDeduped;
 
     await this.refreshRoster(false);
-    const repairs = await relay.repairs();
-    if (repairs.length > 0) await this.restoreOnRelay(repairs);
     const stalled = new Set<DeviceId>();
     const quarantine: Quarantined[] = [];
     let folded = 0;
@@ -688,52 +693,87 @@ export class Session {
     const head = await this.deps.relay.head(this.device);
     const pushedThrough = (this.unpushed[0]?.seq ?? (this.ownHead?.seq ?? -1) + 1) - 1;
     if (head >= pushedThrough) return;
-    const lost: OpRecord[] = [];
-    await this.journal.replay((entry) => {
-      if (entry.kind === 'op' && entry.op.device_id === this.device && entry.op.seq > head) lost.push(entry.op);
-    });
-    if (lost.length > 0 && lost[0]!.seq !== head + 1) {
-      throw new OpsyncError(
-        'relay_gap',
-        `The relay holds this device's ops only up to seq ${head}, and its journal, compacted onto checkpoint ${this.base?.hash ?? '(none)'}, starts at seq ${lost[0]!.seq}: this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
-        { device_id: this.device, head, journal_from: lost[0]!.seq },
-      );
-    }
-    // Appends that became durable while the journal was read are queued behind.
-    const newest = lost.at(-1)?.seq ?? head;
-    this.unpushed = [...lost, ...this.unpushed.filter((op) => op.seq > newest)];
+    if (head + 1 < this.journalFrom()) return this.restartOnRelay(`the relay holds this device's ops only up to seq ${head}`);
+    await this.queueFromJournal(head + 1);
     this.deps.log?.info({ from_seq: head + 1, ops: this.unpushed.length }, 'the relay lost ops of this device; pushing them again from the journal');
+  }
+
+  /** The first own seq the journal holds: past its base checkpoint's cover. */
+  private journalFrom(): number {
+    return (this.base?.frontier.get(this.device)?.seq ?? -1) + 1;
+  }
+
+  /** Queues every own op from `seq` on again, from the journal; appends made meanwhile stay queued behind. */
+  private async queueFromJournal(seq: number): Promise<void> {
+    const ops: OpRecord[] = [];
+    await this.journal.replay((entry) => {
+      if (entry.kind === 'op' && entry.op.device_id === this.device && entry.op.seq >= seq) ops.push(entry.op);
+    });
+    const newest = ops.at(-1)?.seq ?? seq - 1;
+    this.unpushed = [...ops, ...this.unpushed.filter((op) => op.seq > newest)];
+  }
+
+  /**
+   * The relay cannot serve this device's ops up to its journal's base — it lost them, or holds
+   * them damaged — and the journal was compacted past them. The device restarts its chain on the
+   * relay above the base: the base checkpoint goes back on the relay when the relay lacks it
+   * (from this device's copy), the relay drops whatever it holds of this device, and every own
+   * op in the journal is pushed again. Devices behind the base rebase onto a checkpoint
+   * (proposals/session.md §A relay that lost this device's ops).
+   */
+  private async restartOnRelay(why: string): Promise<void> {
+    const { relay } = this.deps;
+    const base = this.base!;
+    const anchor = base.frontier.get(this.device)!;
+    if (!(await relay.readCheckpoint(base.hash))) {
+      const copy = await this.deps.checkpoints.get(base.hash);
+      if (!copy) {
+        throw new OpsyncError(
+          'relay_gap',
+          `${why}, and this device's journal, compacted onto checkpoint ${base.hash}, starts at seq ${anchor.seq + 1}; neither the relay nor this data directory holds that checkpoint any more, so this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
+          { device_id: this.device, journal_from: anchor.seq + 1, checkpoint_hash: base.hash },
+        );
+      }
+      const chunks: string[] = [];
+      for await (const chunk of copy.chunks) chunks.push(chunk);
+      await relay.putCheckpoint({ header: copy.header, chunks });
+    }
+    await this.known(() => relay.restartAbove(anchor));
+    await this.queueFromJournal(anchor.seq + 1);
+    this.deps.log?.warn(
+      { checkpoint_hash: base.hash, from_seq: anchor.seq + 1 },
+      `${why}, and the journal was compacted past them: restarted this device's ops on the relay above its base checkpoint`,
+    );
   }
 
   /**
    * Pushes again, from the journal, the ranges of this device's ops that readers found damaged
    * on the relay (design §11: the relay is untrusted storage; this device still holds its ops).
-   * A range the journal no longer holds (compacted), or that the relay refuses as a fork, is
-   * given up: logged once and not tried again by this process.
+   * When the journal was compacted past a range, the device restarts its ops on the relay above
+   * its base instead. A range the relay refuses as a fork is given up: logged once and not tried
+   * again by this process.
    */
   private async restoreOnRelay(ranges: readonly SeqRange[]): Promise<void> {
-    const wanted = ranges.filter((range) => !this.unrestorable.has(`${range.first}-${range.last}`));
+    const wanted = ranges.filter((range) => !this.unrestorable.has(rangeKey(range)));
+    const compacted = wanted.find((range) => range.first < this.journalFrom());
+    if (compacted) return this.restartOnRelay(`readers cannot read this device's ops ${compacted.first} to ${compacted.last} on the relay`);
     if (wanted.length === 0) return;
-    const within = (range: SeqRange, op: OpRecord) => op.seq >= range.first && op.seq <= range.last;
+    const within = (op: OpRecord) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last);
     const ops: OpRecord[] = [];
     await this.journal.replay((entry) => {
-      if (entry.kind === 'op' && entry.op.device_id === this.device && wanted.some((range) => within(range, entry.op))) ops.push(entry.op);
+      if (entry.kind === 'op' && entry.op.device_id === this.device && within(entry.op)) ops.push(entry.op);
     });
-    const whole = wanted.filter((range) => ops.filter((op) => within(range, op)).length === range.last - range.first + 1);
-    for (const range of wanted.filter((range) => !whole.includes(range))) this.giveUp(range, 'its journal was compacted past them');
-    if (whole.length === 0) return;
     try {
-      await this.known(() => this.deps.relay.push(ops.filter((op) => whole.some((range) => within(range, op)))));
+      await this.known(() => this.deps.relay.push(ops));
     } catch (error) {
-      if (isOpsyncError(error) && (error.code === 'relay_fork' || error.code === 'chain_broken')) for (const range of whole) this.giveUp(range, error.message);
+      if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
+      for (const range of wanted) {
+        this.unrestorable.add(rangeKey(range));
+        this.deps.log?.warn({ range }, `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and the relay refuses them again: ${error.message}`);
+      }
       throw error;
     }
-    this.deps.log?.info({ ranges: whole }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
-  }
-
-  private giveUp(range: SeqRange, why: string): void {
-    this.unrestorable.add(`${range.first}-${range.last}`);
-    this.deps.log?.warn({ range, base: this.base?.hash ?? null }, `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and this device cannot push them again: ${why}`);
+    this.deps.log?.info({ ranges: wanted }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
   }
 
   /**

@@ -213,5 +213,25 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(tail.ops.at(-1)?.seq).toBe(8);
       expect(await a.relay.head(a.device.id)).toBe(8);
     });
+
+    it('restarts a device\'s chain above an op a checkpoint covers: earlier readers rebase, later ones read on', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const first = a.ops(6);
+      await a.relay.push(first);
+      const anchor = first[3]!;
+      await expect(a.relay.restartAbove(anchor)).rejects.toMatchObject({ code: 'relay_gap' });
+      await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'3'.repeat(64)}`, frontier: frontierJson(anchor) }, chunks: [] });
+      await a.relay.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc });
+      expect(await a.relay.head(a.device.id)).toBe(-1);
+
+      // The next push starts above the anchor: it must continue the anchor exactly.
+      const later = a.ops(2);
+      await expect(a.relay.push(later)).rejects.toMatchObject({ code: 'relay_gap' });
+      expect(await a.relay.push([...first.slice(4), ...later])).toEqual({ pushed: 4, deduped: 0 });
+      expect((await b.relay.pull(new Map([[a.device.id, 3]]), 100)).ops.map((op) => op.seq)).toEqual([4, 5, 6, 7]);
+      await expect(b.relay.pull(new Map([[a.device.id, 1]]), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { floor: 4 } });
+    });
   });
 }

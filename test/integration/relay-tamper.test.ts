@@ -204,11 +204,16 @@ describe('a tampered relay directory', () => {
       return { writer, dataDir, segments: (await readdir(opsDir)).sort().map((name) => join(opsDir, name)) };
     }
 
-    /** The reader stops at the damage, the writer's next pump restores it, the reader's next pump syncs the rest. */
+    /**
+     * The reader stops at the damage; the writer appends one more op (its push continues from
+     * the relay's copy of its chain) and its next pump restores the damage; the reader's next
+     * pump syncs the rest.
+     */
     async function restored(relay: string, writer: Session): Promise<{ before: string[]; after: string[] }> {
       const reader = await openDirSession(relay, await tempDir(), 'reader');
       await reader.pump();
       const before = synced(reader);
+      await writer.append({ surface: 'knowledge', payload: { id: 'w3-0' }, scope: 'personal' });
       await writer.pump();
       await reader.pump();
       const after = synced(reader);
@@ -236,8 +241,39 @@ describe('a tampered relay directory', () => {
       await damage(segments);
       const { before, after } = await restored(relay, writer);
       expect(before).toEqual(chain.slice(0, reachable));
-      expect(after).toEqual(chain);
+      expect(after).toEqual([...chain, 'w3-0']);
       await writer.close();
+    });
+
+    it.each([
+      ['cut', async (path: string) => truncate(path, (await readFile(path)).length - 40)],
+      ['deleted', (path: string) => rm(path)],
+    ])('when the writer compacted past the damaged ops (%s), it restarts them on the relay above its base: readers rebase, a new device starts', async (_kind, damage) => {
+      const relay = await tempDir();
+      const { writer, dataDir, segments } = await live(relay);
+      const reader = await openDirSession(relay, await tempDir(), 'reader');
+      await reader.pump();
+      await writer.pump();
+      await writer.checkpoint();
+      expect(await writer.compact()).toMatchObject({ compacted: true });
+      await writer.settled();
+      await writer.close();
+      const left = (await readdir(join(relay, 'devices', 'writer', 'ops'))).filter((name) => name.endsWith('.jsonl'));
+      expect(left).toEqual([segments.at(-1)!.split('/').at(-1)]);
+      await damage(segments.at(-1)!);
+
+      const again = await openDirSession(relay, dataDir, 'writer');
+      await again.append({ surface: 'knowledge', payload: { id: 'w3-0' }, scope: 'personal' });
+      await again.pump();
+      expect(again.status().counts.unpushed).toBe(0);
+      await reader.pump();
+      const newcomer = await openDirSession(relay, await tempDir(), 'newcomer');
+      await newcomer.pump();
+      for (const device of [reader, newcomer]) {
+        expect(synced(device)).toEqual([...chain, 'w3-0']);
+        expect(device.state.stateHash()).toBe(again.state.stateHash());
+      }
+      await Promise.all([again.close(), reader.close(), newcomer.close()]);
     });
 
     it('whatever the damage to one segment, the reader ends with the whole chain once the writer pumps, whether it was running or starts after', async () => {
@@ -259,7 +295,7 @@ describe('a tampered relay directory', () => {
           const again = earlier ?? (await open());
           const { before, after } = await restored(relay, again);
           expect(before).toEqual(chain.slice(0, before.length));
-          expect(after).toEqual(chain);
+          expect(after).toEqual([...chain, 'w3-0']);
           await again.close();
         }),
         { numRuns: 40, seed: 20261126 },

@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RpcCallError } from '../../src/rpc/ws-transport.js';
 import type { Session } from '../../src/session/session.js';
@@ -81,23 +82,39 @@ describe('a relay folder that vanishes under running devices', () => {
     await Promise.all([reader.close(), restarted.close()]);
   });
 
-  it('says why a device whose journal was compacted cannot refill a re-created relay', async () => {
+  it('refills a re-created relay after compacting: its base checkpoint goes back, its ops restart above it, a new device gets all', async () => {
     const relay = await tempDir();
-    const device = await openDirSession(relay, await tempDir(), 'laptop');
+    const dataDir = await tempDir();
+    const device = await openDirSession(relay, dataDir, 'laptop');
     await append(device, ['k0', 'k1', 'k2']);
     await device.pump();
     const published = await device.checkpoint();
     expect(await device.compact()).toMatchObject({ compacted: true });
+    await device.settled();
     await append(device, ['k3']);
 
     await rm(relay, { recursive: true, force: true });
-    const fresh = await openDirSession(relay, await tempDir(), 'phone');
+    const phone = await openDirSession(relay, await tempDir(), 'phone');
+    await device.pump();
+    expect(device.status().counts.unpushed).toBe(0);
+    const tablet = await openDirSession(relay, await tempDir(), 'tablet');
+    expect(tablet.status().base_checkpoint).toBe(published.checkpoint_hash);
+    await tablet.pump();
+    await phone.pump();
+    for (const other of [tablet, phone]) expect(keys(other)).toEqual(['k0', 'k1', 'k2', 'k3']);
+    expect(phone.state.stateHash()).toBe(device.state.stateHash());
+
+    // Without its copy of the base checkpoint, a device can only say why it cannot refill.
+    await rm(relay, { recursive: true, force: true });
+    await rm(join(dataDir, 'checkpoints'), { recursive: true, force: true });
+    const fresh = await openDirSession(relay, await tempDir(), 'fresh');
+    await append(device, ['k4']);
     const refusal = await device.pump().catch((error: unknown) => error);
     expect(refusal).toMatchObject({ code: 'relay_gap', message: expect.stringContaining(published.checkpoint_hash!) as unknown });
-    // Nothing is lost: the op that could not be pushed is still queued, and the state is whole.
-    expect(device.status().counts.unpushed).toBe(1);
-    expect(keys(device)).toEqual(['k0', 'k1', 'k2', 'k3']);
-    await Promise.all([device.close(), fresh.close()]);
+    // Nothing is lost: the ops that could not be pushed stay queued, and the state is whole.
+    expect(device.status().counts.unpushed).toBeGreaterThan(0);
+    expect(keys(device)).toEqual(['k0', 'k1', 'k2', 'k3', 'k4']);
+    await Promise.all([device.close(), fresh.close(), phone.close(), tablet.close()]);
   });
 });
 

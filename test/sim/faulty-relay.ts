@@ -1,6 +1,6 @@
 import type { SeqFrontier } from '../../src/oplog/frontier.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
-import type { OpRecord } from '../../src/oplog/op-record.js';
+import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
 import type { CheckpointFile, PullPage, PushResult, Relay } from '../../relay/relay.js';
 
@@ -87,6 +87,10 @@ class FaultyRelay implements Relay {
 
   repairs() {
     return this.call(() => this.inner.repairs());
+  }
+
+  restartAbove(anchor: ChainHead) {
+    return this.call(() => this.inner.restartAbove(anchor));
   }
 
   reportDamage(device: DeviceId, seq: number) {
