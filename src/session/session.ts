@@ -517,10 +517,17 @@ export class Session {
       });
       const found = base as BaseEntry | null;
       if (found) {
-        const { state } = await this.loadCheckpoint(found.checkpoint_hash);
-        this.fold = state;
-        this.base = { hash: found.checkpoint_hash, frontier: found.frontier };
-        for (const entry of tail) this.foldEntry(entry);
+        const loaded = await this.loadCheckpoint(found.checkpoint_hash).catch((error: unknown) => {
+          if (isOpsyncError(error) && error.code === 'checkpoint_not_found') return error;
+          throw error;
+        });
+        if (loaded instanceof OpsyncError) {
+          await this.rebaseOntoNewer(loaded);
+        } else {
+          this.fold = loaded.state;
+          this.base = { hash: found.checkpoint_hash, frontier: found.frontier };
+          for (const entry of tail) this.foldEntry(entry);
+        }
       }
       this.assertNotCloned(relayHead);
       await this.pruneCopies(true);
@@ -530,6 +537,20 @@ export class Session {
       await this.journal.close();
       throw error;
     }
+  }
+
+  /**
+   * The journal's base checkpoint is gone — from this data directory (a crash before the copy
+   * was made, or a lost copy) and from the relay (collected after two newer ones). The relay's
+   * latest checkpoint stands in for it when the journal's ops continue it: the device rebases
+   * onto it (rebase checks that every kept op is anchored); otherwise `missing` is the answer.
+   */
+  private async rebaseOntoNewer(missing: OpsyncError): Promise<void> {
+    const report = await this.rebaseLocked().catch((error: unknown) => {
+      throw new OpsyncError(missing.code, `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`, missing.data);
+    });
+    if (!report.rebased) throw missing;
+    this.deps.log?.warn({ missing: missing.data, base_checkpoint: report.base_checkpoint }, "this device's base checkpoint is gone; rebased onto the relay's latest");
   }
 
   /**
@@ -927,6 +948,9 @@ export class Session {
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (frontier.get(h.device)?.seq ?? -1));
     if (heldBelow) return { compacted: false, reason: `this device holds an op of ${heldBelow.device} it cannot decrypt below the checkpoint` };
     const plan = planCompaction(frontier, (await relay.roster()).entries);
+    // The journal will name this checkpoint as its base: its copy is made first, so that a
+    // crash right after the rewrite still finds it here (the relay may collect it later).
+    if (!own) await this.copyFromRelay(hash);
     await this.gate.hold(async () => {
       await this.lastDurable;
       await this.journal.rewrite({
@@ -1040,10 +1064,7 @@ export class Session {
     const hash = this.uncopied;
     if (hash === null) return;
     this.uncopied = null;
-    const copy = (async () => {
-      const bytes = await this.deps.relay.checkpointBytes(hash);
-      if (bytes) await this.deps.checkpoints.put(hash, bytes);
-    })().catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
+    const copy = this.copyFromRelay(hash).catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
     this.background.add(copy);
     void copy.finally(() => this.background.delete(copy));
   }
@@ -1057,6 +1078,12 @@ export class Session {
   private async pruneCopies(temps = false): Promise<void> {
     const keep = new Set([this.base?.hash, this.published?.hash].filter((hash) => hash !== undefined));
     await this.deps.checkpoints.keepOnly(keep, temps).catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
+  }
+
+  private async copyFromRelay(hash: string): Promise<void> {
+    const bytes = await this.deps.relay.checkpointBytes(hash);
+    if (bytes) await this.deps.checkpoints.put(hash, bytes);
+    if (this.uncopied === hash) this.uncopied = null;
   }
 
   /** A checkpoint this device is based on: its local copy, else the relay's. */
