@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, join, relative, sep } from 'node:path';
+import { basename, dirname, join, relative, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
@@ -11,7 +11,7 @@ import { headOf, opIdHolds, type ChainHead, type OpRecord } from '../src/oplog/o
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
-import { createFileDurable, ensureDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import { createFileDurable, ensureDir, fsyncDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { anchorFor, checkRestartAnchor, checkRestore, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
@@ -24,6 +24,8 @@ import {
   type PullPage,
   type PushResult,
   type Relay,
+  type Damage,
+  type Repairs,
   type RosterView,
   type SeqRange,
   type Watch,
@@ -65,7 +67,7 @@ const ABANDONED_WRITE_MS = 60 * 60 * 1000;
 
 /** A reader's report of the other devices' ops it cannot read (§Damaged segments in proposals/relay.md). */
 const DAMAGE_FILE = 'damage.json';
-const NO_DAMAGE = JSON.stringify({ opsync_damage: 1, stopped: {} }) + '\n';
+const NO_DAMAGE = JSON.stringify({ opsync_damage: 1, stopped: {}, checkpoints: [] }) + '\n';
 
 export interface DirectoryRelayOptions {
   readonly root: string;
@@ -132,10 +134,14 @@ export class DirectoryRelay implements Relay {
    * device acks past it.
    */
   private readonly stopped = new Map<DeviceId, number>();
+  /** Checkpoints this reader found damaged, with their file's identity then: a report stands until the file changes. */
+  private readonly damagedCheckpoints = new Map<string, string>();
   /** The damage report as last written to this device's folder (null until read from it). */
   private reported: string | null = null;
   /** This device's ranges that readers reported and this handle found damaged: a push offering them writes them again. */
   private damagedOwn: readonly SeqRange[] = [];
+  /** Checkpoints readers reported damaged, as `repairs` last read them. */
+  private reportedCheckpoints: readonly string[] = [];
   /** Whether a damage report may have changed since `repairs` read them (always, without a watcher). */
   private reportsChanged = true;
   /** Whether `repairs` has checked this device's newest segment, which a push takes its head from. */
@@ -284,59 +290,83 @@ export class DirectoryRelay implements Relay {
    * not answered by rewriting an intact file. The first call of a process also checks this
    * device's newest segment: a push takes its head from it, so it is restored before anything.
    */
-  repairs(): Promise<readonly SeqRange[]> {
+  repairs(): Promise<Repairs> {
     return this.guard(async () => {
       // While watching, the reports are read again only when one changed: this runs on every pump.
-      if (this.watching && !this.reportsChanged && this.newestChecked) return this.damagedOwn;
-      this.reportsChanged = false;
-      const reported = new Set<number>();
-      if (!this.newestChecked) {
-        const newest = (await this.segments(this.self)).at(-1);
-        if (newest && !(await this.verifies(newest))) reported.add(newest.firstSeq);
-        else if (this.ownHead === undefined) {
-          // Known now, while it reads whole: damage to it later cannot mislead a push.
-          const head = newest && (await this.heldOp(end(newest)));
-          this.ownHead = head ? headOf(head) : null;
-        }
-        this.newestChecked = true;
-      }
-      for (const device of await this.deviceIds()) {
-        const seq = device === this.self ? undefined : (await this.readDamage(device))?.get(this.self);
-        if (seq !== undefined) reported.add(seq);
-      }
-      if (reported.size === 0) return (this.damagedOwn = []);
-      // Listed afresh: a damaged file may have been removed by hand since this handle listed it.
-      this.listings.delete(this.self);
-      const { segments, floor } = await this.listing(this.self);
-      const head = this.ownHead?.seq ?? end(segments.at(-1));
-      const ranges: SeqRange[] = [];
-      for (const seq of [...reported].sort((a, b) => a - b)) {
-        const range = seq > head ? null : await this.unreadableRange(seq, segments, floor, head);
-        if (range && !ranges.some((r) => r.first === range.first)) ranges.push(range);
-      }
-      return (this.damagedOwn = ranges);
+      if (!(this.watching && !this.reportsChanged && this.newestChecked)) await this.readRepairs();
+      return { ops: this.damagedOwn, checkpoints: this.reportedCheckpoints };
     }, VERIFY);
+  }
+
+  restoreCheckpoint(file: CheckpointFile): Promise<void> {
+    return this.guard(async () => {
+      const path = this.checkpointPath(file.header.checkpoint_hash);
+      const temp = join(this.location, 'checkpoints', `${TEMP_PREFIX}${basename(path)}-${uuidv4()}`);
+      await writeCheckpointBytes(temp, checkpointFileBytes(file));
+      await rename(temp, path);
+      await fsyncDir(dirname(path));
+      this.checkpointHeaders.delete(path);
+    });
+  }
+
+  /** Reads the readers' damage reports, and checks this device's newest segment once per process. */
+  private async readRepairs(): Promise<void> {
+    this.reportsChanged = false;
+    const reported = new Set<number>();
+    const checkpoints = new Set<string>();
+    if (!this.newestChecked) {
+      const newest = (await this.segments(this.self)).at(-1);
+      if (newest && !(await this.verifies(newest))) reported.add(newest.firstSeq);
+      else if (this.ownHead === undefined) {
+        // Known now, while it reads whole: damage to it later cannot mislead a push.
+        const head = newest && (await this.heldOp(end(newest)));
+        this.ownHead = head ? headOf(head) : null;
+      }
+      this.newestChecked = true;
+    }
+    for (const device of await this.deviceIds()) {
+      const report = device === this.self ? null : await this.readDamage(device);
+      const seq = report?.stopped.get(this.self);
+      if (seq !== undefined) reported.add(seq);
+      for (const hash of report?.checkpoints ?? []) checkpoints.add(hash);
+    }
+    this.reportedCheckpoints = [...checkpoints].sort();
+    if (reported.size === 0) {
+      this.damagedOwn = [];
+      return;
+    }
+    // Listed afresh: a damaged file may have been removed by hand since this handle listed it.
+    this.listings.delete(this.self);
+    const { segments, floor } = await this.listing(this.self);
+    const head = this.ownHead?.seq ?? end(segments.at(-1));
+    const ranges: SeqRange[] = [];
+    for (const seq of [...reported].sort((a, b) => a - b)) {
+      const range = seq > head ? null : await this.unreadableRange(seq, segments, floor, head);
+      if (range && !ranges.some((r) => r.first === range.first)) ranges.push(range);
+    }
+    this.damagedOwn = ranges;
   }
 
   restartAbove(anchor: ChainHead): Promise<void> {
     return this.guard(async () => {
-      checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
-      const dir = join(this.deviceDir(this.self), 'ops');
-      for (const name of await readdir(dir)) {
-        if (seqOfName(name) < 0) continue;
-        await rm(join(dir, name), { force: true });
-        this.headers.delete(join(dir, name));
-      }
-      this.listings.delete(this.self);
-      this.ownHead = null;
-      this.newestChecked = true;
-      this.damagedOwn = [];
+    checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
+    const dir = join(this.deviceDir(this.self), 'ops');
+    for (const name of await readdir(dir)) {
+      if (seqOfName(name) < 0) continue;
+      await rm(join(dir, name), { force: true });
+      this.headers.delete(join(dir, name));
+    }
+    this.listings.delete(this.self);
+    this.ownHead = null;
+    this.newestChecked = true;
+    this.damagedOwn = [];
     });
   }
 
-  reportDamage(device: DeviceId, seq: number): Promise<void> {
+  reportDamage(damage: Damage): Promise<void> {
     return this.guard(async () => {
-      this.stopped.set(device, seq);
+      if ('checkpoint' in damage) this.damagedCheckpoints.set(damage.checkpoint, await identity(this.checkpointPath(damage.checkpoint)));
+      else this.stopped.set(damage.device, damage.seq);
       await this.writeDamageReport();
     });
   }
@@ -459,11 +489,12 @@ export class DirectoryRelay implements Relay {
       if (name === DAMAGE_FILE) this.reportsChanged = true;
       if (name.startsWith(PUSH_HINT) || name === DAMAGE_FILE || CHECKPOINT_FILE.test(name)) onChange();
     });
-    // A reader's damage report changed: the writer of the damaged ops pumps, and restores them.
+    // A reader's damage report changed: the writer of the damaged ops pumps, and restores them;
+    // a checkpoint file rewritten in place was restored: a reader it stopped tries again.
     watcher.on('change', (path: string) => {
-      if (basename(path) !== DAMAGE_FILE) return;
-      this.reportsChanged = true;
-      onChange();
+      const name = basename(path);
+      if (name === DAMAGE_FILE) this.reportsChanged = true;
+      if (name === DAMAGE_FILE || CHECKPOINT_FILE.test(name)) onChange();
     });
     // The relay folder vanished: a pump finds out and says so (chokidar stops watching it).
     watcher.on('unlinkDir', (path: string) => {
@@ -586,6 +617,8 @@ export class DirectoryRelay implements Relay {
     this.lastHint = null;
     this.ownHead = undefined;
     this.stopped.clear();
+    this.damagedCheckpoints.clear();
+    this.reportedCheckpoints = [];
     this.reported = null;
     this.damagedOwn = [];
     this.reportsChanged = true;
@@ -774,8 +807,11 @@ export class DirectoryRelay implements Relay {
 
   /** Writes this reader's damage report when what stops it changed (its own folder: one writer). */
   private async writeDamageReport(): Promise<void> {
+    // A checkpoint file that changed since it was reported (restored, or collected) is read afresh.
+    for (const [hash, was] of this.damagedCheckpoints) if ((await identity(this.checkpointPath(hash))) !== was) this.damagedCheckpoints.delete(hash);
     const stopped = [...this.stopped].sort(([a], [b]) => (a < b ? -1 : 1));
-    const text = JSON.stringify({ opsync_damage: 1, stopped: Object.fromEntries(stopped) }) + '\n';
+    const checkpoints = [...this.damagedCheckpoints.keys()].sort();
+    const text = JSON.stringify({ opsync_damage: 1, stopped: Object.fromEntries(stopped), checkpoints }) + '\n';
     const path = join(this.deviceDir(this.self), DAMAGE_FILE);
     // A report left by an earlier run may still name stops that are gone.
     this.reported ??= (await readTextAtMost(path, MAX_JSON_FILE_BYTES).catch(() => null)) ?? NO_DAMAGE;
@@ -790,13 +826,17 @@ export class DirectoryRelay implements Relay {
     this.reported = text;
   }
 
-  private async readDamage(device: DeviceId): Promise<SeqFrontier | null> {
+  private async readDamage(device: DeviceId): Promise<{ stopped: SeqFrontier; checkpoints: readonly string[] } | null> {
     const path = join(this.deviceDir(device), DAMAGE_FILE);
     const value = await readJson(path);
     if (value === undefined) return null;
     const stopped = value?.opsync_damage === 1 ? parseSeqFrontier(value.stopped) : null;
-    if (!stopped) this.note(path, 'damage_file_invalid');
-    return stopped;
+    const checkpoints = value?.checkpoints ?? [];
+    if (!stopped || !Array.isArray(checkpoints)) {
+      this.note(path, 'damage_file_invalid');
+      return null;
+    }
+    return { stopped, checkpoints: checkpoints.filter((hash): hash is string => typeof hash === 'string' && CHECKPOINT_FILE.test(`${hash}.jsonl`)) };
   }
 
   /** Whether a segment file whose header could not be read was replaced or removed since; forgets the headers of those that were. */

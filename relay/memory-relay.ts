@@ -6,7 +6,7 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type SeqRange, type Watch } from './relay.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Repairs, type Watch, NO_REPAIRS } from './relay.js';
 import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
@@ -117,8 +117,12 @@ export class MemoryRelay implements Relay {
   }
 
   /** Records are kept as pushed, and nothing else writes them. */
-  repairs(): Promise<readonly SeqRange[]> {
-    return Promise.resolve([]);
+  repairs(): Promise<Repairs> {
+    return Promise.resolve(NO_REPAIRS);
+  }
+
+  restoreCheckpoint(): Promise<void> {
+    return Promise.resolve();
   }
 
   reportDamage(): Promise<void> {

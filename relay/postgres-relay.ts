@@ -8,7 +8,7 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, frontierWeight, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type SeqRange, type Watch } from './relay.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Repairs, type Watch, NO_REPAIRS } from './relay.js';
 import { createSchema, inTransaction } from './pg-database.js';
 
 /**
@@ -137,8 +137,12 @@ export class PostgresRelay implements Relay {
   }
 
   /** Rows are written whole, one transaction per push; a row edited by hand is counted (`record_invalid`), not repaired. */
-  repairs(): Promise<readonly SeqRange[]> {
-    return Promise.resolve([]);
+  repairs(): Promise<Repairs> {
+    return Promise.resolve(NO_REPAIRS);
+  }
+
+  restoreCheckpoint(): Promise<void> {
+    return Promise.resolve();
   }
 
   reportDamage(): Promise<void> {

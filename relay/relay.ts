@@ -34,11 +34,14 @@ export interface Relay {
   /** Highest seq of `device` the relay holds, -1 for none. */
   head(device: DeviceId): Promise<number>;
   /**
-   * Ranges of this device's ops that the relay holds but cannot serve — readers reported them
-   * unreadable and the relay confirmed it — for the device to push again. Empty for backends
-   * whose records nothing but the relay writes.
+   * What readers reported damaged for this device to mend: ranges of its own ops that the relay
+   * holds but cannot serve (the relay confirmed it), to push again; and checkpoints, for a
+   * device holding an intact copy to `restoreCheckpoint`. Empty for backends whose records
+   * nothing but the relay writes.
    */
-  repairs(): Promise<readonly SeqRange[]>;
+  repairs(): Promise<Repairs>;
+  /** Writes `file` over the relay's copy of its checkpoint, which a reader found damaged. */
+  restoreCheckpoint(file: CheckpointFile): Promise<void>;
   /**
    * Restarts this device's chain on the relay above `anchor`, an op of this device that a
    * stored checkpoint names in its frontier: the relay drops every op of this device it holds
@@ -48,11 +51,12 @@ export interface Relay {
    */
   restartAbove(anchor: ChainHead): Promise<void>;
   /**
-   * Tells the relay that this device cannot get past `device`'s op at `seq` as the relay serves
-   * it (it failed verification here). A relay whose stored records can be damaged passes the
-   * report on to their writer (`repairs`) until this device acks past `seq`; others ignore it.
+   * Tells the relay that something it served failed verification here: `device`'s op at `seq`
+   * (this device cannot get past it), or a checkpoint. A relay whose stored files can be
+   * damaged passes the report on (`repairs`) until this device acks past the op, or the
+   * checkpoint's file changes; others ignore it.
    */
-  reportDamage(device: DeviceId, seq: number): Promise<void>;
+  reportDamage(damage: Damage): Promise<void>;
   /** Records what this device has durably folded, and that it was seen now. */
   ack(acked: SeqFrontier): Promise<void>;
   roster(): Promise<RosterView>;
@@ -86,6 +90,15 @@ export interface PushResult {
   /** Ops the relay already held. */
   readonly deduped: number;
 }
+
+export type Damage = { readonly device: DeviceId; readonly seq: number } | { readonly checkpoint: string };
+
+export interface Repairs {
+  readonly ops: readonly SeqRange[];
+  readonly checkpoints: readonly string[];
+}
+
+export const NO_REPAIRS: Repairs = { ops: [], checkpoints: [] };
 
 /** The seqs `first` through `last` of one device. */
 export interface SeqRange {

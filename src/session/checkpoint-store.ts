@@ -83,7 +83,8 @@ export class DirCheckpointStore implements CheckpointStore {
   }
 }
 
-async function* iterate(chunks: readonly string[]): AsyncGenerator<string> {
+/** Chunks held in memory, as a checkpoint stream carries them. */
+export async function* iterate(chunks: readonly string[]): AsyncGenerator<string> {
   await Promise.resolve();
   yield* chunks;
 }

@@ -25,9 +25,9 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointHeaderJson, Relay, RosterView, SeqRange, Watch } from '../../relay/relay.js';
+import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, Relay, RosterView, SeqRange, Watch } from '../../relay/relay.js';
 import { openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
-import type { CheckpointStore } from './checkpoint-store.js';
+import { iterate, type CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import { SessionStats } from './session-stats.js';
 
@@ -235,6 +235,8 @@ export class Session {
   private loggedPumpError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
+  /** Checkpoints readers reported damaged that this device has looked at, while they stay reported. */
+  private readonly checkedCheckpoints = new Set<string>();
   /** Damaged ranges the relay refused to take again (a fork), by `rangeKey`: logged once, not tried again. */
   private readonly unrestorable = new Set<string>();
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
@@ -630,7 +632,8 @@ export class Session {
     }
     // Damaged ops of this device on the relay first: a push continues from the relay's copy.
     const repairs = await relay.repairs();
-    if (repairs.length > 0) await this.restoreOnRelay(repairs);
+    if (repairs.ops.length > 0) await this.restoreOnRelay(repairs.ops);
+    await this.restoreCheckpoints(repairs.checkpoints);
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
     // of appends cannot keep a pump from pulling.
     for (let remaining = this.unpushed.length; remaining > 0; ) {
@@ -687,7 +690,7 @@ export class Session {
       for (const rejection of result.rejected) {
         this.reject(rejection);
         // The op as the relay serves it is damaged (or forged): a relay that can, asks its writer to restore it.
-        if (rejection.kind !== 'unknown_device') await relay.reportDamage(rejection.device_id, rejection.seq);
+        if (rejection.kind !== 'unknown_device') await relay.reportDamage({ device: rejection.device_id, seq: rejection.seq });
       }
       const newlyStalled = [...result.stalled].filter((device) => !stalled.has(device));
       for (const device of newlyStalled) stalled.add(device);
@@ -795,6 +798,39 @@ export class Session {
       throw error;
     }
     this.deps.log?.info({ ranges: wanted }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
+  }
+
+  /**
+   * Puts this device's copy of a checkpoint that readers found damaged on the relay back there
+   * (proposals/relay.md §Damaged checkpoints). Each report is looked at once: this device's copy
+   * must open (hash and digests check out), the relay's must not.
+   */
+  private async restoreCheckpoints(reported: readonly string[]): Promise<void> {
+    for (const hash of this.checkedCheckpoints) if (!reported.includes(hash)) this.checkedCheckpoints.delete(hash);
+    for (const hash of reported) {
+      if (this.checkedCheckpoints.has(hash)) continue;
+      this.checkedCheckpoints.add(hash);
+      const copy = await this.deps.checkpoints.get(hash).catch(() => null);
+      if (!copy) continue;
+      const chunks: string[] = [];
+      for await (const chunk of copy.chunks) chunks.push(chunk);
+      const file: CheckpointFile = { header: copy.header, chunks };
+      if ((await this.damaged({ header: file.header, chunks: iterate(chunks) })) !== false) continue;
+      if ((await this.damaged(await this.deps.relay.readCheckpoint(hash))) !== true) continue;
+      await this.deps.relay.restoreCheckpoint(file);
+      this.deps.log?.info({ checkpoint_hash: hash }, "readers found a checkpoint damaged on the relay; put this device's copy back");
+    }
+  }
+
+  /** Whether a checkpoint fails to open as damaged; null when there is none, or it cannot be judged (a key is missing). */
+  private async damaged(read: CheckpointStream | null): Promise<boolean | null> {
+    if (!read) return null;
+    try {
+      await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
+      return false;
+    } catch (error) {
+      return isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code) ? true : null;
+    }
   }
 
   /**
@@ -1054,7 +1090,7 @@ export class Session {
   private async adoptCheckpoint(header: CheckpointHeaderJson) {
     const read = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
     if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${header.checkpoint_hash} disappeared from the relay.`);
-    const opened = await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
+    const opened = await this.openFromRelay(read);
     this.uncopied = header.checkpoint_hash;
     return opened;
   }
@@ -1106,7 +1142,17 @@ export class Session {
         { checkpoint_hash: hash },
       );
     }
-    return openCheckpoint(remote, this.deps.keyring, this.deps.crypto);
+    return this.openFromRelay(remote);
+  }
+
+  /** Opens a checkpoint the relay served; one found damaged is reported, so that a device holding a copy restores it. */
+  private async openFromRelay(read: CheckpointStream) {
+    try {
+      return await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
+    } catch (error) {
+      if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code)) await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});
+      throw error;
+    }
   }
 
   private async verifyLocked(): Promise<VerifyReport> {

@@ -87,16 +87,16 @@ describe('directory relay restores', () => {
 
   it('asks the writer for exactly the damaged range, and the reader then reads on', async () => {
     const { root, writer, reader, ops, first } = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
-    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: { writer: 5 } });
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: { writer: 5 }, checkpoints: [] });
     expect(first.ops.map((op) => op.seq)).toEqual([0, 1, 2, 3, 4]);
-    expect(await writer.repairs()).toEqual([{ first: 3, last: 5 }]);
+    expect((await writer.repairs()).ops).toEqual([{ first: 3, last: 5 }]);
     expect(await writer.push(ops.slice(3, 6))).toEqual({ pushed: 0, deduped: 3 });
     // The reader's report stands until it acks past it, but the writer's copy now reads whole.
-    expect(await writer.repairs()).toEqual([]);
+    expect((await writer.repairs()).ops).toEqual([]);
     const rest = await reader.pull(new Map([[parseDeviceId('writer'), 4]]), 100);
     expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(5).map((op) => op.op_id));
     await reader.ack(new Map([[parseDeviceId('writer'), 8]]));
-    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: {} });
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: {}, checkpoints: [] });
   });
 
   it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
@@ -107,7 +107,7 @@ describe('directory relay restores', () => {
     expect(await readFile(join(truncated.root, 'devices', 'writer', 'ops', '000000000003.jsonl'))).toEqual(before);
 
     const unreadable = await damaged(async (path) => writeFile(path, 'not a segment'));
-    expect(await unreadable.writer.repairs()).toEqual([{ first: 3, last: 5 }]);
+    expect((await unreadable.writer.repairs()).ops).toEqual([{ first: 3, last: 5 }]);
     await expect(unreadable.writer.push(forkedFrom3())).rejects.toMatchObject({ code: 'relay_fork', data: { seq: 6 } });
     await expect(unreadable.writer.push(unreadable.ops.slice(3, 5))).rejects.toMatchObject({ code: 'relay_gap' });
   });

@@ -137,6 +137,33 @@ describe('a tampered relay directory', () => {
     await reader.close();
   });
 
+  it('restores a damaged checkpoint on the relay from a device holding a copy, once a device that needs it reports it', async () => {
+    const relay = await tempDir();
+    const writer = await openDirSession(relay, await tempDir(), 'writer');
+    const reader = await openDirSession(relay, await tempDir(), 'reader');
+    for (let i = 0; i < 5; i++) {
+      await writer.append({ surface: 'knowledge', payload: { id: `k${i}` }, scope: 'personal' });
+      await writer.pump();
+    }
+    await reader.pump();
+    await writer.pump();
+    const { checkpoint_hash } = await writer.checkpoint();
+    expect((await writer.compact()).relay_dropped_ops).toBeGreaterThan(0);
+    const path = join(relay, 'checkpoints', `${checkpoint_hash!}.jsonl`);
+    const intact = await readFile(path, 'utf8');
+    await rewriteLine(path, 1, (line) => line.slice(0, 40) + (line[40] === 'A' ? 'B' : 'A') + line.slice(41));
+
+    // The ops it covers were collected: a new device needs the checkpoint, and cannot start yet.
+    const newcomer = await openDirSession(relay, await tempDir(), 'newcomer', {}, { info: () => {}, warn: () => {} });
+    await expect(newcomer.pump()).rejects.toMatchObject({ code: 'decrypt_failed' });
+    await writer.pump();
+    expect(await readFile(path, 'utf8')).toBe(intact);
+    await newcomer.pump();
+    expect(newcomer.status().base_checkpoint).toBe(checkpoint_hash);
+    expect(newcomer.state.stateHash()).toBe(writer.state.stateHash());
+    await Promise.all([writer.close(), reader.close(), newcomer.close()]);
+  });
+
   it("restarts a device whose own copy of its base checkpoint is damaged from the relay's copy, and mends its copy", async () => {
     const relay = await tempDir();
     const dataDir = await tempDir();

@@ -2,7 +2,7 @@ import type { SeqFrontier } from '../../src/oplog/frontier.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
-import type { CheckpointFile, PullPage, PushResult, Relay } from '../../relay/relay.js';
+import type { CheckpointFile, Damage, PullPage, PushResult, Relay } from '../../relay/relay.js';
 
 /**
  * The simulation's network: seeded faults between every device and the relay. A partitioned
@@ -93,8 +93,12 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.restartAbove(anchor));
   }
 
-  reportDamage(device: DeviceId, seq: number) {
-    return this.call(() => this.inner.reportDamage(device, seq));
+  reportDamage(damage: Damage) {
+    return this.call(() => this.inner.reportDamage(damage));
+  }
+
+  restoreCheckpoint(file: CheckpointFile) {
+    return this.call(() => this.inner.restoreCheckpoint(file));
   }
 
   putCheckpoint(file: CheckpointFile): Promise<boolean> {
