@@ -6,8 +6,8 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Repairs, type Watch, NO_REPAIRS } from './relay.js';
-import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { checkpointHead, collectableThrough, newestFirst, nothingToMend, PageBuilder, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;
@@ -116,18 +116,10 @@ export class MemoryRelay implements Relay {
     return record && record.ops.length > 0 ? record.floor + record.ops.length - 1 : -1;
   }
 
-  /** Records are kept as pushed, and nothing else writes them. */
-  repairs(): Promise<Repairs> {
-    return Promise.resolve(NO_REPAIRS);
-  }
-
-  restoreCheckpoint(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  reportDamage(): Promise<void> {
-    return Promise.resolve();
-  }
+  // Records are kept as pushed, and nothing else writes them.
+  readonly repairs = nothingToMend.repairs;
+  readonly restoreCheckpoint = nothingToMend.restoreCheckpoint;
+  readonly reportDamage = nothingToMend.reportDamage;
 
   async restartAbove(anchor: ChainHead): Promise<void> {
     await Promise.resolve();

@@ -7,8 +7,8 @@ import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, frontierWeight, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Repairs, type Watch, NO_REPAIRS } from './relay.js';
+import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
 import { createSchema, inTransaction } from './pg-database.js';
 
 /**
@@ -136,18 +136,10 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  /** Rows are written whole, one transaction per push; a row edited by hand is counted (`record_invalid`), not repaired. */
-  repairs(): Promise<Repairs> {
-    return Promise.resolve(NO_REPAIRS);
-  }
-
-  restoreCheckpoint(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  reportDamage(): Promise<void> {
-    return Promise.resolve();
-  }
+  // Rows are written whole, one transaction per push; a row edited by hand is counted (`record_invalid`), not repaired.
+  readonly repairs = nothingToMend.repairs;
+  readonly restoreCheckpoint = nothingToMend.restoreCheckpoint;
+  readonly reportDamage = nothingToMend.reportDamage;
 
   restartAbove(anchor: ChainHead): Promise<void> {
     return this.transaction(async (client) => {

@@ -2,7 +2,7 @@ import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/fro
 import type { DeviceId } from '../src/oplog/ids.js';
 import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
 import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
-import type { CheckpointHeaderJson, PullPage, RosterView } from './relay.js';
+import { NO_REPAIRS, type CheckpointHeaderJson, type PullPage, type Repairs, type RosterView } from './relay.js';
 
 /** Pieces of relay logic that every backend computes the same way. */
 
@@ -87,3 +87,10 @@ export function collectableThrough(self: DeviceId, view: RosterView, newest: Che
   const covered = newest ? (headerFrontier(newest)?.get(self)?.seq ?? -1) : -1;
   return Math.min(view.stable.get(self) ?? -1, covered);
 }
+
+/** The repair operations of a relay whose stored records nothing but the relay writes: there is never anything to mend. */
+export const nothingToMend = {
+  repairs: (): Promise<Repairs> => Promise.resolve(NO_REPAIRS),
+  restoreCheckpoint: (): Promise<void> => Promise.resolve(),
+  reportDamage: (): Promise<void> => Promise.resolve(),
+};
