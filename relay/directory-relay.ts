@@ -11,6 +11,7 @@ import { headOf, opIdHolds, type ChainHead, type OpRecord } from '../src/oplog/o
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
+import { DAMAGE_FILE, decodeDamageReport, encodeDamageReport, NO_DAMAGE, type DamageReport } from './damage-report.js';
 import { createFileDurable, ensureDir, fsyncDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { anchorFor, checkRestartAnchor, checkRestore, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
@@ -65,9 +66,6 @@ const PUSH_HINT = 'push-';
 /** A temporary file in the shared checkpoints folder untouched for this long is a write a crash interrupted. */
 const ABANDONED_WRITE_MS = 60 * 60 * 1000;
 
-/** A reader's report of the other devices' ops it cannot read (§Damaged segments in proposals/relay.md). */
-const DAMAGE_FILE = 'damage.json';
-const NO_DAMAGE = JSON.stringify({ opsync_damage: 1, stopped: {}, checkpoints: [] }) + '\n';
 
 export interface DirectoryRelayOptions {
   readonly root: string;
@@ -809,9 +807,7 @@ export class DirectoryRelay implements Relay {
   private async writeDamageReport(): Promise<void> {
     // A checkpoint file that changed since it was reported (restored, or collected) is read afresh.
     for (const [hash, was] of this.damagedCheckpoints) if ((await identity(this.checkpointPath(hash))) !== was) this.damagedCheckpoints.delete(hash);
-    const stopped = [...this.stopped].sort(([a], [b]) => (a < b ? -1 : 1));
-    const checkpoints = [...this.damagedCheckpoints.keys()].sort();
-    const text = JSON.stringify({ opsync_damage: 1, stopped: Object.fromEntries(stopped), checkpoints }) + '\n';
+    const text = encodeDamageReport({ stopped: this.stopped, checkpoints: [...this.damagedCheckpoints.keys()] });
     const path = join(this.deviceDir(this.self), DAMAGE_FILE);
     // A report left by an earlier run may still name stops that are gone.
     this.reported ??= (await readTextAtMost(path, MAX_JSON_FILE_BYTES).catch(() => null)) ?? NO_DAMAGE;
@@ -826,17 +822,13 @@ export class DirectoryRelay implements Relay {
     this.reported = text;
   }
 
-  private async readDamage(device: DeviceId): Promise<{ stopped: SeqFrontier; checkpoints: readonly string[] } | null> {
+  private async readDamage(device: DeviceId): Promise<DamageReport | null> {
     const path = join(this.deviceDir(device), DAMAGE_FILE);
     const value = await readJson(path);
     if (value === undefined) return null;
-    const stopped = value?.opsync_damage === 1 ? parseSeqFrontier(value.stopped) : null;
-    const checkpoints = value?.checkpoints ?? [];
-    if (!stopped || !Array.isArray(checkpoints)) {
-      this.note(path, 'damage_file_invalid');
-      return null;
-    }
-    return { stopped, checkpoints: checkpoints.filter((hash): hash is string => typeof hash === 'string' && CHECKPOINT_FILE.test(`${hash}.jsonl`)) };
+    const report = decodeDamageReport(value);
+    if (!report) this.note(path, 'damage_file_invalid');
+    return report;
   }
 
   /** Whether a segment file whose header could not be read was replaced or removed since; forgets the headers of those that were. */
