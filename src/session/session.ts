@@ -750,7 +750,7 @@ export class Session {
     const base = this.base!;
     const anchor = base.frontier.get(this.device)!;
     if (!(await relay.readCheckpoint(base.hash))) {
-      const copy = await this.deps.checkpoints.get(base.hash);
+      const copy = await this.intactCopy(base.hash);
       if (!copy) {
         throw new OpsyncError(
           'relay_gap',
@@ -758,9 +758,7 @@ export class Session {
           { device_id: this.device, journal_from: anchor.seq + 1, checkpoint_hash: base.hash },
         );
       }
-      const chunks: string[] = [];
-      for await (const chunk of copy.chunks) chunks.push(chunk);
-      await relay.putCheckpoint({ header: copy.header, chunks });
+      await relay.putCheckpoint(copy);
     }
     await this.known(() => relay.restartAbove(anchor));
     await this.queueFromJournal(anchor.seq + 1);
@@ -810,16 +808,24 @@ export class Session {
     for (const hash of reported) {
       if (this.checkedCheckpoints.has(hash)) continue;
       this.checkedCheckpoints.add(hash);
-      const copy = await this.deps.checkpoints.get(hash).catch(() => null);
-      if (!copy) continue;
-      const chunks: string[] = [];
-      for await (const chunk of copy.chunks) chunks.push(chunk);
-      const file: CheckpointFile = { header: copy.header, chunks };
-      if ((await this.damaged({ header: file.header, chunks: iterate(chunks) })) !== false) continue;
-      if ((await this.damaged(await this.deps.relay.readCheckpoint(hash))) !== true) continue;
-      await this.deps.relay.restoreCheckpoint(file);
+      const copy = await this.intactCopy(hash);
+      if (!copy || (await this.damaged(await this.deps.relay.readCheckpoint(hash))) !== true) continue;
+      await this.deps.relay.restoreCheckpoint(copy);
       this.deps.log?.info({ checkpoint_hash: hash }, "readers found a checkpoint damaged on the relay; put this device's copy back");
     }
+  }
+
+  /** This device's copy of a checkpoint, read whole, when it has one that opens. */
+  private async intactCopy(hash: string): Promise<CheckpointFile | null> {
+    const copy = await this.deps.checkpoints.get(hash).catch(() => null);
+    if (!copy) return null;
+    const chunks: string[] = [];
+    try {
+      for await (const chunk of copy.chunks) chunks.push(chunk);
+    } catch {
+      return null;
+    }
+    return (await this.damaged({ header: copy.header, chunks: iterate(chunks) })) === false ? { header: copy.header, chunks } : null;
   }
 
   /** Whether a checkpoint fails to open as damaged; null when there is none, or it cannot be judged (a key is missing). */
