@@ -190,11 +190,7 @@ export class DirectoryRelay implements Relay {
     return this.guard(async () => {
       const restored = await this.restore(ops);
       const segments = await this.segments(this.self);
-      if (this.ownHead === undefined) {
-        const last = segments.at(-1);
-        const headOp = last ? (await this.readSegment(last)).ops.at(-1) : undefined;
-        this.ownHead = headOp ? headOf(headOp) : null;
-      }
+      if (this.ownHead === undefined) this.ownHead = await this.newestHead();
       const plan = await planPush(
         {
           self: this.self,
@@ -289,11 +285,12 @@ export class DirectoryRelay implements Relay {
    * device's newest segment: a push takes its head from it, so it is restored before anything.
    */
   repairs(): Promise<Repairs> {
+    // This runs on every pump: while watching, it answers from memory until a report changes
+    // (and without the replaced-folder check, which the pump's pull makes).
     return this.guard(async () => {
-      // While watching, the reports are read again only when one changed: this runs on every pump.
       if (!(this.watching && !this.reportsChanged && this.newestChecked)) await this.readRepairs();
       return { ops: this.damagedOwn, checkpoints: this.reportedCheckpoints };
-    }, VERIFY);
+    });
   }
 
   restoreCheckpoint(file: CheckpointFile): Promise<void> {
@@ -315,11 +312,8 @@ export class DirectoryRelay implements Relay {
     if (!this.newestChecked) {
       const newest = (await this.segments(this.self)).at(-1);
       if (newest && !(await this.verifies(newest))) reported.add(newest.firstSeq);
-      else if (this.ownHead === undefined) {
-        // Known now, while it reads whole: damage to it later cannot mislead a push.
-        const head = newest && (await this.heldOp(end(newest)));
-        this.ownHead = head ? headOf(head) : null;
-      }
+      // Known now, while it reads whole: damage to it later cannot mislead a push.
+      else if (this.ownHead === undefined) this.ownHead = await this.newestHead();
       this.newestChecked = true;
     }
     for (const device of await this.deviceIds()) {
@@ -856,6 +850,13 @@ export class DirectoryRelay implements Relay {
     const whole = ops.length === segment.count && check.error === null;
     if (whole) this.intact.set(segment.path, seen);
     return whole;
+  }
+
+  /** This device's newest op as its newest segment holds it readable; null with no segment. */
+  private async newestHead(): Promise<ChainHead | null> {
+    const newest = (await this.segments(this.self)).at(-1);
+    const op = newest ? (await this.readSegment(newest)).ops.at(-1) : undefined;
+    return op ? headOf(op) : null;
   }
 
   /** This device's held op at `seq` when it reads and its op_id holds. */
