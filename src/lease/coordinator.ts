@@ -13,7 +13,8 @@ import type { Lease, LeaseRecord } from './lease-rules.js';
  */
 export interface LeaseCoordinator {
   readonly kind: 'memory' | 'dir' | 'postgres';
-  acquire(agent: AgentId, device: DeviceId, ttlMs: number): Promise<Lease>;
+  /** Mints the epoch after the stored one and after `floor` (the highest epoch the intent ledger has seen). */
+  acquire(agent: AgentId, device: DeviceId, ttlMs: number, floor?: number): Promise<Lease>;
   renew(agent: AgentId, device: DeviceId, epoch: number, ttlMs: number): Promise<Lease>;
   release(agent: AgentId, device: DeviceId, epoch: number): Promise<{ released_at_ms: number }>;
   /** The agent's lease record (null when it was never leased) and the coordinator's time now. */

@@ -42,7 +42,13 @@ export function isLive(record: LeaseRecord | null, nowMs: number): record is Hel
   return record !== null && record.holder !== null && record.expires_at_ms > nowMs;
 }
 
-export function acquire(record: LeaseRecord | null, agent: AgentId, device: DeviceId, ttlMs: number, nowMs: number): HeldRecord {
+/**
+ * Takes the lease, minting the epoch after both the stored one and `floor`: the highest epoch
+ * the synced intent ledger has seen for the agent. The floor matters only when the store lost
+ * its record (a lease folder deleted and re-created): epochs then continue above every epoch
+ * any device recorded an intent at, instead of starting over at 1.
+ */
+export function acquire(record: LeaseRecord | null, agent: AgentId, device: DeviceId, ttlMs: number, nowMs: number, floor = 0): HeldRecord {
   if (isLive(record, nowMs)) {
     const who = record.holder === device ? 'this device already holds it (renew it instead)' : `device ${record.holder} holds it`;
     throw new OpsyncError('lease_held', `The lease of agent ${agent} is held: ${who} at epoch ${record.epoch} for another ${record.expires_at_ms - nowMs} ms.`, {
@@ -52,7 +58,11 @@ export function acquire(record: LeaseRecord | null, agent: AgentId, device: Devi
       expires_at_ms: record.expires_at_ms,
     });
   }
-  return { agent_id: agent, holder: device, epoch: (record?.epoch ?? 0) + 1, granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
+  const last = Math.max(record?.epoch ?? 0, floor);
+  if (last >= Number.MAX_SAFE_INTEGER) {
+    throw new OpsyncError('lease_epochs_exhausted', `Agent ${agent} has used every epoch up to ${last} (an intent was recorded at that epoch); its lease cannot be granted again, so use a new agent id.`, { agent_id: agent, epoch: last });
+  }
+  return { agent_id: agent, holder: device, epoch: last + 1, granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
 }
 
 export function renew(record: LeaseRecord | null, agent: AgentId, device: DeviceId, epoch: number, ttlMs: number, nowMs: number): HeldRecord {

@@ -18,9 +18,9 @@ export function ruleCoordinator(
 ): LeaseCoordinator {
   return {
     kind,
-    acquire: (agent: AgentId, device: DeviceId, ttlMs: number) =>
+    acquire: (agent: AgentId, device: DeviceId, ttlMs: number, floor?: number) =>
       transact(agent, (record, now) => {
-        const next = acquire(record, agent, device, ttlMs, now);
+        const next = acquire(record, agent, device, ttlMs, now, floor);
         return { write: next, result: toLease(next) };
       }),
     renew: (agent, device, epoch, ttlMs) =>

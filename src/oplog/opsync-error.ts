@@ -52,6 +52,7 @@ export const ERROR_CODES = [
   'lease_held',
   'lease_lost',
   'lease_backend_unavailable',
+  'lease_epochs_exhausted',
   // daemon and transport
   'unauthorized',
   'config_invalid',

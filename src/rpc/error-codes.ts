@@ -49,6 +49,7 @@ export const ERROR_NUMBERS: Readonly<Record<ErrorCode, number>> = {
   lease_held: -32060,
   lease_lost: -32061,
   lease_backend_unavailable: -32062,
+  lease_epochs_exhausted: -32063,
   unauthorized: -32070,
   config_invalid: -32071,
   answer_too_large: -32072,

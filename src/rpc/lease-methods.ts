@@ -26,8 +26,8 @@ export function leaseMethods(session: Session, leases: LeaseCoordinator): Method
       summary: 'Takes the execution lease of an agent for this device, minting the next epoch; refused while anyone (this device included) holds it.',
       params: object({ agent_id: required(agentId, 'the agent'), ttl_ms: required(ttl, `lease duration, ${MIN_TTL_MS} ms to ${MAX_TTL_MS} ms`) }),
       result: lease,
-      errors: ['lease_held', 'lease_backend_unavailable'],
-      handler: (p) => leases.acquire(p.agent_id, device, p.ttl_ms),
+      errors: ['lease_held', 'lease_epochs_exhausted', 'lease_backend_unavailable'],
+      handler: (p) => leases.acquire(p.agent_id, device, p.ttl_ms, session.state.agentEpoch(p.agent_id)),
     }),
     defineMethod({
       name: 'lease.renew',

@@ -96,6 +96,24 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
         expect(epochs).toEqual([1, 2, 3, 4, 5, 6]);
       }));
 
+    it('mints above the ledger\'s floor when it exceeds the stored epoch, and above the stored epoch otherwise', () =>
+      withCoordinator(async (c) => {
+        const id = agent();
+        // A store that lost the agent's record, while the synced ledger saw epoch 7.
+        const first = await c.acquire(id, A, 30_000, 7);
+        expect(first.epoch).toBe(8);
+        await c.release(id, A, 8);
+        expect((await c.acquire(id, B, 30_000, 3)).epoch).toBe(9);
+        expect(await c.read(id)).toMatchObject({ record: { holder: B, epoch: 9 } });
+      }));
+
+    it('refuses, naming the epoch, once the floor is the largest safe integer', () =>
+      withCoordinator(async (c) => {
+        const id = agent();
+        await expect(c.acquire(id, A, 30_000, Number.MAX_SAFE_INTEGER)).rejects.toMatchObject({ code: 'lease_epochs_exhausted', data: { epoch: Number.MAX_SAFE_INTEGER } });
+        expect((await c.read(id)).record).toBeNull();
+      }));
+
     it('answers null for an agent never leased', () =>
       withCoordinator(async (c) => {
         const read = await c.read(agent());

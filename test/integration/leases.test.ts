@@ -1,6 +1,8 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
-import { until } from '../helpers/converged.js';
+import { converged, until } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
@@ -116,6 +118,40 @@ describe('leases, intents and the fence across two daemons (directory backend)',
       expect(await committedByB(b)).toBe(true);
     } finally {
       await close();
+    }
+  });
+});
+
+describe('a lost lease folder (directory backend)', () => {
+  it('does not start epochs over: the next grant lands above every epoch the synced ledger saw, and the old holder stays fenced', async () => {
+    const relay = await tempDir();
+    const dataB = await tempDir();
+    const a = await DaemonProcess.start(await tempDir(), relay);
+    let b = await DaemonProcess.start(dataB, relay);
+    const ca = await a.connect();
+    let cb = await b.connect();
+    try {
+      for (const epoch of [1, 2]) {
+        expect(await ca.call<Lease>('lease.acquire', { agent_id: 'agent-z', ttl_ms: 600_000 })).toMatchObject({ epoch });
+        await ca.call('sync.record_intent', { agent_id: 'agent-z', run_id: `run-${epoch}`, epoch, status: 'pending' });
+        if (epoch === 1) await ca.call('lease.release', { agent_id: 'agent-z', epoch });
+      }
+      await converged([ca, cb]);
+
+      // The lease folder is lost (deleted by hand, a share re-created empty) and B restarts on it.
+      await cb.close();
+      await b.stop();
+      await rm(join(relay, 'leases'), { recursive: true, force: true });
+      b = await DaemonProcess.start(dataB, relay);
+      cb = await b.connect();
+
+      const taken = await cb.call<Lease>('lease.acquire', { agent_id: 'agent-z', ttl_ms: 60_000 });
+      expect(taken.epoch).toBe(3);
+      expect(await ca.call<Fence>('sync.fence_check', { agent_id: 'agent-z', run_id: 'run-3', epoch: 2 })).toMatchObject({ decision: { decision: 'stale_epoch', current_epoch: 3 }, may_dispatch: false });
+      expect(await cb.call<Fence>('sync.fence_check', { agent_id: 'agent-z', run_id: 'run-3', epoch: 3 })).toMatchObject({ may_dispatch: true });
+    } finally {
+      await Promise.all([ca.close(), cb.close()]);
+      await Promise.all([a.stop(), b.stop()]);
     }
   });
 });
