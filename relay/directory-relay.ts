@@ -1,19 +1,20 @@
 import { createReadStream } from 'node:fs';
 import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, relative, sep } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
-import { verifyChain } from '../src/oplog/chain.js';
 import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
-import { isDeviceId, type DeviceId, type OpId } from '../src/oplog/ids.js';
-import { headOf, opIdHolds, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
+import { isDeviceId, type DeviceId } from '../src/oplog/ids.js';
+import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
-import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, firstLine, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
-import { DAMAGE_FILE, decodeDamageReport, encodeDamageReport, NO_DAMAGE, type DamageReport } from './damage-report.js';
-import { createFileDurable, ensureDir, fsyncDir, readTextAtMost, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
-import { anchorFor, checkRestartAnchor, checkRestore, planPush } from './push-rules.js';
+import { Anomalies } from './anomalies.js';
+import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
+import { DAMAGE_FILE, decodeDamageReport, type DamageReport } from './damage-report.js';
+import { ReaderDamage, WriterRepair } from './directory-repair.js';
+import { createFileDurable, ensureDir, fsyncDir, readJsonObject, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import {
@@ -28,10 +29,10 @@ import {
   type Damage,
   type Repairs,
   type RosterView,
-  type SeqRange,
   type Watch,
 } from './relay.js';
-import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, segmentRuns, type DecodedSegment, type SegmentHeader } from './segment-codec.js';
+import { encodeSegment, segmentName, segmentRuns } from './segment-codec.js';
+import { end, SegmentFolders, seqOfName } from './segment-folders.js';
 
 /**
  * The directory relay (proposals/relay.md): a folder shared by the devices, with one writer per
@@ -54,6 +55,9 @@ import { decodeHeader, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, SEGMENT_
  * ops wait in its journal. Once the folder is back, the handle forgets what it read from the old
  * one and watches again; the session registers the device again when the relay answers that it
  * does not know it (proposals/relay.md §A relay folder that vanishes).
+ *
+ * Reading the ops folders is `SegmentFolders`; the repair of damaged files, between the readers
+ * that report damage and the writer that mends it, is `directory-repair.ts`.
  */
 export const RELAY_LAYOUT_VERSION = 1;
 
@@ -66,32 +70,12 @@ const PUSH_HINT = 'push-';
 /** A temporary file in the shared checkpoints folder untouched for this long is a write a crash interrupted. */
 const ABANDONED_WRITE_MS = 60 * 60 * 1000;
 
-
 export interface DirectoryRelayOptions {
   readonly root: string;
   readonly self: DeviceId;
   readonly crypto: CoreCrypto;
   readonly now?: () => number;
   readonly horizonMs?: number;
-}
-
-interface Segment extends SegmentHeader {
-  readonly device: DeviceId;
-  readonly path: string;
-}
-
-/** A device's ops folder as last listed. */
-interface Listing {
-  readonly names: Set<string>;
-  /** The valid segments, in seq order. */
-  readonly segments: Segment[];
-  /**
-   * The lowest seq a segment file is named for, valid or damaged: below it GC collected the ops.
-   * A damaged segment is not a collected one — a reader stops before it instead of rebasing.
-   */
-  readonly floor: number;
-  /** Segment files whose header could not be read, with the identity they had: read again once replaced. */
-  readonly unreadable: ReadonlyMap<string, string>;
 }
 
 interface DeviceFile {
@@ -105,19 +89,15 @@ export class DirectoryRelay implements Relay {
   private readonly crypto: CoreCrypto;
   private readonly now: () => number;
   private readonly horizonMs: number;
-  /** Segment headers and checkpoint headers by path: both kinds of file are immutable. */
-  private readonly headers = new Map<string, SegmentHeader | string>();
+  private readonly ignored: Anomalies;
+  /** The devices' ops folders as read (segments are immutable, so their headers are kept). */
+  private folders!: SegmentFolders;
+  /** Checkpoint headers by path (checkpoint files are immutable too). */
   private readonly checkpointHeaders = new Map<string, CheckpointHeaderJson | null>();
   private readonly deviceFiles = new Map<DeviceId, DeviceFile>();
-  /** Each device's valid segments, kept until its ops folder lists differently. */
-  private readonly listings = new Map<DeviceId, Listing>();
-  /** Anomalous files by path, so each is counted once however often it is seen. */
-  private readonly anomalous = new Map<string, string>();
   private ownAck: { acked: Map<DeviceId, number>; lastSeenMs: number } | null = null;
   /** The push hint this device left last (null until its first push in this process). */
   private lastHint: string | null = null;
-  /** This device's newest op on the relay, once read (only this process writes it). */
-  private ownHead: ChainHead | null | undefined = undefined;
   /** The `relay_id` of relay.json ("" for relays made before ids), to notice a replaced folder. */
   private relayId = '';
   /** relay.json's inode and mtime when its id was last read: a replaced file is a new inode. */
@@ -126,26 +106,10 @@ export class DirectoryRelay implements Relay {
   private detached = false;
   private reattaching: Promise<void> | null = null;
   private watching: { readonly onChange: () => void; watcher: FSWatcher } | null = null;
-  /**
-   * Per device, the first seq this reader cannot get past: a damaged or missing segment (found
-   * by `pull`) or an op that failed verification (`reportDamage`). A stop stands until this
-   * device acks past it.
-   */
-  private readonly stopped = new Map<DeviceId, number>();
-  /** Checkpoints this reader found damaged, with their file's identity then: a report stands until the file changes. */
-  private readonly damagedCheckpoints = new Map<string, string>();
-  /** The damage report as last written to this device's folder (null until read from it). */
-  private reported: string | null = null;
-  /** This device's ranges that readers reported and this handle found damaged: a push offering them writes them again. */
-  private damagedOwn: readonly SeqRange[] = [];
-  /** Checkpoints readers reported damaged, as `repairs` last read them. */
-  private reportedCheckpoints: readonly string[] = [];
-  /** Whether a damage report may have changed since `repairs` read them (always, without a watcher). */
-  private reportsChanged = true;
-  /** Whether `repairs` has checked this device's newest segment, which a push takes its head from. */
-  private newestChecked = false;
-  /** This device's segments found intact when a reader reported them, by path, with the file identity then. */
-  private readonly intact = new Map<string, string>();
+  /** What stops this device, reading (its damage.json). */
+  private damage!: ReaderDamage;
+  /** This device's damaged ranges that readers reported: a push offering them writes them again. */
+  private repair!: WriterRepair;
 
   private constructor(options: DirectoryRelayOptions) {
     this.self = options.self;
@@ -153,6 +117,8 @@ export class DirectoryRelay implements Relay {
     this.crypto = options.crypto;
     this.now = options.now ?? Date.now;
     this.horizonMs = options.horizonMs ?? DEFAULT_EVICTION_HORIZON_MS;
+    this.ignored = new Anomalies(options.root);
+    this.forgetRead();
   }
 
   /** Opens (creating its layout if needed) the relay folder at `root`. */
@@ -164,7 +130,7 @@ export class DirectoryRelay implements Relay {
     await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION, relay_id: uuidv4() }) + '\n');
     const id = await relay.currentId();
     if (id === null) {
-      const version = (await readJson(marker))?.opsync_relay;
+      const version = (await readJsonObject(marker))?.opsync_relay;
       throw new OpsyncError('relay_invalid', `${options.root} is not an opsync relay of layout version ${RELAY_LAYOUT_VERSION} (relay.json says ${JSON.stringify(version)}).`, {
         location: options.root,
       });
@@ -188,16 +154,15 @@ export class DirectoryRelay implements Relay {
 
   push(ops: readonly OpRecord[]): Promise<PushResult> {
     return this.guard(async () => {
-      const restored = await this.restore(ops);
-      const segments = await this.segments(this.self);
-      if (this.ownHead === undefined) this.ownHead = await this.newestHead();
+      const restored = await this.repair.restore(ops);
+      const segments = await this.folders.segments(this.self);
       const plan = await planPush(
         {
           self: this.self,
-          publicKey: (await this.deviceFile(this.self))?.publicKey ?? null,
-          head: this.ownHead,
+          publicKey: await this.publicKey(),
+          head: await this.folders.ownHead(),
           floor: segments[0]?.firstSeq ?? 0,
-          heldOpId: async (seq) => (await this.heldOp(seq))?.op_id,
+          heldOpId: async (seq) => (await this.folders.heldOp(seq))?.op_id,
           checkpointHead: async (seq) => checkpointHead(await this.checkpointHeaderList(), this.self, seq),
         },
         ops,
@@ -207,22 +172,16 @@ export class DirectoryRelay implements Relay {
       // finds the first ones held and writes the rest.
       for (const run of segmentRuns(plan.fresh)) {
         const first = run[0]!.seq;
-        const path = join(this.deviceDir(this.self), 'ops', segmentName(first));
+        const path = join(this.folders.opsDir(this.self), segmentName(first));
         const text = encodeSegment(this.self, run);
         if (!(await createFileDurable(path, text))) {
-          if ((await this.readSegmentFile(path, first)).problem === null) throw concurrentWriter(this.self, first);
+          if ((await this.folders.readFile(path, first)).problem === null) throw concurrentWriter(this.self, first);
           // Only damage stands at this name (nobody can read it): this push takes its place.
           await writeFileDurable(path, text);
-          this.headers.delete(path);
         }
-        this.ownHead = headOf(run.at(-1)!);
-        const own = this.listings.get(this.self);
-        if (own) {
-          own.names.add(segmentName(first));
-          own.segments.push({ firstSeq: first, count: run.length, device: this.self, path });
-        }
+        this.folders.appended(path, run);
       }
-      if (plan.fresh.length > 0 || restored) await this.hintPush(this.ownHead!.seq);
+      if (plan.fresh.length > 0 || restored) await this.hintPush((await this.folders.ownHead())!.seq);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     });
   }
@@ -232,7 +191,7 @@ export class DirectoryRelay implements Relay {
       const page = new PageBuilder(limit);
       devices: for (const device of await this.deviceIds()) {
         if (device === this.self) continue;
-        const { segments, floor, unreadable } = await this.listing(device);
+        const { segments, floor, unreadable } = await this.folders.listing(device);
         const after = since.get(device) ?? -1;
         if (end(segments.at(-1)) > after && after < floor - 1) throw frontierTruncated(device, after, floor);
         let seq = after;
@@ -243,7 +202,7 @@ export class DirectoryRelay implements Relay {
             stop = seq + 1;
             break;
           }
-          const { header, ops, sizes } = await this.readSegment(segment);
+          const { header, ops, sizes } = await this.folders.read(segment);
           for (let i = 0; i < ops.length; i++) {
             const op = ops[i]!;
             if (op.seq <= seq) continue;
@@ -252,8 +211,8 @@ export class DirectoryRelay implements Relay {
           }
           // Another file under a known name (its device restarted its chain on the relay): list again.
           if (header && header.count !== segment.count) {
-            this.headers.delete(segment.path);
-            this.listings.delete(device);
+            this.folders.forgetFile(segment.path);
+            this.folders.forget(device);
             break;
           }
           if (ops.length < segment.count) {
@@ -263,9 +222,9 @@ export class DirectoryRelay implements Relay {
         }
         // An unreadable segment file named above what could be read: the device's newest ops stand behind it.
         if (stop === undefined && seq >= floor - 1 && [...unreadable.keys()].some((path) => seqOfName(basename(path)) > seq)) stop = seq + 1;
-        if (stop !== undefined) this.stopped.set(device, stop);
+        if (stop !== undefined) this.damage.stop(device, stop);
       }
-      await this.writeDamageReport();
+      await this.damage.write();
       return page.page();
     }, VERIFY);
   }
@@ -273,23 +232,17 @@ export class DirectoryRelay implements Relay {
   head(device: DeviceId): Promise<number> {
     return this.guard(async () => {
       if (!isDeviceId(device)) return -1;
-      const last = (await this.segments(device)).at(-1);
-      return last ? last.firstSeq + last.count - 1 : -1;
+      return end((await this.folders.segments(device)).at(-1));
     }, VERIFY);
   }
 
-  /**
-   * This device's ranges that readers report they cannot read (in their damage.json) and that
-   * are damaged or missing here too; a reader whose own copy is damaged (a synced folder) is
-   * not answered by rewriting an intact file. The first call of a process also checks this
-   * device's newest segment: a push takes its head from it, so it is restored before anything.
-   */
+  /** This device's ranges that readers report (in their damage.json) and that are damaged here too (`WriterRepair`). */
   repairs(): Promise<Repairs> {
     // This runs on every pump: while watching, it answers from memory until a report changes
     // (and without the replaced-folder check, which the pump's pull makes).
     return this.guard(async () => {
-      if (!(this.watching && !this.reportsChanged && this.newestChecked)) await this.readRepairs();
-      return { ops: this.damagedOwn, checkpoints: this.reportedCheckpoints };
+      if (this.repair.stale(this.watching !== null)) await this.repair.refresh(() => this.damageReports());
+      return this.repair.repairs();
     });
   }
 
@@ -304,62 +257,35 @@ export class DirectoryRelay implements Relay {
     });
   }
 
-  /** Reads the readers' damage reports, and checks this device's newest segment once per process. */
-  private async readRepairs(): Promise<void> {
-    this.reportsChanged = false;
-    const reported = new Set<number>();
-    const checkpoints = new Set<string>();
-    if (!this.newestChecked) {
-      const newest = (await this.segments(this.self)).at(-1);
-      if (newest && !(await this.verifies(newest))) reported.add(newest.firstSeq);
-      // Known now, while it reads whole: damage to it later cannot mislead a push.
-      else if (this.ownHead === undefined) this.ownHead = await this.newestHead();
-      this.newestChecked = true;
-    }
+  /** The damage reports of the other devices. */
+  private async damageReports(): Promise<DamageReport[]> {
+    const reports: DamageReport[] = [];
     for (const device of await this.deviceIds()) {
       const report = device === this.self ? null : await this.readDamage(device);
-      const seq = report?.stopped.get(this.self);
-      if (seq !== undefined) reported.add(seq);
-      for (const hash of report?.checkpoints ?? []) checkpoints.add(hash);
+      if (report) reports.push(report);
     }
-    this.reportedCheckpoints = [...checkpoints].sort();
-    if (reported.size === 0) {
-      this.damagedOwn = [];
-      return;
-    }
-    // Listed afresh: a damaged file may have been removed by hand since this handle listed it.
-    this.listings.delete(this.self);
-    const { segments, floor } = await this.listing(this.self);
-    const head = this.ownHead?.seq ?? end(segments.at(-1));
-    const ranges: SeqRange[] = [];
-    for (const seq of [...reported].sort((a, b) => a - b)) {
-      const range = seq > head ? null : await this.unreadableRange(seq, segments, floor, head);
-      if (range && !ranges.some((r) => r.first === range.first)) ranges.push(range);
-    }
-    this.damagedOwn = ranges;
+    return reports;
   }
 
   restartAbove(anchor: ChainHead): Promise<void> {
     return this.guard(async () => {
-    checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
-    const dir = join(this.deviceDir(this.self), 'ops');
-    for (const name of await readdir(dir)) {
-      if (seqOfName(name) < 0) continue;
-      await rm(join(dir, name), { force: true });
-      this.headers.delete(join(dir, name));
-    }
-    this.listings.delete(this.self);
-    this.ownHead = null;
-    this.newestChecked = true;
-    this.damagedOwn = [];
+      checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
+      const dir = this.folders.opsDir(this.self);
+      for (const name of await readdir(dir)) {
+        if (seqOfName(name) < 0) continue;
+        await rm(join(dir, name), { force: true });
+        this.folders.forgetFile(join(dir, name));
+      }
+      this.folders.restarted();
+      this.repair.restarted();
     });
   }
 
   reportDamage(damage: Damage): Promise<void> {
     return this.guard(async () => {
-      if ('checkpoint' in damage) this.damagedCheckpoints.set(damage.checkpoint, await identity(this.checkpointPath(damage.checkpoint)));
-      else this.stopped.set(damage.device, damage.seq);
-      await this.writeDamageReport();
+      if ('checkpoint' in damage) await this.damage.checkpointDamaged(damage.checkpoint);
+      else this.damage.stop(damage.device, damage.seq);
+      await this.damage.write();
     });
   }
 
@@ -377,8 +303,8 @@ export class DirectoryRelay implements Relay {
       // An ack lost in a crash is harmless: it only makes the stable frontier lag until the next one.
       await writeFileAtomic(join(this.deviceDir(this.self), 'ack.json'), text);
       this.ownAck = next;
-      for (const [device, seq] of this.stopped) if ((next.acked.get(device) ?? -1) >= seq) this.stopped.delete(device);
-      await this.writeDamageReport();
+      this.damage.acked(next.acked);
+      await this.damage.write();
     });
   }
 
@@ -397,7 +323,7 @@ export class DirectoryRelay implements Relay {
           last_seen_ms: ack?.lastSeenMs ?? file.addedMs,
           acked: ack?.acked ?? new Map(),
         });
-        floor.set(device, (await this.listing(device)).floor);
+        floor.set(device, (await this.folders.listing(device)).floor);
       }
       return rosterView(entries, floor, this.now(), this.horizonMs);
     }, VERIFY);
@@ -435,15 +361,15 @@ export class DirectoryRelay implements Relay {
       const view = await this.roster();
       const headers = newestFirst(await this.checkpointHeaderList());
       const through = collectableThrough(this.self, view, headers[0] ?? null);
-      const segments = await this.segments(this.self);
+      const segments = await this.folders.segments(this.self);
       let droppedOps = 0;
       for (const segment of segments.slice(0, -1)) {
-        if (segment.firstSeq + segment.count - 1 > through) break;
+        if (end(segment) > through) break;
         await rm(segment.path, { force: true });
-        this.headers.delete(segment.path);
+        this.folders.forgetFile(segment.path);
         droppedOps += segment.count;
       }
-      this.listings.delete(this.self);
+      this.folders.forget(this.self);
       const stale = headers.slice(CHECKPOINTS_KEPT);
       for (const header of stale) {
         const path = this.checkpointPath(header.checkpoint_hash);
@@ -478,14 +404,14 @@ export class DirectoryRelay implements Relay {
     });
     watcher.on('add', (path: string) => {
       const name = basename(path);
-      if (name === DAMAGE_FILE) this.reportsChanged = true;
+      if (name === DAMAGE_FILE) this.repair.reportsChanged();
       if (name.startsWith(PUSH_HINT) || name === DAMAGE_FILE || CHECKPOINT_FILE.test(name)) onChange();
     });
     // A reader's damage report changed: the writer of the damaged ops pumps, and restores them;
     // a checkpoint file rewritten in place was restored: a reader it stopped tries again.
     watcher.on('change', (path: string) => {
       const name = basename(path);
-      if (name === DAMAGE_FILE) this.reportsChanged = true;
+      if (name === DAMAGE_FILE) this.repair.reportsChanged();
       if (name === DAMAGE_FILE || CHECKPOINT_FILE.test(name)) onChange();
     });
     // The relay folder vanished: a pump finds out and says so (chokidar stops watching it).
@@ -528,9 +454,7 @@ export class DirectoryRelay implements Relay {
   }
 
   anomalies(): Readonly<Record<string, number>> {
-    const counts: Record<string, number> = {};
-    for (const kind of this.anomalous.values()) counts[kind] = (counts[kind] ?? 0) + 1;
-    return counts;
+    return this.ignored.counts();
   }
 
   close(): Promise<void> {
@@ -571,7 +495,7 @@ export class DirectoryRelay implements Relay {
 
   /** The relay id in relay.json; null when the file is missing or not a relay marker of this layout. */
   private async currentId(): Promise<string | null> {
-    const value = await readJson(join(this.location, 'relay.json'));
+    const value = await readJsonObject(join(this.location, 'relay.json'));
     if (value?.opsync_relay !== RELAY_LAYOUT_VERSION) return null;
     return typeof value.relay_id === 'string' ? value.relay_id : '';
   }
@@ -601,25 +525,27 @@ export class DirectoryRelay implements Relay {
     if (id === null) throw this.missing();
     this.relayId = id;
     this.marker = null;
-    this.headers.clear();
-    this.checkpointHeaders.clear();
-    this.deviceFiles.clear();
-    this.listings.clear();
-    this.ownAck = null;
-    this.lastHint = null;
-    this.ownHead = undefined;
-    this.stopped.clear();
-    this.damagedCheckpoints.clear();
-    this.reportedCheckpoints = [];
-    this.reported = null;
-    this.damagedOwn = [];
-    this.reportsChanged = true;
-    this.newestChecked = false;
+    this.forgetRead();
     if (this.watching) {
       await this.watching.watcher.close();
       this.watching.watcher = await this.startWatcher(this.watching.onChange);
     }
     this.detached = false;
+  }
+
+  /** Starts over on what this handle read and wrote: at construction, and for a relay folder that was replaced. */
+  private forgetRead(): void {
+    this.folders = new SegmentFolders(join(this.location, 'devices'), this.self, this.ignored);
+    this.checkpointHeaders.clear();
+    this.deviceFiles.clear();
+    this.ownAck = null;
+    this.lastHint = null;
+    this.damage = new ReaderDamage(join(this.deviceDir(this.self), DAMAGE_FILE), (hash) => this.checkpointPath(hash));
+    this.repair = new WriterRepair(this.self, this.crypto, this.folders, () => this.publicKey());
+  }
+
+  private async publicKey(): Promise<string | null> {
+    return (await this.deviceFile(this.self))?.publicKey ?? null;
   }
 
   private deviceDir(device: DeviceId): string {
@@ -630,152 +556,14 @@ export class DirectoryRelay implements Relay {
     return join(this.location, 'checkpoints', checkpointFileName(hash));
   }
 
-  private note(path: string, kind: string): void {
-    this.anomalous.set(relative(this.location, path), kind);
-  }
-
   private async deviceIds(): Promise<DeviceId[]> {
     const names = await readdir(join(this.location, 'devices'));
     const ids: DeviceId[] = [];
     for (const name of names.sort()) {
       if (isDeviceId(name)) ids.push(name);
-      else this.classify(join(this.location, 'devices', name));
+      else this.ignored.classify(join(this.location, 'devices', name));
     }
     return ids;
-  }
-
-  private classify(path: string): void {
-    const name = basename(path);
-    if (name.startsWith(TEMP_PREFIX)) return;
-    this.note(path, name.includes('sync-conflict') || name.includes('conflicted copy') ? 'conflict_copy' : 'not_layout');
-  }
-
-  private async segments(device: DeviceId): Promise<Segment[]> {
-    return (await this.listing(device)).segments;
-  }
-
-  /**
-   * The device's ops folder: its valid segments in seq order and its floor; everything else in
-   * it is classified. Segment files are immutable, so only names not seen before are read; the
-   * list is rebuilt only when the folder gained or lost a file. This device's own folder is
-   * listed once: only this handle writes it, and it records its own pushes and collections.
-   */
-  private async listing(device: DeviceId): Promise<Listing> {
-    const cached = this.listings.get(device);
-    if (cached && device === this.self) return cached;
-    const dir = join(this.deviceDir(device), 'ops');
-    const names = await readdir(dir).catch(() => []);
-    const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
-    const replaced = cached !== undefined && (await this.replaced(cached.unreadable));
-    const removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
-    if (cached && !removed && fresh.length === 0) return cached;
-    const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
-    const unreadable = new Map(removed || !cached ? [] : cached.unreadable);
-    for (const name of removed ? names : fresh) {
-      const path = join(dir, name);
-      const match = SEGMENT_NAME.exec(name);
-      if (!match) {
-        this.classify(path);
-        continue;
-      }
-      const header = await this.segmentHeader(path, device, Number(match[1]));
-      if (typeof header !== 'string') {
-        segments.push({ ...header, device, path });
-        continue;
-      }
-      this.note(path, header);
-      unreadable.set(path, await identity(path));
-    }
-    segments.sort((a, b) => a.firstSeq - b.firstSeq);
-    const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
-    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable };
-    this.listings.set(device, listing);
-    return listing;
-  }
-
-  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {
-    let header = this.headers.get(path);
-    if (header === undefined) {
-      header = decodeHeader(await firstLine(path), device, firstSeq);
-      this.headers.set(path, header);
-    }
-    return header;
-  }
-
-  private readSegment(segment: Segment): Promise<DecodedSegment> {
-    return this.readSegmentFile(segment.path, segment.firstSeq, segment.device);
-  }
-
-  /** The segment file at `path`: its valid ops, and its problem (counted) if any. */
-  private async readSegmentFile(path: string, firstSeq: number, device = this.self): Promise<DecodedSegment> {
-    let text: string | null;
-    try {
-      text = await readTextAtMost(path, MAX_SEGMENT_BYTES);
-    } catch {
-      // Gone (collected while this read it) or unreadable: nothing to serve, nothing to count.
-      return { header: null, ops: [], sizes: [], problem: 'segment_corrupt' };
-    }
-    const decoded: DecodedSegment = text === null ? { header: null, ops: [], sizes: [], problem: 'segment_corrupt' } : decodeSegment(text, device, firstSeq);
-    if (decoded.problem) this.note(path, decoded.problem);
-    return decoded;
-  }
-
-  /**
-   * Writes again each damaged range of this device's folder (see `repairs`) that `ops` offer in
-   * full, after checking that they continue the held ops on both sides. Returns whether any was.
-   */
-  private async restore(ops: readonly OpRecord[]): Promise<boolean> {
-    if (this.damagedOwn.length === 0) return false;
-    const publicKey = (await this.deviceFile(this.self))?.publicKey;
-    if (publicKey === undefined) throw notRegistered(this.self);
-    const dir = join(this.deviceDir(this.self), 'ops');
-    const left: SeqRange[] = [];
-    for (const range of this.damagedOwn) {
-      const run = ops.filter((op) => op.seq >= range.first && op.seq <= range.last);
-      if (run.length === 0) {
-        left.push(range);
-        continue;
-      }
-      const segments = await this.segments(this.self);
-      const held = new Map<number, OpId>();
-      for (const segment of segments.filter((s) => s.firstSeq <= range.last && end(s) >= range.first)) {
-        for (const op of (await this.readSegment(segment)).ops) if (opIdHolds(op, this.crypto)) held.set(op.seq, op.op_id);
-      }
-      const before = await this.authenticOp(range.first - 1);
-      const after = await this.authenticOp(range.last + 1);
-      checkRestore({ self: this.self, publicKey, range, before: before && headOf(before), afterPrev: after?.prev ?? undefined, held }, run, this.crypto);
-      const written = new Set<string>();
-      for (const part of segmentRuns(run)) {
-        const name = segmentName(part[0]!.seq);
-        await writeFileDurable(join(dir, name), encodeSegment(this.self, part));
-        written.add(name);
-        this.headers.delete(join(dir, name));
-      }
-      // An unreadable file named inside the range would stand beside the restored segments.
-      const valid = new Set(segments.map((s) => basename(s.path)));
-      for (const name of await readdir(dir)) {
-        const first = seqOfName(name);
-        if (first >= range.first && first <= range.last && !written.has(name) && !valid.has(name)) await rm(join(dir, name), { force: true });
-      }
-      this.listings.delete(this.self);
-    }
-    const restored = left.length < this.damagedOwn.length;
-    this.damagedOwn = left;
-    return restored;
-  }
-
-  /**
-   * The range around `seq` this device's folder cannot serve: a segment that does not read in
-   * full, or the gap an unreadable or missing file leaves between readable ones; null when
-   * `seq` reads fine here.
-   */
-  private async unreadableRange(seq: number, segments: readonly Segment[], floor: number, head: number): Promise<SeqRange | null> {
-    const covering = segments.find((s) => s.firstSeq <= seq && seq <= end(s));
-    if (covering) return (await this.verifies(covering)) ? null : { first: covering.firstSeq, last: end(covering) };
-    const before = segments.findLast((s) => end(s) < seq);
-    const after = segments.find((s) => s.firstSeq > seq);
-    const first = before ? end(before) + 1 : floor;
-    return first > seq ? null : { first, last: after ? after.firstSeq - 1 : head };
   }
 
   /**
@@ -797,88 +585,23 @@ export class DirectoryRelay implements Relay {
     }
   }
 
-  /** Writes this reader's damage report when what stops it changed (its own folder: one writer). */
-  private async writeDamageReport(): Promise<void> {
-    // A checkpoint file that changed since it was reported (restored, or collected) is read afresh.
-    for (const [hash, was] of this.damagedCheckpoints) if ((await identity(this.checkpointPath(hash))) !== was) this.damagedCheckpoints.delete(hash);
-    const text = encodeDamageReport({ stopped: this.stopped, checkpoints: [...this.damagedCheckpoints.keys()] });
-    const path = join(this.deviceDir(this.self), DAMAGE_FILE);
-    // A report left by an earlier run may still name stops that are gone.
-    this.reported ??= (await readTextAtMost(path, MAX_JSON_FILE_BYTES).catch(() => null)) ?? NO_DAMAGE;
-    if (text === this.reported) return;
-    try {
-      await writeFileAtomic(path, text);
-    } catch (error) {
-      // Not registered yet (no folder of its own): there is nobody to report for.
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw error;
-    }
-    this.reported = text;
-  }
-
   private async readDamage(device: DeviceId): Promise<DamageReport | null> {
     const path = join(this.deviceDir(device), DAMAGE_FILE);
-    const value = await readJson(path);
+    const value = await readJsonObject(path);
     if (value === undefined) return null;
     const report = decodeDamageReport(value);
-    if (!report) this.note(path, 'damage_file_invalid');
+    if (!report) this.ignored.note(path, 'damage_file_invalid');
     return report;
-  }
-
-  /** Whether a segment file whose header could not be read was replaced or removed since; forgets the headers of those that were. */
-  private async replaced(unreadable: ReadonlyMap<string, string>): Promise<boolean> {
-    let any = false;
-    for (const [path, was] of unreadable) {
-      if ((await identity(path)) === was) continue;
-      this.headers.delete(path);
-      any = true;
-    }
-    return any;
-  }
-
-  /**
-   * Whether this device's `segment` reads in full as a signed chain that continues the op held
-   * before it. A segment found intact is not read again until its file changes.
-   */
-  private async verifies(segment: Segment): Promise<boolean> {
-    const seen = await identity(segment.path);
-    if (this.intact.get(segment.path) === seen) return true;
-    const { ops } = await this.readSegment(segment);
-    const publicKey = (await this.deviceFile(this.self))?.publicKey ?? null;
-    const before = await this.authenticOp(segment.firstSeq - 1);
-    const check = verifyChain({ device: this.self, anchor: anchorFor(ops, before && headOf(before)), ops, publicKey }, this.crypto);
-    const whole = ops.length === segment.count && check.error === null;
-    if (whole) this.intact.set(segment.path, seen);
-    return whole;
-  }
-
-  /** This device's newest op as its newest segment holds it readable; null with no segment. */
-  private async newestHead(): Promise<ChainHead | null> {
-    const newest = (await this.segments(this.self)).at(-1);
-    const op = newest ? (await this.readSegment(newest)).ops.at(-1) : undefined;
-    return op ? headOf(op) : null;
-  }
-
-  /** This device's held op at `seq` when it reads and its op_id holds. */
-  private async authenticOp(seq: number): Promise<OpRecord | undefined> {
-    const op = await this.heldOp(seq);
-    return op && opIdHolds(op, this.crypto) ? op : undefined;
-  }
-
-  /** This device's held op at `seq`, if a segment holds it readable. */
-  private async heldOp(seq: number): Promise<OpRecord | undefined> {
-    const segment = (await this.segments(this.self)).findLast((s) => s.firstSeq <= seq);
-    return segment ? (await this.readSegment(segment)).ops.find((op) => op.seq === seq) : undefined;
   }
 
   private async deviceFile(device: DeviceId): Promise<DeviceFile | null> {
     const cached = this.deviceFiles.get(device);
     if (cached) return cached;
     const path = join(this.deviceDir(device), 'device.json');
-    const value = await readJson(path);
+    const value = await readJsonObject(path);
     if (value === undefined) return null;
     if (!value || value.device_id !== device || typeof value.public_key !== 'string' || !Number.isSafeInteger(value.added_ms)) {
-      this.note(path, 'device_file_invalid');
+      this.ignored.note(path, 'device_file_invalid');
       return null;
     }
     const file = { publicKey: value.public_key, addedMs: value.added_ms as number };
@@ -888,11 +611,11 @@ export class DirectoryRelay implements Relay {
 
   private async readAck(device: DeviceId): Promise<{ acked: Map<DeviceId, number>; lastSeenMs: number } | null> {
     const path = join(this.deviceDir(device), 'ack.json');
-    const value = await readJson(path);
+    const value = await readJsonObject(path);
     if (value === undefined) return null;
     const acked = value ? parseSeqFrontier(value.acked) : null;
     if (!value || !acked || !Number.isSafeInteger(value.last_seen_ms)) {
-      this.note(path, 'ack_file_invalid');
+      this.ignored.note(path, 'ack_file_invalid');
       return null;
     }
     return { acked: new Map(acked), lastSeenMs: value.last_seen_ms as number };
@@ -904,7 +627,7 @@ export class DirectoryRelay implements Relay {
     for (const name of await readdir(dir)) {
       const path = join(dir, name);
       if (!CHECKPOINT_FILE.test(name)) {
-        this.classify(path);
+        this.ignored.classify(path);
         continue;
       }
       const header = await this.checkpointHeader(path);
@@ -923,45 +646,8 @@ export class DirectoryRelay implements Relay {
       header = null;
     }
     if (header && header.checkpoint_hash !== CHECKPOINT_FILE.exec(basename(path))?.[1]) header = null;
-    if (!header) this.note(path, 'checkpoint_invalid');
+    if (!header) this.ignored.note(path, 'checkpoint_invalid');
     this.checkpointHeaders.set(path, header);
     return header;
-  }
-}
-
-/** The first seq a segment file's name gives, -1 when it is not a segment name. */
-function seqOfName(name: string): number {
-  return Number(SEGMENT_NAME.exec(name)?.[1] ?? -1);
-}
-
-/** The last seq a segment holds, -1 for none. */
-function end(segment: SegmentHeader | undefined): number {
-  return segment ? segment.firstSeq + segment.count - 1 : -1;
-}
-
-/** A file's identity as far as a replacement goes (a rename brings a new inode); '' when it is gone. */
-async function identity(path: string): Promise<string> {
-  const seen = await stat(path).catch(() => null);
-  return seen ? `${seen.ino}:${seen.mtimeMs}:${seen.size}` : '';
-}
-
-/** relay.json, device.json and ack.json are far smaller; a larger one is damage and not read. */
-const MAX_JSON_FILE_BYTES = 2 ** 20;
-
-/** Parsed JSON object; undefined when the file does not exist; null when it is not an object. */
-async function readJson(path: string): Promise<Record<string, unknown> | null | undefined> {
-  let text: string | null;
-  try {
-    text = await readTextAtMost(path, MAX_JSON_FILE_BYTES);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    return null;
-  }
-  if (text === null) return null;
-  try {
-    const value = JSON.parse(text) as unknown;
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
-  } catch {
-    return null;
   }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, rename, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -120,4 +120,31 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
   await mkdir(dir, { recursive: true, mode });
+}
+
+/** A file's identity as far as a replacement goes (a rename brings a new inode); '' when it is gone. */
+export async function fileIdentity(path: string): Promise<string> {
+  const seen = await stat(path).catch(() => null);
+  return seen ? `${seen.ino}:${seen.mtimeMs}:${seen.size}` : '';
+}
+
+/** Small JSON files of a layout (relay.json, device.json, ack.json, damage.json) are far smaller; a larger one is damage and not read. */
+export const MAX_JSON_FILE_BYTES = 2 ** 20;
+
+/** A small file's parsed JSON object; undefined when the file does not exist; null when it is not an object. */
+export async function readJsonObject(path: string): Promise<Record<string, unknown> | null | undefined> {
+  let text: string | null;
+  try {
+    text = await readTextAtMost(path, MAX_JSON_FILE_BYTES);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return null;
+  }
+  if (text === null) return null;
+  try {
+    const value = JSON.parse(text) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }

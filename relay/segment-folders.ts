@@ -1,0 +1,185 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DeviceId } from '../src/oplog/ids.js';
+import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
+import type { Anomalies } from './anomalies.js';
+import { firstLine } from './checkpoint-files.js';
+import { fileIdentity, readTextAtMost } from './durable-fs.js';
+import { decodeHeader, decodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, type DecodedSegment, type SegmentHeader } from './segment-codec.js';
+
+export interface Segment extends SegmentHeader {
+  readonly device: DeviceId;
+  readonly path: string;
+}
+
+/** A device's ops folder as last listed. */
+export interface Listing {
+  readonly names: Set<string>;
+  /** The valid segments, in seq order. */
+  readonly segments: Segment[];
+  /**
+   * The lowest seq a segment file is named for, valid or damaged: below it GC collected the ops.
+   * A damaged segment is not a collected one — a reader stops before it instead of rebasing.
+   */
+  readonly floor: number;
+  /** Segment files whose header could not be read, with the identity they had: read again once replaced. */
+  readonly unreadable: ReadonlyMap<string, string>;
+}
+
+/**
+ * The devices' ops folders of a directory relay (`devices/<id>/ops/<first seq>.jsonl`), as this
+ * handle last listed them. Segment files are immutable, so a header is read once per path and a
+ * listing is rebuilt only when its folder gained or lost a file (or an unreadable file was
+ * replaced). This device's own folder is listed once: only this handle writes it, and it records
+ * its own writes here.
+ */
+export class SegmentFolders {
+  private readonly headers = new Map<string, SegmentHeader | string>();
+  private readonly listings = new Map<DeviceId, Listing>();
+  /** This device's newest op in its folder, once read (only this handle writes it). */
+  private head: ChainHead | null | undefined = undefined;
+
+  constructor(
+    private readonly devicesDir: string,
+    private readonly self: DeviceId,
+    private readonly anomalies: Anomalies,
+  ) {}
+
+  opsDir(device: DeviceId): string {
+    return join(this.devicesDir, device, 'ops');
+  }
+
+  async segments(device: DeviceId): Promise<Segment[]> {
+    return (await this.listing(device)).segments;
+  }
+
+  /** The device's ops folder: its valid segments in seq order and its floor; everything else in it is classified. */
+  async listing(device: DeviceId): Promise<Listing> {
+    const cached = this.listings.get(device);
+    if (cached && device === this.self) return cached;
+    const dir = this.opsDir(device);
+    const names = await readdir(dir).catch(() => []);
+    const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
+    const replaced = cached !== undefined && (await this.replaced(cached.unreadable));
+    const removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
+    if (cached && !removed && fresh.length === 0) return cached;
+    const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
+    const unreadable = new Map(removed || !cached ? [] : cached.unreadable);
+    for (const name of removed ? names : fresh) {
+      const path = join(dir, name);
+      const match = SEGMENT_NAME.exec(name);
+      if (!match) {
+        this.anomalies.classify(path);
+        continue;
+      }
+      const header = await this.segmentHeader(path, device, Number(match[1]));
+      if (typeof header !== 'string') {
+        segments.push({ ...header, device, path });
+        continue;
+      }
+      this.anomalies.note(path, header);
+      unreadable.set(path, await fileIdentity(path));
+    }
+    segments.sort((a, b) => a.firstSeq - b.firstSeq);
+    const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
+    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable };
+    this.listings.set(device, listing);
+    return listing;
+  }
+
+  read(segment: Segment): Promise<DecodedSegment> {
+    return this.readFile(segment.path, segment.firstSeq, segment.device);
+  }
+
+  /** The segment file at `path`: its valid ops, and its problem (counted) if any. */
+  async readFile(path: string, firstSeq: number, device = this.self): Promise<DecodedSegment> {
+    let text: string | null;
+    try {
+      text = await readTextAtMost(path, MAX_SEGMENT_BYTES);
+    } catch {
+      // Gone (collected while this read it) or unreadable: nothing to serve, nothing to count.
+      return { header: null, ops: [], sizes: [], problem: 'segment_corrupt' };
+    }
+    const decoded: DecodedSegment = text === null ? { header: null, ops: [], sizes: [], problem: 'segment_corrupt' } : decodeSegment(text, device, firstSeq);
+    if (decoded.problem) this.anomalies.note(path, decoded.problem);
+    return decoded;
+  }
+
+  /** This device's held op at `seq`, if a segment holds it readable. */
+  async heldOp(seq: number): Promise<OpRecord | undefined> {
+    const segment = (await this.segments(this.self)).findLast((s) => s.firstSeq <= seq);
+    return segment ? (await this.read(segment)).ops.find((op) => op.seq === seq) : undefined;
+  }
+
+  /** This device's newest op on the relay: read from its newest segment once, then kept by this handle's writes. */
+  async ownHead(): Promise<ChainHead | null> {
+    if (this.head === undefined) {
+      const newest = (await this.segments(this.self)).at(-1);
+      const op = newest ? (await this.read(newest)).ops.at(-1) : undefined;
+      this.head = op ? headOf(op) : null;
+    }
+    return this.head;
+  }
+
+  /** The head `ownHead` read or a write set; undefined while not read yet. */
+  knownHead(): ChainHead | null | undefined {
+    return this.head;
+  }
+
+  /** Records a segment this handle wrote at the top of its own folder. */
+  appended(path: string, run: readonly OpRecord[]): void {
+    this.headers.delete(path);
+    this.head = headOf(run.at(-1)!);
+    const own = this.listings.get(this.self);
+    if (own) {
+      own.names.add(segmentName(run[0]!.seq));
+      own.segments.push({ firstSeq: run[0]!.seq, count: run.length, device: this.self, path });
+    }
+  }
+
+  /** Forgets what was read of the file at `path` (rewritten or removed by this handle). */
+  forgetFile(path: string): void {
+    this.headers.delete(path);
+  }
+
+  /** Lists the device's folder afresh next time. */
+  forget(device: DeviceId): void {
+    this.listings.delete(device);
+  }
+
+  /** This device's chain starts over on the relay: its folder holds no segment now. */
+  restarted(): void {
+    this.listings.delete(this.self);
+    this.head = null;
+  }
+
+  /** Whether a segment file whose header could not be read was replaced or removed since; forgets the headers of those that were. */
+  private async replaced(unreadable: ReadonlyMap<string, string>): Promise<boolean> {
+    let any = false;
+    for (const [path, was] of unreadable) {
+      if ((await fileIdentity(path)) === was) continue;
+      this.headers.delete(path);
+      any = true;
+    }
+    return any;
+  }
+
+  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {
+    let header = this.headers.get(path);
+    if (header === undefined) {
+      header = decodeHeader(await firstLine(path), device, firstSeq);
+      this.headers.set(path, header);
+    }
+    return header;
+  }
+}
+
+/** The first seq a segment file's name gives, -1 when it is not a segment name. */
+export function seqOfName(name: string): number {
+  return Number(SEGMENT_NAME.exec(name)?.[1] ?? -1);
+}
+
+/** The last seq a segment holds, -1 for none. */
+export function end(segment: SegmentHeader | undefined): number {
+  return segment ? segment.firstSeq + segment.count - 1 : -1;
+}
