@@ -9,7 +9,7 @@ import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { createSchema, inTransaction } from './pg-database.js';
+import { createSchema, inTransaction, schemaOnFirstUse } from './pg-database.js';
 
 /**
  * The Postgres relay (proposals/relay.md §Postgres): the relay port on one database shared by
@@ -38,6 +38,7 @@ export class PostgresRelay implements Relay {
   private readonly now: () => number;
   private readonly horizonMs: number;
   private readonly bad = new Map<string, number>();
+  private readonly schema = schemaOnFirstUse(() => ensureSchema(this.pool, this.location));
 
   private constructor(options: PostgresRelayOptions) {
     this.self = options.self;
@@ -51,10 +52,19 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  /** Connects and creates the schema on first use. */
+  /**
+   * Connects and creates the schema on first use. A database that cannot be reached now is not
+   * an error: the relay answers `relay_unavailable` until it is back. One that refuses this
+   * device (credentials, a missing database, a foreign schema) is.
+   */
   static async open(options: PostgresRelayOptions): Promise<PostgresRelay> {
     const relay = new PostgresRelay(options);
-    await relay.db(() => ensureSchema(relay.pool, relay.location));
+    try {
+      await relay.schema.atStart();
+    } catch (error) {
+      await relay.close();
+      throw relay.failed(error);
+    }
     return relay;
   }
 
@@ -242,7 +252,8 @@ export class PostgresRelay implements Relay {
 
   /**
    * LISTENs on a dedicated connection. A dropped connection triggers a pump (something may have
-   * been missed) and is re-established after a second, for as long as the watch is open.
+   * been missed) and is re-established after a second, for as long as the watch is open; so is
+   * one that cannot be made at first (the database is out of reach).
    */
   async watch(onChange: () => void): Promise<Watch> {
     let closed = false;
@@ -274,7 +285,7 @@ export class PostgresRelay implements Relay {
       }, 1_000);
       retry.unref();
     };
-    await listen();
+    await listen().catch(again);
     return {
       close: async () => {
         closed = true;
@@ -327,14 +338,19 @@ export class PostgresRelay implements Relay {
     return this.db(() => inTransaction(this.pool, work));
   }
 
-  /** Runs a database operation; named failures pass through, database failures are relay_unavailable. */
+  /** Runs a database operation (creating the schema first if needed); named failures pass through, database failures are relay_unavailable. */
   private async db<T>(operation: () => Promise<T>): Promise<T> {
     try {
+      await this.schema.ready();
       return await operation();
     } catch (error) {
-      if (isOpsyncError(error)) throw error;
-      throw new OpsyncError('relay_unavailable', `The Postgres relay ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
+      throw this.failed(error);
     }
+  }
+
+  private failed(error: unknown): OpsyncError {
+    if (isOpsyncError(error)) return error;
+    return new OpsyncError('relay_unavailable', `The Postgres relay ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
   }
 }
 

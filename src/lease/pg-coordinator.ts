@@ -4,13 +4,14 @@ import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
 import { ruleCoordinator } from './rule-coordinator.js';
-import { createSchema, inTransaction } from '../../relay/pg-database.js';
+import { createSchema, inTransaction, schemaOnFirstUse } from '../../relay/pg-database.js';
 
 /**
  * Leases in Postgres (proposals/leases.md §Postgres): one row per agent, changed in a
  * transaction that holds the row lock (`SELECT … FOR UPDATE`) — linearizable across machines.
  * The database's clock decides expiry: every rule runs with `clock_timestamp()` read inside the
- * transaction. The schema is created on first use. A lost connection or any database failure is
+ * transaction. The schema is created on first use (a database out of reach at start is not an
+ * error: every operation is refused until it is back). A lost connection or any database failure is
  * `lease_backend_unavailable`; nothing succeeds without a committed transaction.
  */
 export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
@@ -18,12 +19,19 @@ export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
   pool.on('error', () => {
     // An idle client lost its connection; the next query reconnects or fails by name.
   });
-  await backend(url, () => ensureSchema(pool));
+  const schema = schemaOnFirstUse(() => ensureSchema(pool));
+  // A database out of reach at start is not an error: leases are refused, by name, until it is back.
+  await backend(url, schema.atStart);
+  const run = <T>(operation: () => Promise<T>) =>
+    backend(url, async () => {
+      await schema.ready();
+      return operation();
+    });
 
   return ruleCoordinator(
     'postgres',
     (agent, step) =>
-      backend(url, () =>
+      run(() =>
         inTransaction(pool, async (client) => {
           await client.query('INSERT INTO opsync_leases (agent_id) VALUES ($1) ON CONFLICT DO NOTHING', [agent]);
           const row = await selectForUpdate(client, agent);
@@ -39,7 +47,7 @@ export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
         }),
       ),
     (agent) =>
-      backend(url, async () => {
+      run(async () => {
         const { rows } = await pool.query<Row>(
           `SELECT l.holder, l.epoch, l.granted_at_ms, l.expires_at_ms, ${NOW_MS} AS now_ms FROM (SELECT 1) AS one LEFT JOIN opsync_leases AS l ON l.agent_id = $1`,
           [agent],

@@ -255,6 +255,8 @@ async function clearStaleSocket(path: string): Promise<void> {
   if (!live) await rm(path, { force: true });
 }
 
+const CONNECTION_CLOSED = 'the connection to the daemon closed';
+
 /** A JSON-RPC client over WebSocket, with server notifications delivered to a listener. */
 export class RpcClient {
   private readonly client: JSONRPCClient;
@@ -274,7 +276,7 @@ export class RpcClient {
         for (const listener of this.listeners) listener(message.method, message.params);
       } else this.client.receive(message as never);
     });
-    ws.on('close', () => this.client.rejectAllPendingRequests('the connection to the daemon closed'));
+    ws.on('close', () => this.client.rejectAllPendingRequests(CONNECTION_CLOSED));
   }
 
   /** Answers can be far larger than requests (a resume of a long conversation): up to 256 MiB. */
@@ -293,6 +295,8 @@ export class RpcClient {
 
   /** Calls a method; a JSON-RPC error rejects with an RpcCallError carrying code, message and data. */
   async call<T = unknown>(method: string, params: object = {}): Promise<T> {
+    // A request sent on a closed socket is dropped by ws without a word: it would never be answered.
+    if (this.ws.readyState !== WebSocket.OPEN) throw new RpcCallError(0, CONNECTION_CLOSED, {});
     const response = await this.client.requestAdvanced({ jsonrpc: '2.0', id: this.nextId++, method, params });
     if (response.error) throw new RpcCallError(response.error.code, response.error.message, (response.error.data ?? {}) as JsonObject);
     return response.result as T;

@@ -235,6 +235,12 @@ export class Session {
   private loggedPumpError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
+  /**
+   * Set when the relay could not be reached at start: this device works from its journal, and
+   * the first pump that reaches the relay registers it and makes the clone check against the
+   * journal's head at start (`seq`).
+   */
+  private uncontacted: { readonly seq: number } | null = null;
   /** Checkpoints readers reported damaged that this device has looked at, while they stay reported. */
   private readonly checkedCheckpoints = new Set<string>();
   /** Damaged ranges the relay refused to take again (a fork), by `rangeKey`: logged once, not tried again. */
@@ -265,7 +271,9 @@ export class Session {
   /**
    * Opens the session: registers with the relay, replays and verifies the journal, loads its
    * base checkpoint, refuses a cloned device, and bootstraps an empty device from the relay's
-   * latest checkpoint when there is one.
+   * latest checkpoint when there is one. A relay that cannot be reached does not keep the device
+   * from working: it opens from its journal, and registers and checks for a clone once a pump
+   * reaches the relay (proposals/session.md §Starting offline).
    */
   static async open(deps: SessionDeps): Promise<Session> {
     const session = new Session(deps);
@@ -486,9 +494,12 @@ export class Session {
   // ---- loading ----------------------------------------------------------------------------
 
   private async load(): Promise<void> {
-    const { relay, deviceKey } = this.deps;
-    await relay.register(deviceKey.publicKey);
-    const relayHead = await relay.head(this.device);
+    const { relay } = this.deps;
+    const relayHead = await this.contact().catch((error: unknown) => {
+      if (!isOpsyncError(error) || error.code !== 'relay_unavailable') throw error;
+      this.lastError = error.message;
+      return null;
+    });
     const verifier = new JournalVerifier(this.deps.journalLocation);
     let base: BaseEntry | null = null;
     const tail: OpEntry[] = [];
@@ -501,7 +512,7 @@ export class Session {
         return;
       }
       latest = later(latest, entry.op.hlc);
-      if (entry.op.device_id === this.device && entry.op.seq > relayHead) this.unpushed.push(entry.op);
+      if (entry.op.device_id === this.device && entry.op.seq > (relayHead ?? -1)) this.unpushed.push(entry.op);
       if (base) tail.push(entry);
       else this.foldEntry(entry);
     });
@@ -531,9 +542,14 @@ export class Session {
           for (const entry of tail) this.foldEntry(entry);
         }
       }
-      this.assertNotCloned(relayHead);
       await this.pruneCopies(true);
-      if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.bootstrap();
+      if (relayHead === null) {
+        this.uncontacted = { seq: this.ownSeq };
+        this.deps.log?.warn({ err: this.lastError }, 'the relay cannot be reached: this device works from its journal and syncs once the relay is back');
+      } else {
+        this.assertNotCloned(relayHead, this.ownSeq);
+        if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.bootstrap();
+      }
     } catch (error) {
       await this.minter?.close();
       await this.journal.close();
@@ -586,8 +602,32 @@ export class Session {
     return null;
   }
 
-  private assertNotCloned(relayHead: number): void {
-    const own = this.ownHead?.seq ?? -1;
+  /** Registers this device with the relay; answers the relay's head of this device's ops. */
+  private async contact(): Promise<number> {
+    await this.deps.relay.register(this.deps.deviceKey.publicKey);
+    return this.deps.relay.head(this.device);
+  }
+
+  /**
+   * The first pump that reaches a relay this device could not reach at start: registers, and
+   * checks for a clone against the journal's head at start (ops appended since were never
+   * pushed, so the relay cannot hold them). A clone stops the session, as it would have refused
+   * to start. Ops the relay already holds leave the push queue.
+   */
+  private async firstContact(contact: { readonly seq: number }): Promise<void> {
+    const relayHead = await this.contact();
+    try {
+      this.assertNotCloned(relayHead, contact.seq);
+    } catch (error) {
+      throw this.fail(error);
+    }
+    this.unpushed = this.unpushed.filter((op) => op.seq > relayHead);
+    this.uncontacted = null;
+    this.deps.log?.info({ relay_head: relayHead }, 'reached the relay');
+  }
+
+  /** `own`: this device's journal head when it could last have pushed (at start). */
+  private assertNotCloned(relayHead: number, own: number): void {
     if (relayHead > own) {
       throw new OpsyncError(
         'device_cloned',
@@ -621,6 +661,7 @@ export class Session {
     const { relay } = this.deps;
     await this.lastDurable;
     this.assertUsable();
+    if (this.uncontacted) await this.firstContact(this.uncontacted);
     let pushed = 0;
     let pushDeduped = 0;
     // After a failed pump, or once the relay forgot this device, it may hold fewer of its ops.
@@ -1048,7 +1089,7 @@ export class Session {
     if (!header) return { rebased: false, base_checkpoint: this.base?.hash ?? null, reason: 'the relay holds no checkpoint' };
     return this.gate.hold(async () => {
       await this.lastDurable;
-      this.assertNotCloned(await relay.head(this.device));
+      this.assertNotCloned(await relay.head(this.device), this.uncontacted?.seq ?? this.ownHead?.seq ?? -1);
       const { header: parsed, state } = await this.adoptCheckpoint(header);
       const frontier = parsed.frontier;
       if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
@@ -1220,7 +1261,7 @@ export class Session {
     if (this.failure) return this.failure;
     this.failure = isOpsyncError(error) ? error : new OpsyncError('journal_failed', `The journal failed: ${(error as Error).message}.`);
     this.lastError = this.failure.message;
-    this.deps.log?.warn({ err: error }, 'the session stopped after a journal failure');
+    this.deps.log?.warn({ err: error }, 'the session stopped accepting work');
     return this.failure;
   }
 }

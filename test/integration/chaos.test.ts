@@ -7,41 +7,103 @@ import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 
 const tempDir = useTempDirs();
 
+type Random = () => number;
+
 /**
- * Three daemon processes on one relay directory, driven by a seeded schedule of what befalls
- * devices in use: bursts of pipelined appends, kill -9 in the middle of a burst or of a
- * compaction, checkpoints, compactions, pumps, and damage to the relay's segment files (cut,
- * flipped byte, deleted). Afterwards every device holds the same state, and every append that
- * was answered is in it.
+ * Three daemon processes on one relay, driven by a seeded schedule of what befalls devices in
+ * use: bursts of pipelined appends, kill -9 in the middle of a burst or of a compaction,
+ * checkpoints, compactions, pumps, and a fault of the relay itself (`fault`, which says what it
+ * did). Afterwards every device holds the same state, and every append that was answered is in it.
  */
-describe('three daemons under crashes, compactions and relay damage', () => {
-  it('converge, and keep every answered append', async () => {
-    const seed = testSeed();
-    const random = seededRandom(seed);
-    const pick = (n: number) => Math.floor(random() * n);
-    const relay = await tempDir();
-    const dataDirs = [await tempDir(), await tempDir(), await tempDir()];
-    const daemons = await Promise.all(dataDirs.map((dir) => DaemonProcess.start(dir, relay)));
-    const clients: RpcClient[] = await Promise.all(daemons.map((daemon) => daemon.connect()));
-    const answered = new Set<string>();
-    const events: string[] = [`seed ${seed}`];
-    let next = 0;
+async function chaos(relay: string, fault: (random: Random) => Promise<string | null>, heal: () => Promise<void> = async () => {}): Promise<void> {
+  const seed = testSeed();
+  const random = seededRandom(seed);
+  const pick = (n: number) => Math.floor(random() * n);
+  const dataDirs = [await tempDir(), await tempDir(), await tempDir()];
+  const daemons = await Promise.all(dataDirs.map((dir) => DaemonProcess.start(dir, relay)));
+  const clients: RpcClient[] = await Promise.all(daemons.map((daemon) => daemon.connect()));
+  const answered = new Set<string>();
+  const events: string[] = [`seed ${seed}`];
+  let next = 0;
 
-    async function restart(i: number): Promise<void> {
-      await daemons[i]!.kill9();
-      await clients[i]!.close();
-      daemons[i] = await DaemonProcess.start(dataDirs[i]!, relay);
-      clients[i] = await daemons[i].connect();
+  async function restart(i: number): Promise<void> {
+    await daemons[i]!.kill9();
+    await clients[i]!.close();
+    daemons[i] = await DaemonProcess.start(dataDirs[i]!, relay);
+    clients[i] = await daemons[i].connect();
+  }
+
+  try {
+    for (let round = 0; round < scaled(30); round++) {
+      const i = pick(3);
+      const action = random();
+      if (action < 0.55) {
+        const calls = Array.from({ length: 1 + pick(200) }, () => {
+          const id = `d${i}-${next++}`;
+          return clients[i]!.call('sync.append', { surface: 'knowledge', payload: { id, text: 'x'.repeat(pick(2000)) } }).then(
+            () => answered.add(id),
+            () => {},
+          );
+        });
+        if (random() < 0.3) {
+          await restart(i);
+          events.push(`kill -9 of ${i} during a burst`);
+        }
+        await Promise.all(calls);
+      } else if (action < 0.7) {
+        // A relay out of reach fails a checkpoint by name; what counts is where the devices end up.
+        events.push(`checkpoint on ${i}: ${JSON.stringify(await clients[i]!.call('sync.checkpoint').catch((error: unknown) => (error as Error).message))}`);
+      } else if (action < 0.85) {
+        const compact = clients[i]!.call('sync.compact').catch((error: unknown) => error);
+        if (random() < 0.4) {
+          await restart(i);
+          events.push(`kill -9 of ${i} during a compaction`);
+        }
+        events.push(`compact on ${i}: ${JSON.stringify(await compact)}`);
+      } else if (action < 0.93) {
+        // A pump may fail while damage is being restored; what counts is where the devices end up.
+        await clients[i]!.call('sync.pump').catch((error: unknown) => events.push(`pump on ${i} failed: ${(error as Error).message}`));
+      } else {
+        const what = await fault(random);
+        if (what) events.push(what);
+      }
     }
+    await heal();
+    // Live sync would get there too; two rounds of pumps make it quick.
+    for (let pass = 0; pass < 2; pass++) {
+      for (const [i, client] of clients.entries()) await client.call('sync.pump').catch((error: unknown) => events.push(`final pump on ${i} failed: ${(error as Error).message}`));
+    }
+    const final = await converged(clients).catch((error: unknown) => {
+      throw new Error(`${(error as Error).message}\n${events.join('\n')}`);
+    });
+    const keys = new Set<string>();
+    for (let after: string | null = null; ; ) {
+      const page: { records: Array<{ key: string }>; next: string | null } = await clients[0]!.call('sync.records', { surface: 'knowledge', limit: 1000, ...(after ? { after } : {}) });
+      for (const record of page.records) keys.add(record.key);
+      if (!page.next) break;
+      after = page.next;
+    }
+    expect([...answered].filter((id) => !keys.has(id)), `seed ${seed}`).toEqual([]);
+    expect(final.records).toBe(keys.size);
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+    await Promise.all(daemons.map((daemon) => daemon.stop()));
+  }
+}
 
-    async function damageASegment(): Promise<void> {
+describe('three daemons under crashes, compactions and relay damage', () => {
+  it('converge on a relay directory whose segment files get cut, flipped and deleted, and keep every answered append', async () => {
+    const relay = await tempDir();
+    await chaos(relay, async (random) => {
+      const pick = (n: number) => Math.floor(random() * n);
       const devices = await readdir(join(relay, 'devices'));
       const ops = join(relay, 'devices', devices[pick(devices.length)]!, 'ops');
       const segments = existsSync(ops) ? (await readdir(ops)).filter((name) => name.endsWith('.jsonl')) : [];
-      if (segments.length === 0) return;
+      if (segments.length === 0) return null;
       const path = join(ops, segments[pick(segments.length)]!);
       const bytes = await readFile(path);
       const kind = pick(3);
@@ -52,61 +114,34 @@ describe('three daemons under crashes, compactions and relay damage', () => {
         await writeFile(path, bytes);
       }
       if (kind === 2) await rm(path);
-      events.push(`damaged ${['cut', 'flip', 'rm'][kind]} ${path.slice(relay.length)}`);
-    }
+      return `damaged ${['cut', 'flip', 'rm'][kind]} ${path.slice(relay.length)}`;
+    });
+  });
+});
 
-    try {
-      for (let round = 0; round < scaled(30); round++) {
-        const i = pick(3);
-        const action = random();
-        if (action < 0.55) {
-          const calls = Array.from({ length: 1 + pick(200) }, () => {
-            const id = `d${i}-${next++}`;
-            return clients[i]!.call('sync.append', { surface: 'knowledge', payload: { id, text: 'x'.repeat(pick(2000)) } }).then(
-              () => answered.add(id),
-              () => {},
-            );
-          });
-          if (random() < 0.3) {
-            await restart(i);
-            events.push(`kill -9 of ${i} during a burst`);
-          }
-          await Promise.all(calls);
-        } else if (action < 0.7) {
-          events.push(`checkpoint on ${i}: ${JSON.stringify(await clients[i]!.call('sync.checkpoint'))}`);
-        } else if (action < 0.85) {
-          const compact = clients[i]!.call('sync.compact').catch((error: unknown) => error);
-          if (random() < 0.4) {
-            await restart(i);
-            events.push(`kill -9 of ${i} during a compaction`);
-          }
-          events.push(`compact on ${i}: ${JSON.stringify(await compact)}`);
-        } else if (action < 0.93) {
-          // A pump may fail while damage is being restored; what counts is where the devices end up.
-          await clients[i]!.call('sync.pump').catch((error: unknown) => events.push(`pump on ${i} failed: ${(error as Error).message}`));
-        } else {
-          await damageASegment();
+describe('three daemons on a Postgres relay under crashes of daemons and of the database', () => {
+  const postgres = usePostgres();
+
+  it('converge, and keep every answered append', async () => {
+    // The relay's fault: the database crashes (immediate stop) and stays down for a while
+    // (appends, compactions and daemon restarts go on meanwhile), then comes back.
+    let down = false;
+    const up = async () => {
+      if (down) await postgres().resume();
+      down = false;
+    };
+    await chaos(
+      postgres().url,
+      async () => {
+        if (down) {
+          await up();
+          return 'the database is back';
         }
-      }
-      // Live sync would get there too; two rounds of pumps make it quick.
-      for (let pass = 0; pass < 2; pass++) {
-        for (const [i, client] of clients.entries()) await client.call('sync.pump').catch((error: unknown) => events.push(`final pump on ${i} failed: ${(error as Error).message}`));
-      }
-      const final = await converged(clients).catch((error: unknown) => {
-        throw new Error(`${(error as Error).message}\n${events.join('\n')}`);
-      });
-      const keys = new Set<string>();
-      for (let after: string | null = null; ; ) {
-        const page: { records: Array<{ key: string }>; next: string | null } = await clients[0]!.call('sync.records', { surface: 'knowledge', limit: 1000, ...(after ? { after } : {}) });
-        for (const record of page.records) keys.add(record.key);
-        if (!page.next) break;
-        after = page.next;
-      }
-      expect([...answered].filter((id) => !keys.has(id)), `seed ${seed}`).toEqual([]);
-      expect(final.records).toBe(keys.size);
-    } finally {
-      await Promise.all(clients.map((client) => client.close()));
-      await Promise.all(daemons.map((daemon) => daemon.stop()));
-    }
+        await postgres().pause();
+        down = true;
+        return 'the database crashed';
+      },
+      up,
+    );
   });
 });

@@ -1,7 +1,9 @@
+import type { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
+import { inTransaction } from '../../relay/pg-database.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
 
@@ -92,6 +94,79 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
     } finally {
       await Promise.all([a!.close(), b!.close()]);
       await Promise.all([...daemons, ...(late ? [late] : [])].map((d) => d.stop()));
+    }
+  });
+
+  it('starts a daemon while the database is down: it takes appends, and syncs them with no pump call once the database is back', async () => {
+    const running = await DaemonProcess.start(await tempDir(), postgres().url);
+    const a = await running.connect();
+    let late: DaemonProcess | null = null;
+    try {
+      await a.call('sync.append', { surface: 'knowledge', payload: { id: 'from-a' } });
+      await a.call('sync.pump');
+      await postgres().pause();
+      try {
+        // Both the relay and the Postgres lease backend are out of reach: the daemon starts anyway.
+        late = await DaemonProcess.start(await tempDir(), postgres().url);
+        const offline = await late.connect();
+        try {
+          await offline.call('sync.append', { surface: 'knowledge', payload: { id: 'offline' } });
+          expect((await offline.call<{ last_error: string | null }>('sync.status')).last_error).toContain('Postgres relay');
+          await expect(offline.call('lease.acquire', { agent_id: 'agent-off', ttl_ms: 60_000 })).rejects.toMatchObject({ data: { code: 'lease_backend_unavailable' } });
+        } finally {
+          await offline.close();
+        }
+      } finally {
+        await postgres().resume();
+      }
+      const c = await late.connect();
+      try {
+        const synced = await converged([a, c]);
+        expect(synced.records).toBeGreaterThanOrEqual(2);
+        const records = await a.call<{ records: Array<{ key: string }> }>('sync.records', { surface: 'knowledge' });
+        expect(records.records.map((r) => r.key)).toEqual(expect.arrayContaining(['from-a', 'offline']));
+        expect(await c.call('lease.acquire', { agent_id: 'agent-off', ttl_ms: 60_000 })).toMatchObject({ epoch: 1 });
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await a.close();
+      await Promise.all([running, ...(late ? [late] : [])].map((d) => d.stop()));
+    }
+  });
+
+  it('refuses to start against a database that refuses this device, saying why', async () => {
+    const missing = postgres().url.replace('/postgres?', '/no_such_database?');
+    await expect(DaemonProcess.start(await tempDir(), missing)).rejects.toThrow(/no_such_database.*does not exist/);
+  });
+
+  it('outlives a connection dropped while a transaction waits between queries: the transaction fails by itself', async () => {
+    const pool = new pg.Pool({ connectionString: postgres().url });
+    pool.on('error', () => {});
+    const admin = new pg.Client({ connectionString: postgres().url });
+    await admin.connect();
+    try {
+      let proceed!: () => void;
+      const waiting = new Promise<void>((resolve) => (proceed = resolve));
+      let checkedOut!: (client: pg.PoolClient) => void;
+      const inside = new Promise<pg.PoolClient>((resolve) => (checkedOut = resolve));
+      const transaction = inTransaction(pool, async (client) => {
+        checkedOut(client);
+        await waiting;
+        await client.query('SELECT 1');
+      });
+      const client = await inside;
+      // The server ends this connection while the client sits idle between two queries of its
+      // transaction: pg then emits 'error' on the client, which ends the process if nobody hears it.
+      const ended = new Promise((resolve) => (client as unknown as { connection: EventEmitter }).connection.once('end', resolve));
+      await admin.query('SELECT pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]);
+      await ended;
+      proceed();
+      await expect(transaction).rejects.toThrow();
+      expect(await pool.query('SELECT 2 AS two')).toMatchObject({ rows: [{ two: 2 }] });
+    } finally {
+      await admin.end();
+      await pool.end();
     }
   });
 });

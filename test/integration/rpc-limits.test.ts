@@ -85,6 +85,8 @@ describe('RPC limits and bad input', () => {
     const closed = new Promise<void>((resolve) => (client as unknown as { ws: { once(e: string, f: () => void): void } }).ws.once('close', resolve));
     client.sendRaw(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'sync.hash_state', params: { pad: 'x'.repeat(5 * 1024 * 1024) } }));
     await closed;
+    // A call on the closed connection is refused at once, not left waiting for an answer that cannot come.
+    await expect(client.call('sync.hash_state')).rejects.toMatchObject({ code: 0, message: 'the connection to the daemon closed' });
     await stillServing();
   });
 

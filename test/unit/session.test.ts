@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
+import { OpsyncError } from '../../src/oplog/opsync-error.js';
 import type { Session } from '../../src/session/session.js';
+import type { Relay } from '../../relay/relay.js';
 import { World } from '../helpers/world.js';
 
 async function pumpAll(...sessions: Session[]): Promise<void> {
@@ -125,6 +127,84 @@ describe('session', () => {
     const journal = world.journals.entries('device-a') as unknown[];
     journal.splice(0, journal.length, ...stale);
     await expect(world.open('device-a')).rejects.toMatchObject({ code: 'device_cloned' });
+  });
+});
+
+/** A relay that answers relay_unavailable to everything while `link.down`, as an unreachable one does. */
+function unreachableWhileDown(relay: Relay, link: { down: boolean }): Relay {
+  return new Proxy(relay, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== 'function' || ['anomalies', 'close'].includes(String(property))) return value;
+      return (...args: unknown[]) =>
+        link.down ? Promise.reject(new OpsyncError('relay_unavailable', 'The relay cannot be reached.')) : (value as (...a: unknown[]) => unknown).apply(target, args);
+    },
+  });
+}
+
+describe('starting while the relay cannot be reached', () => {
+  it('opens from the journal, takes appends, and syncs them once the relay is back', async () => {
+    const world = new World();
+    const link = { down: false };
+    const a = await world.open('device-a', { relay: (relay) => unreachableWhileDown(relay, link) });
+    const b = await world.open('device-b');
+    await a.append({ surface: 'knowledge', payload: { id: 'before' }, scope: 'personal' });
+    await pumpAll(a, b);
+    await a.close();
+
+    link.down = true;
+    const offline = await world.open('device-a', { relay: (relay) => unreachableWhileDown(relay, link) });
+    expect(offline.state.record('knowledge', 'before')).toBeDefined();
+    expect(offline.status().last_error).toContain('cannot be reached');
+    await offline.append({ surface: 'knowledge', payload: { id: 'offline' }, scope: 'personal' });
+    await expect(offline.pump()).rejects.toMatchObject({ code: 'relay_unavailable' });
+
+    link.down = false;
+    expect(await offline.pump()).toMatchObject({ pushed: 1 });
+    await pumpAll(offline, b);
+    expect(b.state.record('knowledge', 'offline')).toBeDefined();
+    expect(b.state.stateHash()).toBe(offline.state.stateHash());
+  });
+
+  it('opens a new device with an empty journal, which joins once the relay is back', async () => {
+    const world = new World();
+    const b = await world.open('device-b');
+    await b.append({ surface: 'knowledge', payload: { id: 'from-b' }, scope: 'personal' });
+    await b.pump();
+    const link = { down: true };
+    const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
+    await fresh.append({ surface: 'knowledge', payload: { id: 'from-c' }, scope: 'personal' });
+    link.down = false;
+    await pumpAll(fresh, b);
+    expect(fresh.state.record('knowledge', 'from-b')).toBeDefined();
+    expect(b.state.record('knowledge', 'from-c')).toBeDefined();
+    expect(b.state.stateHash()).toBe(fresh.state.stateHash());
+  });
+
+  it('stops a clone at the first pump that reaches the relay, before it pushes anything', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' });
+    await a.pump();
+    await a.close();
+    const stale = [...world.journals.entries('device-a')];
+    const reopened = await world.open('device-a');
+    await reopened.append({ surface: 'knowledge', payload: { id: 'y' }, scope: 'personal' });
+    await reopened.pump();
+    await reopened.close();
+    const journal = world.journals.entries('device-a') as unknown[];
+    journal.splice(0, journal.length, ...stale);
+
+    const link = { down: true };
+    const clone = await world.open('device-a', { relay: (relay) => unreachableWhileDown(relay, link) });
+    await clone.append({ surface: 'knowledge', payload: { id: 'forked' }, scope: 'personal' });
+    link.down = false;
+    await expect(clone.pump()).rejects.toMatchObject({ code: 'device_cloned' });
+    await expect(clone.append({ surface: 'knowledge', payload: { id: 'more' }, scope: 'personal' })).rejects.toMatchObject({ code: 'device_cloned' });
+    const other = await world.open('device-b');
+    await other.pump();
+    expect(other.state.record('knowledge', 'y')).toBeDefined();
+    expect(other.state.record('knowledge', 'forked')).toBeUndefined();
   });
 });
 
