@@ -474,6 +474,11 @@ export class DirectoryRelay implements Relay {
       return await operation();
     } catch (error) {
       if (isOpsyncError(error)) throw error;
+      const code = (error as NodeJS.ErrnoException).code;
+      // Out of file descriptors (a flood of connections): reading relay.json would fail too and look like a missing folder.
+      if (code === 'EMFILE' || code === 'ENFILE') {
+        throw new OpsyncError('relay_unavailable', `The relay folder ${this.location} cannot be read now: too many files are open (${code}); sync resumes once some are closed.`, { relay: this.location });
+      }
       const id = await this.layoutId();
       if (id === this.relayId) throw new OpsyncError('relay_unavailable', `The relay folder ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
       this.detached = true;

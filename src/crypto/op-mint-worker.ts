@@ -51,6 +51,8 @@ parentPort!.on('message', (message: { requests?: MintRequest[]; key?: { scope: s
   }
 });
 
+parentPort!.postMessage({ ready: true });
+
 function mint(request: MintRequest): string | { error: { code: string; message: string } } {
   try {
     const { body, bodyText } = chain(request);

@@ -37,6 +37,8 @@ export interface Minted {
 }
 
 export interface OpMinter {
+  /** Resolves once the minter can mint (a worker has loaded its code); rejects if it cannot start. */
+  ready(): Promise<void>;
   mint(request: MintRequest): Promise<Minted>;
   /** Makes a newly imported scope key available for sealing. */
   addKey(key: ScopeKey): void;
@@ -62,6 +64,7 @@ export function createOpMinter(start: MinterStart): OpMinter {
 export function inlineMinter(start: MinterStart): OpMinter {
   const chain = chainFunction(start.device, (scope) => start.keyring.forScope(scope), start.prev, start.crypto, randomNonce);
   return {
+    ready: () => Promise.resolve(),
     // A throw inside the executor rejects the promise (a missing key, for one).
     mint: (request) =>
       new Promise((resolve) => {
@@ -102,7 +105,7 @@ function randomNonce(): Uint8Array {
 }
 
 /** The worker answers with canonical record texts: one string crosses threads faster than an object graph. */
-type WorkerAnswer = { minted: Array<string | { error: { code: ErrorCode; message: string } }> };
+type WorkerAnswer = { ready: true } | { minted: Array<string | { error: { code: ErrorCode; message: string } }> };
 
 function workerMinter(start: MinterStart): OpMinter {
   const worker = new Worker(WORKER, {
@@ -116,12 +119,18 @@ function workerMinter(start: MinterStart): OpMinter {
   const pending: Array<{ resolve: (minted: Minted) => void; reject: (error: Error) => void }> = [];
   let batch: MintRequest[] = [];
   let failed: Error | null = null;
+  let started!: { resolve: () => void; reject: (error: Error) => void };
+  // The worker loads its code after the daemon is up; a load that fails (EMFILE, say) must fail the start, not a later append.
+  const ready = new Promise<void>((resolve, reject) => (started = { resolve, reject }));
+  ready.catch(() => {});
   const failAll = (error: Error) => {
     failed = error;
+    started.reject(error);
     for (const waiter of pending.splice(0)) waiter.reject(error);
   };
-  worker.on('message', ({ minted }: WorkerAnswer) => {
-    for (const result of minted) {
+  worker.on('message', (answer: WorkerAnswer) => {
+    if ('ready' in answer) return started.resolve();
+    for (const result of answer.minted) {
       const waiter = pending.shift()!;
       if (typeof result !== 'string') waiter.reject(new OpsyncError(result.error.code, result.error.message));
       else waiter.resolve({ op: JSON.parse(result) as OpRecord, record: result });
@@ -130,6 +139,7 @@ function workerMinter(start: MinterStart): OpMinter {
   worker.on('error', failAll);
   worker.on('exit', (code) => failAll(new OpsyncError('session_closed', `The op minting worker stopped (exit code ${code}).`)));
   return {
+    ready: () => ready,
     mint(request) {
       if (failed) return Promise.reject(failed);
       // Requests made in one turn of the event loop travel to the worker as one message.

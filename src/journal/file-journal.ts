@@ -100,12 +100,23 @@ export class FileJournal implements Journal {
       await this.settle();
       const temp = join(dirname(this.location), `${TEMP_PREFIX}${basename(this.location)}`);
       await this.writeRewritten(temp, plan);
-      await rename(temp, this.location);
-      await fsyncDir(dirname(this.location));
-      const next = await open(this.location, 'a').catch((error: unknown) => {
+      // Opened before the rename (the handle follows the file): a process out of file
+      // descriptors fails here with the old journal still in place and still written.
+      const next = await open(temp, 'a');
+      try {
+        await rename(temp, this.location);
+      } catch (error) {
+        await next.close();
+        throw error;
+      }
+      try {
+        await fsyncDir(dirname(this.location));
+      } catch (error) {
+        // The new file is in place but its name may not be durable: nothing more is written.
+        await next.close();
         this.failure = failed(this.location, error);
         throw this.failure;
-      });
+      }
       await this.handle.close();
       this.handle = next;
     } finally {

@@ -528,6 +528,7 @@ export class Session {
         prev: this.ownHead?.op_id ?? null,
         crypto: this.deps.crypto,
       });
+      await this.minter.ready();
       const found = base as BaseEntry | null;
       if (found) {
         const loaded = await this.loadCheckpoint(found.checkpoint_hash).catch((error: unknown) => {

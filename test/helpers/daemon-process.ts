@@ -33,14 +33,24 @@ export class DaemonProcess {
   }
 
   /**
-   * `fileSizeLimitKiB` starts the daemon under `ulimit -f` (with SIGXFSZ ignored), so a write
-   * past that size fails with EFBIG as on a full disk: a real failure of the OS, no mocks.
+   * Real limits of the OS, no mocks: `fileSizeLimitKiB` starts the daemon under `ulimit -f` (with
+   * SIGXFSZ ignored), so a write past that size fails with EFBIG as on a full disk;
+   * `openFilesLimit` under `ulimit -n`, so that it runs out of file descriptors.
    */
-  static async start(dataDir: string, relay: string, extra: readonly string[] = [], { fileSizeLimitKiB }: { fileSizeLimitKiB?: number } = {}): Promise<DaemonProcess> {
+  static async start(
+    dataDir: string,
+    relay: string,
+    extra: readonly string[] = [],
+    { fileSizeLimitKiB, openFilesLimit }: { fileSizeLimitKiB?: number; openFilesLimit?: number } = {},
+  ): Promise<DaemonProcess> {
     await mkdir(join(dataDir, 'keys'), { recursive: true });
     await writeFile(join(dataDir, 'keys', 'personal.json'), encodeKeyFile(PERSONAL_KEY), { mode: 0o600 });
     const argv = [process.execPath, cli(), 'start', '--data-dir', dataDir, '--relay', relay, '--listen', '127.0.0.1:0', '--log-level', 'info', ...extra];
-    const [command, ...args] = fileSizeLimitKiB === undefined ? argv : ['bash', '-c', `trap '' XFSZ; ulimit -f ${fileSizeLimitKiB}; exec "$@"`, 'bash', ...argv];
+    const limits = [
+      ...(fileSizeLimitKiB === undefined ? [] : [`trap '' XFSZ; ulimit -f ${fileSizeLimitKiB}`]),
+      ...(openFilesLimit === undefined ? [] : [`ulimit -n ${openFilesLimit}`]),
+    ];
+    const [command, ...args] = limits.length === 0 ? argv : ['bash', '-c', `${limits.join('; ')}; exec "$@"`, 'bash', ...argv];
     const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const daemon = new DaemonProcess(dataDir, child);
     await daemon.ready();
