@@ -5,7 +5,7 @@ import type { Keyring } from '../crypto/keyring.js';
 import type { FoldState } from '../fold/fold-state.js';
 import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
 import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream } from '../../relay/relay.js';
 
@@ -21,6 +21,20 @@ export function sealCheckpoint(plain: PlainCheckpoint, keyring: Keyring): Checkp
     return JSON.stringify(sealDeterministic(key, Buffer.from(plain.chunks[index]!, 'utf8'), chunkAad(ref.scope, ref.digest)));
   });
   return { header: headerToJson(plain.header) as CheckpointHeaderJson, chunks };
+}
+
+/** A checkpoint file whose bytes cannot be trusted: another copy may still be good. */
+export const DAMAGED_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid', 'decrypt_failed']);
+
+/** Whether a checkpoint fails to open as damaged; null when there is none, or it cannot be judged (a key is missing). */
+export async function checkpointDamaged(read: CheckpointStream | null, keyring: Keyring, crypto: CoreCrypto): Promise<boolean | null> {
+  if (!read) return null;
+  try {
+    await openCheckpoint(read, keyring, crypto);
+    return false;
+  } catch (error) {
+    return isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code) ? true : null;
+  }
 }
 
 /** Opens and verifies a published checkpoint: header hash, every chunk, and the state hash. */

@@ -25,10 +25,12 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, Relay, RosterView, SeqRange, Watch } from '../../relay/relay.js';
-import { openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
-import { iterate, type CheckpointStore } from './checkpoint-store.js';
+import type { CheckpointHeaderJson, CheckpointStream, Relay, RosterView, Watch } from '../../relay/relay.js';
+import { DAMAGED_CHECKPOINT, openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
+import type { CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
+import { RelayMending } from './relay-mending.js';
+import type { SessionLog } from './session-log.js';
 import { SessionStats } from './session-stats.js';
 
 /**
@@ -86,10 +88,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   rosterRefreshMs: 1_000,
 };
 
-export interface SessionLog {
-  info(fields: object, message: string): void;
-  warn(fields: object, message: string): void;
-}
+export type { SessionLog };
 
 export interface SessionDeps {
   readonly device: DeviceId;
@@ -186,14 +185,8 @@ export interface SessionStatus {
   readonly last_error: string | null;
 }
 
-/** A checkpoint file whose bytes cannot be trusted: another copy may still be good. */
-const DAMAGED_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid', 'decrypt_failed']);
 /** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
 const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'key_missing']);
-
-function rangeKey(range: SeqRange): string {
-  return `${range.first}-${range.last}`;
-}
 
 /** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
 const ACK_REFRESH_MS = 60_000;
@@ -242,9 +235,7 @@ export class Session {
    */
   private uncontacted: { readonly seq: number } | null = null;
   /** Checkpoints readers reported damaged that this device has looked at, while they stay reported. */
-  private readonly checkedCheckpoints = new Set<string>();
-  /** Damaged ranges the relay refused to take again (a fork), by `rangeKey`: logged once, not tried again. */
-  private readonly unrestorable = new Set<string>();
+  private readonly mending: RelayMending;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
@@ -266,6 +257,27 @@ export class Session {
     this.device = deps.device;
     this.options = { ...DEFAULT_SESSION_OPTIONS, ...deps.options };
     this.fold = new FoldState(deps.crypto);
+    this.mending = new RelayMending({
+      device: deps.device,
+      relay: deps.relay,
+      checkpoints: deps.checkpoints,
+      keyring: deps.keyring,
+      crypto: deps.crypto,
+      log: deps.log,
+      base: () => this.base,
+      ownOps: async (wanted) => {
+        const ops: OpRecord[] = [];
+        await this.journal.replay((entry) => {
+          if (entry.kind === 'op' && entry.op.device_id === this.device && wanted(entry.op)) ops.push(entry.op);
+        });
+        return ops;
+      },
+      requeue: (ops) => {
+        const newest = ops.at(-1)?.seq ?? -1;
+        this.unpushed = [...ops, ...this.unpushed.filter((op) => op.seq > newest)];
+      },
+      known: (write) => this.known(write),
+    });
   }
 
   /**
@@ -674,8 +686,8 @@ export class Session {
     }
     // Damaged ops of this device on the relay first: a push continues from the relay's copy.
     const repairs = await relay.repairs();
-    if (repairs.ops.length > 0) await this.restoreOnRelay(repairs.ops);
-    await this.restoreCheckpoints(repairs.checkpoints);
+    if (repairs.ops.length > 0) await this.mending.restoreRanges(repairs.ops);
+    await this.mending.restoreCheckpoints(repairs.checkpoints);
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
     // of appends cannot keep a pump from pulling.
     for (let remaining = this.unpushed.length; remaining > 0; ) {
@@ -750,135 +762,9 @@ export class Session {
     return { pushed, push_deduped: pushDeduped, folded, acked, state_hash, rebased };
   }
 
-  /**
-   * When the relay holds fewer of this device's ops than it was given (it was re-created, or
-   * replaced by another relay), queues every own op above the relay's head again from the
-   * journal. A journal compacted past the relay's head cannot fill the gap, and says so.
-   */
-  private async refillRelay(): Promise<void> {
-    const head = await this.deps.relay.head(this.device);
-    const pushedThrough = (this.unpushed[0]?.seq ?? (this.ownHead?.seq ?? -1) + 1) - 1;
-    if (head >= pushedThrough) return;
-    if (head + 1 < this.journalFrom()) return this.restartOnRelay(`the relay holds this device's ops only up to seq ${head}`);
-    await this.queueFromJournal(head + 1);
-    this.deps.log?.info({ from_seq: head + 1, ops: this.unpushed.length }, 'the relay lost ops of this device; pushing them again from the journal');
-  }
-
-  /** The first own seq the journal holds: past its base checkpoint's cover. */
-  private journalFrom(): number {
-    return (this.base?.frontier.get(this.device)?.seq ?? -1) + 1;
-  }
-
-  /** Queues every own op from `seq` on again, from the journal; appends made meanwhile stay queued behind. */
-  private async queueFromJournal(seq: number): Promise<void> {
-    const ops: OpRecord[] = [];
-    await this.journal.replay((entry) => {
-      if (entry.kind === 'op' && entry.op.device_id === this.device && entry.op.seq >= seq) ops.push(entry.op);
-    });
-    const newest = ops.at(-1)?.seq ?? seq - 1;
-    this.unpushed = [...ops, ...this.unpushed.filter((op) => op.seq > newest)];
-  }
-
-  /**
-   * The relay cannot serve this device's ops up to its journal's base — it lost them, or holds
-   * them damaged — and the journal was compacted past them. The device restarts its chain on the
-   * relay above the base: the base checkpoint goes back on the relay when the relay lacks it
-   * (from this device's copy), the relay drops whatever it holds of this device, and every own
-   * op in the journal is pushed again. Devices behind the base rebase onto a checkpoint
-   * (proposals/session.md §A relay that lost this device's ops).
-   */
-  private async restartOnRelay(why: string): Promise<void> {
-    const { relay } = this.deps;
-    const base = this.base!;
-    const anchor = base.frontier.get(this.device)!;
-    if (!(await relay.readCheckpoint(base.hash))) {
-      const copy = await this.intactCopy(base.hash);
-      if (!copy) {
-        throw new OpsyncError(
-          'relay_gap',
-          `${why}, and this device's journal, compacted onto checkpoint ${base.hash}, starts at seq ${anchor.seq + 1}; neither the relay nor this data directory holds that checkpoint any more, so this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
-          { device_id: this.device, journal_from: anchor.seq + 1, checkpoint_hash: base.hash },
-        );
-      }
-      await relay.putCheckpoint(copy);
-    }
-    await this.known(() => relay.restartAbove(anchor));
-    await this.queueFromJournal(anchor.seq + 1);
-    this.deps.log?.warn(
-      { checkpoint_hash: base.hash, from_seq: anchor.seq + 1 },
-      `${why}, and the journal was compacted past them: restarted this device's ops on the relay above its base checkpoint`,
-    );
-  }
-
-  /**
-   * Pushes again, from the journal, the ranges of this device's ops that readers found damaged
-   * on the relay (design §11: the relay is untrusted storage; this device still holds its ops).
-   * When the journal was compacted past a range, the device restarts its ops on the relay above
-   * its base instead. A range the relay refuses as a fork is given up: logged once and not tried
-   * again by this process.
-   */
-  private async restoreOnRelay(ranges: readonly SeqRange[]): Promise<void> {
-    const wanted = ranges.filter((range) => !this.unrestorable.has(rangeKey(range)));
-    const compacted = wanted.find((range) => range.first < this.journalFrom());
-    if (compacted) return this.restartOnRelay(`readers cannot read this device's ops ${compacted.first} to ${compacted.last} on the relay`);
-    if (wanted.length === 0) return;
-    const within = (op: OpRecord) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last);
-    const ops: OpRecord[] = [];
-    await this.journal.replay((entry) => {
-      if (entry.kind === 'op' && entry.op.device_id === this.device && within(entry.op)) ops.push(entry.op);
-    });
-    try {
-      await this.known(() => this.deps.relay.push(ops));
-    } catch (error) {
-      if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
-      for (const range of wanted) {
-        this.unrestorable.add(rangeKey(range));
-        this.deps.log?.warn({ range }, `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and the relay refuses them again: ${error.message}`);
-      }
-      throw error;
-    }
-    this.deps.log?.info({ ranges: wanted }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
-  }
-
-  /**
-   * Puts this device's copy of a checkpoint that readers found damaged on the relay back there
-   * (proposals/relay.md §Damaged checkpoints). Each report is looked at once: this device's copy
-   * must open (hash and digests check out), the relay's must not.
-   */
-  private async restoreCheckpoints(reported: readonly string[]): Promise<void> {
-    for (const hash of this.checkedCheckpoints) if (!reported.includes(hash)) this.checkedCheckpoints.delete(hash);
-    for (const hash of reported) {
-      if (this.checkedCheckpoints.has(hash)) continue;
-      this.checkedCheckpoints.add(hash);
-      const copy = await this.intactCopy(hash);
-      if (!copy || (await this.damaged(await this.deps.relay.readCheckpoint(hash))) !== true) continue;
-      await this.deps.relay.restoreCheckpoint(copy);
-      this.deps.log?.info({ checkpoint_hash: hash }, "readers found a checkpoint damaged on the relay; put this device's copy back");
-    }
-  }
-
-  /** This device's copy of a checkpoint, read whole, when it has one that opens. */
-  private async intactCopy(hash: string): Promise<CheckpointFile | null> {
-    const copy = await this.deps.checkpoints.get(hash).catch(() => null);
-    if (!copy) return null;
-    const chunks: string[] = [];
-    try {
-      for await (const chunk of copy.chunks) chunks.push(chunk);
-    } catch {
-      return null;
-    }
-    return (await this.damaged({ header: copy.header, chunks: iterate(chunks) })) === false ? { header: copy.header, chunks } : null;
-  }
-
-  /** Whether a checkpoint fails to open as damaged; null when there is none, or it cannot be judged (a key is missing). */
-  private async damaged(read: CheckpointStream | null): Promise<boolean | null> {
-    if (!read) return null;
-    try {
-      await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
-      return false;
-    } catch (error) {
-      return isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code) ? true : null;
-    }
+  /** Queues again, from the journal, own ops a relay that lost them no longer holds (`RelayMending.refill`). */
+  private refillRelay(): Promise<void> {
+    return this.mending.refill((this.unpushed[0]?.seq ?? (this.ownHead?.seq ?? -1) + 1) - 1);
   }
 
   /**

@@ -5,6 +5,26 @@ import type { Session } from '../../src/session/session.js';
 import type { Relay } from '../../relay/relay.js';
 import { World } from '../helpers/world.js';
 
+/**
+ * A world where `name`'s data directory is a stale copy: its journal ends at op "x", while the
+ * device went on to push op "y" from another copy of it.
+ */
+async function worldWithStaleCopy(name: string): Promise<World> {
+  const world = new World();
+  const device = await world.open(name);
+  await device.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' });
+  await device.pump();
+  await device.close();
+  const stale = [...world.journals.entries(name)];
+  const original = await world.open(name);
+  await original.append({ surface: 'knowledge', payload: { id: 'y' }, scope: 'personal' });
+  await original.pump();
+  await original.close();
+  const journal = world.journals.entries(name) as unknown[];
+  journal.splice(0, journal.length, ...stale);
+  return world;
+}
+
 async function pumpAll(...sessions: Session[]): Promise<void> {
   for (let round = 0; round < 2; round++) for (const s of sessions) await s.pump();
 }
@@ -114,18 +134,7 @@ describe('session', () => {
   });
 
   it('refuses to open a cloned device whose chain on the relay is ahead of its journal', async () => {
-    const world = new World();
-    const a = await world.open('device-a');
-    await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' });
-    await a.pump();
-    await a.close();
-    const stale = [...world.journals.entries('device-a')];
-    const reopened = await world.open('device-a');
-    await reopened.append({ surface: 'knowledge', payload: { id: 'y' }, scope: 'personal' });
-    await reopened.pump();
-    await reopened.close();
-    const journal = world.journals.entries('device-a') as unknown[];
-    journal.splice(0, journal.length, ...stale);
+    const world = await worldWithStaleCopy('device-a');
     await expect(world.open('device-a')).rejects.toMatchObject({ code: 'device_cloned' });
   });
 });
@@ -182,18 +191,7 @@ describe('starting while the relay cannot be reached', () => {
   });
 
   it('stops a clone at the first pump that reaches the relay, before it pushes anything', async () => {
-    const world = new World();
-    const a = await world.open('device-a');
-    await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' });
-    await a.pump();
-    await a.close();
-    const stale = [...world.journals.entries('device-a')];
-    const reopened = await world.open('device-a');
-    await reopened.append({ surface: 'knowledge', payload: { id: 'y' }, scope: 'personal' });
-    await reopened.pump();
-    await reopened.close();
-    const journal = world.journals.entries('device-a') as unknown[];
-    journal.splice(0, journal.length, ...stale);
+    const world = await worldWithStaleCopy('device-a');
 
     const link = { down: true };
     const clone = await world.open('device-a', { relay: (relay) => unreachableWhileDown(relay, link) });

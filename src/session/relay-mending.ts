@@ -1,0 +1,152 @@
+import type { Keyring } from '../crypto/keyring.js';
+import type { CoreCrypto } from '../oplog/core-crypto.js';
+import type { Frontier } from '../oplog/frontier.js';
+import type { DeviceId } from '../oplog/ids.js';
+import type { OpRecord } from '../oplog/op-record.js';
+import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import type { CheckpointFile, Relay, SeqRange } from '../../relay/relay.js';
+import { checkpointDamaged } from './checkpoint-seal.js';
+import { iterate, type CheckpointStore } from './checkpoint-store.js';
+import type { SessionLog } from './session-log.js';
+
+export interface MendingDeps {
+  readonly device: DeviceId;
+  readonly relay: Relay;
+  readonly checkpoints: CheckpointStore;
+  readonly keyring: Keyring;
+  readonly crypto: CoreCrypto;
+  readonly log?: SessionLog | undefined;
+  /** The journal's base checkpoint, if it has one. */
+  base(): { readonly hash: string; readonly frontier: Frontier } | null;
+  /** This device's ops in the journal that `wanted` picks, in seq order. */
+  ownOps(wanted: (op: OpRecord) => boolean): Promise<OpRecord[]>;
+  /** Puts these own ops (from the journal) at the front of the push queue. */
+  requeue(ops: readonly OpRecord[]): void;
+  /** Runs a relay write, registering the device again if the relay forgot it. */
+  known<T>(write: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * What a device does when the relay lost or damaged what it was given (design §11: the relay is
+ * untrusted storage, and this device still holds its own ops and its checkpoint copies):
+ * queue lost ops again, push damaged ranges again, put damaged checkpoints back, and restart its
+ * chain on the relay above its base checkpoint when its journal was compacted past what the
+ * relay lacks (proposals/session.md §A relay that lost this device's ops).
+ */
+export class RelayMending {
+  /** Checkpoint reports looked at, so each is looked at once. */
+  private readonly checkedCheckpoints = new Set<string>();
+  /** Damaged ranges the relay refused to take again (a fork), by `rangeKey`: logged once, not tried again. */
+  private readonly unrestorable = new Set<string>();
+
+  constructor(private readonly deps: MendingDeps) {}
+
+  /**
+   * When the relay holds fewer of this device's ops than it was given up to `pushedThrough` (it
+   * was re-created, or replaced by another relay), queues every own op above the relay's head
+   * again from the journal. A journal compacted past the relay's head restarts the chain instead.
+   */
+  async refill(pushedThrough: number): Promise<void> {
+    const head = await this.deps.relay.head(this.deps.device);
+    if (head >= pushedThrough) return;
+    if (head + 1 < this.journalFrom()) return this.restart(`the relay holds this device's ops only up to seq ${head}`);
+    const ops = await this.deps.ownOps((op) => op.seq > head);
+    this.deps.requeue(ops);
+    this.deps.log?.info({ from_seq: head + 1, ops: ops.length }, 'the relay lost ops of this device; pushing them again from the journal');
+  }
+
+  /**
+   * Pushes again, from the journal, the ranges of this device's ops that readers found damaged
+   * on the relay. When the journal was compacted past a range, the device restarts its ops on the
+   * relay above its base instead. A range the relay refuses as a fork is given up: logged once and
+   * not tried again by this process.
+   */
+  async restoreRanges(ranges: readonly SeqRange[]): Promise<void> {
+    const wanted = ranges.filter((range) => !this.unrestorable.has(rangeKey(range)));
+    const compacted = wanted.find((range) => range.first < this.journalFrom());
+    if (compacted) return this.restart(`readers cannot read this device's ops ${compacted.first} to ${compacted.last} on the relay`);
+    if (wanted.length === 0) return;
+    const ops = await this.deps.ownOps((op) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last));
+    try {
+      await this.deps.known(() => this.deps.relay.push(ops));
+    } catch (error) {
+      if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
+      for (const range of wanted) {
+        this.unrestorable.add(rangeKey(range));
+        this.deps.log?.warn({ range }, `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and the relay refuses them again: ${error.message}`);
+      }
+      throw error;
+    }
+    this.deps.log?.info({ ranges: wanted }, "readers reported this device's ops on the relay damaged; pushed them again from the journal");
+  }
+
+  /**
+   * Puts this device's copy of a checkpoint that readers found damaged on the relay back there
+   * (proposals/relay.md §Damaged checkpoints). Each report is looked at once: this device's copy
+   * must open (hash and digests check out), the relay's must not.
+   */
+  async restoreCheckpoints(reported: readonly string[]): Promise<void> {
+    const { relay, keyring, crypto } = this.deps;
+    for (const hash of this.checkedCheckpoints) if (!reported.includes(hash)) this.checkedCheckpoints.delete(hash);
+    for (const hash of reported) {
+      if (this.checkedCheckpoints.has(hash)) continue;
+      this.checkedCheckpoints.add(hash);
+      const copy = await this.intactCopy(hash);
+      if (!copy || (await checkpointDamaged(await relay.readCheckpoint(hash), keyring, crypto)) !== true) continue;
+      await relay.restoreCheckpoint(copy);
+      this.deps.log?.info({ checkpoint_hash: hash }, "readers found a checkpoint damaged on the relay; put this device's copy back");
+    }
+  }
+
+  /** The first own seq the journal holds: past its base checkpoint's cover. */
+  private journalFrom(): number {
+    return (this.deps.base()?.frontier.get(this.deps.device)?.seq ?? -1) + 1;
+  }
+
+  /**
+   * The relay cannot serve this device's ops up to its journal's base — it lost them, or holds
+   * them damaged — and the journal was compacted past them. The device restarts its chain on the
+   * relay above the base: the base checkpoint goes back on the relay when the relay lacks it
+   * (from this device's copy), the relay drops whatever it holds of this device, and every own
+   * op in the journal is pushed again. Devices behind the base rebase onto a checkpoint.
+   */
+  private async restart(why: string): Promise<void> {
+    const { relay, device } = this.deps;
+    const base = this.deps.base()!;
+    const anchor = base.frontier.get(device)!;
+    if (!(await relay.readCheckpoint(base.hash))) {
+      const copy = await this.intactCopy(base.hash);
+      if (!copy) {
+        throw new OpsyncError(
+          'relay_gap',
+          `${why}, and this device's journal, compacted onto checkpoint ${base.hash}, starts at seq ${anchor.seq + 1}; neither the relay nor this data directory holds that checkpoint any more, so this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
+          { device_id: device, journal_from: anchor.seq + 1, checkpoint_hash: base.hash },
+        );
+      }
+      await relay.putCheckpoint(copy);
+    }
+    await this.deps.known(() => relay.restartAbove(anchor));
+    this.deps.requeue(await this.deps.ownOps((op) => op.seq > anchor.seq));
+    this.deps.log?.warn(
+      { checkpoint_hash: base.hash, from_seq: anchor.seq + 1 },
+      `${why}, and the journal was compacted past them: restarted this device's ops on the relay above its base checkpoint`,
+    );
+  }
+
+  /** This device's copy of a checkpoint, read whole, when it has one that opens. */
+  private async intactCopy(hash: string): Promise<CheckpointFile | null> {
+    const copy = await this.deps.checkpoints.get(hash).catch(() => null);
+    if (!copy) return null;
+    const chunks: string[] = [];
+    try {
+      for await (const chunk of copy.chunks) chunks.push(chunk);
+    } catch {
+      return null;
+    }
+    return (await checkpointDamaged({ header: copy.header, chunks: iterate(chunks) }, this.deps.keyring, this.deps.crypto)) === false ? { header: copy.header, chunks } : null;
+  }
+}
+
+function rangeKey(range: SeqRange): string {
+  return `${range.first}-${range.last}`;
+}
