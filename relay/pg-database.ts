@@ -43,8 +43,12 @@ export function createSchema(pool: pg.Pool, statements: readonly string[]): Prom
   });
 }
 
-/** Connection-level failures: the server is down, starting, or out of reach. SQLSTATE 57P0x: shutting down or starting up. */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE', '57P01', '57P02', '57P03']);
+/**
+ * Connection-level failures: the server is down, starting, or out of reach (a host name that does
+ * not resolve is usually a device offline, so it counts too). SQLSTATE 57P0x: shutting down or
+ * starting up.
+ */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNRESET', 'EPIPE', '57P01', '57P02', '57P03']);
 
 /**
  * Whether `error` says the database cannot be reached now — rather than that it refused this

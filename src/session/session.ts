@@ -234,7 +234,7 @@ export class Session {
    * journal's head at start (`seq`).
    */
   private uncontacted: { readonly seq: number } | null = null;
-  /** Checkpoints readers reported damaged that this device has looked at, while they stay reported. */
+  /** Mends what the relay lost or damaged of this device's ops and checkpoints. */
   private readonly mending: RelayMending;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
