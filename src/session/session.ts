@@ -358,26 +358,22 @@ export class Session {
 
   /** One pump round (design §5): durable → push → pull → verify → journal → fold → ack. */
   pump(): Promise<PumpReport> {
-    this.assertUsable();
-    return this.serial.run(() => this.pumpLocked(true));
+    return this.locked(() => this.pumpLocked(true));
   }
 
   /** Publishes a checkpoint of the state at the stable frontier. */
   checkpoint(): Promise<CheckpointReport> {
-    this.assertUsable();
-    return this.serial.run(() => this.checkpointLocked());
+    return this.locked(() => this.checkpointLocked());
   }
 
   /** Compacts the journal behind the relay's latest checkpoint and collects this device's relay ops. */
   compact(): Promise<CompactReport> {
-    this.assertUsable();
-    return this.serial.run(() => this.compactLocked());
+    return this.locked(() => this.compactLocked());
   }
 
   /** Rebases onto the relay's latest checkpoint, keeping own ops it does not cover. */
   rebase(): Promise<RebaseReport> {
-    this.assertUsable();
-    return this.serial.run(() => this.rebaseLocked());
+    return this.locked(() => this.rebaseLocked());
   }
 
   /**
@@ -385,8 +381,7 @@ export class Session {
    * Their journal entries keep `plain: null`; a restart decrypts them again while loading.
    */
   openHeld(): Promise<number> {
-    this.assertUsable();
-    return this.serial.run(async () => {
+    return this.locked(async () => {
       if (this.held.size === 0) return 0;
       const waiting = new Set(this.held.keys());
       let folded = 0;
@@ -405,8 +400,7 @@ export class Session {
 
   /** Re-reads the whole journal and checks chains, op ids, signatures and cached plaintexts. */
   verify(): Promise<VerifyReport> {
-    this.assertUsable();
-    return this.serial.run(() => this.verifyLocked());
+    return this.locked(() => this.verifyLocked());
   }
 
   status(): SessionStatus {
@@ -622,15 +616,17 @@ export class Session {
   }
 
   /**
-   * The first pump that reaches a relay this device could not reach at start: registers, and
-   * checks for a clone against the journal's head at start (ops appended since were never
-   * pushed, so the relay cannot hold them). A clone stops the session, as it would have refused
-   * to start. Ops the relay already holds leave the push queue.
+   * Before anything else that uses the relay (a pump, checkpoint, compaction or rebase) once it
+   * could not be reached at start: registers, and checks for a clone against the journal's head
+   * at start (ops appended since were never pushed, so the relay cannot hold them). A clone
+   * stops the session, as it would have refused to start. Ops the relay already holds leave
+   * the push queue.
    */
-  private async firstContact(contact: { readonly seq: number }): Promise<void> {
+  private async ensureContact(): Promise<void> {
+    if (!this.uncontacted) return;
     const relayHead = await this.contact();
     try {
-      this.assertNotCloned(relayHead, contact.seq);
+      this.assertNotCloned(relayHead, this.uncontacted.seq);
     } catch (error) {
       throw this.fail(error);
     }
@@ -674,7 +670,7 @@ export class Session {
     const { relay } = this.deps;
     await this.lastDurable;
     this.assertUsable();
-    if (this.uncontacted) await this.firstContact(this.uncontacted);
+    await this.ensureContact();
     let pushed = 0;
     let pushDeduped = 0;
     // After a failed pump, or once the relay forgot this device, it may hold fewer of its ops.
@@ -859,6 +855,7 @@ export class Session {
   // ---- checkpoints, compaction, rebase ----------------------------------------------------
 
   private async checkpointLocked(): Promise<CheckpointReport> {
+    await this.ensureContact();
     const roster = await this.deps.relay.roster();
     this.roster = roster;
     const cut = new Map([...roster.stable].filter(([, seq]) => seq >= 0));
@@ -901,6 +898,7 @@ export class Session {
   }
 
   private async compactLocked(): Promise<CompactReport> {
+    await this.ensureContact();
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
     if (!header) return { compacted: false, reason: 'the relay holds no checkpoint' };
@@ -971,12 +969,13 @@ export class Session {
    * and the state becomes the checkpoint's state plus those ops.
    */
   private async rebaseLocked(): Promise<RebaseReport> {
+    await this.ensureContact();
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
     if (!header) return { rebased: false, base_checkpoint: this.base?.hash ?? null, reason: 'the relay holds no checkpoint' };
     return this.gate.hold(async () => {
       await this.lastDurable;
-      this.assertNotCloned(await relay.head(this.device), this.uncontacted?.seq ?? this.ownHead?.seq ?? -1);
+      this.assertNotCloned(await relay.head(this.device), this.ownHead?.seq ?? -1);
       const { header: parsed, state } = await this.adoptCheckpoint(header);
       const frontier = parsed.frontier;
       if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
@@ -1136,6 +1135,12 @@ export class Session {
       this.pushTimer = null;
       this.requestPump();
     }, this.options.pushDebounceMs);
+  }
+
+  /** Runs `work` after the queued work, once the session is usable; a refusal is a rejected promise like any other failure. */
+  private async locked<T>(work: () => Promise<T>): Promise<T> {
+    this.assertUsable();
+    return await this.serial.run(work);
   }
 
   private assertUsable(): void {

@@ -204,6 +204,15 @@ describe('starting while the relay cannot be reached', () => {
     expect(other.state.record('knowledge', 'y')).toBeDefined();
     expect(other.state.record('knowledge', 'forked')).toBeUndefined();
   });
+
+  it('finds the clone before a checkpoint or compaction too, when one comes before any pump', async () => {
+    const world = await worldWithStaleCopy('device-a');
+    const link = { down: true };
+    const clone = await world.open('device-a', { relay: (relay) => unreachableWhileDown(relay, link) });
+    link.down = false;
+    await expect(clone.compact()).rejects.toMatchObject({ code: 'device_cloned' });
+    await expect(clone.checkpoint()).rejects.toMatchObject({ code: 'device_cloned' });
+  });
 });
 
 describe('eviction and straggler re-entry', () => {
