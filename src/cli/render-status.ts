@@ -1,3 +1,5 @@
+import { DEFAULT_SESSION_OPTIONS } from '../session/session.js';
+
 /** `opsync status`: sync.status as a short human-readable summary. */
 export function renderStatus(status: unknown, nowMs: number): string {
   const s = status as {
@@ -10,6 +12,7 @@ export function renderStatus(status: unknown, nowMs: number): string {
     roster: Array<{ device_id: string; status: string; last_seen_ms: number; lag: number }>;
     counts: { records: number; unpushed: number; quarantined: number; undecryptable: number; skipped_payloads: number; rejected: Record<string, number>; ignored_relay_files: Record<string, number> };
     last_error: string | null;
+    clock_ahead_ms?: number;
   };
   const frontier = (f: Record<string, number>) => Object.entries(f).map(([d, seq]) => `${d}:${seq}`).join('  ') || '-';
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
@@ -29,12 +32,20 @@ export function renderStatus(status: unknown, nowMs: number): string {
   ];
   if (s.roster.length <= 1) lines.splice(6, 0, '  (none yet)');
   if (s.last_error) lines.push(`last error   ${s.last_error}`);
+  const ahead = s.clock_ahead_ms ?? 0;
+  if (ahead > DEFAULT_SESSION_OPTIONS.maxSkewMs) {
+    lines.push(`clock        this device stamps ops ${duration(ahead)} ahead of its clock (it was set ahead once): peers hold its new ops in quarantine until their clocks get there`);
+  }
   return lines.join('\n');
 }
 
 function ago(ms: number): string {
-  if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s ago`;
-  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min ago`;
-  if (ms < 172_800_000) return `${Math.round(ms / 3_600_000)} h ago`;
-  return `${Math.round(ms / 86_400_000)} days ago`;
+  return `${duration(ms)} ago`;
+}
+
+function duration(ms: number): string {
+  if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s`;
+  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min`;
+  if (ms < 172_800_000) return `${Math.round(ms / 3_600_000)} h`;
+  return `${Math.round(ms / 86_400_000)} days`;
 }

@@ -83,6 +83,11 @@ export class HlcClock {
     }
   }
 
+  /** Milliseconds by which this clock's stamps run ahead of the wall clock now (0 when they do not). */
+  aheadOfWall(): number {
+    return Math.max(0, this.wall - this.now());
+  }
+
   /** Milliseconds by which `remote` is ahead of the local wall clock (0 when it is not ahead). */
   skewAhead(remote: Hlc): number {
     return Math.max(0, remote.wall_ms - this.now());

@@ -183,6 +183,12 @@ export interface SessionStatus {
   readonly quarantine: readonly Quarantined[];
   readonly undecryptable_kids: readonly string[];
   readonly last_error: string | null;
+  /**
+   * How far this device's stamps run ahead of its wall clock (0 normally). Past `maxSkewMs`,
+   * peers quarantine its new ops until their clocks get there: its clock was set ahead once, and
+   * stamps never go back (design §2).
+   */
+  readonly clock_ahead_ms: number;
 }
 
 /** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
@@ -432,6 +438,7 @@ export class Session {
       quarantine: this.quarantine,
       undecryptable_kids: [...new Set([...this.held.values()].map((h) => h.kid ?? 'malformed'))].sort(),
       last_error: this.failure?.message ?? this.lastError,
+      clock_ahead_ms: this.clock.aheadOfWall(),
     };
   }
 
@@ -527,6 +534,10 @@ export class Session {
       this.ownHead = this.heads.get(this.device) ?? null;
       this.ownSeq = this.ownHead?.seq ?? -1;
       this.clock = new HlcClock(this.device, this.deps.now, latest ?? undefined);
+      const ahead = this.clock.aheadOfWall();
+      if (ahead > this.options.maxSkewMs) {
+        this.deps.log?.warn({ clock_ahead_ms: ahead }, "this device's stamps run ahead of its clock (it was set ahead once): peers quarantine its new ops until their clocks get there");
+      }
       this.minter = (this.deps.createMinter ?? inlineMinter)({
         device: this.device,
         deviceKey: this.deps.deviceKey,

@@ -74,6 +74,24 @@ describe('session', () => {
     expect(b.state.record('knowledge', 'future')).toBeDefined();
   });
 
+  it('says how far its stamps run ahead once its clock, set ahead, is set right, until time catches up', async () => {
+    const world = new World();
+    world.skew.set('device-a' as never, 10 * 60_000);
+    const a = await world.open('device-a');
+    await a.append({ surface: 'knowledge', payload: { id: 'from-the-future' }, scope: 'personal' });
+    expect(a.status().clock_ahead_ms).toBe(0);
+    await a.close();
+
+    world.skew.delete('device-a' as never);
+    const corrected = await world.open('device-a');
+    expect(corrected.status().clock_ahead_ms).toBeGreaterThan(9 * 60_000);
+    // Its next op is still stamped ahead: stamps never go back.
+    const next = await corrected.append({ surface: 'knowledge', payload: { id: 'after' }, scope: 'personal' });
+    expect(next.hlc.wall_ms).toBeGreaterThan(world.now + 9 * 60_000);
+    world.now += 11 * 60_000;
+    expect(corrected.status().clock_ahead_ms).toBe(0);
+  });
+
   it('holds ops it cannot decrypt, reports the key id, and folds them once the key is imported', async () => {
     const world = new World();
     const other = scopeKeyFromBytes('personal', Buffer.alloc(32, 0x22));
