@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/helpers/global-setup.ts'],
+    setupFiles: ['test/helpers/kill-leftover-daemons.ts'],
     pool: 'forks',
     maxWorkers: 2,
     // Generous bounds: the suite must pass on a loaded 2-core machine. No test asserts timing.

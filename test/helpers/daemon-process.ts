@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encodeKeyFile } from '../../src/crypto/scope-key.js';
 import { RpcClient } from '../../src/rpc/ws-transport.js';
+import { running } from './running-daemons.js';
 import { PERSONAL_KEY } from './world.js';
 
 /**
@@ -21,7 +22,13 @@ export class DaemonProcess {
     readonly process: ChildProcess,
   ) {
     process.stderr!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
-    this.exited = new Promise((resolve) => process.on('exit', (code, signal) => resolve({ code, signal })));
+    running.add(process);
+    this.exited = new Promise((resolve) =>
+      process.on('exit', (code, signal) => {
+        running.delete(process);
+        resolve({ code, signal });
+      }),
+    );
     this.listening = new Promise((resolve, reject) => {
       createInterface({ input: process.stdout! }).on('line', (line) => {
         this.output += line + '\n';
