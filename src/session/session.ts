@@ -13,7 +13,7 @@ import type { BaseEntry, Journal, JournalEntry, JournalVisitor, OpEntry } from '
 import { JournalVerifier } from '../journal/journal-verifier.js';
 import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import { frontierToJson, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
+import { frontierToJson, parseFrontier, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { rememberRecordText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
@@ -916,6 +916,12 @@ export class Session {
     if (header.checkpoint_hash === this.base?.hash) {
       const { droppedOps } = await relay.gc();
       return { compacted: false, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
+    }
+    // A checkpoint older than the base (a relay refilled from an older copy) is not compacted
+    // onto: the journal no longer holds the ops between the two, so they would be lost.
+    const older = this.base && [...this.base.frontier].find(([device, head]) => (parseFrontier(header.frontier)?.get(device)?.seq ?? -1) < head.seq);
+    if (older) {
+      return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${this.base!.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
     }
     // A checkpoint this device cut itself needs no second verification.
     const own = this.published?.hash === header.checkpoint_hash ? this.published : null;

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import { converged } from '../helpers/converged.js';
@@ -119,12 +120,13 @@ describe('three daemons under crashes, compactions and relay damage', () => {
   });
 });
 
-describe('three daemons on a Postgres relay under crashes of daemons and of the database', () => {
+describe('three daemons on a Postgres relay under crashes of daemons and of the database, and a database emptied', () => {
   const postgres = usePostgres();
 
   it('converge, and keep every answered append', async () => {
-    // The relay's fault: the database crashes (immediate stop) and stays down for a while
-    // (appends, compactions and daemon restarts go on meanwhile), then comes back.
+    // The relay's faults: the database crashes (immediate stop) and stays down for a while
+    // (appends, compactions and daemon restarts go on meanwhile), then comes back; or it loses
+    // every row, as if restored from an empty backup, and the devices refill it.
     let down = false;
     const up = async () => {
       if (down) await postgres().resume();
@@ -132,10 +134,30 @@ describe('three daemons on a Postgres relay under crashes of daemons and of the 
     };
     await chaos(
       postgres().url,
-      async () => {
+      async (random) => {
         if (down) {
           await up();
           return 'the database is back';
+        }
+        if (random() < 0.5) {
+          // Restored from an empty backup: every device, op and checkpoint is gone.
+          const client = new pg.Client({ connectionString: postgres().url });
+          client.on('error', () => {});
+          await client.connect();
+          try {
+            // The TRUNCATE may be picked as the victim of a deadlock with the daemons' transactions: it tries again.
+            for (;;) {
+              try {
+                await client.query('TRUNCATE opsync_ops, opsync_devices, opsync_checkpoints, opsync_checkpoint_chunks');
+                break;
+              } catch (error) {
+                if ((error as { code?: string }).code !== '40P01') throw error;
+              }
+            }
+          } finally {
+            await client.end();
+          }
+          return 'the database lost every row';
         }
         await postgres().pause();
         down = true;

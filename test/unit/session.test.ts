@@ -151,6 +151,26 @@ describe('session', () => {
     expect(c.state.stateHash()).toBe(a.state.stateHash());
   });
 
+  it('does not compact onto a checkpoint older than its base, which would lose the ops between them', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const publishAndCompact = async (id: string) => {
+      await a.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+      await a.pump();
+      const published = await a.checkpoint();
+      expect(await a.compact()).toMatchObject({ compacted: true, base_checkpoint: published.checkpoint_hash });
+      return published.checkpoint_hash!;
+    };
+    await publishAndCompact('x');
+    const newer = await publishAndCompact('y');
+    // The relay is restored from a backup taken before the newer checkpoint.
+    world.relays.checkpoints.delete(newer);
+    expect(await a.compact()).toMatchObject({ compacted: false, reason: expect.stringContaining('older than this device') as unknown });
+    await a.close();
+    const reopened = await world.open('device-a');
+    expect(reopened.state.record('knowledge', 'y')).toBeDefined();
+  });
+
   it('refuses to open a cloned device whose chain on the relay is ahead of its journal', async () => {
     const world = await worldWithStaleCopy('device-a');
     await expect(world.open('device-a')).rejects.toMatchObject({ code: 'device_cloned' });
