@@ -254,7 +254,7 @@ export class Session {
   private maintenanceRetryAt = 0;
   /** Work that outlives the call that started it (local checkpoint copies); close waits for it. */
   private readonly background = new Set<Promise<unknown>>();
-  /** An adopted checkpoint not yet copied into the local store. */
+  /** The base checkpoint when it has no local copy yet (a bootstrap; a damaged copy read from the relay instead): copied after the next pump. */
   private uncopied: string | null = null;
   /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
   private published: { hash: string; frontier: Frontier } | null = null;
@@ -498,7 +498,7 @@ export class Session {
     await this.serial.idle();
     await this.lastDurable;
     await this.serial.run(() => this.finalAck());
-    this.copyAdopted();
+    this.recopyBase();
     await Promise.all(this.background);
     await this.minter.close();
     await this.journal.close();
@@ -583,10 +583,23 @@ export class Session {
    */
   private async rebaseOntoNewer(missing: OpsyncError): Promise<void> {
     const report = await this.rebaseLocked().catch((error: unknown) => {
+      if (this.ownSeq === -1) return null;
       throw new OpsyncError(missing.code, `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`, missing.data);
     });
-    if (!report.rebased) throw missing;
-    this.deps.log?.warn({ missing: missing.data, base_checkpoint: report.base_checkpoint }, "this device's base checkpoint is gone; rebased onto the relay's latest");
+    if (report?.rebased) {
+      this.deps.log?.warn({ missing: missing.data, base_checkpoint: report.base_checkpoint }, "this device's base checkpoint is gone; rebased onto the relay's latest");
+      return;
+    }
+    if (this.ownSeq !== -1) throw missing;
+    // A device that never wrote an op (a bootstrap cut short, then the relay lost the checkpoint)
+    // holds nothing of its own: it starts over from the relay.
+    await this.journal.rewrite({ head: [], keep: () => false });
+    this.fold = new FoldState(this.deps.crypto);
+    this.heads.clear();
+    this.held.clear();
+    this.base = null;
+    this.deps.log?.warn({ missing: missing.data }, "this device's base checkpoint is gone and it never wrote an op: it starts over from the relay");
+    if (await this.deps.relay.latestCheckpoint()) await this.bootstrap();
   }
 
   /**
@@ -596,7 +609,9 @@ export class Session {
    */
   private async bootstrap(): Promise<void> {
     try {
-      await this.rebaseLocked();
+      // Its local copy is made after the first pump, so as not to slow the start
+      // (`rebaseOntoNewer` starts over if that copy never came to be).
+      await this.rebaseLocked(false);
     } catch (error) {
       if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code)) throw error;
       this.lastError = error.message;
@@ -665,7 +680,7 @@ export class Session {
     const started = performance.now();
     try {
       const report = await this.pumpSteps(eagerAck);
-      this.copyAdopted();
+      this.recopyBase();
       this.lastError = null;
       this.stats.counters.pumps++;
       this.stats.record('pump', performance.now() - started);
@@ -985,7 +1000,7 @@ export class Session {
    * head, and remote ops already held above it (so acks never go back) — behind a base marker,
    * and the state becomes the checkpoint's state plus those ops.
    */
-  private async rebaseLocked(): Promise<RebaseReport> {
+  private async rebaseLocked(copyFirst = true): Promise<RebaseReport> {
     await this.ensureContact();
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
@@ -993,6 +1008,12 @@ export class Session {
     return this.gate.hold(async () => {
       await this.lastDurable;
       this.assertNotCloned(await relay.head(this.device), this.ownHead?.seq ?? -1);
+      // The journal will name this checkpoint as its base, so its local copy must exist before the
+      // rewrite: a crash after it, with the relay then losing the checkpoint, would otherwise
+      // leave a journal no start can load. The copy is written while the checkpoint is verified.
+      // (A bootstrap copies later: a device that wrote nothing starts over if that happens.)
+      const copied = copyFirst ? this.copyFromRelay(header.checkpoint_hash) : null;
+      copied?.catch(() => {});
       const { header: parsed, state } = await this.adoptCheckpoint(header);
       const frontier = parsed.frontier;
       if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
@@ -1013,6 +1034,7 @@ export class Session {
       }
       const verifier = new JournalVerifier(this.deps.journalLocation);
       [base, ...kept].forEach((entry, index) => verifier.check(entry, index + 2));
+      await copied;
       await this.journal.rewrite({ head: [base], keep: above });
 
       this.fold = state;
@@ -1024,6 +1046,7 @@ export class Session {
       const relayHead = await relay.head(this.device);
       this.unpushed = kept.map((e) => e.op).filter((op) => op.device_id === this.device && op.seq > relayHead);
       this.base = { hash: parsed.checkpoint_hash, frontier };
+      if (!copyFirst) this.uncopied = parsed.checkpoint_hash;
       await this.pruneCopies();
       this.stats.counters.rebases++;
       const ownKept = kept.filter((e) => e.op.device_id === this.device).length;
@@ -1032,21 +1055,15 @@ export class Session {
     });
   }
 
-  /**
-   * Loads and verifies a checkpoint from the relay. A local copy is kept once the next pump has
-   * caught the device up: the copy only spares a later restart from fetching it, so it should
-   * not compete with bootstrapping (a restart before it exists reads the relay's copy).
-   */
+  /** Loads and verifies a checkpoint from the relay (a caller that bases the journal on it copies it locally first). */
   private async adoptCheckpoint(header: CheckpointHeaderJson) {
     const read = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
     if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${header.checkpoint_hash} disappeared from the relay.`);
-    const opened = await this.openFromRelay(read);
-    this.uncopied = header.checkpoint_hash;
-    return opened;
+    return this.openFromRelay(read);
   }
 
-  /** Copies the adopted checkpoint into the local store, in the background. */
-  private copyAdopted(): void {
+  /** Copies the base checkpoint that has no local copy yet into the local store, in the background. */
+  private recopyBase(): void {
     const hash = this.uncopied;
     if (hash === null) return;
     this.uncopied = null;

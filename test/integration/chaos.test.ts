@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -97,11 +98,20 @@ async function chaos(relay: string, fault: (random: Random) => Promise<string | 
 }
 
 describe('three daemons under crashes, compactions and relay damage', () => {
-  it('converge on a relay directory whose segment files get cut, flipped and deleted, and keep every answered append', async () => {
+  it('converge on a relay directory whose segment files get cut, flipped and deleted, or that is replaced by an empty one, and keep every answered append', async () => {
     const relay = await tempDir();
     await chaos(relay, async (random) => {
       const pick = (n: number) => Math.floor(random() * n);
+      if (random() < 0.15) {
+        // Restored from an empty backup: a new relay (a new id) with no device, op or checkpoint.
+        // The old folder is moved away in one rename, as the daemons may be writing into it.
+        await rename(relay, join(await tempDir(), 'old-relay'));
+        await Promise.all(['devices', 'checkpoints'].map((folder) => mkdir(join(relay, folder), { recursive: true })));
+        await writeFile(join(relay, 'relay.json'), JSON.stringify({ opsync_relay: 1, relay_id: randomUUID() }) + '\n');
+        return 'the relay folder was replaced by an empty one';
+      }
       const devices = await readdir(join(relay, 'devices'));
+      if (devices.length === 0) return null;
       const ops = join(relay, 'devices', devices[pick(devices.length)]!, 'ops');
       const segments = existsSync(ops) ? (await readdir(ops)).filter((name) => name.endsWith('.jsonl')) : [];
       if (segments.length === 0) return null;

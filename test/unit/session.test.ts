@@ -171,6 +171,40 @@ describe('session', () => {
     expect(reopened.state.record('knowledge', 'y')).toBeDefined();
   });
 
+  it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    await a.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' });
+    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
+    await pumpAll(a, b);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    expect(await a.rebase()).toMatchObject({ rebased: true });
+    // Killed before any pump, and the relay is restored from a backup without the checkpoint.
+    world.crash('device-a');
+    world.relays.checkpoints.clear();
+    const reopened = await world.open('device-a');
+    expect(reopened.state.record('knowledge', 'mine')).toBeDefined();
+    expect(reopened.state.record('knowledge', 'theirs')).toBeDefined();
+  });
+
+  it('starts a device that never wrote an op over when its bootstrap checkpoint is gone everywhere', async () => {
+    const world = new World();
+    const b = await world.open('device-b');
+    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
+    await b.pump();
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    const fresh = await world.open('device-c');
+    expect(fresh.status().base_checkpoint).not.toBeNull();
+    // Killed before the first pump made its local copy, and the relay loses the checkpoint.
+    world.crash('device-c');
+    world.relays.checkpoints.clear();
+    const again = await world.open('device-c');
+    expect(again.status().base_checkpoint).toBeNull();
+    await again.pump();
+    expect(again.state.stateHash()).toBe(b.state.stateHash());
+  });
+
   it('refuses to open a cloned device whose chain on the relay is ahead of its journal', async () => {
     const world = await worldWithStaleCopy('device-a');
     await expect(world.open('device-a')).rejects.toMatchObject({ code: 'device_cloned' });
