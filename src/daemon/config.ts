@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { Listen } from '../rpc/ws-transport.js';
+import { DEFAULT_SESSION_OPTIONS } from '../session/session.js';
 
 /**
  * `opsync start` configuration (design §10). Every value is untrusted: a bad one is refused with
@@ -66,7 +67,7 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
     pgUrl,
     passphraseFile: values['passphrase-file'] ? resolve(values['passphrase-file']) : null,
     logLevel,
-    maxSkewMs: parseMs(values['max-skew-ms'], '--max-skew-ms', 60_000),
+    maxSkewMs: parseMs(values['max-skew-ms'], '--max-skew-ms', DEFAULT_SESSION_OPTIONS.maxSkewMs),
     evictionHorizonMs: parseMs(values['eviction-horizon-ms'], '--eviction-horizon-ms', 30 * 24 * 3_600_000),
   };
 }

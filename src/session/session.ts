@@ -236,8 +236,8 @@ export class Session {
   private relayForgot = false;
   /**
    * Set when the relay could not be reached at start: this device works from its journal, and
-   * the first pump that reaches the relay registers it and makes the clone check against the
-   * journal's head at start (`seq`).
+   * the first pump, checkpoint, compaction or rebase that reaches the relay registers it and
+   * makes the clone check against the journal's head at start (`seq`) (`ensureContact`).
    */
   private uncontacted: { readonly seq: number } | null = null;
   /** Mends what the relay lost or damaged of this device's ops and checkpoints. */
@@ -583,7 +583,9 @@ export class Session {
    */
   private async rebaseOntoNewer(missing: OpsyncError): Promise<void> {
     const report = await this.rebaseLocked().catch((error: unknown) => {
-      if (this.ownSeq === -1) return null;
+      // Out of reach is not gone: a start that cannot reach the relay fails and tries again later.
+      const unreachable = isOpsyncError(error) && error.code === 'relay_unavailable';
+      if (this.ownSeq === -1 && !unreachable) return null;
       throw new OpsyncError(missing.code, `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`, missing.data);
     });
     if (report?.rebased) {
@@ -934,7 +936,8 @@ export class Session {
     }
     // A checkpoint older than the base (a relay refilled from an older copy) is not compacted
     // onto: the journal no longer holds the ops between the two, so they would be lost.
-    const older = this.base && [...this.base.frontier].find(([device, head]) => (parseFrontier(header.frontier)?.get(device)?.seq ?? -1) < head.seq);
+    const covers = parseFrontier(header.frontier);
+    const older = this.base && [...this.base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
     if (older) {
       return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${this.base!.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
     }
