@@ -7,43 +7,44 @@ import { inlineMinter, type MinterStart, type OpMinter } from '../crypto/op-mint
 import type { ScopeKey } from '../crypto/scope-key.js';
 import type { Keyring } from '../crypto/keyring.js';
 import type { FoldOp } from '../fold/fold-op.js';
-import { FoldState, type StateHash } from '../fold/fold-state.js';
+import { FoldState } from '../fold/fold-state.js';
 import { payloadProblem } from '../fold/payload-rules.js';
 import type { BaseEntry, Journal, JournalEntry, JournalVisitor, OpEntry } from '../journal/journal.js';
 import { JournalVerifier } from '../journal/journal-verifier.js';
 import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import { frontierToJson, parseFrontier, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
+import { frontierToJson, parseFrontier, seqFrontierToJson } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { rememberRecordText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
-import type { Scope } from '../oplog/scope.js';
-import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';
 import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointHeaderJson, CheckpointStream, Relay, RosterView, Watch } from '../../relay/relay.js';
-import { DAMAGED_CHECKPOINT, openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
+import type { Relay, RosterView } from '../../relay/relay.js';
+import { BaseCheckpoints } from './base-checkpoints.js';
+import { DAMAGED_CHECKPOINT, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
+import { auditJournal } from './journal-audit.js';
+import { LivePumps } from './live-pumps.js';
 import { RelayMending } from './relay-mending.js';
 import type { SessionLog } from './session-log.js';
+import type {
+  AppendInput,
+  AppendResult,
+  ChangeEvent,
+  CheckpointReport,
+  CompactReport,
+  PumpReport,
+  RebaseReport,
+  SessionStatus,
+  VerifyReport,
+} from './session-reports.js';
 import { SessionStats } from './session-stats.js';
 
-/**
- * One device's sync engine (design §5): appends, the pump, checkpoints, compaction and rebase
- * over a journal and a relay. The daemon puts it behind JSON-RPC; tests and the simulation
- * drive it directly.
- *
- * Invariants:
- * - an append resolves only once its op is journal-durable; own ops are durable before pushed;
- * - a pump journals remote ops durably before it folds or acks them, and acks nothing else;
- * - verification (chain, run-head signature, skew) happens before anything is journaled;
- * - the journal is rewritten (compaction, rebase) only while appends wait at the gate.
- */
 export interface SessionOptions {
   /** Remote ops stamped further than this ahead of local wall time are quarantined (design §2). */
   readonly maxSkewMs: number;
@@ -109,88 +110,6 @@ export interface SessionDeps {
   readonly options?: Partial<SessionOptions>;
 }
 
-export interface AppendInput {
-  readonly surface: Surface;
-  readonly payload: JsonObject;
-  readonly scope: Scope;
-}
-
-export interface AppendResult {
-  readonly op_id: OpId;
-  readonly seq: number;
-  readonly hlc: Hlc;
-}
-
-export interface PumpReport {
-  readonly pushed: number;
-  readonly push_deduped: number;
-  readonly folded: number;
-  /** Ops newly acknowledged to the relay in this pump. */
-  readonly acked: number;
-  readonly state_hash: StateHash;
-  /** True when the pump had to rebase (its frontier fell below the relay's GC floor). */
-  readonly rebased: boolean;
-}
-
-export interface ChangeEvent {
-  readonly folded: number;
-  readonly state_hash: StateHash;
-  readonly rebased: boolean;
-}
-
-export interface CheckpointReport {
-  readonly published: boolean;
-  readonly checkpoint_hash?: string;
-  readonly reason?: string;
-}
-
-export interface CompactReport {
-  readonly compacted: boolean;
-  readonly base_checkpoint?: string;
-  readonly relay_dropped_ops?: number;
-  readonly reason?: string;
-}
-
-export interface RebaseReport {
-  readonly rebased: boolean;
-  readonly base_checkpoint: string | null;
-  readonly kept_own_ops?: number;
-  readonly reason?: string;
-}
-
-export interface VerifyReport {
-  readonly ok: boolean;
-  readonly entries: number;
-  readonly problems: readonly string[];
-}
-
-export interface SessionStatus {
-  readonly device_id: DeviceId;
-  readonly state_hash: StateHash;
-  readonly journal_frontier: Record<string, number>;
-  readonly stable_frontier: Record<string, number>;
-  readonly base_checkpoint: string | null;
-  readonly roster: ReadonlyArray<{ device_id: DeviceId; status: string; last_seen_ms: number; acked: Record<string, number>; lag: number }>;
-  readonly counts: {
-    readonly records: number;
-    readonly unpushed: number;
-    readonly quarantined: number;
-    readonly undecryptable: number;
-    readonly skipped_payloads: number;
-    readonly rejected: Record<string, number>;
-    readonly ignored_relay_files: Record<string, number>;
-  };
-  readonly quarantine: readonly Quarantined[];
-  readonly undecryptable_kids: readonly string[];
-  readonly last_error: string | null;
-  /**
-   * How far this device's stamps run ahead of its wall clock (0 normally). Past `maxSkewMs`,
-   * peers quarantine its new ops until their clocks get there: its clock was set ahead once, and
-   * stamps never go back (design §2).
-   */
-  readonly clock_ahead_ms: number;
-}
-
 /** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
 const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'key_missing']);
 
@@ -198,6 +117,17 @@ const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOI
 const ACK_REFRESH_MS = 60_000;
 const RECENT_REJECTIONS = 16;
 
+/**
+ * One device's sync engine (design §5): appends, the pump, checkpoints, compaction and rebase
+ * over a journal and a relay. The daemon puts it behind JSON-RPC; tests and the simulation
+ * drive it directly.
+ *
+ * Invariants:
+ * - an append resolves only once its op is journal-durable; own ops are durable before pushed;
+ * - a pump journals remote ops durably before it folds or acks them, and acks nothing else;
+ * - verification (chain, run-head signature, skew) happens before anything is journaled;
+ * - the journal is rewritten (compaction, rebase) only while appends wait at the gate.
+ */
 export class Session {
   readonly device: DeviceId;
   readonly stats = new SessionStats();
@@ -217,7 +147,6 @@ export class Session {
   private quarantine: Quarantined[] = [];
   private readonly rejectedCounts = new Map<RejectionKind, number>();
   private readonly recentRejections: Rejection[] = [];
-  private base: { hash: string; frontier: Frontier } | null = null;
   private roster: RosterView | null = null;
   private rosterReadAt = 0;
   /** Registered public keys by device, from the roster. */
@@ -230,8 +159,6 @@ export class Session {
   private failure: OpsyncError | null = null;
   private closed = false;
   private lastError: string | null = null;
-  /** The background pump failure last logged, so a relay that stays away is logged once. */
-  private loggedPumpError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
   /**
@@ -242,27 +169,31 @@ export class Session {
   private uncontacted: { readonly seq: number } | null = null;
   /** Mends what the relay lost or damaged of this device's ops and checkpoints. */
   private readonly mending: RelayMending;
+  /** The checkpoints this device depends on, and their local copies. */
+  private readonly bases: BaseCheckpoints;
+  private readonly livePumps: LivePumps;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
-  private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
-  private pushTimer: NodeJS.Timeout | null = null;
-  private laterTimer: NodeJS.Timeout | null = null;
-  private pumpQueued = false;
   private opsSinceCheckpoint = 0;
   /** `ownSeq` when the previous background pump ended: a burst of appends defers maintenance. */
   private ownSeqAtLastPump = -1;
   /** performance.now() before which automatic maintenance is not retried after it could not publish. */
   private maintenanceRetryAt = 0;
-  /** Work that outlives the call that started it (local checkpoint copies); close waits for it. */
-  private readonly background = new Set<Promise<unknown>>();
-  /** The base checkpoint when it has no local copy yet (a bootstrap; a damaged copy read from the relay instead): copied after the next pump. */
-  private uncopied: string | null = null;
-  /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
-  private published: { hash: string; frontier: Frontier } | null = null;
 
   private constructor(private readonly deps: SessionDeps) {
     this.device = deps.device;
     this.options = { ...DEFAULT_SESSION_OPTIONS, ...deps.options };
     this.fold = new FoldState(deps.crypto);
+    this.bases = new BaseCheckpoints({ relay: deps.relay, store: deps.checkpoints, keyring: deps.keyring, crypto: deps.crypto, log: deps.log });
+    this.livePumps = new LivePumps({
+      relay: deps.relay,
+      serial: this.serial,
+      pump: async () => this.maintainWhenDue(await this.pumpLocked()),
+      usable: () => !this.closed && !this.failure,
+      failed: (message) => (this.lastError = message),
+      periodicPumpMs: this.options.periodicPumpMs,
+      pushDebounceMs: this.options.pushDebounceMs,
+      log: deps.log,
+    });
     this.mending = new RelayMending({
       device: deps.device,
       relay: deps.relay,
@@ -270,7 +201,7 @@ export class Session {
       keyring: deps.keyring,
       crypto: deps.crypto,
       log: deps.log,
-      base: () => this.base,
+      base: () => this.bases.current,
       ownOps: async (wanted) => {
         const ops: OpRecord[] = [];
         await this.journal.replay((entry) => {
@@ -351,7 +282,7 @@ export class Session {
     this.stats.counters.appends++;
     this.stats.record('append', performance.now() - started);
     this.opsSinceCheckpoint++;
-    this.schedulePush();
+    this.livePumps.afterAppend();
     return { op_id, seq, hlc };
   }
 
@@ -406,7 +337,13 @@ export class Session {
 
   /** Re-reads the whole journal and checks chains, op ids, signatures and cached plaintexts. */
   verify(): Promise<VerifyReport> {
-    return this.locked(() => this.verifyLocked());
+    return this.locked(async () => {
+      await this.lastDurable;
+      const keys = new Map((this.roster ?? (await this.deps.relay.roster())).entries.map((e) => [e.device_id, e.public_key]));
+      keys.set(this.device, this.deps.deviceKey.publicKey);
+      const { journalLocation: location, keyring, crypto } = this.deps;
+      return auditJournal(this.journal, { location, keyring, crypto, keys });
+    });
   }
 
   status(): SessionStatus {
@@ -418,7 +355,7 @@ export class Session {
       state_hash: this.fold.stateHash(),
       journal_frontier: journalFrontier,
       stable_frontier: roster ? seqFrontierToJson(roster.stable) : {},
-      base_checkpoint: this.base?.hash ?? null,
+      base_checkpoint: this.bases.current?.hash ?? null,
       roster: (roster?.entries ?? []).map((entry) => ({
         device_id: entry.device_id,
         status: entry.status,
@@ -446,60 +383,27 @@ export class Session {
     return this.recentRejections;
   }
 
-  /**
-   * Live sync: a relay watch triggers a pump when another device writes, each append triggers a
-   * debounced push, and a slow periodic pump stays as a safety net.
-   */
-  async startLive(): Promise<void> {
-    if (this.live) return;
-    const watch = await this.deps.relay.watch(() => this.requestPump());
-    const timer = setInterval(() => this.requestPump(), this.options.periodicPumpMs);
-    timer.unref();
-    this.live = { watch, timer };
-    this.requestPump();
-  }
-
-  /** Queues a pump unless one is already waiting (coalesces bursts of triggers). */
-  requestPump(): void {
-    if (this.pumpQueued || this.closed || this.failure) return;
-    this.pumpQueued = true;
-    void this.serial.run(async () => {
-      this.pumpQueued = false;
-      try {
-        await this.maintainWhenDue(await this.pumpLocked());
-        if (this.loggedPumpError !== null) this.deps.log?.info({ after: this.loggedPumpError }, 'background pumps work again');
-        this.loggedPumpError = null;
-      } catch (error) {
-        const message = (error as Error).message;
-        this.lastError = message;
-        if (message !== this.loggedPumpError) this.deps.log?.warn({ err: error }, 'background pump failed (logged once until it changes or recovers)');
-        this.loggedPumpError = message;
-      }
-    });
+  /** Live sync (`LivePumps`): pumps when another device writes, after appends, and periodically. */
+  startLive(): Promise<void> {
+    return this.livePumps.start();
   }
 
   /** Resolves once background work (a local copy of an adopted checkpoint) has finished. */
   async settled(): Promise<void> {
     await this.serial.idle();
-    await Promise.all(this.background);
+    await this.bases.settled();
   }
 
   /** Stops live sync, waits for queued work and the journal, and closes the journal. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.pushTimer) clearTimeout(this.pushTimer);
-    if (this.laterTimer) clearTimeout(this.laterTimer);
-    if (this.live) {
-      clearInterval(this.live.timer);
-      await this.live.watch.close();
-      this.live = null;
-    }
+    await this.livePumps.stop();
     await this.serial.idle();
     await this.lastDurable;
     await this.serial.run(() => this.finalAck());
-    this.recopyBase();
-    await Promise.all(this.background);
+    this.bases.copyLater();
+    await this.bases.settled();
     await this.minter.close();
     await this.journal.close();
   }
@@ -548,7 +452,7 @@ export class Session {
       await this.minter.ready();
       const found = base as BaseEntry | null;
       if (found) {
-        const loaded = await this.loadCheckpoint(found.checkpoint_hash).catch((error: unknown) => {
+        const loaded = await this.bases.load(found.checkpoint_hash).catch((error: unknown) => {
           if (isOpsyncError(error) && error.code === 'checkpoint_not_found') return error;
           throw error;
         });
@@ -556,11 +460,11 @@ export class Session {
           await this.rebaseOntoNewer(loaded);
         } else {
           this.fold = loaded.state;
-          this.base = { hash: found.checkpoint_hash, frontier: found.frontier };
+          this.bases.current = { hash: found.checkpoint_hash, frontier: found.frontier };
           for (const entry of tail) this.foldEntry(entry);
         }
       }
-      await this.pruneCopies(true);
+      await this.bases.prune(true);
       if (relayHead === null) {
         this.uncontacted = { seq: this.ownSeq };
         this.deps.log?.warn({ err: this.lastError }, 'the relay cannot be reached: this device works from its journal and syncs once the relay is back');
@@ -599,7 +503,7 @@ export class Session {
     this.fold = new FoldState(this.deps.crypto);
     this.heads.clear();
     this.held.clear();
-    this.base = null;
+    this.bases.current = null;
     this.deps.log?.warn({ missing: missing.data }, "this device's base checkpoint is gone and it never wrote an op: it starts over from the relay");
     if (await this.deps.relay.latestCheckpoint()) await this.bootstrap();
   }
@@ -682,7 +586,7 @@ export class Session {
     const started = performance.now();
     try {
       const report = await this.pumpSteps(eagerAck);
-      this.recopyBase();
+      this.bases.copyLater();
       this.lastError = null;
       this.stats.counters.pumps++;
       this.stats.record('pump', performance.now() - started);
@@ -838,7 +742,7 @@ export class Session {
     const since = this.lastAck ? now - this.lastAck.atMs : Infinity;
     const interval = newly === 0 ? ACK_REFRESH_MS : eager ? 0 : this.options.ackIntervalMs;
     if (since < interval) {
-      if (newly > 0) this.pumpLater(interval - since);
+      if (newly > 0) this.livePumps.later(interval - since);
       return 0;
     }
     await this.known(() => this.deps.relay.ack(frontier));
@@ -890,19 +794,19 @@ export class Session {
     if (cut.size === 0) return { published: false, reason: 'no op is acked by every active device yet' };
     for (const [device, seq] of cut) {
       if ((this.heads.get(device)?.seq ?? -1) < seq) return { published: false, reason: `this device has not yet folded device ${device} up to seq ${seq}` };
-      const baseSeq = this.base?.frontier.get(device)?.seq ?? -1;
+      const baseSeq = this.bases.current?.frontier.get(device)?.seq ?? -1;
       if (seq < baseSeq) return { published: false, reason: `the stable frontier for ${device} is behind this device's base checkpoint` };
     }
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (cut.get(h.device) ?? -1));
     if (heldBelow) return { published: false, reason: `this device cannot decrypt op ${heldBelow.seq} of ${heldBelow.device} (key ${heldBelow.kid ?? 'unknown'})` };
-    if (this.base && [...cut].every(([device, seq]) => this.base!.frontier.get(device)?.seq === seq) && cut.size === this.base.frontier.size) {
+    if (this.bases.current && [...cut].every(([device, seq]) => this.bases.current!.frontier.get(device)?.seq === seq) && cut.size === this.bases.current.frontier.size) {
       return { published: false, reason: 'the stable frontier has not moved since the base checkpoint' };
     }
 
-    const state = this.base ? (await this.loadCheckpoint(this.base.hash)).state : new FoldState(this.deps.crypto);
+    const state = this.bases.current ? (await this.bases.load(this.bases.current.hash)).state : new FoldState(this.deps.crypto);
     const frontier = new Map<DeviceId, ChainHead>();
     for (const [device, seq] of cut) {
-      const baseHead = this.base?.frontier.get(device);
+      const baseHead = this.bases.current?.frontier.get(device);
       if (baseHead?.seq === seq) frontier.set(device, baseHead);
     }
     await this.journal.replay((entry) => {
@@ -917,10 +821,9 @@ export class Session {
     const plain = assembleCheckpoint(state, frontier, this.deps.crypto);
     const file = sealCheckpoint(plain, this.deps.keyring);
     await this.deps.relay.putCheckpoint(file);
-    await this.deps.checkpoints.put(file.header.checkpoint_hash, checkpointFileBytes(file));
+    await this.bases.keepPublished({ hash: plain.header.checkpoint_hash, frontier }, checkpointFileBytes(file));
     this.stats.counters.checkpoints_published++;
     this.opsSinceCheckpoint = 0;
-    this.published = { hash: plain.header.checkpoint_hash, frontier };
     this.deps.log?.info({ checkpoint_hash: plain.header.checkpoint_hash, frontier: frontierToJson(frontier) }, 'published a checkpoint');
     return { published: true, checkpoint_hash: plain.header.checkpoint_hash };
   }
@@ -930,20 +833,20 @@ export class Session {
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
     if (!header) return { compacted: false, reason: 'the relay holds no checkpoint' };
-    if (header.checkpoint_hash === this.base?.hash) {
+    if (header.checkpoint_hash === this.bases.current?.hash) {
       const { droppedOps } = await relay.gc();
-      return { compacted: false, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
+      return { compacted: false, base_checkpoint: this.bases.current.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
     }
     // A checkpoint older than the base (a relay refilled from an older copy) is not compacted
     // onto: the journal no longer holds the ops between the two, so they would be lost.
     const covers = parseFrontier(header.frontier);
-    const older = this.base && [...this.base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
+    const older = this.bases.current && [...this.bases.current.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
     if (older) {
-      return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${this.base!.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
+      return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${this.bases.current!.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
     }
     // A checkpoint this device cut itself needs no second verification.
-    const own = this.published?.hash === header.checkpoint_hash ? this.published : null;
-    const frontier = own ? own.frontier : (await this.adoptCheckpoint(header)).header.frontier;
+    const own = this.bases.published?.hash === header.checkpoint_hash ? this.bases.published : null;
+    const frontier = own ? own.frontier : (await this.bases.adopt(header)).header.frontier;
     const hash = header.checkpoint_hash;
     for (const [device, head] of frontier) {
       if ((this.heads.get(device)?.seq ?? -1) < head.seq) return { compacted: false, reason: `this device has not yet folded device ${device} up to the checkpoint` };
@@ -953,7 +856,7 @@ export class Session {
     const plan = planCompaction(frontier, (await relay.roster()).entries);
     // The journal will name this checkpoint as its base: its copy is made first, so that a
     // crash right after the rewrite still finds it here (the relay may collect it later).
-    if (!own) await this.copyFromRelay(hash);
+    if (!own) await this.bases.copy(hash);
     await this.gate.hold(async () => {
       await this.lastDurable;
       await this.journal.rewrite({
@@ -961,12 +864,12 @@ export class Session {
         keep: (entry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1),
       });
     });
-    this.base = { hash, frontier };
-    await this.pruneCopies();
+    this.bases.current = { hash, frontier };
+    await this.bases.prune();
     const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
     this.stats.counters.compactions++;
-    this.deps.log?.info({ checkpoint_hash: this.base.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
-    return { compacted: true, base_checkpoint: this.base.hash, relay_dropped_ops: droppedOps };
+    this.deps.log?.info({ checkpoint_hash: this.bases.current.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
+    return { compacted: true, base_checkpoint: this.bases.current.hash, relay_dropped_ops: droppedOps };
   }
 
   /**
@@ -981,8 +884,8 @@ export class Session {
     const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && !inFlight && this.ownSeq === this.ownSeqAtLastPump;
     this.ownSeqAtLastPump = this.ownSeq;
     const every = this.options.autoCheckpointOps;
-    if (!this.live || every === 0 || this.opsSinceCheckpoint < every) return;
-    if (!quiet && this.opsSinceCheckpoint < OVERDUE * every) this.pumpLater(QUIET_CHECK_MS);
+    if (!this.livePumps.isLive || every === 0 || this.opsSinceCheckpoint < every) return;
+    if (!quiet && this.opsSinceCheckpoint < OVERDUE * every) this.livePumps.later(QUIET_CHECK_MS);
     else if (performance.now() >= this.maintenanceRetryAt) await this.maintainLocked();
   }
 
@@ -1007,7 +910,7 @@ export class Session {
     await this.ensureContact();
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
-    if (!header) return { rebased: false, base_checkpoint: this.base?.hash ?? null, reason: 'the relay holds no checkpoint' };
+    if (!header) return { rebased: false, base_checkpoint: this.bases.current?.hash ?? null, reason: 'the relay holds no checkpoint' };
     return this.gate.hold(async () => {
       await this.lastDurable;
       this.assertNotCloned(await relay.head(this.device), this.ownHead?.seq ?? -1);
@@ -1015,9 +918,9 @@ export class Session {
       // rewrite: a crash after it, with the relay then losing the checkpoint, would otherwise
       // leave a journal no start can load. The copy is written while the checkpoint is verified.
       // (A bootstrap copies later: a device that wrote nothing starts over if that happens.)
-      const copied = copyFirst ? this.copyFromRelay(header.checkpoint_hash) : null;
+      const copied = copyFirst ? this.bases.copy(header.checkpoint_hash) : null;
       copied?.catch(() => {});
-      const { header: parsed, state } = await this.adoptCheckpoint(header);
+      const { header: parsed, state } = await this.bases.adopt(header);
       const frontier = parsed.frontier;
       if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
         throw new OpsyncError('device_cloned', `Checkpoint ${parsed.checkpoint_hash} covers ops of ${this.device} this device never wrote: it is a clone.`, {
@@ -1048,9 +951,9 @@ export class Session {
       for (const head of frontier.values()) this.clock.observe(head.hlc);
       const relayHead = await relay.head(this.device);
       this.unpushed = kept.map((e) => e.op).filter((op) => op.device_id === this.device && op.seq > relayHead);
-      this.base = { hash: parsed.checkpoint_hash, frontier };
-      if (!copyFirst) this.uncopied = parsed.checkpoint_hash;
-      await this.pruneCopies();
+      this.bases.current = { hash: parsed.checkpoint_hash, frontier };
+      if (!copyFirst) this.bases.copyAfterwards(parsed.checkpoint_hash);
+      await this.bases.prune();
       this.stats.counters.rebases++;
       const ownKept = kept.filter((e) => e.op.device_id === this.device).length;
       this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept }, 'rebased onto a checkpoint');
@@ -1058,121 +961,7 @@ export class Session {
     });
   }
 
-  /** Loads and verifies a checkpoint from the relay (a caller that bases the journal on it copies it locally first). */
-  private async adoptCheckpoint(header: CheckpointHeaderJson) {
-    const read = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
-    if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${header.checkpoint_hash} disappeared from the relay.`);
-    return this.openFromRelay(read);
-  }
-
-  /** Copies the base checkpoint that has no local copy yet into the local store, in the background. */
-  private recopyBase(): void {
-    const hash = this.uncopied;
-    if (hash === null) return;
-    this.uncopied = null;
-    const copy = this.copyFromRelay(hash).catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
-    this.background.add(copy);
-    void copy.finally(() => this.background.delete(copy));
-  }
-
-  /**
-   * Drops the local checkpoint copies this device no longer needs — all but its base's and the
-   * one it published last (which it may compact onto) — so that the data directory does not
-   * grow by a checkpoint at every automatic checkpoint. `temps`: at start, when nothing is
-   * being written, also the leftovers of copies a crash interrupted.
-   */
-  private async pruneCopies(temps = false): Promise<void> {
-    const keep = new Set([this.base?.hash, this.published?.hash].filter((hash) => hash !== undefined));
-    await this.deps.checkpoints.keepOnly(keep, temps).catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
-  }
-
-  private async copyFromRelay(hash: string): Promise<void> {
-    const bytes = await this.deps.relay.checkpointBytes(hash);
-    if (bytes) await this.deps.checkpoints.put(hash, bytes);
-    if (this.uncopied === hash) this.uncopied = null;
-  }
-
-  /** A checkpoint this device is based on: its local copy, else the relay's. */
-  private async loadCheckpoint(hash: string) {
-    try {
-      const local = await this.deps.checkpoints.get(hash);
-      if (local) return await openCheckpoint(local, this.deps.keyring, this.deps.crypto);
-    } catch (error) {
-      if (!isOpsyncError(error) || !DAMAGED_CHECKPOINT.has(error.code)) throw error;
-      // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
-      this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
-      await this.deps.checkpoints.discard(hash);
-      this.uncopied = hash;
-    }
-    const remote = await this.deps.relay.readCheckpoint(hash);
-    if (!remote) {
-      throw new OpsyncError(
-        'checkpoint_not_found',
-        `The journal is based on checkpoint ${hash}, which is neither in this data directory (intact) nor on the relay.`,
-        { checkpoint_hash: hash },
-      );
-    }
-    return this.openFromRelay(remote);
-  }
-
-  /** Opens a checkpoint the relay served; one found damaged is reported, so that a device holding a copy restores it. */
-  private async openFromRelay(read: CheckpointStream) {
-    try {
-      return await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
-    } catch (error) {
-      if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code)) await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});
-      throw error;
-    }
-  }
-
-  private async verifyLocked(): Promise<VerifyReport> {
-    await this.lastDurable;
-    const problems: string[] = [];
-    const verifier = new JournalVerifier(this.deps.journalLocation);
-    const keys = new Map((this.roster ?? (await this.deps.relay.roster())).entries.map((e) => [e.device_id, e.public_key]));
-    const lastOf = new Map<DeviceId, OpRecord>();
-    let entries = 0;
-    try {
-      await this.journal.replay((entry, line) => {
-        entries++;
-        verifier.check(entry, line);
-        if (entry.kind !== 'op') return;
-        lastOf.set(entry.op.device_id, entry.op);
-        if (entry.plain === null) return;
-        const opened = openPayload(this.deps.keyring, entry.op.payload, entry.op);
-        if (opened.ok && canonicalize(opened.payload) !== canonicalize(entry.plain)) {
-          problems.push(`${this.deps.journalLocation} line ${line}: the cached plaintext does not match the op's envelope`);
-        }
-      });
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-    for (const [device, op] of lastOf) {
-      const key = device === this.device ? this.deps.deviceKey.publicKey : keys.get(device);
-      if (key && !this.deps.crypto.verify(key, op.op_id, op.sig)) problems.push(`device ${device} seq ${op.seq}: the newest op's signature does not verify`);
-    }
-    return { ok: problems.length === 0, entries, problems };
-  }
-
   // ---- helpers ----------------------------------------------------------------------------
-
-  /** A background pump in `delayMs` (a trailing ack, a look for quiet), unless one is already set. */
-  private pumpLater(delayMs: number): void {
-    if (!this.live || this.laterTimer) return;
-    this.laterTimer = setTimeout(() => {
-      this.laterTimer = null;
-      this.requestPump();
-    }, delayMs);
-    this.laterTimer.unref();
-  }
-
-  private schedulePush(): void {
-    if (!this.live || this.pushTimer) return;
-    this.pushTimer = setTimeout(() => {
-      this.pushTimer = null;
-      this.requestPump();
-    }, this.options.pushDebounceMs);
-  }
 
   /** Runs `work` after the queued work, once the session is usable; a refusal is a rejected promise like any other failure. */
   private async locked<T>(work: () => Promise<T>): Promise<T> {

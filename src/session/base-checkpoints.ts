@@ -1,0 +1,128 @@
+import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
+import type { Keyring } from '../crypto/keyring.js';
+import type { FoldState } from '../fold/fold-state.js';
+import type { CoreCrypto } from '../oplog/core-crypto.js';
+import type { Frontier } from '../oplog/frontier.js';
+import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import type { CheckpointHeaderJson, CheckpointStream, Relay } from '../../relay/relay.js';
+import { DAMAGED_CHECKPOINT, openCheckpoint } from './checkpoint-seal.js';
+import type { CheckpointStore } from './checkpoint-store.js';
+import type { SessionLog } from './session-log.js';
+
+export interface BaseRef {
+  readonly hash: string;
+  readonly frontier: Frontier;
+}
+
+export interface BaseCheckpointsDeps {
+  readonly relay: Relay;
+  readonly store: CheckpointStore;
+  readonly keyring: Keyring;
+  readonly crypto: CoreCrypto;
+  readonly log?: SessionLog | undefined;
+}
+
+type Opened = { header: CheckpointHeader; state: FoldState };
+
+/**
+ * The checkpoints a device depends on — the one its journal is based on, and the one it
+ * published last (which it may compact onto) — and their local copies, so that a restart finds
+ * its base even when the relay is out of reach or has collected it (proposals/session.md §Local
+ * checkpoint copies).
+ */
+export class BaseCheckpoints {
+  /** The checkpoint the journal is based on (its base entry), if any. */
+  current: BaseRef | null = null;
+  /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
+  published: BaseRef | null = null;
+  /** The base when it has no local copy yet (a bootstrap; a damaged copy read from the relay instead): copied after the next pump. */
+  private uncopied: string | null = null;
+  /** Copies that outlive the call that started them; `settled` waits for them. */
+  private readonly background = new Set<Promise<unknown>>();
+
+  constructor(private readonly deps: BaseCheckpointsDeps) {}
+
+  /** A checkpoint this device is based on: its local copy, else the relay's. */
+  async load(hash: string): Promise<Opened> {
+    try {
+      const local = await this.deps.store.get(hash);
+      if (local) return await openCheckpoint(local, this.deps.keyring, this.deps.crypto);
+    } catch (error) {
+      if (!isOpsyncError(error) || !DAMAGED_CHECKPOINT.has(error.code)) throw error;
+      // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
+      this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
+      await this.deps.store.discard(hash);
+      this.uncopied = hash;
+    }
+    const remote = await this.deps.relay.readCheckpoint(hash);
+    if (!remote) {
+      throw new OpsyncError(
+        'checkpoint_not_found',
+        `The journal is based on checkpoint ${hash}, which is neither in this data directory (intact) nor on the relay.`,
+        { checkpoint_hash: hash },
+      );
+    }
+    return this.openFromRelay(remote);
+  }
+
+  /** Loads and verifies a checkpoint from the relay (a caller that bases the journal on it copies it locally first). */
+  async adopt(header: CheckpointHeaderJson): Promise<Opened> {
+    const read = await this.deps.relay.readCheckpoint(header.checkpoint_hash);
+    if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${header.checkpoint_hash} disappeared from the relay.`);
+    return this.openFromRelay(read);
+  }
+
+  /** Copies a checkpoint from the relay into the local store. */
+  async copy(hash: string): Promise<void> {
+    const bytes = await this.deps.relay.checkpointBytes(hash);
+    if (bytes) await this.deps.store.put(hash, bytes);
+    if (this.uncopied === hash) this.uncopied = null;
+  }
+
+  /** Stores a checkpoint this device cut, and remembers it as the one it published last. */
+  async keepPublished(published: BaseRef, bytes: Iterable<Uint8Array>): Promise<void> {
+    await this.deps.store.put(published.hash, bytes);
+    this.published = published;
+  }
+
+  /** Marks the base as having no local copy yet: `copyLater` makes it. */
+  copyAfterwards(hash: string): void {
+    this.uncopied = hash;
+  }
+
+  /** Copies the base that has no local copy yet, in the background. */
+  copyLater(): void {
+    const hash = this.uncopied;
+    if (hash === null) return;
+    this.uncopied = null;
+    const copy = this.copy(hash).catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
+    this.background.add(copy);
+    void copy.finally(() => this.background.delete(copy));
+  }
+
+  /** Resolves once the background copies have finished. */
+  async settled(): Promise<void> {
+    await Promise.all(this.background);
+  }
+
+  /**
+   * Drops the local copies this device no longer needs — all but its base's and the one it
+   * published last — so that the data directory does not grow by a checkpoint at every automatic
+   * checkpoint. `temps`: at start, when nothing is being written, also the leftovers of copies a
+   * crash interrupted.
+   */
+  async prune(temps = false): Promise<void> {
+    const keep = new Set([this.current?.hash, this.published?.hash].filter((hash) => hash !== undefined));
+    await this.deps.store.keepOnly(keep, temps).catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
+  }
+
+  /** Opens a checkpoint the relay served; one found damaged is reported, so that a device holding a copy restores it. */
+  private async openFromRelay(read: CheckpointStream): Promise<Opened> {
+    try {
+      return await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
+    } catch (error) {
+      if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code)) await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});
+      throw error;
+    }
+  }
+}

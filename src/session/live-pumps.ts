@@ -1,0 +1,98 @@
+import type { Relay, Watch } from '../../relay/relay.js';
+import type { Serializer } from '../util/serial.js';
+import type { SessionLog } from './session-log.js';
+
+export interface LivePumpsDeps {
+  readonly relay: Relay;
+  /** The session's queue: a background pump waits behind explicit calls. */
+  readonly serial: Serializer;
+  /** One background pump (and the maintenance it may start); runs on `serial`. */
+  readonly pump: () => Promise<void>;
+  /** Whether the session still takes work (not closed, not failed). */
+  readonly usable: () => boolean;
+  /** Records why the last background pump failed (`sync.status.last_error`). */
+  readonly failed: (message: string) => void;
+  readonly periodicPumpMs: number;
+  readonly pushDebounceMs: number;
+  readonly log?: SessionLog | undefined;
+}
+
+/**
+ * When a live session pumps (proposals/session.md §Live mode): a relay watch triggers a pump
+ * when another device writes, each append triggers a debounced push, a trailing pump sends a
+ * throttled ack or looks for quiet, and a slow periodic pump stays as a safety net. Triggers that
+ * arrive while a pump waits coalesce into it.
+ */
+export class LivePumps {
+  private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
+  private pushTimer: NodeJS.Timeout | null = null;
+  private laterTimer: NodeJS.Timeout | null = null;
+  private queued = false;
+  private stopped = false;
+  /** The background pump failure last logged, so a relay that stays away is logged once. */
+  private loggedError: string | null = null;
+
+  constructor(private readonly deps: LivePumpsDeps) {}
+
+  get isLive(): boolean {
+    return this.live !== null;
+  }
+
+  async start(): Promise<void> {
+    if (this.live || this.stopped) return;
+    const watch = await this.deps.relay.watch(() => this.request());
+    const timer = setInterval(() => this.request(), this.deps.periodicPumpMs);
+    timer.unref();
+    this.live = { watch, timer };
+    this.request();
+  }
+
+  /** Queues a pump unless one is already waiting. */
+  request(): void {
+    if (this.queued || this.stopped || !this.deps.usable()) return;
+    this.queued = true;
+    void this.deps.serial.run(async () => {
+      this.queued = false;
+      try {
+        await this.deps.pump();
+        if (this.loggedError !== null) this.deps.log?.info({ after: this.loggedError }, 'background pumps work again');
+        this.loggedError = null;
+      } catch (error) {
+        const message = (error as Error).message;
+        this.deps.failed(message);
+        if (message !== this.loggedError) this.deps.log?.warn({ err: error }, 'background pump failed (logged once until it changes or recovers)');
+        this.loggedError = message;
+      }
+    });
+  }
+
+  /** After an append: a push once the burst it may belong to has had `pushDebounceMs` to gather. */
+  afterAppend(): void {
+    if (!this.live || this.pushTimer) return;
+    this.pushTimer = setTimeout(() => {
+      this.pushTimer = null;
+      this.request();
+    }, this.deps.pushDebounceMs);
+  }
+
+  /** A pump in `delayMs` (a trailing ack, a look for quiet), unless one is already set. */
+  later(delayMs: number): void {
+    if (!this.live || this.laterTimer) return;
+    this.laterTimer = setTimeout(() => {
+      this.laterTimer = null;
+      this.request();
+    }, delayMs);
+    this.laterTimer.unref();
+  }
+
+  /** Stops every trigger; a pump already queued still runs. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.pushTimer) clearTimeout(this.pushTimer);
+    if (this.laterTimer) clearTimeout(this.laterTimer);
+    if (!this.live) return;
+    clearInterval(this.live.timer);
+    await this.live.watch.close();
+    this.live = null;
+  }
+}
