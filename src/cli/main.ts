@@ -9,7 +9,8 @@ import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import { parseScope, scopeFromKey } from '../oplog/scope.js';
 import { parseFlags, parseStartArgs, defaultDataDir } from '../daemon/config.js';
 import { Daemon } from '../daemon/daemon.js';
-import { DataDir } from '../daemon/data-dir.js';
+import { DataDir, type DaemonInfo } from '../daemon/data-dir.js';
+import { stillRuns } from '../journal/process-identity.js';
 import { RpcCallError, RpcClient } from '../rpc/ws-transport.js';
 import { renderStatus } from './render-status.js';
 
@@ -101,7 +102,8 @@ async function wait(args: string[]): Promise<number> {
   const dir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
   const deadline = Date.now() + Number(flags['timeout-ms'] ?? 30_000);
   for (;;) {
-    const info = await dir.readDaemonInfo();
+    // A damaged daemon.json may be the leftover of a crash: the starting daemon writes it anew.
+    const info = await dir.readDaemonInfo().catch(() => null);
     if (info) {
       const token = await readFile(`${dir.root}/token`, 'utf8').catch(() => null);
       const client = token ? await RpcClient.connect(info.url, token.trim()).catch(() => null) : null;
@@ -116,12 +118,18 @@ async function wait(args: string[]): Promise<number> {
   }
 }
 
+/** Stops the daemon of a data directory (SIGTERM) and waits until it has exited. */
 async function stop(args: string[]): Promise<number> {
-  const { dataDir } = dataDirFlags(args);
-  const info = await dataDir.readDaemonInfo();
-  if (!info) throw noDaemon(dataDir);
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
+  const dataDir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+  const timeoutMs = Number(flags['timeout-ms'] ?? 30_000);
+  const info = await runningDaemon(dataDir);
   process.kill(info.pid, 'SIGTERM');
-  while (isAlive(info.pid)) await new Promise((resolve) => setTimeout(resolve, 50));
+  const deadline = Date.now() + timeoutMs;
+  while (await stillRuns(info)) {
+    if (Date.now() > deadline) throw new OpsyncError('session_closed', `The daemon (pid ${info.pid}) has not exited ${timeoutMs} ms after SIGTERM; it may still be flushing, or stuck.`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   return 0;
 }
 
@@ -144,7 +152,7 @@ async function key(args: string[]): Promise<number> {
       throw new OpsyncError('key_invalid', `Cannot read the key file ${positionals[0]!}: ${error.code === 'ENOENT' ? 'there is no such file' : error.message}.`, { path: positionals[0]! });
     });
     const running = await dataDir.readDaemonInfo();
-    if (running) return withClient(dataDir, async (client) => (console.log(JSON.stringify(await client.call('sync.import_key', { key: text }))), 0));
+    if (running && (await stillRuns(running))) return withClient(dataDir, async (client) => (console.log(JSON.stringify(await client.call('sync.import_key', { key: text }))), 0));
     const { parseKeyFile } = await import('../crypto/scope-key.js');
     const parsedKey = parseKeyFile(text, positionals[0]!);
     parseScope(parsedKey.scope);
@@ -162,15 +170,9 @@ function dataDirFlags(args: string[], positionals = false): { dataDir: DataDir; 
 }
 
 async function withClient(dataDir: DataDir, use: (client: RpcClient) => Promise<number>): Promise<number> {
-  const info = await dataDir.readDaemonInfo();
-  if (!info) throw noDaemon(dataDir);
+  const info = await runningDaemon(dataDir);
   const token = (await readFile(`${dataDir.root}/token`, 'utf8')).trim();
-  const client = await RpcClient.connect(info.url, token).catch((error: unknown) => {
-    if (isOpsyncError(error) && error.code === 'relay_unavailable' && !isAlive(info.pid)) {
-      throw new OpsyncError('relay_unavailable', `The daemon recorded in ${dataDir.daemonInfoPath} (pid ${info.pid}) is not running; start it again.`);
-    }
-    throw error;
-  });
+  const client = await RpcClient.connect(info.url, token);
   try {
     return await use(client);
   } finally {
@@ -178,17 +180,18 @@ async function withClient(dataDir: DataDir, use: (client: RpcClient) => Promise<
   }
 }
 
-function noDaemon(dataDir: DataDir): OpsyncError {
-  return new OpsyncError('relay_unavailable', `No daemon is running for ${dataDir.root}; start one with: opsync start --data-dir ${dataDir.root}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+/**
+ * The daemon that daemon.json names, once it is known to run: a daemon killed -9 leaves the file
+ * behind, and its pid may since belong to another process, which must never be signalled.
+ */
+async function runningDaemon(dataDir: DataDir): Promise<DaemonInfo> {
+  const info = await dataDir.readDaemonInfo();
+  const start = `start one with: opsync start --data-dir ${dataDir.root}`;
+  if (!info) throw new OpsyncError('relay_unavailable', `No daemon is running for ${dataDir.root}; ${start}`);
+  if (!(await stillRuns(info))) {
+    throw new OpsyncError('relay_unavailable', `No daemon is running for ${dataDir.root}: the one that wrote ${dataDir.daemonInfoPath} (pid ${info.pid}) did not stop cleanly; ${start}`);
   }
+  return info;
 }
 
 main(process.argv.slice(2)).then(

@@ -6,6 +6,7 @@ import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
 import { createOpMinter } from '../crypto/op-minter.js';
 import { encodeKeyFile, parseKeyFile } from '../crypto/scope-key.js';
 import { FileJournal } from '../journal/file-journal.js';
+import { ownIdentity } from '../journal/process-identity.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import { conversationMethods } from '../rpc/conversation-methods.js';
@@ -109,7 +110,7 @@ export class Daemon {
     const live = server;
     session.onChange((event) => live.notify('sync.changed', { ...event }, (connection) => connection.subscribed));
     await session.startLive();
-    await dataDir.writeDaemonInfo({ url: server.url, pid: process.pid, device_id: device, started_at_ms: startedAt });
+    await dataDir.writeDaemonInfo({ ...(await ownIdentity()), url: server.url, device_id: device, started_at_ms: startedAt });
     log.info({ url: server.url, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${server.url}`);
     return new Daemon(server.url, device, { dataDir, server, session, relay, leases, log });
   }

@@ -8,7 +8,8 @@ import { encodeKeyFile, parseKeyFile, scopeKeyFromBytes, scopeKeyFromPassphrase,
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
-import { createFileDurable, writeFileDurable } from '../../relay/durable-fs.js';
+import { createFileDurable, readJsonObject, writeFileDurable } from '../../relay/durable-fs.js';
+import { parseIdentity, type ProcessIdentity } from '../journal/process-identity.js';
 
 /**
  * The daemon's data directory (proposals/daemon.md §Data directory):
@@ -19,7 +20,7 @@ import { createFileDurable, writeFileDurable } from '../../relay/durable-fs.js';
  *     keys/<scope>.json scope keys                             0600
  *     journal.log       the journal (and journal.log.lock)
  *     checkpoints/      copies of checkpoints the journal is based on
- *     daemon.json       {url, pid, device_id, started_at_ms}   while a daemon runs
+ *     daemon.json       {url, pid, started, device_id, started_at_ms}   while a daemon runs
  */
 /** A generated token has 43 characters (32 random bytes, base64url). */
 const MIN_TOKEN_LENGTH = 32;
@@ -162,12 +163,17 @@ export class DataDir {
     await writeFileDurable(this.daemonInfoPath, JSON.stringify(info) + '\n');
   }
 
+  /** What the running daemon wrote; null when there is none. A damaged file is refused, saying so. */
   async readDaemonInfo(): Promise<DaemonInfo | null> {
-    try {
-      return JSON.parse(await readFile(this.daemonInfoPath, 'utf8')) as DaemonInfo;
-    } catch {
-      return null;
+    const parsed = await readJsonObject(this.daemonInfoPath);
+    if (parsed === undefined) return null;
+    const identity = parseIdentity(parsed);
+    if (!parsed || !identity || typeof parsed.url !== 'string' || !isDeviceId(parsed.device_id) || typeof parsed.started_at_ms !== 'number') {
+      throw new OpsyncError('config_invalid', `${this.daemonInfoPath} is damaged (a daemon writes it when it starts); remove it if no daemon runs.`, {
+        path: this.daemonInfoPath,
+      });
     }
+    return { ...identity, url: parsed.url, device_id: parsed.device_id, started_at_ms: parsed.started_at_ms };
   }
 
   async removeDaemonInfo(): Promise<void> {
@@ -175,9 +181,8 @@ export class DataDir {
   }
 }
 
-export interface DaemonInfo {
+export interface DaemonInfo extends ProcessIdentity {
   readonly url: string;
-  readonly pid: number;
   readonly device_id: DeviceId;
   readonly started_at_ms: number;
 }

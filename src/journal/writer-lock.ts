@@ -2,11 +2,14 @@ import { readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { createFileDurable } from '../../relay/durable-fs.js';
+import { ownIdentity, parseIdentity, stillRuns, type ProcessIdentity } from './process-identity.js';
 
 /**
- * One writer per journal. The lock is a file created exclusively that names the holder's pid
- * and host. A lock left by a process that no longer runs (killed with SIGKILL, power loss) is
- * stale and taken over; a lock held by a live process — including this one — refuses.
+ * One writer per journal. The lock is a file created exclusively that names the holder's
+ * process (`ProcessIdentity`: pid, and on Linux boot id and start time) and host. A lock left by
+ * a process that no longer runs (killed with SIGKILL, power loss) is stale and taken over — also
+ * when its pid now belongs to another process or to the killed one's zombie; a lock held by a
+ * live process — including this one — refuses.
  * The lock file appears complete or not at all (it is linked into place), so a reader never
  * mistakes a half-written lock for a stale one. Two daemons starting at the same instant on
  * a data directory whose previous holder crashed can both see the stale lock; that race is
@@ -18,12 +21,12 @@ export interface WriterLock {
 
 export async function acquireWriterLock(lockPath: string, what: string): Promise<WriterLock> {
   for (let attempt = 0; attempt < 2; attempt++) {
-    const holderText = JSON.stringify({ pid: process.pid, host: hostname() }) + '\n';
+    const holderText = JSON.stringify({ ...(await ownIdentity()), host: hostname() }) + '\n';
     if (await createFileDurable(lockPath, holderText, 0o600)) {
       return { release: () => rm(lockPath, { force: true }) };
     }
     const holder = await readHolder(lockPath);
-    if (holder && holder.host === hostname() && isAlive(holder.pid)) {
+    if (holder && holder.host === hostname() && (await stillRuns(holder))) {
       const who = holder.pid === process.pid ? 'this process' : `process ${holder.pid}`;
       throw new OpsyncError(
         'journal_locked',
@@ -36,20 +39,12 @@ export async function acquireWriterLock(lockPath: string, what: string): Promise
   throw new OpsyncError('journal_locked', `Could not take the lock ${lockPath}: another process keeps taking it.`, { lock: lockPath });
 }
 
-async function readHolder(lockPath: string): Promise<{ pid: number; host: string } | null> {
+async function readHolder(lockPath: string): Promise<(ProcessIdentity & { host: string }) | null> {
   try {
-    const parsed = JSON.parse(await readFile(lockPath, 'utf8')) as { pid?: unknown; host?: unknown };
-    return typeof parsed.pid === 'number' && typeof parsed.host === 'string' ? { pid: parsed.pid, host: parsed.host } : null;
+    const parsed = JSON.parse(await readFile(lockPath, 'utf8')) as { host?: unknown };
+    const identity = parseIdentity(parsed);
+    return identity && typeof parsed.host === 'string' ? { ...identity, host: parsed.host } : null;
   } catch {
     return null;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

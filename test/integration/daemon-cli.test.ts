@@ -4,6 +4,7 @@ import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, DaemonProcess } from '../helpers/daemon-process.js';
+import { runningProcess } from '../helpers/processes.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
 const tempDir = useTempDirs();
@@ -159,6 +160,34 @@ describe('the daemon lifecycle and the CLI', () => {
     const missingKey = await run(['key', 'import', '--data-dir', dataDir, join(dataDir, 'no-such-key.json')]);
     expect(missingKey.code).toBe(1);
     expect(oneSentence(missingKey.stderr)).toContain('there is no such file');
+  });
+
+  it('after a kill -9, never signals the process that now has the daemon\'s pid, and names a damaged daemon.json', async () => {
+    const relay = await tempDir();
+    const dataDir = await tempDir();
+    const daemon = await DaemonProcess.start(dataDir, relay);
+    await daemon.kill9();
+    // The pid the killed daemon recorded now belongs to another process (a recycled pid).
+    const other = await runningProcess();
+    try {
+      const left = JSON.parse(await readFile(join(dataDir, 'daemon.json'), 'utf8')) as Record<string, unknown>;
+      await writeFile(join(dataDir, 'daemon.json'), JSON.stringify({ ...left, pid: other.pid }));
+      for (const args of [['stop'], ['call', 'sync.status'], ['status']]) {
+        const result = await run([args[0]!, '--data-dir', dataDir, ...args.slice(1)]);
+        expect(result.code).toBe(1);
+        expect(oneSentence(result.stderr)).toContain(`(pid ${other.pid}) did not stop cleanly`);
+      }
+      expect(other.exitCode === null && other.signalCode === null).toBe(true);
+      await writeFile(join(dataDir, 'daemon.json'), '{"url": ');
+      const damaged = await run(['status', '--data-dir', dataDir]);
+      expect(damaged.code).toBe(1);
+      expect(oneSentence(damaged.stderr)).toContain('daemon.json is damaged');
+    } finally {
+      other.kill('SIGKILL');
+    }
+    const again = await DaemonProcess.start(dataDir, relay);
+    expect((await run(['stop', '--data-dir', dataDir])).code).toBe(0);
+    expect(await again.exited).toEqual({ code: 0, signal: null });
   });
 
   it('makes secret files that other users could read (a copy made with a loose umask) readable by their owner only, and says so', async () => {

@@ -1,4 +1,5 @@
 import { appendFile, open, readFile, truncate, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
@@ -12,6 +13,8 @@ import { isOpsyncError } from '../../src/oplog/opsync-error.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { applyDamage, damages } from '../helpers/damage.js';
 import { TestDevice } from '../helpers/test-device.js';
+import { runningProcess, unreapedZombie } from '../helpers/processes.js';
+import { identityOf } from '../../src/journal/process-identity.js';
 
 const tempDir = useTempDirs();
 const laptop = parseDeviceId('laptop');
@@ -113,9 +116,36 @@ describe('file journal recovery', () => {
 
   it('takes over a lock left by a process that no longer runs', async () => {
     const { path } = await journalWith(1);
-    await writeFile(`${path}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: (await import('node:os')).hostname() }));
+    await writeFile(`${path}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname() }));
     const { entries } = await reopen(path);
     expect(entries).toHaveLength(1);
+  });
+
+  it('takes over a lock whose pid now belongs to another process (a reboot, a recycled pid)', async () => {
+    const { path } = await journalWith(1);
+    const other = await runningProcess();
+    try {
+      const identity = (await identityOf(other.pid!))!;
+      await writeFile(`${path}.lock`, JSON.stringify({ ...identity, host: hostname() }));
+      await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_locked', message: expect.stringContaining(`process ${other.pid}`) as unknown });
+      await writeFile(`${path}.lock`, JSON.stringify({ pid: other.pid!, started: `${identity.started!.split('/')[0]}/1`, host: hostname() }));
+      expect((await reopen(path)).entries).toHaveLength(1);
+      await writeFile(`${path}.lock`, JSON.stringify({ pid: other.pid!, started: `an-earlier-boot/${identity.started!.split('/')[1]}`, host: hostname() }));
+      expect((await reopen(path)).entries).toHaveLength(1);
+    } finally {
+      other.kill('SIGKILL');
+    }
+  });
+
+  it('takes over a lock whose holder was killed and is a zombie its parent never reaped', async () => {
+    const { path } = await journalWith(1);
+    const zombie = await unreapedZombie();
+    try {
+      await writeFile(`${path}.lock`, JSON.stringify({ ...zombie.identity, host: hostname() }));
+      expect((await reopen(path)).entries).toHaveLength(1);
+    } finally {
+      zombie.parent.kill('SIGKILL');
+    }
   });
 
   it('writes concurrent appends in shared fdatasync batches', async () => {
