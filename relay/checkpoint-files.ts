@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import { OpsyncError } from '../src/oplog/opsync-error.js';
-import { createFileDurable } from './durable-fs.js';
+import { createFileDurable, writeFileDurable, type FileData } from './durable-fs.js';
 import type { CheckpointFile, CheckpointHeaderJson, JsonObject } from './relay.js';
 
 /**
@@ -26,11 +26,22 @@ export function* checkpointFileBytes(file: CheckpointFile): Generator<Uint8Array
   }
 }
 
+type Bytes = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
 /** Writes a checkpoint file once from its bytes, streamed (false when it already existed). */
-export function writeCheckpointBytes(path: string, bytes: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<boolean> {
-  return createFileDurable(path, async (handle) => {
+export function writeCheckpointBytes(path: string, bytes: Bytes): Promise<boolean> {
+  return createFileDurable(path, streamed(bytes));
+}
+
+/** Puts a checkpoint file in place from its bytes, streamed, replacing a damaged one. */
+export function replaceCheckpointBytes(path: string, bytes: Bytes): Promise<void> {
+  return writeFileDurable(path, streamed(bytes));
+}
+
+function streamed(bytes: Bytes): FileData {
+  return async (handle) => {
     for await (const piece of bytes) await handle.write(piece);
-  });
+  };
 }
 
 /** The header of a checkpoint file; null when absent; throws checkpoint_invalid when unreadable. */

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, sep } from 'node:path';
+import { basename, join, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
@@ -10,10 +10,10 @@ import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { Anomalies } from './anomalies.js';
-import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from './checkpoint-files.js';
+import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, replaceCheckpointBytes, writeCheckpointBytes } from './checkpoint-files.js';
 import { DAMAGE_FILE, decodeDamageReport, type DamageReport } from './damage-report.js';
 import { ReaderDamage, WriterRepair } from './directory-repair.js';
-import { createFileDurable, ensureDir, fsyncDir, readJsonObject, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import { createFileDurable, ensureDir, readJsonObject, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
@@ -249,10 +249,7 @@ export class DirectoryRelay implements Relay {
   restoreCheckpoint(file: CheckpointFile): Promise<void> {
     return this.guard(async () => {
       const path = this.checkpointPath(file.header.checkpoint_hash);
-      const temp = join(this.location, 'checkpoints', `${TEMP_PREFIX}${basename(path)}-${uuidv4()}`);
-      await writeCheckpointBytes(temp, checkpointFileBytes(file));
-      await rename(temp, path);
-      await fsyncDir(dirname(path));
+      await replaceCheckpointBytes(path, checkpointFileBytes(file));
       this.checkpointHeaders.delete(path);
     });
   }

@@ -11,28 +11,20 @@ import { basename, dirname, join } from 'node:path';
 /** Prefix of every temporary file; readers of a layout ignore names that start with it. */
 export const TEMP_PREFIX = '.tmp-';
 
+/** What a durable write puts in its file: text, bytes, or a writer that streams into the file (for files too large for one string). */
+export type FileData = string | Uint8Array | ((handle: FileHandle) => Promise<void>);
+
 /**
  * Writes `data` to `path` atomically and durably: temp file in the same directory, fsync,
  * rename over the target, fsync the directory. A reader sees the old file or the new one,
  * never a torn one, and after a crash the new one survives once this resolved.
  */
-export async function writeFileDurable(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const dir = dirname(path);
-  const temp = join(dir, `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
-  const handle = await open(temp, 'wx', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+export async function writeFileDurable(path: string, data: FileData, mode = 0o644): Promise<void> {
+  await viaTemp(path, async (temp) => {
+    await writeSynced(temp, data, mode);
     await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await fsyncDir(dir);
+  });
+  await fsyncDir(dirname(path));
 }
 
 /**
@@ -41,50 +33,58 @@ export async function writeFileDurable(path: string, data: string | Uint8Array, 
  * delays something, never loses it (a device's ack).
  */
 export async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const temp = join(dirname(path), `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
-  await writeFile(temp, data);
-  try {
+  await viaTemp(path, async (temp) => {
+    await writeFile(temp, data);
     await rename(temp, path);
+  });
+}
+
+/**
+ * Creates `path` with `data` only if it does not exist (link semantics: the file appears
+ * complete or not at all). Resolves false when the file already existed.
+ */
+export async function createFileDurable(path: string, data: FileData, mode = 0o644): Promise<boolean> {
+  const created = await viaTemp(path, async (temp) => {
+    await writeSynced(temp, data, mode);
+    try {
+      await link(temp, path);
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw error;
+    } finally {
+      await unlink(temp);
+    }
+  });
+  if (created) await fsyncDir(dirname(path));
+  return created;
+}
+
+/**
+ * Runs `work` with a fresh temporary name beside `path`, and removes that file when `work`
+ * fails: a write that fails (a full disk) leaves nothing behind, so retries do not pile up files.
+ */
+async function viaTemp<T>(path: string, work: (temp: string) => Promise<T>): Promise<T> {
+  const temp = join(dirname(path), `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
+  try {
+    return await work(temp);
   } catch (error) {
     await rm(temp, { force: true });
     throw error;
   }
 }
 
-/**
- * Creates `path` with `data` only if it does not exist (link semantics: the file appears
- * complete or not at all). Resolves false when the file already existed. `data` may be a
- * writer that streams into the file (for files too large for one string).
- */
-export async function createFileDurable(
-  path: string,
-  data: string | Uint8Array | ((handle: FileHandle) => Promise<void>),
-  mode = 0o644,
-): Promise<boolean> {
-  const dir = dirname(path);
-  const temp = join(dir, `${TEMP_PREFIX}${basename(path)}-${randomBytes(6).toString('hex')}`);
-  const handle = await open(temp, 'wx', mode);
+/** Creates `path` (which must not exist), writes `data` and fsyncs it. */
+async function writeSynced(path: string, data: FileData, mode: number): Promise<void> {
+  const handle = await open(path, 'wx', mode);
   try {
     if (typeof data === 'function') await data(handle);
     else if (typeof data === 'string') await writeText(handle, data);
     else await handle.writeFile(data);
     await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
-    await link(temp, path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
   } finally {
-    await unlink(temp);
+    await handle.close();
   }
-  await fsyncDir(dir);
-  return true;
 }
 
 /** Writes `text` as UTF-8; the string reaches the file without a Buffer copy unless a write falls short. */
