@@ -271,7 +271,13 @@ export class RpcClient {
       ws.send(JSON.stringify(request));
     });
     ws.on('message', (data: WebSocket.RawData) => {
-      const message = JSON.parse(rawText(data)) as { method?: string; params?: unknown } | unknown[];
+      let message: { method?: string; params?: unknown } | unknown[] | null;
+      try {
+        message = JSON.parse(rawText(data)) as typeof message;
+      } catch {
+        return; // Not JSON: no answer or notification to deliver (the daemon never sends such a frame).
+      }
+      if (typeof message !== 'object' || message === null) return;
       if (!Array.isArray(message) && typeof message.method === 'string') {
         for (const listener of this.listeners) listener(message.method, message.params);
       } else this.client.receive(message as never);
