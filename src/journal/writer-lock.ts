@@ -1,5 +1,8 @@
-import { readFile, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, realpath, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { createFileDurable } from '../../relay/durable-fs.js';
 import { ownIdentity, parseIdentity, stillRuns, type ProcessIdentity } from './process-identity.js';
@@ -9,34 +12,69 @@ import { ownIdentity, parseIdentity, stillRuns, type ProcessIdentity } from './p
  * process (`ProcessIdentity`: pid, and on Linux boot id and start time) and host. A lock left by
  * a process that no longer runs (killed with SIGKILL, power loss) is stale and taken over — also
  * when its pid now belongs to another process or to the killed one's zombie; a lock held by a
- * live process — including this one — refuses.
- * The lock file appears complete or not at all (it is linked into place), so a reader never
- * mistakes a half-written lock for a stale one. Two daemons starting at the same instant on
- * a data directory whose previous holder crashed can both see the stale lock; that race is
- * documented in proposals/journal.md.
+ * live process — including this one — refuses. The lock file appears complete or not at all (it
+ * is linked into place), so a reader never mistakes a half-written lock for a stale one.
+ *
+ * Two processes that find the same stale lock at the same instant could both take it over. On
+ * Linux, the kernel settles that: the holder also listens on an abstract Unix socket named after
+ * the lock, which only one process can hold and which the kernel frees when that process dies —
+ * so of two daemons starting at once, one gets the journal and the other is refused.
  */
 export interface WriterLock {
   release(): Promise<void>;
 }
 
 export async function acquireWriterLock(lockPath: string, what: string): Promise<WriterLock> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const holderText = JSON.stringify({ ...(await ownIdentity()), host: hostname() }) + '\n';
-    if (await createFileDurable(lockPath, holderText, 0o600)) {
-      return { release: () => rm(lockPath, { force: true }) };
+  const mutex = await hostMutex(lockPath);
+  if (mutex === 'held') throw locked(what, lockPath, await readHolder(lockPath));
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const holderText = JSON.stringify({ ...(await ownIdentity()), host: hostname() }) + '\n';
+      if (await createFileDurable(lockPath, holderText, 0o600)) {
+        return {
+          release: async () => {
+            await rm(lockPath, { force: true });
+            mutex?.close();
+          },
+        };
+      }
+      const holder = await readHolder(lockPath);
+      if (holder && holder.host === hostname() && (await stillRuns(holder))) throw locked(what, lockPath, holder);
+      await rm(lockPath, { force: true });
     }
-    const holder = await readHolder(lockPath);
-    if (holder && holder.host === hostname() && (await stillRuns(holder))) {
-      const who = holder.pid === process.pid ? 'this process' : `process ${holder.pid}`;
-      throw new OpsyncError(
-        'journal_locked',
-        `${what} is already open by ${who}; only one daemon may use a data directory at a time (lock: ${lockPath}).`,
-        { lock: lockPath, pid: holder.pid },
-      );
-    }
-    await rm(lockPath, { force: true });
+    throw new OpsyncError('journal_locked', `Could not take the lock ${lockPath}: another process keeps taking it.`, { lock: lockPath });
+  } catch (error) {
+    mutex?.close();
+    throw error;
   }
-  throw new OpsyncError('journal_locked', `Could not take the lock ${lockPath}: another process keeps taking it.`, { lock: lockPath });
+}
+
+function locked(what: string, lockPath: string, holder: ProcessIdentity | null): OpsyncError {
+  const who = !holder ? 'another process' : holder.pid === process.pid ? 'this process' : `process ${holder.pid}`;
+  return new OpsyncError('journal_locked', `${what} is already open by ${who}; only one daemon may use a data directory at a time (lock: ${lockPath}).`, {
+    lock: lockPath,
+    ...(holder ? { pid: holder.pid } : {}),
+  });
+}
+
+/**
+ * On Linux, listens on an abstract Unix socket named after the lock file's real path: 'held'
+ * when a live process (this one included) already listens there. Elsewhere, or when no socket
+ * can be made, null: the lock file alone decides.
+ */
+async function hostMutex(lockPath: string): Promise<Server | 'held' | null> {
+  if (process.platform !== 'linux') return null;
+  const where = join(await realpath(dirname(lockPath)), basename(lockPath));
+  const name = `\0opsync-lock-${createHash('sha256').update(where).digest('hex')}`;
+  // Nobody is meant to connect: a process that does is shut out at once.
+  const server = createServer((socket) => socket.destroy());
+  return new Promise((resolve) => {
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE' ? 'held' : null));
+    server.listen(name, () => {
+      server.unref();
+      resolve(server);
+    });
+  });
 }
 
 async function readHolder(lockPath: string): Promise<(ProcessIdentity & { host: string }) | null> {

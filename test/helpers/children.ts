@@ -20,9 +20,9 @@ export interface LineChild {
   stderr(): string;
 }
 
-/** Spawns a Node child and exposes its stdout line by line. */
+/** Spawns a Node child and exposes its stdout line by line (its stdin is a pipe the test may end). */
 export function spawnLines(script: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): LineChild {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
   const listeners: Array<(line: string) => void> = [];
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {

@@ -14,6 +14,7 @@ import { useTempDirs } from '../helpers/temp-dir.js';
 import { applyDamage, damages } from '../helpers/damage.js';
 import { TestDevice } from '../helpers/test-device.js';
 import { runningProcess, unreapedZombie } from '../helpers/processes.js';
+import { childScript, spawnLines } from '../helpers/children.js';
 import { identityOf } from '../../src/journal/process-identity.js';
 
 const tempDir = useTempDirs();
@@ -145,6 +146,22 @@ describe('file journal recovery', () => {
       expect((await reopen(path)).entries).toHaveLength(1);
     } finally {
       zombie.parent.kill('SIGKILL');
+    }
+  });
+
+  it('lets exactly one of several processes that find the same stale lock at once open the journal', async () => {
+    const { path } = await journalWith(1);
+    for (let round = 0; round < 5; round++) {
+      await writeFile(`${path}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname() }));
+      const children = Array.from({ length: 4 }, () => spawnLines(childScript('journal-hold'), [path, 'laptop']));
+      try {
+        const outcomes = await Promise.all(children.map(async (child) => JSON.parse(await child.waitForLine(() => true)) as { ok: boolean; code?: string }));
+        expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(1);
+        expect(outcomes.filter((outcome) => !outcome.ok).map((outcome) => outcome.code)).toEqual(['journal_locked', 'journal_locked', 'journal_locked']);
+      } finally {
+        for (const child of children) child.process.stdin!.end();
+        await Promise.all(children.map((child) => child.exited));
+      }
     }
   });
 
