@@ -792,21 +792,22 @@ export class Session {
     this.roster = roster;
     const cut = new Map([...roster.stable].filter(([, seq]) => seq >= 0));
     if (cut.size === 0) return { published: false, reason: 'no op is acked by every active device yet' };
+    const base = this.bases.current;
     for (const [device, seq] of cut) {
       if ((this.heads.get(device)?.seq ?? -1) < seq) return { published: false, reason: `this device has not yet folded device ${device} up to seq ${seq}` };
-      const baseSeq = this.bases.current?.frontier.get(device)?.seq ?? -1;
+      const baseSeq = base?.frontier.get(device)?.seq ?? -1;
       if (seq < baseSeq) return { published: false, reason: `the stable frontier for ${device} is behind this device's base checkpoint` };
     }
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (cut.get(h.device) ?? -1));
     if (heldBelow) return { published: false, reason: `this device cannot decrypt op ${heldBelow.seq} of ${heldBelow.device} (key ${heldBelow.kid ?? 'unknown'})` };
-    if (this.bases.current && [...cut].every(([device, seq]) => this.bases.current!.frontier.get(device)?.seq === seq) && cut.size === this.bases.current.frontier.size) {
+    if (base && [...cut].every(([device, seq]) => base.frontier.get(device)?.seq === seq) && cut.size === base.frontier.size) {
       return { published: false, reason: 'the stable frontier has not moved since the base checkpoint' };
     }
 
-    const state = this.bases.current ? (await this.bases.load(this.bases.current.hash)).state : new FoldState(this.deps.crypto);
+    const state = base ? (await this.bases.load(base.hash)).state : new FoldState(this.deps.crypto);
     const frontier = new Map<DeviceId, ChainHead>();
     for (const [device, seq] of cut) {
-      const baseHead = this.bases.current?.frontier.get(device);
+      const baseHead = base?.frontier.get(device);
       if (baseHead?.seq === seq) frontier.set(device, baseHead);
     }
     await this.journal.replay((entry) => {
@@ -833,16 +834,17 @@ export class Session {
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
     if (!header) return { compacted: false, reason: 'the relay holds no checkpoint' };
-    if (header.checkpoint_hash === this.bases.current?.hash) {
+    const base = this.bases.current;
+    if (header.checkpoint_hash === base?.hash) {
       const { droppedOps } = await relay.gc();
-      return { compacted: false, base_checkpoint: this.bases.current.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
+      return { compacted: false, base_checkpoint: base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
     }
     // A checkpoint older than the base (a relay refilled from an older copy) is not compacted
     // onto: the journal no longer holds the ops between the two, so they would be lost.
     const covers = parseFrontier(header.frontier);
-    const older = this.bases.current && [...this.bases.current.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
-    if (older) {
-      return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${this.bases.current!.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
+    const older = base && [...base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
+    if (base && older) {
+      return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${base.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
     }
     // A checkpoint this device cut itself needs no second verification.
     const own = this.bases.published?.hash === header.checkpoint_hash ? this.bases.published : null;
@@ -868,8 +870,8 @@ export class Session {
     await this.bases.prune();
     const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
     this.stats.counters.compactions++;
-    this.deps.log?.info({ checkpoint_hash: this.bases.current.hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
-    return { compacted: true, base_checkpoint: this.bases.current.hash, relay_dropped_ops: droppedOps };
+    this.deps.log?.info({ checkpoint_hash: hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
+    return { compacted: true, base_checkpoint: hash, relay_dropped_ops: droppedOps };
   }
 
   /**
