@@ -89,7 +89,7 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
 
   await listenOn(http, listen);
   const address = http.address();
-  const url = 'socketPath' in listen ? `ws+unix://${listen.socketPath}` : `ws://${listen.host}:${typeof address === 'object' && address ? address.port : listen.port}`;
+  const url = serverUrl(listen, typeof address === 'object' && address ? address.port : null);
   return {
     url,
     stats,
@@ -105,6 +105,13 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
       if ('socketPath' in listen) await rm(listen.socketPath, { force: true });
     },
   };
+}
+
+/** The URL clients use to reach a server listening on `listen` (`port`: the one it got, for port 0); an IPv6 host goes in brackets. */
+export function serverUrl(listen: Listen, port: number | null): string {
+  if ('socketPath' in listen) return `ws+unix://${listen.socketPath}`;
+  const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  return `ws://${host}:${port ?? listen.port}`;
 }
 
 /** Requests of one connection started in one turn of the event loop, at most (see Peer). */

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { parseListen } from '../../src/daemon/config.js';
+import { serverUrl } from '../../src/rpc/ws-transport.js';
+
+describe('--listen and the URL clients find in daemon.json', () => {
+  it('gives every address a URL that names the same host and port', () => {
+    const cases: Array<[string, string, string]> = [
+      ['127.0.0.1:7420', 'ws://127.0.0.1:7420', '127.0.0.1'],
+      ['localhost:80', 'ws://localhost:80', 'localhost'],
+      ['[::1]:9000', 'ws://[::1]:9000', '[::1]'],
+      ['[fe80::1:2]:1', 'ws://[fe80::1:2]:1', '[fe80::1:2]'],
+    ];
+    for (const [flag, url, hostname] of cases) {
+      const listen = parseListen(flag);
+      expect(serverUrl(listen, null)).toBe(url);
+      expect(new URL(serverUrl(listen, null)).hostname).toBe(hostname);
+    }
+  });
+
+  it('names the port the server got when it asked for port 0', () => {
+    expect(serverUrl(parseListen('[::1]:0'), 43117)).toBe('ws://[::1]:43117');
+    expect(serverUrl(parseListen('127.0.0.1:0'), 43117)).toBe('ws://127.0.0.1:43117');
+  });
+
+  it('gives a socket path a ws+unix URL', () => {
+    expect(serverUrl(parseListen('/run/opsync.sock'), null)).toBe('ws+unix:///run/opsync.sock');
+  });
+});
