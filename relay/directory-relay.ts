@@ -13,7 +13,7 @@ import { Anomalies } from './anomalies.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, replaceCheckpointBytes, writeCheckpointBytes } from './checkpoint-files.js';
 import { DAMAGE_FILE, decodeDamageReport, type DamageReport } from './damage-report.js';
 import { ReaderDamage, WriterRepair } from './directory-repair.js';
-import { createFileDurable, ensureDir, readJsonObject, TEMP_PREFIX, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import { createFileDurable, ensureDir, readJsonObject, TEMP_PREFIX, whyNotWritable, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
@@ -124,10 +124,14 @@ export class DirectoryRelay implements Relay {
   /** Opens (creating its layout if needed) the relay folder at `root`. */
   static async open(options: DirectoryRelayOptions): Promise<DirectoryRelay> {
     const relay = new DirectoryRelay(options);
-    await ensureDir(join(options.root, 'devices'));
-    await ensureDir(join(options.root, 'checkpoints'));
     const marker = join(options.root, 'relay.json');
-    await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION, relay_id: uuidv4() }) + '\n');
+    try {
+      await ensureDir(join(options.root, 'devices'));
+      await ensureDir(join(options.root, 'checkpoints'));
+      await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION, relay_id: uuidv4() }) + '\n');
+    } catch (error) {
+      throw new OpsyncError('config_invalid', `The relay folder ${options.root} cannot be created or written: ${whyNotWritable(error)}.`, { location: options.root });
+    }
     const id = await relay.currentId();
     if (id === null) {
       const version = (await readJsonObject(marker))?.opsync_relay;

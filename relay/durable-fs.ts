@@ -118,8 +118,39 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Creates `dir` and its missing parents. Not `mkdir(…, { recursive: true })`: Node's asynchronous
+ * one never returns when a parent exists but cannot hold the child (a path under /proc) — it
+ * retries forever at full speed.
+ */
 export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
-  await mkdir(dir, { recursive: true, mode });
+  try {
+    await mkdirOnce(dir, mode);
+  } catch (error) {
+    const parent = dirname(dir);
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === dir) throw error;
+    await ensureDir(parent, mode);
+    await mkdirOnce(dir, mode);
+  }
+}
+
+/** Creates one directory; one that already exists is fine, a file in its place is not. */
+async function mkdirOnce(dir: string, mode: number): Promise<void> {
+  try {
+    await mkdir(dir, { mode });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir).catch(() => null))?.isDirectory()) throw error;
+  }
+}
+
+/** Why a folder cannot be created or written, as a person reads it (from the error a file operation threw). */
+export function whyNotWritable(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'ENOTDIR' || code === 'EEXIST') return 'a part of the path is a file, not a directory';
+  if (code === 'EROFS') return 'the file system is read-only';
+  if (code === 'ENOENT') return 'a part of the path cannot hold folders';
+  return (error as Error).message;
 }
 
 /** A file's identity as far as a replacement goes (a rename brings a new inode); '' when it is gone. */

@@ -1,5 +1,5 @@
 import { randomFillSync } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
@@ -23,6 +23,7 @@ import { startRpcServer, type RpcServer } from '../rpc/ws-transport.js';
 import { DirCheckpointStore } from '../session/checkpoint-store.js';
 import { Session } from '../session/session.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { ensureDir } from '../../relay/durable-fs.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import type { DaemonConfig } from './config.js';
@@ -144,7 +145,7 @@ async function openLeases(config: DaemonConfig): Promise<LeaseCoordinator> {
       if (config.relay.kind !== 'dir') {
         throw new OpsyncError('config_invalid', '--lease-backend dir keeps leases under the relay directory; with a postgres:// relay use --lease-backend postgres.');
       }
-      await mkdir(join(config.relay.path, 'leases'), { recursive: true });
+      await ensureDir(join(config.relay.path, 'leases'));
       return dirCoordinator(join(config.relay.path, 'leases'));
   }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { access, chmod, constants, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { access, chmod, constants, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
 import { generateDeviceKey, parseDeviceKeyFile, type DeviceKey } from '../crypto/device-key.js';
@@ -8,7 +8,7 @@ import { encodeKeyFile, parseKeyFile, scopeKeyFromBytes, scopeKeyFromPassphrase,
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
-import { createFileDurable, readJsonObject, writeFileDurable } from '../../relay/durable-fs.js';
+import { createFileDurable, ensureDir, readJsonObject, whyNotWritable, writeFileDurable } from '../../relay/durable-fs.js';
 import { parseIdentity, type ProcessIdentity } from '../journal/process-identity.js';
 
 /**
@@ -42,12 +42,10 @@ export class DataDir {
    */
   static async prepare(root: string, loose: LooseSecret = () => {}): Promise<DataDir> {
     try {
-      await mkdir(join(root, 'keys'), { recursive: true, mode: 0o700 });
+      await ensureDir(join(root, 'keys'), 0o700);
       await access(root, constants.W_OK);
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const reason = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'ENOTDIR' || code === 'EEXIST' ? 'a part of the path is a file, not a directory' : code === 'EROFS' ? 'the file system is read-only' : (error as Error).message;
-      throw new OpsyncError('config_invalid', `The data directory ${root} cannot be created or written: ${reason}.`, { data_dir: root });
+      throw new OpsyncError('config_invalid', `The data directory ${root} cannot be created or written: ${whyNotWritable(error)}.`, { data_dir: root });
     }
     return new DataDir(root, loose);
   }

@@ -65,12 +65,19 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     expect(oneSentence(insideData.stderr)).toContain('(the default) or a folder outside it');
   });
 
-  it('a data directory that cannot be created', async () => {
+  it('a data directory or a relay folder that cannot be created', async () => {
     const file = join(await tempDir(), 'a-file');
     await writeFile(file, 'not a directory');
     const result = await run(['start', '--data-dir', join(file, 'data'), '--listen', '127.0.0.1:0']);
     expect(result.code).toBe(1);
-    expect(oneSentence(result.stderr)).toContain('cannot be created or written');
+    expect(oneSentence(result.stderr)).toContain('cannot be created or written: a part of the path is a file, not a directory');
+    const relayIsFile = await run(['start', '--data-dir', await tempDir(), '--relay', file, '--listen', '127.0.0.1:0']);
+    expect(relayIsFile.code).toBe(1);
+    expect(oneSentence(relayIsFile.stderr)).toContain(`The relay folder ${file} cannot be created or written: a part of the path is a file`);
+    // A folder that exists but cannot hold folders (Node's own recursive mkdir spins forever on it).
+    const underProc = await run(['start', '--data-dir', await tempDir(), '--relay', '/proc/self/opsync-relay', '--listen', '127.0.0.1:0']);
+    expect(underProc.code).toBe(1);
+    expect(oneSentence(underProc.stderr)).toContain('The relay folder /proc/self/opsync-relay cannot be created or written');
   });
 
   it('a damaged device id file, and a token file emptied or too short to protect anything', async () => {
