@@ -419,10 +419,15 @@ export class DirectoryRelay implements Relay {
     watcher.on('unlinkDir', (path: string) => {
       if (path === devices) onChange();
     });
-    await new Promise<void>((resolve, reject) => {
-      watcher.once('ready', resolve);
-      watcher.once('error', reject);
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        watcher.once('ready', resolve);
+        watcher.once('error', reject);
+      });
+    } catch (error) {
+      await watcher.close();
+      throw error;
+    }
     // Later errors (a watched folder removed mid-scan) leave the pumps to report the relay's state.
     watcher.on('error', () => {});
     return watcher;

@@ -17,6 +17,9 @@ export interface LivePumpsDeps {
   readonly log?: SessionLog | undefined;
 }
 
+/** How often a live session pumps when the relay cannot be watched. */
+export const WATCHLESS_PUMP_MS = 1_000;
+
 /**
  * When a live session pumps (proposals/session.md §Live mode): a relay watch triggers a pump
  * when another device writes, each append triggers a debounced push, a trailing pump sends a
@@ -24,7 +27,7 @@ export interface LivePumpsDeps {
  * arrive while a pump waits coalesce into it.
  */
 export class LivePumps {
-  private live: { watch: Watch; timer: NodeJS.Timeout } | null = null;
+  private live: { watch: Watch | null; timer: NodeJS.Timeout } | null = null;
   private pushTimer: NodeJS.Timeout | null = null;
   private laterTimer: NodeJS.Timeout | null = null;
   private queued = false;
@@ -38,10 +41,18 @@ export class LivePumps {
     return this.live !== null;
   }
 
+  /**
+   * Starts live sync. A relay that cannot be watched (the system's limit of file watchers is
+   * reached, or a file system without change notification) does not stop it: the session pumps
+   * every WATCHLESS_PUMP_MS instead, and says so.
+   */
   async start(): Promise<void> {
     if (this.live || this.stopped) return;
-    const watch = await this.deps.relay.watch(() => this.request());
-    const timer = setInterval(() => this.request(), this.deps.periodicPumpMs);
+    const watch = await this.deps.relay.watch(() => this.request()).catch((error: unknown) => {
+      this.deps.log?.warn({ err: error, every_ms: WATCHLESS_PUMP_MS }, 'cannot watch the relay for changes: pumping at a fixed interval instead');
+      return null;
+    });
+    const timer = setInterval(() => this.request(), watch ? this.deps.periodicPumpMs : Math.min(WATCHLESS_PUMP_MS, this.deps.periodicPumpMs));
     timer.unref();
     this.live = { watch, timer };
     this.request();
@@ -92,7 +103,7 @@ export class LivePumps {
     if (this.laterTimer) clearTimeout(this.laterTimer);
     if (!this.live) return;
     clearInterval(this.live.timer);
-    await this.live.watch.close();
+    await this.live.watch?.close();
     this.live = null;
   }
 }

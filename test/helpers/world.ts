@@ -5,7 +5,7 @@ import { scopeKeyFromBytes, type ScopeKey } from '../../src/crypto/scope-key.js'
 import { MemoryJournalStore } from '../../src/journal/memory-journal.js';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import { MemoryCheckpointStore } from '../../src/session/checkpoint-store.js';
-import { Session, type SessionOptions } from '../../src/session/session.js';
+import { Session, type SessionLog, type SessionOptions } from '../../src/session/session.js';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import { coreCrypto } from './test-device.js';
@@ -28,7 +28,7 @@ export class World {
     this.relays = new MemoryRelayStore(coreCrypto, () => this.now, horizonMs);
   }
 
-  async open(name: string, options: { relay?: (relay: Relay) => Relay; session?: Partial<SessionOptions>; keys?: ScopeKey[] } = {}): Promise<Session> {
+  async open(name: string, options: { relay?: (relay: Relay) => Relay; session?: Partial<SessionOptions>; keys?: ScopeKey[]; log?: SessionLog } = {}): Promise<Session> {
     const device = parseDeviceId(name);
     let disk = this.disks.get(device);
     if (!disk) {
@@ -47,6 +47,7 @@ export class World {
       randomBytes: (n) => randomBytes(n),
       journalLocation: `memory:${name}`,
       openJournal: (visit) => this.journals.open(name, visit),
+      ...(options.log ? { log: options.log } : {}),
       options: { autoCheckpointOps: 0, ackIntervalMs: 0, rosterRefreshMs: 0, ...options.session },
     });
   }

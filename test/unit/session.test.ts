@@ -223,6 +223,39 @@ function unreachableWhileDown(relay: Relay, link: { down: boolean }): Relay {
   });
 }
 
+describe('live sync', () => {
+  it('pumps at a fixed interval when the relay cannot be watched (the system ran out of file watchers), and says so', async () => {
+    const world = new World();
+    const warnings: string[] = [];
+    const log = { info: () => {}, warn: (_fields: object, message: string) => warnings.push(message) };
+    const unwatchable = (relay: Relay): Relay =>
+      new Proxy(relay, {
+        get: (target, property, receiver) =>
+          property === 'watch' ? () => Promise.reject(new Error('ENOSPC: System limit for number of file watchers reached')) : (Reflect.get(target, property, receiver) as unknown),
+      });
+    const a = await world.open('device-a');
+    const b = await world.open('device-b', { relay: unwatchable, log });
+    try {
+      await b.startLive();
+      expect(warnings).toContain('cannot watch the relay for changes: pumping at a fixed interval instead');
+      const folded = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("device-b never folded device-a's op")), 30_000);
+        b.onChange(() => {
+          if (!b.state.record('knowledge', 'k1')) return;
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await a.append({ surface: 'knowledge', payload: { id: 'k1' }, scope: 'personal' });
+      await a.pump();
+      await folded;
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+});
+
 describe('starting while the relay cannot be reached', () => {
   it('opens from the journal, takes appends, and syncs them once the relay is back', async () => {
     const world = new World();
