@@ -104,8 +104,10 @@ export function parseListen(text: string): Listen {
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
+/** `$XDG_DATA_HOME/opsync`, or `~/.local/share/opsync` when it is unset, empty or relative (the XDG spec says to ignore a relative one). */
 export function defaultDataDir(env: NodeJS.ProcessEnv): string {
-  return join(env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'opsync');
+  const home = env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(homedir(), '.local', 'share');
+  return join(home, 'opsync');
 }
 
 /** Parses string flags strictly: an unknown flag or a missing value is one clear sentence. */

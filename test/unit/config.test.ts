@@ -1,5 +1,7 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseListen } from '../../src/daemon/config.js';
+import { defaultDataDir, parseListen } from '../../src/daemon/config.js';
 import { serverUrl } from '../../src/rpc/ws-transport.js';
 
 describe('--listen and the URL clients find in daemon.json', () => {
@@ -24,5 +26,15 @@ describe('--listen and the URL clients find in daemon.json', () => {
 
   it('gives a socket path a ws+unix URL', () => {
     expect(serverUrl(parseListen('/run/opsync.sock'), null)).toBe('ws+unix:///run/opsync.sock');
+  });
+});
+
+describe('the default data directory', () => {
+  it('is under $XDG_DATA_HOME, unless that is unset, empty or relative (which the XDG spec says to ignore)', () => {
+    const fallback = join(homedir(), '.local', 'share', 'opsync');
+    expect(defaultDataDir({ XDG_DATA_HOME: '/data/home' })).toBe('/data/home/opsync');
+    expect(defaultDataDir({})).toBe(fallback);
+    expect(defaultDataDir({ XDG_DATA_HOME: '' })).toBe(fallback);
+    expect(defaultDataDir({ XDG_DATA_HOME: 'relative/dir' })).toBe(fallback);
   });
 });
