@@ -50,6 +50,11 @@ export function createSchema(pool: pg.Pool, statements: readonly string[]): Prom
  */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNRESET', 'EPIPE', '57P01', '57P02', '57P03']);
 
+/** A connection URL fit for logs and messages: a password in its user part or in a `password` parameter is masked. */
+export function maskedUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@').replace(/([?&]password=)[^&#]*/gi, '$1***');
+}
+
 /**
  * Whether `error` says the database cannot be reached now — rather than that it refused this
  * device (credentials, a missing database, a foreign schema), which waiting does not mend.

@@ -9,7 +9,7 @@ import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { createSchema, inTransaction, schemaOnFirstUse } from './pg-database.js';
+import { createSchema, inTransaction, maskedUrl, schemaOnFirstUse } from './pg-database.js';
 
 /**
  * The Postgres relay (proposals/relay.md §Postgres): the relay port on one database shared by
@@ -42,7 +42,7 @@ export class PostgresRelay implements Relay {
 
   private constructor(options: PostgresRelayOptions) {
     this.self = options.self;
-    this.location = options.url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    this.location = maskedUrl(options.url);
     this.crypto = options.crypto;
     this.now = options.now ?? Date.now;
     this.horizonMs = options.horizonMs ?? DEFAULT_EVICTION_HORIZON_MS;

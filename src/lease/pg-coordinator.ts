@@ -4,7 +4,7 @@ import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
 import { ruleCoordinator } from './rule-coordinator.js';
-import { createSchema, inTransaction, schemaOnFirstUse } from '../../relay/pg-database.js';
+import { createSchema, inTransaction, maskedUrl, schemaOnFirstUse } from '../../relay/pg-database.js';
 
 /**
  * Leases in Postgres (proposals/leases.md §Postgres): one row per agent, changed in a
@@ -106,11 +106,7 @@ async function backend<T>(url: string, operation: () => Promise<T>): Promise<T> 
     if (isOpsyncError(error)) throw error;
     throw new OpsyncError('lease_backend_unavailable', `The Postgres lease backend failed: ${(error as Error).message}. No lease decision was made.`, {
       backend: 'postgres',
-      url: redact(url),
+      url: maskedUrl(url),
     });
   }
-}
-
-function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
 }

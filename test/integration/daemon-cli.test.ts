@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { RpcCallError } from '../../src/rpc/ws-transport.js';
 import { cli, DaemonProcess } from '../helpers/daemon-process.js';
 import { runningProcess } from '../helpers/processes.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
@@ -195,6 +196,24 @@ describe('the daemon lifecycle and the CLI', () => {
     const again = await DaemonProcess.start(dataDir, relay);
     expect((await run(['stop', '--data-dir', dataDir])).code).toBe(0);
     expect(await again.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('keeps a Postgres password out of its logs and answers, in the user part of the URL or in a parameter', async () => {
+    // Nothing listens on port 1: the daemon starts offline and says why, naming the relay.
+    const relay = 'postgres://opsync:user-part-secret@127.0.0.1:1/opsync?password=param-secret&sslmode=disable';
+    const daemon = await DaemonProcess.start(await tempDir(), relay);
+    const client = await daemon.connect();
+    try {
+      const status = await client.call<{ relay: string; last_error: string }>('sync.status');
+      expect(status.relay).toBe('postgres://opsync:***@127.0.0.1:1/opsync?password=***&sslmode=disable');
+      expect(status.last_error).toContain('127.0.0.1:1');
+      const refusal = await client.call('lease.acquire', { agent_id: 'agent-1', ttl_ms: 1000 }).catch((error: unknown) => error as RpcCallError);
+      expect(refusal).toMatchObject({ data: { code: 'lease_backend_unavailable' } });
+      expect(JSON.stringify([status, refusal, (refusal as RpcCallError).message, daemon.logs()])).not.toMatch(/user-part-secret|param-secret/);
+    } finally {
+      await client.close();
+      await daemon.stop();
+    }
   });
 
   it('makes secret files that other users could read (a copy made with a loose umask) readable by their owner only, and says so', async () => {
