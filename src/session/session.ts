@@ -739,7 +739,8 @@ export class Session {
     let newly = 0;
     for (const [device, seq] of frontier) newly += Math.max(0, seq - (previous.get(device) ?? -1));
     const now = this.deps.now();
-    const since = this.lastAck ? now - this.lastAck.atMs : Infinity;
+    // A wall clock set back (NTP, a user) must not hold acks back until it gets there again.
+    const since = this.lastAck && now >= this.lastAck.atMs ? now - this.lastAck.atMs : Infinity;
     const interval = newly === 0 ? ACK_REFRESH_MS : eager ? 0 : this.options.ackIntervalMs;
     if (since < interval) {
       if (newly > 0) this.livePumps.later(interval - since);

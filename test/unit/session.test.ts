@@ -223,6 +223,21 @@ function unreachableWhileDown(relay: Relay, link: { down: boolean }): Relay {
   });
 }
 
+describe('acks', () => {
+  it('are not held back after the wall clock is set back (until it got there again, the stable frontier stalled)', async () => {
+    const world = new World();
+    const a = await world.open('device-a', { session: { ackIntervalMs: 250 } });
+    await a.append({ surface: 'knowledge', payload: { id: 'k1' }, scope: 'personal' });
+    expect(await a.pump()).toMatchObject({ pushed: 1, acked: 1 });
+    world.now -= 60 * 60_000;
+    await a.append({ surface: 'knowledge', payload: { id: 'k2' }, scope: 'personal' });
+    expect(await a.pump()).toMatchObject({ pushed: 1, acked: 1 });
+    await a.pump();
+    expect(a.status().stable_frontier).toEqual({ 'device-a': 1 });
+    await a.close();
+  });
+});
+
 describe('live sync', () => {
   it('pumps at a fixed interval when the relay cannot be watched (the system ran out of file watchers), and says so', async () => {
     const world = new World();
