@@ -292,10 +292,14 @@ export class RpcClient {
     ws.on('close', () => this.client.rejectAllPendingRequests(CONNECTION_CLOSED));
   }
 
-  /** Answers can be far larger than requests (a resume of a long conversation): up to 256 MiB. */
+  /**
+   * Answers can be far larger than requests (a resume of a long conversation): the client takes
+   * any the daemon sends — up to V8's string limit (~512 MiB), past which the daemon answers
+   * `answer_too_large` instead.
+   */
   static connect(url: string, token: string): Promise<RpcClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 256 * 2 ** 20 });
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 2 ** 30 });
       let socket: Socket | undefined;
       ws.once('upgrade', (response) => (socket = response.socket));
       ws.once('open', () => resolve(new RpcClient(ws, corked(socket!))));
