@@ -1,4 +1,4 @@
-import { createPrivateKey, generateKeyPairSync, sign as edSign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomBytes, sign as edSign, type KeyObject } from 'node:crypto';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import { isJsonObject } from '../util/json.js';
 
@@ -17,9 +17,22 @@ export interface DeviceKey {
 
 export const DEVICE_KEY_FILE_VERSION = 1;
 
+/** The PKCS#8 DER encoding of an Ed25519 private key up to its 32-byte seed (RFC 8410). */
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+/**
+ * A new device key from 32 random bytes. Not `generateKeyPairSync`: on Node 20, a garbage
+ * collection while a key it made is exported destroys the generation job, which locks the
+ * mutex the export holds, and the process hangs for good (one start in a few thousand; a loop of
+ * key generations hangs within seconds). An imported seed is the same kind of key, without a job.
+ */
 export function generateDeviceKey(): DeviceKey {
-  const { privateKey } = generateKeyPairSync('ed25519');
-  return fromPrivateKey(privateKey);
+  return fromPrivateKey(ed25519FromSeed(randomBytes(32)));
+}
+
+/** The Ed25519 private key whose 32-byte seed is `seed`. */
+export function ed25519FromSeed(seed: Uint8Array): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
 }
 
 export function parseDeviceKeyFile(text: string, file: string): DeviceKey {

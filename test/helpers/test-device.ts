@@ -1,4 +1,5 @@
-import { createPrivateKey, sign, type KeyObject } from 'node:crypto';
+import { sign, type KeyObject } from 'node:crypto';
+import { ed25519FromSeed } from '../../src/crypto/device-key.js';
 import { createNodeCoreCrypto } from '../../src/crypto/node-core-crypto.js';
 import { HlcClock } from '../../src/oplog/hlc.js';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
@@ -11,8 +12,7 @@ export const coreCrypto = createNodeCoreCrypto();
 
 /** An Ed25519 key from a fixed 32-byte seed, so fixtures and simulations are reproducible. */
 export function keyFromSeed(seed: number): { privateKey: KeyObject; publicKey: string } {
-  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.alloc(32, seed)]);
-  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  const privateKey = ed25519FromSeed(Buffer.alloc(32, seed));
   return { privateKey, publicKey: String(privateKey.export({ format: 'jwk' }).x) };
 }
 

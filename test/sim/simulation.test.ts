@@ -104,17 +104,24 @@ async function runSchedule(seed: number): Promise<void> {
       const session = live.get(name)!;
       const published = await attempt(`checkpoint ${name}`, () => session.checkpoint());
       if (published) await attempt(`compact ${name}`, () => session.compact());
-    } else if (roll < 0.95) {
+    } else if (roll < 0.93) {
       world.now += Math.floor(random() * 120_000);
       log.push(`${step} time ${world.now}`);
+    } else if (roll < 0.95) {
+      // A device's clock is set back (NTP, a user): its stamps must still only go forward.
+      const name = pick(names);
+      world.skew.set(name as never, (world.skew.get(name as never) ?? 0) - Math.floor(random() * 300_000));
+      log.push(`${step} clock of ${name} set back to skew ${world.skew.get(name as never)}`);
     } else {
       net.faults = { drop: random() * 0.3, lostResponse: random() * 0.3, delay: random() * 0.6, duplicate: random() * 0.4, reorder: random() };
       log.push(`${step} faults ${JSON.stringify(net.faults)}`);
     }
   }
 
-  // Quiescence: heal the network, restart everyone, let clocks pass any skew, pump until still.
+  // Quiescence: heal the network, set clocks that were set back right, restart everyone, let
+  // clocks pass any skew, pump until still.
   net.calm();
+  for (const name of names) world.skew.set(name as never, Math.max(0, world.skew.get(name as never) ?? 0));
   world.now += 10 * 60_000;
   for (const name of names) if (!live.has(name)) await start(name);
   const sessions = names.map((name) => live.get(name)!);
