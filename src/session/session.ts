@@ -811,16 +811,36 @@ export class Session {
       const baseHead = base?.frontier.get(device);
       if (baseHead?.seq === seq) frontier.set(device, baseHead);
     }
+    // The ops above the cut, and the newest own op the journal held, for the check below.
+    const above: FoldOp[] = [];
+    let ownSeen = -1;
     await this.journal.replay((entry) => {
+      if (entry.kind === 'base') ownSeen = entry.frontier.get(this.device)?.seq ?? -1;
       if (entry.kind !== 'op') return;
       const { op } = entry;
-      const limit = cut.get(op.device_id) ?? -1;
-      if (op.seq > limit) return;
-      if (op.seq === limit) frontier.set(op.device_id, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
+      if (op.device_id === this.device) ownSeen = op.seq;
       const plain = entry.plain ?? this.tryOpen(op);
+      const limit = cut.get(op.device_id) ?? -1;
+      if (op.seq > limit) {
+        if (plain) above.push(foldInput(op, plain));
+        return;
+      }
+      if (op.seq === limit) frontier.set(op.device_id, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
       if (plain) state.apply(foldInput(op, plain));
     });
     const plain = assembleCheckpoint(state, frontier, this.deps.crypto);
+    // A checkpoint replaces history for every device that adopts it, so it is published only if
+    // the cut plus the ops above it is exactly this device's state: memory that drifted from the
+    // journal (a bug, or a journal changed under the running daemon) must not become everyone's.
+    // Appends may land during the replay; the check runs when the replay saw exactly those in memory.
+    if (ownSeen === (this.ownHead?.seq ?? -1)) {
+      for (const op of above) state.apply(op);
+      if (state.stateHash() !== this.fold.stateHash()) {
+        const reason = "this device's state does not match its journal, so its checkpoint would lose or invent records; restart the daemon to rebuild the state from the journal";
+        this.deps.log?.warn({ journal_state: state.stateHash(), memory_state: this.fold.stateHash() }, reason);
+        return { published: false, reason };
+      }
+    }
     const file = sealCheckpoint(plain, this.deps.keyring);
     await this.deps.relay.putCheckpoint(file);
     await this.bases.keepPublished({ hash: plain.header.checkpoint_hash, frontier }, checkpointFileBytes(file));
@@ -916,7 +936,9 @@ export class Session {
     if (!header) return { rebased: false, base_checkpoint: this.bases.current?.hash ?? null, reason: 'the relay holds no checkpoint' };
     return this.gate.hold(async () => {
       await this.lastDurable;
-      this.assertNotCloned(await relay.head(this.device), this.ownHead?.seq ?? -1);
+      // Only this device writes its ops on the relay, and it is not pushing now (this runs locked).
+      const relayHead = await relay.head(this.device);
+      this.assertNotCloned(relayHead, this.ownHead?.seq ?? -1);
       // The journal will name this checkpoint as its base, so its local copy must exist before the
       // rewrite: a crash after it, with the relay then losing the checkpoint, would otherwise
       // leave a journal no start can load. The copy is written while the checkpoint is verified.
@@ -946,13 +968,14 @@ export class Session {
       await copied;
       await this.journal.rewrite({ head: [base], keep: above });
 
+      // The journal now names the new base: nothing may fail (no relay call) before memory says
+      // the same, or a later checkpoint would be cut from a stale base and lose what it covered.
       this.fold = state;
       this.heads.clear();
       this.held.clear();
       for (const [device, head] of verifier.heads) this.heads.set(device, head);
       for (const entry of kept) this.foldEntry(entry);
       for (const head of frontier.values()) this.clock.observe(head.hlc);
-      const relayHead = await relay.head(this.device);
       this.unpushed = kept.map((e) => e.op).filter((op) => op.device_id === this.device && op.seq > relayHead);
       this.bases.current = { hash: parsed.checkpoint_hash, frontier };
       if (!copyFirst) this.bases.copyAfterwards(parsed.checkpoint_hash);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
+import type { JournalEntry } from '../../src/journal/journal.js';
 import type { Session } from '../../src/session/session.js';
 import type { Relay } from '../../relay/relay.js';
 import { World } from '../helpers/world.js';
@@ -129,6 +130,18 @@ describe('session', () => {
     const again = await world.open('device-a');
     expect(again.state.stateHash()).toBe(hash);
     expect(again.status().base_checkpoint).toBe(published.checkpoint_hash);
+  });
+
+  it('publishes no checkpoint when its state does not match its journal, since every device would adopt it', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    for (const id of ['k1', 'k2']) await a.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+    await a.pump();
+    // The journal loses an op under the running session (edited by hand, a backup restored over it).
+    const journal = world.journals.entries('device-a') as JournalEntry[];
+    journal.splice(journal.findIndex((entry) => entry.kind === 'op' && entry.op.seq === 0), 1);
+    expect(await a.checkpoint()).toMatchObject({ published: false, reason: expect.stringContaining('does not match its journal') as unknown });
+    expect(await a.compact()).toMatchObject({ compacted: false, reason: 'the relay holds no checkpoint' });
   });
 
   it('bootstraps a new device from the latest checkpoint plus the tail after GC', async () => {
@@ -323,6 +336,47 @@ describe('starting while the relay cannot be reached', () => {
     await other.pump();
     expect(other.state.record('knowledge', 'y')).toBeDefined();
     expect(other.state.record('knowledge', 'forked')).toBeUndefined();
+  });
+
+  it('keeps its memory in step with its journal when the relay fails right after a rebase rewrote the journal', async () => {
+    // Found by the simulation: a rebase in a pump wrote its new base to the journal, then asked
+    // the relay for this device's head and failed; memory kept the old base (none), so the next
+    // checkpoint was cut from the journal's ops alone and lost everything the base covered.
+    const world = new World();
+    const a = await world.open('device-a');
+    // Two checkpoints, so that the relay collects the ops below the older one.
+    let dropped = 0;
+    for (const id of ['covered-by-the-checkpoint', 'covered-too']) {
+      await a.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+      await a.pump();
+      expect(await a.checkpoint()).toMatchObject({ published: true });
+      dropped += (await a.compact()).relay_dropped_ops ?? 0;
+    }
+    expect(dropped).toBeGreaterThan(0);
+    await a.append({ surface: 'knowledge', payload: { id: 'after-the-checkpoints' }, scope: 'personal' });
+    await a.pump();
+
+    // device-c starts offline, so its first pump meets the collected op and rebases; the relay
+    // fails the fourth head request (after the first contact's, the refill's and the rebase's own
+    // check: the one the rebase made after rewriting the journal).
+    const link = { down: true, heads: 0 };
+    const flaky = (relay: Relay): Relay =>
+      new Proxy(unreachableWhileDown(relay, link), {
+        get: (target, property, receiver) =>
+          property === 'head' && !link.down && ++link.heads === 4
+            ? () => Promise.reject(new OpsyncError('relay_unavailable', 'The relay cannot be reached.'))
+            : (Reflect.get(target, property, receiver) as unknown),
+      });
+    const c = await world.open('device-c', { relay: flaky });
+    link.down = false;
+    await c.pump().catch(() => undefined);
+    await pumpAll(c, a);
+    expect(await c.checkpoint()).toMatchObject({ published: true });
+    expect(await c.compact()).toMatchObject({ compacted: true });
+    world.crash('device-c');
+    const restarted = await world.open('device-c');
+    expect(restarted.state.record('knowledge', 'covered-by-the-checkpoint')).toBeDefined();
+    expect(restarted.state.stateHash()).toBe(a.state.stateHash());
   });
 
   it('finds the clone before a checkpoint or compaction too, when one comes before any pump', async () => {
