@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import { parseScope, scopeFromKey } from '../oplog/scope.js';
-import { parseFlags, parseStartArgs, defaultDataDir } from '../daemon/config.js';
+import { parseFlags, parseMs, parseStartArgs, defaultDataDir } from '../daemon/config.js';
 import { Daemon } from '../daemon/daemon.js';
 import { DataDir, type DaemonInfo } from '../daemon/data-dir.js';
 import { stillRuns } from '../journal/process-identity.js';
@@ -100,7 +100,7 @@ async function status(args: string[]): Promise<number> {
 async function wait(args: string[]): Promise<number> {
   const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
   const dir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
-  const deadline = Date.now() + Number(flags['timeout-ms'] ?? 30_000);
+  const deadline = Date.now() + parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   for (;;) {
     // A damaged daemon.json may be the leftover of a crash: the starting daemon writes it anew.
     const info = await dir.readDaemonInfo().catch(() => null);
@@ -122,7 +122,7 @@ async function wait(args: string[]): Promise<number> {
 async function stop(args: string[]): Promise<number> {
   const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
   const dataDir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
-  const timeoutMs = Number(flags['timeout-ms'] ?? 30_000);
+  const timeoutMs = parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   const info = await runningDaemon(dataDir);
   process.kill(info.pid, 'SIGTERM');
   const deadline = Date.now() + timeoutMs;

@@ -128,7 +128,7 @@ export function parseFlags<O extends Record<string, { type: 'string' }>>(argv: r
   }
 }
 
-function parseMs(text: string | undefined, flag: string, fallback: number): number {
+export function parseMs(text: string | undefined, flag: string, fallback: number): number {
   if (text === undefined) return fallback;
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value <= 0) throw invalid(`${flag} must be a positive whole number of milliseconds`);

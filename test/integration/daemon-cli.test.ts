@@ -32,6 +32,14 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     expect(oneSentence(result.stderr)).toContain('--nope is not an option');
   });
 
+  it('a --timeout-ms for wait or stop that is not a number (it used to wait forever)', async () => {
+    for (const command of ['wait', 'stop']) {
+      const result = await run([command, '--data-dir', await tempDir(), '--timeout-ms', 'soon']);
+      expect(result.code).toBe(1);
+      expect(oneSentence(result.stderr)).toContain('--timeout-ms must be a positive whole number of milliseconds');
+    }
+  });
+
   it('an empty value, which would make the current directory the relay or the data directory', async () => {
     for (const flag of ['--relay', '--data-dir']) {
       const result = await run(['start', flag, '', '--listen', '127.0.0.1:0']);
