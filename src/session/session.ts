@@ -23,7 +23,7 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { Relay, RosterView } from '../../relay/relay.js';
+import type { CheckpointHeaderJson, Relay, RosterView } from '../../relay/relay.js';
 import { BaseCheckpoints } from './base-checkpoints.js';
 import { DAMAGED_CHECKPOINT, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
@@ -653,7 +653,7 @@ export class Session {
       } catch (error) {
         if (isOpsyncError(error) && error.code === 'relay_frontier_truncated' && !rebased) {
           const result = await this.rebaseLocked();
-          if (!result.rebased) throw error;
+          if (!result.rebased) throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
           rebased = true;
           continue;
         }
@@ -860,13 +860,8 @@ export class Session {
       const { droppedOps } = await relay.gc();
       return { compacted: false, base_checkpoint: base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
     }
-    // A checkpoint older than the base (a relay refilled from an older copy) is not compacted
-    // onto: the journal no longer holds the ops between the two, so they would be lost.
-    const covers = parseFrontier(header.frontier);
-    const older = base && [...base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
-    if (base && older) {
-      return { compacted: false, reason: `the relay's latest checkpoint ${header.checkpoint_hash} is older than this device's base ${base.hash} (it covers device ${older[0]} only below seq ${older[1].seq})` };
-    }
+    const behind = this.behindBase(header);
+    if (behind) return { compacted: false, reason: behind };
     // A checkpoint this device cut itself needs no second verification.
     const own = this.bases.published?.hash === header.checkpoint_hash ? this.bases.published : null;
     const frontier = own ? own.frontier : (await this.bases.adopt(header)).header.frontier;
@@ -934,6 +929,8 @@ export class Session {
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
     if (!header) return { rebased: false, base_checkpoint: this.bases.current?.hash ?? null, reason: 'the relay holds no checkpoint' };
+    const behind = this.behindBase(header);
+    if (behind) return { rebased: false, base_checkpoint: this.bases.current?.hash ?? null, reason: behind };
     return this.gate.hold(async () => {
       await this.lastDurable;
       // Only this device writes its ops on the relay, and it is not pushing now (this runs locked).
@@ -985,6 +982,20 @@ export class Session {
       this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept }, 'rebased onto a checkpoint');
       return { rebased: true, base_checkpoint: parsed.checkpoint_hash, kept_own_ops: ownKept };
     });
+  }
+
+  /**
+   * Why the journal cannot move onto `header`: it covers some device less far than the base does
+   * (a relay refilled from an older copy; a checkpoint cut while a device that had not acked that
+   * device's ops held the stable frontier back). The journal no longer holds the ops between
+   * the two, so they would be lost. Null when it covers at least as much.
+   */
+  private behindBase(header: CheckpointHeaderJson): string | null {
+    const base = this.bases.current;
+    const covers = parseFrontier(header.frontier);
+    const short = base && [...base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
+    if (!base || !short) return null;
+    return `the relay's latest checkpoint ${header.checkpoint_hash} covers device ${short[0]} only below seq ${short[1].seq}, which this device's base ${base.hash} covers`;
   }
 
   // ---- helpers ----------------------------------------------------------------------------

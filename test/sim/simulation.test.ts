@@ -14,8 +14,8 @@ import { Network } from './faulty-relay.js';
 /**
  * Seeded simulation (design §3, §5; style 8): 3 to 5 devices sync through a relay behind a
  * network that drops, loses, delays, duplicates and reorders, partitions devices, while devices
- * crash (keeping only their journal) and restart, and checkpoints, compaction and GC happen
- * along the way. At quiescence every device must hold exactly the state of a reference fold of
+ * crash (keeping only their journal) and restart, clocks are set back, and checkpoints,
+ * compaction, rebases and GC happen along the way. At quiescence every device must hold exactly the state of a reference fold of
  * every op any device appended. OPSYNC_SEED replays one schedule; OPSYNC_LONG=<n> runs n times more.
  */
 const SCHEDULES = scaled(200);
@@ -98,6 +98,10 @@ async function runSchedule(seed: number): Promise<void> {
       if (net.partitioned.has(name as never)) net.partitioned.delete(name as never);
       else net.partitioned.add(name as never);
       log.push(`${step} toggle partition ${name}`);
+    } else if (roll < 0.845 && running.length > 0) {
+      const name = pick(running);
+      log.push(`${step} rebase ${name}`);
+      await attempt(`rebase ${name}`, () => live.get(name)!.rebase());
     } else if (roll < 0.88 && running.length > 0) {
       const name = pick(running);
       log.push(`${step} checkpoint+compact ${name}`);

@@ -164,7 +164,7 @@ describe('session', () => {
     expect(c.state.stateHash()).toBe(a.state.stateHash());
   });
 
-  it('does not compact onto a checkpoint older than its base, which would lose the ops between them', async () => {
+  it('does not compact or rebase onto a checkpoint older than its base, which would lose the ops between them', async () => {
     const world = new World();
     const a = await world.open('device-a');
     const publishAndCompact = async (id: string) => {
@@ -178,7 +178,10 @@ describe('session', () => {
     const newer = await publishAndCompact('y');
     // The relay is restored from a backup taken before the newer checkpoint.
     world.relays.checkpoints.delete(newer);
-    expect(await a.compact()).toMatchObject({ compacted: false, reason: expect.stringContaining('older than this device') as unknown });
+    const behind = `covers device device-a only below seq 1, which this device's base ${newer} covers`;
+    // A rebase used to move onto it, and the device lost "y" from its state.
+    expect(await a.rebase()).toMatchObject({ rebased: false, base_checkpoint: newer, reason: expect.stringContaining(behind) as unknown });
+    expect(a.state.record('knowledge', 'y')).toBeDefined();
     await a.close();
     const reopened = await world.open('device-a');
     expect(reopened.state.record('knowledge', 'y')).toBeDefined();
