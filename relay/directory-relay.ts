@@ -236,7 +236,9 @@ export class DirectoryRelay implements Relay {
   head(device: DeviceId): Promise<number> {
     return this.guard(async () => {
       if (!isDeviceId(device)) return -1;
-      return end((await this.folders.segments(device)).at(-1));
+      // Its own folder is read again too: a pump asks now and then whether the relay still holds
+      // every op this device pushed (a folder restored from an older backup does not say).
+      return end((await this.folders.listing(device, device === this.self)).segments.at(-1));
     }, VERIFY);
   }
 

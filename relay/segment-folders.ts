@@ -53,10 +53,14 @@ export class SegmentFolders {
     return (await this.listing(device)).segments;
   }
 
-  /** The device's ops folder: its valid segments in seq order and its floor; everything else in it is classified. */
-  async listing(device: DeviceId): Promise<Listing> {
+  /**
+   * The device's ops folder: its valid segments in seq order and its floor; everything else in it
+   * is classified. This device's own listing is kept by this handle's writes, unless `reread`
+   * asks to look at the folder again (restored from an older backup, it holds fewer segments).
+   */
+  async listing(device: DeviceId, reread = false): Promise<Listing> {
     const cached = this.listings.get(device);
-    if (cached && device === this.self) return cached;
+    if (cached && device === this.self && !reread) return cached;
     const dir = this.opsDir(device);
     const names = await readdir(dir).catch(() => []);
     const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
@@ -84,6 +88,7 @@ export class SegmentFolders {
     const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
     const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable };
     this.listings.set(device, listing);
+    if (device === this.self && removed) this.head = undefined;
     return listing;
   }
 

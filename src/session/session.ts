@@ -69,6 +69,11 @@ export interface SessionOptions {
   readonly ackIntervalMs: number;
   /** Least time between two roster reads in pumps (keys rarely change; an unknown device forces a read). */
   readonly rosterRefreshMs: number;
+  /**
+   * A pump checks at least this often that the relay still holds every op this device pushed,
+   * and pushes again what it lacks: a relay restored from an older backup does not say.
+   */
+  readonly relayCheckMs: number;
 }
 
 /** A device that is never quiet still checkpoints after this many times `autoCheckpointOps` new ops. */
@@ -87,6 +92,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   autoCheckpointOps: 50_000,
   ackIntervalMs: 250,
   rosterRefreshMs: 1_000,
+  relayCheckMs: 60_000,
 };
 
 export type { SessionLog };
@@ -161,6 +167,8 @@ export class Session {
   private lastError: string | null = null;
   /** The relay forgot this device (it was re-created or reset): it may lack this device's ops too. */
   private relayForgot = false;
+  /** Wall time (`deps.now`) of the last check that the relay holds this device's ops (`refillRelay`). */
+  private relayCheckedAt = -Infinity;
   /**
    * Set when the relay could not be reached at start: this device works from its journal, and
    * the first pump, checkpoint, compaction or rebase that reaches the relay registers it and
@@ -605,11 +613,14 @@ export class Session {
     await this.ensureContact();
     let pushed = 0;
     let pushDeduped = 0;
-    // After a failed pump, or once the relay forgot this device, it may hold fewer of its ops.
+    // After a failed pump, once the relay forgot this device, and every `relayCheckMs` anyway (a
+    // relay restored from an older backup says nothing), it may hold fewer of this device's ops.
     let refilled = false;
-    if (this.lastError !== null || this.relayForgot) {
+    const now = this.deps.now();
+    if (this.lastError !== null || this.relayForgot || !(now >= this.relayCheckedAt && now - this.relayCheckedAt < this.options.relayCheckMs)) {
       await this.refillRelay();
       this.relayForgot = false;
+      this.relayCheckedAt = now;
       refilled = true;
     }
     // Damaged ops of this device on the relay first: a push continues from the relay's copy.

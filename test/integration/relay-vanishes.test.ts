@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RpcCallError } from '../../src/rpc/ws-transport.js';
@@ -54,6 +54,29 @@ describe('a relay folder that vanishes under running devices', () => {
     for (const device of [laptop, desktop, phone]) expect(keys(device)).toEqual(everything);
     expect(new Set([laptop, desktop, phone].map((device) => device.state.stateHash())).size).toBe(1);
     await Promise.all([laptop.close(), desktop.close(), phone.close()]);
+  });
+
+  it('is refilled when restored from an older backup, by a device that writes nothing more', async () => {
+    const relay = await tempDir();
+    const backup = join(await tempDir(), 'relay-backup');
+    // relayCheckMs 0: every pump checks what the relay still holds (by default, once a minute).
+    const laptop = await openDirSession(relay, await tempDir(), 'laptop', { relayCheckMs: 0 });
+    await append(laptop, ['l0', 'l1']);
+    await laptop.pump();
+    await cp(relay, backup, { recursive: true });
+    await append(laptop, ['l2', 'l3']);
+    await laptop.pump();
+
+    // The folder is restored from the backup: the same relay, without the laptop's last ops.
+    await rm(relay, { recursive: true, force: true });
+    await cp(backup, relay, { recursive: true });
+    const phone = await openDirSession(relay, await tempDir(), 'phone');
+    await phone.pump();
+    expect(keys(phone)).toEqual(['l0', 'l1']);
+    expect(await laptop.pump()).toMatchObject({ pushed: 2 });
+    await phone.pump();
+    expect(keys(phone)).toEqual(['l0', 'l1', 'l2', 'l3']);
+    await Promise.all([laptop.close(), phone.close()]);
   });
 
   it('is noticed when it was replaced between two pumps: the device reads the new relay, not what it remembers of the old one', async () => {

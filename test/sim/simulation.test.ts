@@ -9,13 +9,14 @@ import type { JsonObject } from '../../src/util/json.js';
 import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
 import { World } from '../helpers/world.js';
+import type { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { Network } from './faulty-relay.js';
 
 /**
  * Seeded simulation (design §3, §5; style 8): 3 to 5 devices sync through a relay behind a
  * network that drops, loses, delays, duplicates and reorders, partitions devices, while devices
- * crash (keeping only their journal) and restart, clocks are set back, and checkpoints,
- * compaction, rebases and GC happen along the way. At quiescence every device must hold exactly the state of a reference fold of
+ * crash (keeping only their journal) and restart, clocks are set back, the relay is restored
+ * from older backups, and checkpoints, compaction, rebases and GC happen along the way. At quiescence every device must hold exactly the state of a reference fold of
  * every op any device appended. OPSYNC_SEED replays one schedule; OPSYNC_LONG=<n> runs n times more.
  */
 const SCHEDULES = scaled(200);
@@ -47,6 +48,7 @@ async function runSchedule(seed: number): Promise<void> {
   const names = ['device-a', 'device-b', 'device-c', 'device-d', 'device-e'].slice(0, 3 + Math.floor(random() * 3));
   const live = new Map<string, Session>();
   const appended: FoldOp[] = [];
+  let backup: RelayCopy = { devices: new Map(), checkpoints: new Map() };
   const log: string[] = [];
 
   const attempt = async <T>(what: string, work: () => Promise<T>): Promise<T | undefined> => {
@@ -93,11 +95,20 @@ async function runSchedule(seed: number): Promise<void> {
         log.push(`${step} restart ${name}`);
         await start(name);
       }
-    } else if (roll < 0.82) {
+    } else if (roll < 0.81) {
       const name = pick(names);
       if (net.partitioned.has(name as never)) net.partitioned.delete(name as never);
       else net.partitioned.add(name as never);
       log.push(`${step} toggle partition ${name}`);
+    } else if (roll < 0.82) {
+      // The relay is backed up now and then, and restored from its backup (older, or empty).
+      if (random() < 0.6) {
+        backup = copyRelay(world.relays);
+        log.push(`${step} relay backed up`);
+      } else {
+        restoreRelay(world.relays, backup);
+        log.push(`${step} relay restored from a backup`);
+      }
     } else if (roll < 0.845 && running.length > 0) {
       const name = pick(running);
       log.push(`${step} rebase ${name}`);
@@ -140,6 +151,21 @@ async function runSchedule(seed: number): Promise<void> {
     expect(assembleCheckpoint(session.state, new Map(), coreCrypto).chunks, `${session.device} records`).toEqual(expected);
   }
   for (const session of sessions) await session.close();
+}
+
+type RelayCopy = Pick<MemoryRelayStore, 'devices' | 'checkpoints'>;
+
+function copyRelay(from: RelayCopy): RelayCopy {
+  const devices = new Map([...from.devices].map(([device, record]) => [device, { ...record, ops: [...record.ops], acked: new Map(record.acked) }]));
+  return { devices, checkpoints: new Map(from.checkpoints) };
+}
+
+function restoreRelay(relay: RelayCopy, backup: RelayCopy): void {
+  const copy = copyRelay(backup);
+  relay.devices.clear();
+  for (const [device, record] of copy.devices) relay.devices.set(device, record);
+  relay.checkpoints.clear();
+  for (const [hash, file] of copy.checkpoints) relay.checkpoints.set(hash, file);
 }
 
 function randomOp(random: () => number): [Surface, JsonObject] {
