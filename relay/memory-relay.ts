@@ -86,6 +86,7 @@ export class MemoryRelay implements Relay {
       ops,
       this.store.crypto,
     );
+    if (plan.floor !== undefined) record!.floor = plan.floor;
     if (plan.fresh.length > 0) {
       record!.ops.push(...plan.fresh);
       for (const op of plan.fresh) this.store.sizes.set(op, canonicalRecord(op).length);

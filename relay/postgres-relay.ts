@@ -107,6 +107,7 @@ export class PostgresRelay implements Relay {
         ]);
         await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
       }
+      if (plan.floor !== undefined) await client.query('UPDATE opsync_devices SET floor = $2 WHERE device_id = $1', [this.self, plan.floor]);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     });
   }

@@ -13,6 +13,11 @@ import { notRegistered } from './relay-errors.js';
 export interface PushPlan {
   readonly fresh: readonly OpRecord[];
   readonly deduped: number;
+  /**
+   * Set when the relay held no op of the device and the push starts above a checkpoint that
+   * covers the ops below it: the first seq the relay now serves (its floor for the device).
+   */
+  readonly floor?: number;
 }
 
 export interface PushContext {
@@ -54,6 +59,7 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
   }
   const fresh = ops.slice(index);
   let anchor = ctx.head;
+  let floor: number | undefined;
   if (fresh.length > 0 && fresh[0]!.seq > headSeq + 1) {
     // A device the relay holds no op of may start above seq 0 where a checkpoint stands in for
     // its earlier ops (it restarted its chain on the relay: `restartAbove`).
@@ -66,6 +72,7 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
       });
     }
     anchor = covered;
+    floor = fresh[0]!.seq;
   }
   const check = verifyChain({ device: ctx.self, anchor, ops: fresh, publicKey: ctx.publicKey }, crypto);
   if (check.error) {
@@ -75,7 +82,7 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
       seq: check.error.seq,
     });
   }
-  return { fresh, deduped };
+  return floor === undefined ? { fresh, deduped } : { fresh, deduped, floor };
 }
 
 export interface RestoreContext {

@@ -214,6 +214,22 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(await a.relay.head(a.device.id)).toBe(8);
     });
 
+    it('takes a first push that starts above an op a checkpoint covers, and serves it at its own seqs', async () => {
+      // A relay restored empty, where another device put its base checkpoint back first.
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const ops = a.ops(5);
+      const anchor = ops[1]!;
+      await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'4'.repeat(64)}`, frontier: frontierJson(anchor) }, chunks: [] });
+      expect(await a.relay.push(ops.slice(2, 4))).toEqual({ pushed: 2, deduped: 0 });
+      expect(await a.relay.head(a.device.id)).toBe(3);
+      expect(await a.relay.push(ops.slice(2))).toEqual({ pushed: 1, deduped: 2 });
+      await expect(a.relay.push([ops[2]!, { ...ops[3]!, op_id: ops[4]!.op_id }])).rejects.toMatchObject({ code: 'relay_fork' });
+      expect((await b.relay.pull(new Map([[a.device.id, 1]]), 100)).ops.map((op) => op.seq)).toEqual([2, 3, 4]);
+      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { floor: 2 } });
+    });
+
     it('restarts a device\'s chain above an op a checkpoint covers: earlier readers rebase, later ones read on', async () => {
       const h = await setup();
       const a = await joined(h, 'device-a', 1);
