@@ -62,7 +62,11 @@ export class SegmentFolders {
     const cached = this.listings.get(device);
     if (cached && device === this.self && !reread) return cached;
     const dir = this.opsDir(device);
-    const names = await readdir(dir).catch(() => []);
+    const names = await readdir(dir).catch((error: NodeJS.ErrnoException) => {
+      // Its own folder is read again to learn what the relay still holds: a failed read is not "nothing".
+      if (reread && error.code !== 'ENOENT') throw error;
+      return [];
+    });
     const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
     const replaced = cached !== undefined && (await this.replaced(cached.unreadable));
     const removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
