@@ -18,7 +18,7 @@ export interface LivePumpsDeps {
 }
 
 /** How often a live session pumps when the relay cannot be watched. */
-export const WATCHLESS_PUMP_MS = 1_000;
+const WATCHLESS_PUMP_MS = 1_000;
 
 /**
  * When a live session pumps (proposals/session.md §Live mode): a relay watch triggers a pump
