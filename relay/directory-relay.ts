@@ -272,6 +272,8 @@ export class DirectoryRelay implements Relay {
 
   restartAbove(anchor: ChainHead): Promise<void> {
     return this.guard(async () => {
+      // A relay replaced by an empty one no longer knows this device: registering comes first.
+      if (!(await this.deviceFile(this.self))) throw notRegistered(this.self);
       checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
       const dir = this.folders.opsDir(this.self);
       for (const name of await readdir(dir)) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { DeviceId } from '../../src/oplog/ids.js';
+import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import type { OpRecord } from '../../src/oplog/op-record.js';
 import type { CheckpointFile, JsonObject, Relay } from '../../relay/relay.js';
 import { PULL_PAGE_BYTES } from '../../relay/relay-state.js';
@@ -239,6 +239,9 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const anchor = first[3]!;
       await expect(a.relay.restartAbove(anchor)).rejects.toMatchObject({ code: 'relay_gap' });
       await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'3'.repeat(64)}`, frontier: frontierJson(anchor) }, chunks: [] });
+      // A device the relay does not know (it was re-created meanwhile) is told to register first.
+      const stranger = await h.connect(parseDeviceId('device-x'));
+      await expect(stranger.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc })).rejects.toMatchObject({ code: 'relay_not_registered' });
       await a.relay.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc });
       expect(await a.relay.head(a.device.id)).toBe(-1);
 
