@@ -99,7 +99,7 @@ async function status(args: string[]): Promise<number> {
 /** Waits until the daemon of a data directory answers (for scripts that start one in the background). */
 async function wait(args: string[]): Promise<number> {
   const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
-  const dir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+  const dir = dataDirOf(flags);
   const deadline = Date.now() + parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   for (;;) {
     // A damaged daemon.json may be the leftover of a crash: the starting daemon writes it anew.
@@ -121,7 +121,7 @@ async function wait(args: string[]): Promise<number> {
 /** Stops the daemon of a data directory (SIGTERM) and waits until it has exited. */
 async function stop(args: string[]): Promise<number> {
   const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
-  const dataDir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+  const dataDir = dataDirOf(flags);
   const timeoutMs = parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   const info = await runningDaemon(dataDir);
   process.kill(info.pid, 'SIGTERM');
@@ -137,7 +137,7 @@ async function key(args: string[]): Promise<number> {
   const [action, ...rest] = args;
   if (action === 'export') {
     const flags = parseFlags(rest, { 'data-dir': { type: 'string' }, scope: { type: 'string' } });
-    const dir = DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+    const dir = dataDirOf(flags);
     const scope = scopeFromKey(flags.scope ?? 'personal');
     const text = await readFile(dir.keyPath(scope), 'utf8').catch(() => {
       throw new OpsyncError('key_missing', `${dir.root} holds no key for scope ${flags.scope ?? 'personal'}.`);
@@ -163,10 +163,15 @@ async function key(args: string[]): Promise<number> {
   throw new UsageError('key takes export or import');
 }
 
+/** The data directory `--data-dir` names, or the default one (nothing is created or changed). */
+function dataDirOf(flags: { 'data-dir'?: string | undefined }): DataDir {
+  return DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env)));
+}
+
 function dataDirFlags(args: string[], positionals = false): { dataDir: DataDir; positionals: string[] } {
   const flags = parseFlags(args, { 'data-dir': { type: 'string' } }, positionals);
   if (!positionals && flags.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(flags.positionals[0])}`);
-  return { dataDir: DataDir.existing(resolve(flags['data-dir'] ?? defaultDataDir(process.env))), positionals: flags.positionals };
+  return { dataDir: dataDirOf(flags), positionals: flags.positionals };
 }
 
 async function withClient(dataDir: DataDir, use: (client: RpcClient) => Promise<number>): Promise<number> {

@@ -617,7 +617,9 @@ export class Session {
     // relay restored from an older backup says nothing), it may hold fewer of this device's ops.
     let refilled = false;
     const now = this.deps.now();
-    if (this.lastError !== null || this.relayForgot || !(now >= this.relayCheckedAt && now - this.relayCheckedAt < this.options.relayCheckMs)) {
+    // A clock set back since the last check counts as due.
+    const checkDue = !(now >= this.relayCheckedAt && now - this.relayCheckedAt < this.options.relayCheckMs);
+    if (this.lastError !== null || this.relayForgot || checkDue) {
       await this.refillRelay();
       this.relayForgot = false;
       this.relayCheckedAt = now;
