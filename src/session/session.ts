@@ -30,6 +30,7 @@ import type { CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import { auditJournal } from './journal-audit.js';
 import { LivePumps } from './live-pumps.js';
+import { refetchOps } from './refetch.js';
 import { RelayMending } from './relay-mending.js';
 import type { SessionLog } from './session-log.js';
 import type {
@@ -935,15 +936,18 @@ export class Session {
    * Rebase (design §5): adopt the relay's latest checkpoint as the base. The journal keeps every
    * op above the checkpoint's frontier — own ops it does not cover, which still chain onto its
    * head, and remote ops already held above it (so acks never go back) — behind a base marker,
-   * and the state becomes the checkpoint's state plus those ops.
+   * and the state becomes the checkpoint's state plus those ops. Where the checkpoint covers
+   * another device less far than the journal's base, that device's ops between the two are
+   * pulled from the relay again and kept as well.
    */
   private async rebaseLocked(copyFirst = true): Promise<RebaseReport> {
     await this.ensureContact();
     const { relay } = this.deps;
     const header = await relay.latestCheckpoint();
-    if (!header) return { rebased: false, base_checkpoint: this.bases.current?.hash ?? null, reason: 'the relay holds no checkpoint' };
-    const behind = this.behindBase(header);
-    if (behind) return { rebased: false, base_checkpoint: this.bases.current?.hash ?? null, reason: behind };
+    const unchanged = this.bases.current?.hash ?? null;
+    if (!header) return { rebased: false, base_checkpoint: unchanged, reason: 'the relay holds no checkpoint' };
+    const refetched = await this.refetchBelowBase(header);
+    if (typeof refetched === 'string') return { rebased: false, base_checkpoint: unchanged, reason: refetched };
     return this.gate.hold(async () => {
       await this.lastDurable;
       // Only this device writes its ops on the relay, and it is not pushing now (this runs locked).
@@ -964,19 +968,33 @@ export class Session {
       }
       const above = (entry: JournalEntry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1);
       const base: BaseEntry = { kind: 'base', checkpoint_hash: parsed.checkpoint_hash, frontier };
-      const kept: OpEntry[] = [];
+      // Refetched ops come first: they chain onto the checkpoint, and the journal's ops onto them.
+      const fetched: OpEntry[] = refetched.map((op) => {
+        const opened = openPayload(this.deps.keyring, op.payload, op);
+        return { kind: 'op', op, plain: opened.ok ? opened.payload : null };
+      });
+      const kept: OpEntry[] = [...fetched];
       await this.journal.replay((entry) => {
         if (entry.kind === 'op' && above(entry)) kept.push(entry);
       });
       for (const [device, ops] of groupBy(kept.map((entry) => entry.op), (op) => op.device_id)) {
-        const anchored = anchorTail(frontier, device, ops, null, this.deps.crypto);
+        // The journal's ops were verified when they arrived; refetched ones are verified now, signatures too.
+        const publicKey = fetched.some((entry) => entry.op.device_id === device) ? this.keys.get(device) : null;
+        if (publicKey === undefined) throw new OpsyncError('chain_broken', `Cannot rebase onto ${parsed.checkpoint_hash}: device ${device} is not registered with the relay.`, { device_id: device });
+        const anchored = anchorTail(frontier, device, ops, publicKey, this.deps.crypto);
         const problem = !anchored.ok ? anchored : anchored.check.error && { code: 'chain_broken' as const, message: anchored.check.error.message };
         if (problem) throw new OpsyncError(problem.code, `Cannot rebase onto ${parsed.checkpoint_hash}: ${problem.message}.`, { device_id: device });
       }
       const verifier = new JournalVerifier(this.deps.journalLocation);
       [base, ...kept].forEach((entry, index) => verifier.check(entry, index + 2));
+      // A rebase never takes a device's head back: that would lose the ops between from the state.
+      const shorter = [...this.heads].find(([device, head]) => (verifier.heads.get(device)?.seq ?? -1) < head.seq);
+      if (shorter) {
+        await copied;
+        return { rebased: false, base_checkpoint: unchanged, reason: `checkpoint ${parsed.checkpoint_hash} and the ops above it reach device ${shorter[0]} only below seq ${shorter[1].seq}, which this device holds` };
+      }
       await copied;
-      await this.journal.rewrite({ head: [base], keep: above });
+      await this.journal.rewrite({ head: [base, ...fetched], keep: above });
 
       // The journal now names the new base: nothing may fail (no relay call) before memory says
       // the same, or a later checkpoint would be cut from a stale base and lose what it covered.
@@ -992,23 +1010,49 @@ export class Session {
       await this.bases.prune();
       this.stats.counters.rebases++;
       const ownKept = kept.filter((e) => e.op.device_id === this.device).length;
-      this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept }, 'rebased onto a checkpoint');
+      this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept, refetched_ops: fetched.length }, 'rebased onto a checkpoint');
       return { rebased: true, base_checkpoint: parsed.checkpoint_hash, kept_own_ops: ownKept };
     });
   }
 
   /**
-   * Why the journal cannot move onto `header`: it covers some device less far than the base does
-   * (a relay refilled from an older copy; a checkpoint cut while a device that had not acked that
-   * device's ops held the stable frontier back). The journal no longer holds the ops between
-   * the two, so they would be lost. Null when it covers at least as much.
+   * Where `header` covers a device less far than the journal's base does (a relay restored from
+   * an older copy; a checkpoint cut while a device that had not acked that device's ops held the
+   * stable frontier back): the journal no longer holds the ops between the two.
    */
-  private behindBase(header: CheckpointHeaderJson): string | null {
+  private baseGaps(header: CheckpointHeaderJson): { device: DeviceId; covered: number; base: number; reason: string }[] {
     const base = this.bases.current;
+    if (!base) return [];
     const covers = parseFrontier(header.frontier);
-    const short = base && [...base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
-    if (!base || !short) return null;
-    return `the relay's latest checkpoint ${header.checkpoint_hash} covers device ${short[0]} only below seq ${short[1].seq}, which this device's base ${base.hash} covers`;
+    return [...base.frontier].flatMap(([device, head]) => {
+      const covered = covers?.get(device)?.seq ?? -1;
+      if (covered >= head.seq) return [];
+      const reason = `the relay's latest checkpoint ${header.checkpoint_hash} covers device ${device} only below seq ${head.seq}, which this device's base ${base.hash} covers`;
+      return [{ device, covered, base: head.seq, reason }];
+    });
+  }
+
+  /** Why compaction cannot move the journal onto `header` (it drops what lies between), or null. */
+  private behindBase(header: CheckpointHeaderJson): string | null {
+    return this.baseGaps(header)[0]?.reason ?? null;
+  }
+
+  /**
+   * For a rebase onto `header`: the ops of other devices between it and the journal's base,
+   * pulled from the relay again (the rebase verifies them), or why the relay cannot serve them.
+   * This device's own ops are not pulled back, so a checkpoint short of its base on them is declined.
+   */
+  private async refetchBelowBase(header: CheckpointHeaderJson): Promise<OpRecord[] | string> {
+    const ops: OpRecord[] = [];
+    const gaps = this.baseGaps(header);
+    if (gaps.length > 0) await this.refreshRoster(true);
+    for (const gap of gaps) {
+      if (gap.device === this.device) return `${gap.reason}; this device's own ops are not pulled back`;
+      const fetched = await refetchOps(this.deps.relay, gap.device, gap.covered, gap.base, this.options.pullPageSize);
+      if (typeof fetched === 'string') return `${gap.reason}; ${fetched}`;
+      ops.push(...fetched);
+    }
+    return ops;
   }
 
   // ---- helpers ----------------------------------------------------------------------------

@@ -56,8 +56,29 @@ export class World {
     return this.disks.get(parseDeviceId(name))!.keyring;
   }
 
+  /** A copy of the relay as it is now, as a backup of its folder or database would be. */
+  backupRelay(): RelayBackup {
+    return copyRelay(this.relays);
+  }
+
+  /** The relay is restored from `backup` under the running devices. */
+  restoreRelay(backup: RelayBackup): void {
+    const copy = copyRelay(backup);
+    this.relays.devices.clear();
+    for (const [device, record] of copy.devices) this.relays.devices.set(device, record);
+    this.relays.checkpoints.clear();
+    for (const [hash, file] of copy.checkpoints) this.relays.checkpoints.set(hash, file);
+  }
+
   /** The process holding `name` dies: its journal keeps what was durable, everything else is gone. */
   crash(name: string): void {
     this.journals.crash(name);
   }
+}
+
+export type RelayBackup = Pick<MemoryRelayStore, 'devices' | 'checkpoints'>;
+
+function copyRelay(from: RelayBackup): RelayBackup {
+  const devices = new Map([...from.devices].map(([device, record]) => [device, { ...record, ops: [...record.ops], acked: new Map(record.acked) }]));
+  return { devices, checkpoints: new Map(from.checkpoints) };
 }

@@ -8,17 +8,16 @@ import type { Session } from '../../src/session/session.js';
 import type { JsonObject } from '../../src/util/json.js';
 import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
-import { PERSONAL_KEY, World } from '../helpers/world.js';
-import type { MemoryRelayStore } from '../../relay/memory-relay.js';
+import { PERSONAL_KEY, World, type RelayBackup } from '../helpers/world.js';
 import { Network } from './faulty-relay.js';
 
 /**
  * Seeded simulation (design §3, §5; style 8): 3 to 5 devices sync through a relay behind a
  * network that drops, loses, delays, duplicates and reorders, partitions devices, while devices
- * crash (keeping only their journal) and restart, clocks are set back, the relay is restored
- * from older backups, devices lack the key until they import it, and checkpoints, compaction,
- * rebases and GC happen along the way. At quiescence every device must hold exactly the state of a reference fold of
- * every op any device appended. OPSYNC_SEED replays one schedule; OPSYNC_LONG=<n> runs n times more.
+ * crash (keeping only their journal) and restart, join late, clocks are set back, the relay is
+ * restored from older backups, devices lack the key until they import it, and checkpoints,
+ * compaction, rebases and GC happen along the way. At quiescence every device must hold exactly
+ * the state of a reference fold of every op any device appended. OPSYNC_SEED replays one schedule; OPSYNC_LONG=<n> runs n times more.
  */
 const SCHEDULES = scaled(200);
 const STEPS = 60;
@@ -49,7 +48,7 @@ async function runSchedule(seed: number): Promise<void> {
   const names = ['device-a', 'device-b', 'device-c', 'device-d', 'device-e'].slice(0, 3 + Math.floor(random() * 3));
   const live = new Map<string, Session>();
   const appended: FoldOp[] = [];
-  let backup: RelayCopy = { devices: new Map(), checkpoints: new Map() };
+  let backup: RelayBackup = { devices: new Map(), checkpoints: new Map() };
   const log: string[] = [];
 
   // Some devices start without the personal key: they hold everyone's ops until it is imported.
@@ -72,11 +71,13 @@ async function runSchedule(seed: number): Promise<void> {
     if ((await attempt(name, 'import key on', () => live.get(name)!.importKey(PERSONAL_KEY))) !== undefined) keyless.delete(name);
   };
 
+  // Some devices join later, at a "restart" step: a new device bootstraps mid-schedule.
+  const late = new Set(names.slice(1).filter(() => random() < 0.2));
   for (const name of names) {
     // Most clocks are a little off; some are far enough ahead that their ops sit in quarantine for a while.
     const skew = random() < 0.1 ? 61_000 + Math.floor(random() * 60_000) : random() < 0.3 ? Math.floor(random() * 40_000) - 20_000 : 0;
     world.skew.set(name as never, skew);
-    await start(name);
+    if (!late.has(name)) await start(name);
   }
   for (let step = 0; step < STEPS; step++) {
     const roll = random();
@@ -112,10 +113,10 @@ async function runSchedule(seed: number): Promise<void> {
     } else if (roll < 0.82) {
       // The relay is backed up now and then, and restored from its backup (older, or empty).
       if (random() < 0.6) {
-        backup = copyRelay(world.relays);
+        backup = world.backupRelay();
         log.push(`${step} relay backed up`);
       } else {
-        restoreRelay(world.relays, backup);
+        world.restoreRelay(backup);
         log.push(`${step} relay restored from a backup`);
       }
     } else if (roll < 0.845 && running.length > 0) {
@@ -178,28 +179,13 @@ async function runSchedule(seed: number): Promise<void> {
 
 /**
  * A device behind a relay restored from an older backup may need ops the relay now holds only
- * inside a checkpoint that covers another device less far than its own base does. It cannot
- * rebase onto that checkpoint without losing what lies between, so it says so and waits for one
- * that covers both (README §Limits).
+ * inside a checkpoint that covers a device less far than its own base does. It rebases onto it by
+ * pulling the ops between again once the relay serves them; where they are its own, it says so
+ * and waits for one that covers both (README §Limits).
  */
 function cannotRebase(error: unknown): boolean {
   const message = isOpsyncError(error) ? (error.code === 'relay_frontier_truncated' ? error.message : '') : typeof error === 'string' ? error : '';
   return message.includes('It cannot rebase: the relay\'s latest checkpoint');
-}
-
-type RelayCopy = Pick<MemoryRelayStore, 'devices' | 'checkpoints'>;
-
-function copyRelay(from: RelayCopy): RelayCopy {
-  const devices = new Map([...from.devices].map(([device, record]) => [device, { ...record, ops: [...record.ops], acked: new Map(record.acked) }]));
-  return { devices, checkpoints: new Map(from.checkpoints) };
-}
-
-function restoreRelay(relay: RelayCopy, backup: RelayCopy): void {
-  const copy = copyRelay(backup);
-  relay.devices.clear();
-  for (const [device, record] of copy.devices) relay.devices.set(device, record);
-  relay.checkpoints.clear();
-  for (const [hash, file] of copy.checkpoints) relay.checkpoints.set(hash, file);
 }
 
 function randomOp(random: () => number): [Surface, JsonObject] {

@@ -187,6 +187,53 @@ describe('session', () => {
     expect(reopened.state.record('knowledge', 'y')).toBeDefined();
   });
 
+  it('rebases onto a checkpoint that covers another device less far than its base by pulling the ops between again', async () => {
+    const world = new World();
+    const b = await world.open('device-b');
+    const c = await world.open('device-c');
+    await b.append({ surface: 'knowledge', payload: { id: 'b0' }, scope: 'personal' });
+    await pumpAll(b, c);
+    const backup = world.backupRelay();
+    const a = await world.open('device-a');
+    await b.append({ surface: 'knowledge', payload: { id: 'b1' }, scope: 'personal' });
+    await pumpAll(a, b, c);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    expect(await a.compact()).toMatchObject({ compacted: true });
+    await a.close();
+
+    // The relay is restored from the backup: b1 and the checkpoint are gone until b refills them.
+    // A new device joins and folds b0 only, so the next checkpoint covers b less far than a's base.
+    world.restoreRelay(backup);
+    const d = await world.open('device-d');
+    for (const id of ['c0', 'c1']) await c.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+    await pumpAll(c, d, b);
+    const short = await c.checkpoint();
+    expect(short).toMatchObject({ published: true });
+    expect(await c.compact()).toMatchObject({ compacted: true, relay_dropped_ops: 1 });
+
+    // a now needs c0, which only that checkpoint holds, and b1, which only its own base holds.
+    const returned = await world.open('device-a');
+    const behind = `covers device device-b only below seq 1, which this device's base`;
+    await expect(returned.pump()).rejects.toMatchObject({
+      code: 'relay_frontier_truncated',
+      message: expect.stringMatching(new RegExp(`${behind}.*; the relay serves device device-b's ops only up to seq 0`)) as unknown,
+    });
+    expect(returned.state.record('knowledge', 'b1')).toBeDefined();
+
+    world.now += 61_000; // b's periodic relay check puts b1 back
+    await b.pump();
+    expect(await returned.pump()).toMatchObject({ rebased: true });
+    expect(returned.status().base_checkpoint).toBe(short.checkpoint_hash);
+    await pumpAll(returned, b, c, d);
+    for (const id of ['b0', 'b1', 'c0', 'c1']) expect(returned.state.record('knowledge', id), id).toBeDefined();
+    expect(returned.state.stateHash()).toBe(b.state.stateHash());
+    expect(d.state.stateHash()).toBe(b.state.stateHash());
+    // The journal holds the refetched op: a restart rebuilds the same state.
+    await returned.close();
+    const again = await world.open('device-a');
+    expect(again.state.stateHash()).toBe(b.state.stateHash());
+  });
+
   it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
     const world = new World();
     const a = await world.open('device-a');
