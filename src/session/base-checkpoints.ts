@@ -35,8 +35,10 @@ export class BaseCheckpoints {
   current: BaseRef | null = null;
   /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
   published: BaseRef | null = null;
-  /** The base when it has no local copy yet (a bootstrap; a damaged copy read from the relay instead): copied after the next pump. */
+  /** The base when it has no local copy yet (a bootstrap; a damaged copy read from the relay instead): copied after the next pump, or before the next own op. */
   private uncopied: string | null = null;
+  /** The copy of `uncopied` under way, which every caller that needs it shares. */
+  private copying: Promise<void> | null = null;
   /** Copies that outlive the call that started them; `settled` waits for them. */
   private readonly background = new Set<Promise<unknown>>();
 
@@ -75,8 +77,24 @@ export class BaseCheckpoints {
   /** Copies a checkpoint from the relay into the local store. */
   async copy(hash: string): Promise<void> {
     const bytes = await this.deps.relay.checkpointBytes(hash);
-    if (bytes) await this.deps.store.put(hash, bytes);
+    if (!bytes) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${hash} is no longer on the relay.`, { checkpoint_hash: hash });
+    await this.deps.store.put(hash, bytes);
     if (this.uncopied === hash) this.uncopied = null;
+  }
+
+  /** True while the base has no local copy. */
+  get needsCopy(): boolean {
+    return this.uncopied !== null;
+  }
+
+  /** Makes the base's missing local copy; concurrent callers share one attempt, and a failed one leaves it missing. */
+  ensureCopied(): Promise<void> {
+    const hash = this.uncopied;
+    if (hash === null) return Promise.resolve();
+    this.copying ??= this.copy(hash).finally(() => {
+      this.copying = null;
+    });
+    return this.copying;
   }
 
   /** Stores a checkpoint this device cut, and remembers it as the one it published last. */
@@ -85,17 +103,17 @@ export class BaseCheckpoints {
     this.published = published;
   }
 
-  /** Marks the base as having no local copy yet: `copyLater` makes it. */
-  copyAfterwards(hash: string): void {
-    this.uncopied = hash;
+  /** The journal is now based on `base`; `copied` false when it has no local copy yet. */
+  rebased(base: BaseRef | null, copied: boolean): void {
+    this.current = base;
+    this.uncopied = copied || !base ? null : base.hash;
   }
 
-  /** Copies the base that has no local copy yet, in the background. */
+  /** Copies the base that has no local copy yet, in the background (a failure is logged, and the next call tries again). */
   copyLater(): void {
     const hash = this.uncopied;
     if (hash === null) return;
-    this.uncopied = null;
-    const copy = this.copy(hash).catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
+    const copy = this.ensureCopied().catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
     this.background.add(copy);
     void copy.finally(() => this.background.delete(copy));
   }

@@ -251,8 +251,6 @@ export class Session {
 
   async append(input: AppendInput): Promise<AppendResult> {
     this.assertUsable();
-    await this.gate.pass();
-    this.assertUsable();
     const started = performance.now();
     const { surface, payload, scope } = input;
     const problem = payloadProblem(surface, scope, payload);
@@ -265,6 +263,9 @@ export class Session {
     if (!this.deps.keyring.forScope(scope)) {
       throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, { scope: JSON.stringify(scope) });
     }
+    if (this.bases.needsCopy) await this.baseCopied();
+    await this.gate.pass();
+    this.assertUsable();
     const seq = ++this.ownSeq;
     const minted = this.minter.mint({ seq, hlc: this.clock.tick(), scope, surface, plainText });
     // The minter answers in request order, so ops reach the journal in seq order.
@@ -315,6 +316,27 @@ export class Session {
   /** Compacts the journal behind the relay's latest checkpoint and collects this device's relay ops. */
   compact(): Promise<CompactReport> {
     return this.locked(() => this.compactLocked());
+  }
+
+  /**
+   * Before an own op goes into a journal whose base has no local copy yet (a bootstrap that has
+   * not pumped): makes the copy. A device holding own ops above a base found nowhere could not
+   * start again, while one that wrote nothing starts over. If the relay lost that checkpoint
+   * meanwhile, the device moves onto the relay's latest one.
+   */
+  private async baseCopied(): Promise<void> {
+    try {
+      await this.bases.ensureCopied();
+    } catch (error) {
+      const gone = isOpsyncError(error) && error.code === 'checkpoint_not_found';
+      if (gone && this.ownSeq === -1 && (await this.locked(() => this.rebaseLocked())).rebased) return;
+      const base = this.bases.current?.hash ?? 'none';
+      throw new OpsyncError(
+        isOpsyncError(error) ? error.code : 'relay_unavailable',
+        `This device writes no op until it holds a copy of checkpoint ${base}, which its journal is based on: ${(error as Error).message}`,
+        { checkpoint_hash: base },
+      );
+    }
   }
 
   /** Rebases onto the relay's latest checkpoint, keeping own ops it does not cover. */
@@ -512,7 +534,7 @@ export class Session {
     this.fold = new FoldState(this.deps.crypto);
     this.heads.clear();
     this.held.clear();
-    this.bases.current = null;
+    this.bases.rebased(null, true);
     this.deps.log?.warn({ missing: missing.data }, "this device's base checkpoint is gone and it never wrote an op: it starts over from the relay");
     if (await this.deps.relay.latestCheckpoint()) await this.bootstrap();
   }
@@ -524,8 +546,8 @@ export class Session {
    */
   private async bootstrap(): Promise<void> {
     try {
-      // Its local copy is made after the first pump, so as not to slow the start
-      // (`rebaseOntoNewer` starts over if that copy never came to be).
+      // Its local copy is made after the first pump, or before its first op, so as not to slow
+      // the start (a device that wrote nothing starts over if the copy never came to be).
       await this.rebaseLocked(false);
     } catch (error) {
       if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code)) throw error;
@@ -896,7 +918,7 @@ export class Session {
         keep: (entry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1),
       });
     });
-    this.bases.current = { hash, frontier };
+    this.bases.rebased({ hash, frontier }, true);
     await this.bases.prune();
     const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
     this.stats.counters.compactions++;
@@ -956,7 +978,7 @@ export class Session {
       // The journal will name this checkpoint as its base, so its local copy must exist before the
       // rewrite: a crash after it, with the relay then losing the checkpoint, would otherwise
       // leave a journal no start can load. The copy is written while the checkpoint is verified.
-      // (A bootstrap copies later: a device that wrote nothing starts over if that happens.)
+      // (A bootstrap copies after its first pump, or before its first op if that comes sooner.)
       const copied = copyFirst ? this.bases.copy(header.checkpoint_hash) : null;
       copied?.catch(() => {});
       const { header: parsed, state } = await this.bases.adopt(header);
@@ -1005,8 +1027,7 @@ export class Session {
       for (const entry of kept) this.foldEntry(entry);
       for (const head of frontier.values()) this.clock.observe(head.hlc);
       this.unpushed = kept.map((e) => e.op).filter((op) => op.device_id === this.device && op.seq > relayHead);
-      this.bases.current = { hash: parsed.checkpoint_hash, frontier };
-      if (!copyFirst) this.bases.copyAfterwards(parsed.checkpoint_hash);
+      this.bases.rebased({ hash: parsed.checkpoint_hash, frontier }, copyFirst);
       await this.bases.prune();
       this.stats.counters.rebases++;
       const ownKept = kept.filter((e) => e.op.device_id === this.device).length;

@@ -56,6 +56,11 @@ export class World {
     return this.disks.get(parseDeviceId(name))!.keyring;
   }
 
+  /** The checkpoint copies in `name`'s data directory. */
+  checkpointsOf(name: string): MemoryCheckpointStore {
+    return this.disks.get(parseDeviceId(name))!.checkpoints;
+  }
+
   /** A copy of the relay as it is now, as a backup of its folder or database would be. */
   backupRelay(): RelayBackup {
     return copyRelay(this.relays);

@@ -251,6 +251,59 @@ describe('session', () => {
     expect(reopened.state.record('knowledge', 'theirs')).toBeDefined();
   });
 
+  it('copies its bootstrap checkpoint before its first op, so a crash before its first pump and a relay that then loses it lose nothing', async () => {
+    const world = new World();
+    const b = await world.open('device-b');
+    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
+    await b.pump();
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    const fresh = await world.open('device-c');
+    const base = fresh.status().base_checkpoint;
+    expect(base).not.toBeNull();
+    await fresh.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' });
+    // Killed before its first pump, and the relay is restored from a backup without the checkpoint.
+    // (The copy used to be made after the first pump only: this start failed, naming the checkpoint.)
+    world.crash('device-c');
+    world.relays.checkpoints.clear();
+    const again = await world.open('device-c');
+    expect(again.status().base_checkpoint).toBe(base);
+    await pumpAll(again, b);
+    for (const id of ['mine', 'theirs']) expect(again.state.record('knowledge', id), id).toBeDefined();
+    expect(again.state.stateHash()).toBe(b.state.stateHash());
+  });
+
+  it('writes no op over a bootstrap checkpoint it cannot copy, and moves onto the latest one when the relay lost it', async () => {
+    const world = new World();
+    const b = await world.open('device-b');
+    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
+    await b.pump();
+    const first = await b.checkpoint();
+    const link = { down: false };
+    const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
+    expect(fresh.status().base_checkpoint).toBe(first.checkpoint_hash);
+    link.down = true;
+    await expect(fresh.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).rejects.toMatchObject({
+      code: 'relay_unavailable',
+      message: expect.stringContaining(`writes no op until it holds a copy of checkpoint ${first.checkpoint_hash}`) as unknown,
+    });
+    expect(world.journals.entries('device-c').filter((entry) => (entry as JournalEntry).kind === 'op')).toHaveLength(0);
+    // The relay comes back without that checkpoint (restored from an older backup), and gets a newer one.
+    world.relays.checkpoints.delete(first.checkpoint_hash!);
+    link.down = false;
+    await b.append({ surface: 'knowledge', payload: { id: 'later' }, scope: 'personal' });
+    await pumpAll(b, fresh);
+    const newer = await b.checkpoint();
+    expect(newer).toMatchObject({ published: true });
+    expect((await fresh.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).seq).toBe(0);
+    expect(fresh.status().base_checkpoint).toBe(newer.checkpoint_hash);
+    world.crash('device-c');
+    world.relays.checkpoints.clear();
+    const again = await world.open('device-c');
+    await pumpAll(again, b);
+    for (const id of ['mine', 'theirs', 'later']) expect(again.state.record('knowledge', id), id).toBeDefined();
+    expect(again.state.stateHash()).toBe(b.state.stateHash());
+  });
+
   it('starts a device that never wrote an op over when its bootstrap checkpoint is gone everywhere', async () => {
     const world = new World();
     const b = await world.open('device-b');
@@ -259,8 +312,9 @@ describe('session', () => {
     expect(await b.checkpoint()).toMatchObject({ published: true });
     const fresh = await world.open('device-c');
     expect(fresh.status().base_checkpoint).not.toBeNull();
-    // Killed before the first pump made its local copy, and the relay loses the checkpoint.
-    world.crash('device-c');
+    // Its data directory loses the copy, and the relay loses the checkpoint.
+    await fresh.close();
+    await world.checkpointsOf('device-c').keepOnly(new Set());
     world.relays.checkpoints.clear();
     const again = await world.open('device-c');
     expect(again.status().base_checkpoint).toBeNull();
