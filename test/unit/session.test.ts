@@ -286,7 +286,7 @@ describe('session', () => {
       code: 'relay_unavailable',
       message: expect.stringContaining(`writes no op until it holds a copy of checkpoint ${first.checkpoint_hash}`) as unknown,
     });
-    expect(world.journals.entries('device-c').filter((entry) => (entry as JournalEntry).kind === 'op')).toHaveLength(0);
+    expect(world.journals.entries('device-c').filter((entry) => entry.kind === 'op')).toHaveLength(0);
     // The relay comes back without that checkpoint (restored from an older backup), and gets a newer one.
     world.relays.checkpoints.delete(first.checkpoint_hash!);
     link.down = false;
