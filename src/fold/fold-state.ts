@@ -177,6 +177,17 @@ export class FoldState {
     this.cachedHash = null;
   }
 
+  /**
+   * Folds in everything `other` holds, as a checkpoint restore would: afterwards this is the
+   * state of the union of both op-sets, since every fold rule is a join (the winner of a union
+   * is the better of the two winners; events and the ledger's candidates and epochs unite).
+   */
+  merge(other: FoldState): void {
+    for (const { op_id, device_id, hlc, scope, surface, payload } of other.allRecords()) this.apply({ op_id, device_id, hlc, scope, surface, payload });
+    for (const run of other.allRuns()) this.restoreRun(run);
+    for (const [agent, epoch] of other.allAgents()) this.restoreAgent(agent as AgentId, epoch);
+  }
+
   private fold(op: FoldOp): ApplyOutcome {
     switch (tierOf(op.surface)) {
       case 'set':

@@ -35,7 +35,10 @@ export class BaseCheckpoints {
   current: BaseRef | null = null;
   /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
   published: BaseRef | null = null;
-  /** The base when it has no local copy yet (a bootstrap; a damaged copy read from the relay instead): copied after the next pump, or before the next own op. */
+  /**
+   * The base when it has no local copy yet (a bootstrap; a damaged copy read from the relay
+   * instead): copied in the background, again after each pump until that succeeds, and before the next own op.
+   */
   private uncopied: string | null = null;
   /** The copy of `uncopied` under way, which every caller that needs it shares. */
   private copying: Promise<void> | null = null;

@@ -18,6 +18,8 @@ export interface MendingDeps {
   readonly log?: SessionLog | undefined;
   /** The journal's base checkpoint, if it has one. */
   base(): { readonly hash: string; readonly frontier: Frontier } | null;
+  /** The base merged with the relay's latest checkpoint, when that adds other devices' ops; else null. */
+  baseWithLatest(): Promise<CheckpointFile | null>;
   /** This device's ops in the journal that `wanted` picks, in seq order. */
   ownOps(wanted: (op: OpRecord) => boolean): Promise<OpRecord[]>;
   /** Puts these own ops (from the journal) at the front of the push queue. */
@@ -115,7 +117,9 @@ export class RelayMending {
     const base = this.deps.base()!;
     const anchor = base.frontier.get(device)!;
     if (!(await relay.readCheckpoint(base.hash))) {
-      const copy = await this.intactCopy(base.hash);
+      // Put back merged with what the relay's latest covers beyond it, so that a device behind
+      // both finds one checkpoint that covers both (the merge names the same anchor).
+      const copy = (await this.deps.baseWithLatest()) ?? (await this.intactCopy(base.hash));
       if (!copy) {
         throw new OpsyncError(
           'relay_gap',

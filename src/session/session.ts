@@ -1,5 +1,6 @@
 import { anchorTail } from '../checkpoint/anchor.js';
 import { planCompaction } from '../checkpoint/compaction.js';
+import { mergeCheckpoints } from '../checkpoint/merge.js';
 import { assembleCheckpoint } from '../checkpoint/checkpoint.js';
 import type { DeviceKey } from '../crypto/device-key.js';
 import { openPayload } from '../crypto/envelope.js';
@@ -23,14 +24,13 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointHeaderJson, Relay, RosterView } from '../../relay/relay.js';
+import type { CheckpointFile, CheckpointHeaderJson, Relay, RosterView } from '../../relay/relay.js';
 import { BaseCheckpoints } from './base-checkpoints.js';
 import { DAMAGED_CHECKPOINT, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import { auditJournal } from './journal-audit.js';
 import { LivePumps } from './live-pumps.js';
-import { refetchOps } from './refetch.js';
 import { RelayMending } from './relay-mending.js';
 import type { SessionLog } from './session-log.js';
 import type {
@@ -211,6 +211,7 @@ export class Session {
       crypto: deps.crypto,
       log: deps.log,
       base: () => this.bases.current,
+      baseWithLatest: () => this.baseWithLatest(),
       ownOps: async (wanted) => {
         const ops: OpRecord[] = [];
         await this.journal.replay((entry) => {
@@ -319,24 +320,32 @@ export class Session {
   }
 
   /**
-   * Before an own op goes into a journal whose base has no local copy yet (a bootstrap that has
-   * not pumped): makes the copy. A device holding own ops above a base found nowhere could not
-   * start again, while one that wrote nothing starts over. If the relay lost that checkpoint
-   * meanwhile, the device moves onto the relay's latest one.
+   * Before an own op goes into a journal whose base has no local copy yet (a bootstrap whose
+   * copy is still being written, or failed): makes the copy. A device holding own ops above a
+   * base found nowhere could not start again, while one that wrote nothing can start over — and
+   * does, when the relay lost that checkpoint meanwhile: it moves onto the relay's latest one, or
+   * starts from the ops.
    */
   private async baseCopied(): Promise<void> {
-    try {
-      await this.bases.ensureCopied();
-    } catch (error) {
-      const gone = isOpsyncError(error) && error.code === 'checkpoint_not_found';
-      if (gone && this.ownSeq === -1 && (await this.locked(() => this.rebaseLocked())).rebased) return;
-      const base = this.bases.current?.hash ?? 'none';
-      throw new OpsyncError(
-        isOpsyncError(error) ? error.code : 'relay_unavailable',
-        `This device writes no op until it holds a copy of checkpoint ${base}, which its journal is based on: ${(error as Error).message}`,
-        { checkpoint_hash: base },
-      );
+    const attempt = () => this.bases.ensureCopied().then(
+      () => null,
+      (error: unknown) => error,
+    );
+    let failure = await attempt();
+    if (failure !== null && isOpsyncError(failure) && failure.code === 'checkpoint_not_found' && this.ownSeq === -1) {
+      const gone = failure;
+      await this.locked(async () => {
+        if (this.bases.needsCopy && !(await this.rebaseLocked()).rebased) await this.startOver(gone);
+      });
+      failure = await attempt();
     }
+    if (failure === null) return;
+    const base = this.bases.current?.hash ?? 'none';
+    throw new OpsyncError(
+      isOpsyncError(failure) ? failure.code : 'relay_unavailable',
+      `This device writes no op until it holds a copy of checkpoint ${base}, which its journal is based on: ${(failure as Error).message}`,
+      { checkpoint_hash: base },
+    );
   }
 
   /** Rebases onto the relay's latest checkpoint, keeping own ops it does not cover. */
@@ -528,8 +537,14 @@ export class Session {
       return;
     }
     if (this.ownSeq !== -1) throw missing;
-    // A device that never wrote an op (a bootstrap cut short, then the relay lost the checkpoint)
-    // holds nothing of its own: it starts over from the relay.
+    await this.startOver(missing);
+  }
+
+  /**
+   * A device that never wrote an op and whose base checkpoint is gone (a bootstrap cut short,
+   * then the relay lost the checkpoint) holds nothing of its own: it starts over from the relay.
+   */
+  private async startOver(missing: OpsyncError): Promise<void> {
     await this.journal.rewrite({ head: [], keep: () => false });
     this.fold = new FoldState(this.deps.crypto);
     this.heads.clear();
@@ -546,9 +561,10 @@ export class Session {
    */
   private async bootstrap(): Promise<void> {
     try {
-      // Its local copy is made after the first pump, or before its first op, so as not to slow
-      // the start (a device that wrote nothing starts over if the copy never came to be).
+      // Its local copy is written in the background, so as not to slow the start: its first own
+      // op waits for it (a device that wrote nothing starts over if the copy never came to be).
       await this.rebaseLocked(false);
+      this.bases.copyLater();
     } catch (error) {
       if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code)) throw error;
       this.lastError = error.message;
@@ -958,18 +974,25 @@ export class Session {
    * Rebase (design §5): adopt the relay's latest checkpoint as the base. The journal keeps every
    * op above the checkpoint's frontier — own ops it does not cover, which still chain onto its
    * head, and remote ops already held above it (so acks never go back) — behind a base marker,
-   * and the state becomes the checkpoint's state plus those ops. Where the checkpoint covers
-   * another device less far than the journal's base, that device's ops between the two are
-   * pulled from the relay again and kept as well.
+   * and the state becomes the checkpoint's state plus those ops. A checkpoint that covers some
+   * device less far than the journal's base is first merged with the base, and the merge published.
    */
   private async rebaseLocked(copyFirst = true): Promise<RebaseReport> {
     await this.ensureContact();
     const { relay } = this.deps;
-    const header = await relay.latestCheckpoint();
+    let header = await relay.latestCheckpoint();
     const unchanged = this.bases.current?.hash ?? null;
     if (!header) return { rebased: false, base_checkpoint: unchanged, reason: 'the relay holds no checkpoint' };
-    const refetched = await this.refetchBelowBase(header);
-    if (typeof refetched === 'string') return { rebased: false, base_checkpoint: unchanged, reason: refetched };
+    const gap = this.baseGaps(header)[0];
+    if (gap) {
+      // Moving onto it would lose what the base covers beyond it: the two are merged instead.
+      const merged = await this.mergedWithBase(header);
+      if (typeof merged === 'string') return { rebased: false, base_checkpoint: unchanged, reason: `${gap.reason}, and ${merged}` };
+      await relay.putCheckpoint(merged);
+      this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [unchanged, header.checkpoint_hash] }, "published the merge of this device's base and the relay's latest checkpoint");
+      header = merged.header;
+    }
+    const target = header;
     return this.gate.hold(async () => {
       await this.lastDurable;
       // Only this device writes its ops on the relay, and it is not pushing now (this runs locked).
@@ -978,10 +1001,10 @@ export class Session {
       // The journal will name this checkpoint as its base, so its local copy must exist before the
       // rewrite: a crash after it, with the relay then losing the checkpoint, would otherwise
       // leave a journal no start can load. The copy is written while the checkpoint is verified.
-      // (A bootstrap copies after its first pump, or before its first op if that comes sooner.)
-      const copied = copyFirst ? this.bases.copy(header.checkpoint_hash) : null;
+      // (A bootstrap copies in the background; its first own op waits for the copy.)
+      const copied = copyFirst ? this.bases.copy(target.checkpoint_hash) : null;
       copied?.catch(() => {});
-      const { header: parsed, state } = await this.bases.adopt(header);
+      const { header: parsed, state } = await this.bases.adopt(target);
       const frontier = parsed.frontier;
       if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
         throw new OpsyncError('device_cloned', `Checkpoint ${parsed.checkpoint_hash} covers ops of ${this.device} this device never wrote: it is a clone.`, {
@@ -990,20 +1013,12 @@ export class Session {
       }
       const above = (entry: JournalEntry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1);
       const base: BaseEntry = { kind: 'base', checkpoint_hash: parsed.checkpoint_hash, frontier };
-      // Refetched ops come first: they chain onto the checkpoint, and the journal's ops onto them.
-      const fetched: OpEntry[] = refetched.map((op) => {
-        const opened = openPayload(this.deps.keyring, op.payload, op);
-        return { kind: 'op', op, plain: opened.ok ? opened.payload : null };
-      });
-      const kept: OpEntry[] = [...fetched];
+      const kept: OpEntry[] = [];
       await this.journal.replay((entry) => {
         if (entry.kind === 'op' && above(entry)) kept.push(entry);
       });
       for (const [device, ops] of groupBy(kept.map((entry) => entry.op), (op) => op.device_id)) {
-        // The journal's ops were verified when they arrived; refetched ones are verified now, signatures too.
-        const publicKey = fetched.some((entry) => entry.op.device_id === device) ? this.keys.get(device) : null;
-        if (publicKey === undefined) throw new OpsyncError('chain_broken', `Cannot rebase onto ${parsed.checkpoint_hash}: device ${device} is not registered with the relay.`, { device_id: device });
-        const anchored = anchorTail(frontier, device, ops, publicKey, this.deps.crypto);
+        const anchored = anchorTail(frontier, device, ops, null, this.deps.crypto);
         const problem = !anchored.ok ? anchored : anchored.check.error && { code: 'chain_broken' as const, message: anchored.check.error.message };
         if (problem) throw new OpsyncError(problem.code, `Cannot rebase onto ${parsed.checkpoint_hash}: ${problem.message}.`, { device_id: device });
       }
@@ -1016,7 +1031,7 @@ export class Session {
         return { rebased: false, base_checkpoint: unchanged, reason: `checkpoint ${parsed.checkpoint_hash} and the ops above it reach device ${shorter[0]} only below seq ${shorter[1].seq}, which this device holds` };
       }
       await copied;
-      await this.journal.rewrite({ head: [base, ...fetched], keep: above });
+      await this.journal.rewrite({ head: [base], keep: above });
 
       // The journal now names the new base: nothing may fail (no relay call) before memory says
       // the same, or a later checkpoint would be cut from a stale base and lose what it covered.
@@ -1031,7 +1046,7 @@ export class Session {
       await this.bases.prune();
       this.stats.counters.rebases++;
       const ownKept = kept.filter((e) => e.op.device_id === this.device).length;
-      this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept, refetched_ops: fetched.length }, 'rebased onto a checkpoint');
+      this.deps.log?.info({ checkpoint_hash: parsed.checkpoint_hash, kept_own_ops: ownKept }, 'rebased onto a checkpoint');
       return { rebased: true, base_checkpoint: parsed.checkpoint_hash, kept_own_ops: ownKept };
     });
   }
@@ -1059,21 +1074,41 @@ export class Session {
   }
 
   /**
-   * For a rebase onto `header`: the ops of other devices between it and the journal's base,
-   * pulled from the relay again (the rebase verifies them), or why the relay cannot serve them.
-   * This device's own ops are not pulled back, so a checkpoint short of its base on them is declined.
+   * The checkpoint of everything the journal's base and `header` cover (`mergeCheckpoints`),
+   * sealed, for a rebase onto a checkpoint that covers some device less far than the base; or
+   * why the two cannot be merged.
    */
-  private async refetchBelowBase(header: CheckpointHeaderJson): Promise<OpRecord[] | string> {
-    const ops: OpRecord[] = [];
-    const gaps = this.baseGaps(header);
-    if (gaps.length > 0) await this.refreshRoster(true);
-    for (const gap of gaps) {
-      if (gap.device === this.device) return `${gap.reason}; this device's own ops are not pulled back`;
-      const fetched = await refetchOps(this.deps.relay, gap.device, gap.covered, gap.base, this.options.pullPageSize);
-      if (typeof fetched === 'string') return `${gap.reason}; ${fetched}`;
-      ops.push(...fetched);
+  private async mergedWithBase(header: CheckpointHeaderJson): Promise<CheckpointFile | string> {
+    const base = this.bases.current!;
+    let mine;
+    try {
+      mine = await this.bases.load(base.hash);
+    } catch (error) {
+      if (isOpsyncError(error) && error.code === 'checkpoint_not_found') return `this device's base is nowhere to merge it with`;
+      throw error;
     }
-    return ops;
+    const theirs = await this.bases.adopt(header);
+    const plain = mergeCheckpoints({ frontier: mine.header.frontier, state: mine.state }, { frontier: theirs.header.frontier, state: theirs.state }, this.deps.crypto);
+    return plain ? sealCheckpoint(plain, this.deps.keyring) : 'the two name different ops at the same seq of one device (a forked chain)';
+  }
+
+  /**
+   * For a chain restart (`RelayMending`) on a relay that lost the base: the base merged with the
+   * relay's latest checkpoint when that covers some other device further (a device behind both
+   * then finds one checkpoint that covers both), else null. Not when the latest covers this
+   * device's ops further than the base, since the restart anchors on the base's head.
+   */
+  private async baseWithLatest(): Promise<CheckpointFile | null> {
+    const base = this.bases.current;
+    const header = await this.deps.relay.latestCheckpoint();
+    const covers = header && parseFrontier(header.frontier);
+    if (!base || !covers) return null;
+    const further = [...covers].filter(([device, head]) => head.seq > (base.frontier.get(device)?.seq ?? -1));
+    if (further.length === 0 || further.some(([device]) => device === this.device)) return null;
+    const merged = await this.mergedWithBase(header).catch((error: unknown) => (error as Error).message);
+    if (typeof merged !== 'string') return merged;
+    this.deps.log?.warn({ checkpoint_hash: header.checkpoint_hash, reason: merged }, "could not merge the relay's latest checkpoint with this device's base");
+    return null;
   }
 
   // ---- helpers ----------------------------------------------------------------------------

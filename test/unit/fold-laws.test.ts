@@ -60,6 +60,26 @@ describe('fold laws', () => {
     );
   });
 
+  it('merging the states of two overlapping parts of an op-set gives the state of their union', () => {
+    fc.assert(
+      fc.property(opSpecs(), fc.integer(), (specs, seed) => {
+        const ops = materialize(specs);
+        const random = seededRandom(seed);
+        // Each op goes to one part or the other, or to both; together they hold every op.
+        const parts: [OpRecord[], OpRecord[]] = [[], []];
+        for (const op of ops) {
+          const roll = random();
+          if (roll < 0.7) parts[0].push(op);
+          if (roll >= 0.4) parts[1].push(op);
+        }
+        const merged = restoreCheckpoint(assembleCheckpoint(fold(parts[0]), new Map(), coreCrypto), coreCrypto);
+        merged.merge(fold(parts[1]));
+        expect(snapshot(merged)).toEqual(snapshot(fold(ops)));
+      }),
+      { numRuns: scaled(400) },
+    );
+  });
+
   it('is sensitive enough to fail for a fold that lets the first arrival win a register', () => {
     const firstArrivalWins: Fold = (ops) => {
       const state = new FoldState(coreCrypto);

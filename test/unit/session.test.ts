@@ -164,7 +164,7 @@ describe('session', () => {
     expect(c.state.stateHash()).toBe(a.state.stateHash());
   });
 
-  it('does not compact or rebase onto a checkpoint older than its base, which would lose the ops between them', async () => {
+  it('does not compact onto a checkpoint older than its base, and a rebase onto it keeps what the base covers', async () => {
     const world = new World();
     const a = await world.open('device-a');
     const publishAndCompact = async (id: string) => {
@@ -179,15 +179,18 @@ describe('session', () => {
     // The relay is restored from a backup taken before the newer checkpoint.
     world.relays.checkpoints.delete(newer);
     const behind = `covers device device-a only below seq 1, which this device's base ${newer} covers`;
-    // A rebase used to move onto it, and the device lost "y" from its state.
-    expect(await a.rebase()).toMatchObject({ rebased: false, base_checkpoint: newer, reason: expect.stringContaining(behind) as unknown });
+    expect(await a.compact()).toMatchObject({ compacted: false, reason: expect.stringContaining(behind) as unknown });
+    // A rebase used to move onto it, and the device lost "y" from its state. The older checkpoint
+    // merged with the base is the base itself, which goes back on the relay.
+    expect(await a.rebase()).toMatchObject({ rebased: true, base_checkpoint: newer });
+    expect(world.relays.checkpoints.has(newer)).toBe(true);
     expect(a.state.record('knowledge', 'y')).toBeDefined();
     await a.close();
     const reopened = await world.open('device-a');
     expect(reopened.state.record('knowledge', 'y')).toBeDefined();
   });
 
-  it('rebases onto a checkpoint that covers another device less far than its base by pulling the ops between again', async () => {
+  it('rebases onto a checkpoint that covers another device less far than its base by merging the two', async () => {
     const world = new World();
     const b = await world.open('device-b');
     const c = await world.open('device-c');
@@ -197,8 +200,8 @@ describe('session', () => {
     const a = await world.open('device-a');
     await b.append({ surface: 'knowledge', payload: { id: 'b1' }, scope: 'personal' });
     await pumpAll(a, b, c);
-    expect(await b.checkpoint()).toMatchObject({ published: true });
-    expect(await a.compact()).toMatchObject({ compacted: true });
+    const base = await b.checkpoint();
+    expect(await a.compact()).toMatchObject({ compacted: true, base_checkpoint: base.checkpoint_hash });
     await a.close();
 
     // The relay is restored from the backup: b1 and the checkpoint are gone until b refills them.
@@ -211,27 +214,61 @@ describe('session', () => {
     expect(short).toMatchObject({ published: true });
     expect(await c.compact()).toMatchObject({ compacted: true, relay_dropped_ops: 1 });
 
-    // a now needs c0, which only that checkpoint holds, and b1, which only its own base holds.
+    // a now needs c0, which only that checkpoint holds, and b1, which only its own base holds
+    // (b has not put it back on the relay yet). It used to wait, saying it could not rebase.
     const returned = await world.open('device-a');
-    const behind = `covers device device-b only below seq 1, which this device's base`;
-    await expect(returned.pump()).rejects.toMatchObject({
-      code: 'relay_frontier_truncated',
-      message: expect.stringMatching(new RegExp(`${behind}.*; the relay serves device device-b's ops only up to seq 0`)) as unknown,
-    });
-    expect(returned.state.record('knowledge', 'b1')).toBeDefined();
+    expect(await returned.pump()).toMatchObject({ rebased: true });
+    const merged = returned.status().base_checkpoint;
+    expect([base.checkpoint_hash, short.checkpoint_hash]).not.toContain(merged);
+    expect(world.relays.checkpoints.has(merged!)).toBe(true);
+    for (const id of ['b0', 'b1', 'c0', 'c1']) expect(returned.state.record('knowledge', id), id).toBeDefined();
 
     world.now += 61_000; // b's periodic relay check puts b1 back
-    await b.pump();
-    expect(await returned.pump()).toMatchObject({ rebased: true });
-    expect(returned.status().base_checkpoint).toBe(short.checkpoint_hash);
     await pumpAll(returned, b, c, d);
-    for (const id of ['b0', 'b1', 'c0', 'c1']) expect(returned.state.record('knowledge', id), id).toBeDefined();
     expect(returned.state.stateHash()).toBe(b.state.stateHash());
     expect(d.state.stateHash()).toBe(b.state.stateHash());
-    // The journal holds the refetched op: a restart rebuilds the same state.
+    // A new device bootstraps from the merge.
+    const e = await world.open('device-e');
+    expect(e.status().base_checkpoint).toBe(merged);
+    await e.pump();
+    expect(e.state.stateHash()).toBe(b.state.stateHash());
     await returned.close();
     const again = await world.open('device-a');
     expect(again.state.stateHash()).toBe(b.state.stateHash());
+  });
+
+  it('puts its base back on a relay that lost it merged with the relay\'s latest checkpoint, so a device behind both can sync', async () => {
+    const world = new World();
+    const empty = world.backupRelay();
+    const c = await world.open('device-c');
+    for (let i = 0; i < 5; i++) await c.append({ surface: 'knowledge', payload: { id: `c${i}` }, scope: 'personal' });
+    await c.pump();
+    expect(await c.checkpoint()).toMatchObject({ published: true });
+    expect(await c.compact()).toMatchObject({ compacted: true });
+    await c.close();
+
+    // The relay is replaced by an empty one, where b writes and collects its ops behind a checkpoint of its own.
+    world.restoreRelay(empty);
+    const b = await world.open('device-b');
+    for (let i = 0; i < 3; i++) await b.append({ surface: 'knowledge', payload: { id: `b${i}` }, scope: 'personal' });
+    await b.pump();
+    const theirs = await b.checkpoint();
+    expect(await b.compact()).toMatchObject({ compacted: true, relay_dropped_ops: 2 });
+
+    // c comes back: its ops are gone from the relay and its journal starts past them, so it puts
+    // its base back and restarts its chain above it. Its base alone (the heavier checkpoint, so
+    // the latest) would not cover b's collected ops: c itself, and any device behind both, would
+    // then find no checkpoint to rebase onto.
+    const returned = await world.open('device-c');
+    await pumpAll(returned, b);
+    const latest = await world.relays.connect(returned.device).latestCheckpoint();
+    expect(latest?.checkpoint_hash).not.toBe(theirs.checkpoint_hash);
+    expect(Object.keys(latest!.frontier as object).sort()).toEqual(['device-b', 'device-c']);
+    for (const id of ['b0', 'b2', 'c0', 'c4']) expect(returned.state.record('knowledge', id), id).toBeDefined();
+    expect(returned.state.stateHash()).toBe(b.state.stateHash());
+    const fresh = await world.open('device-d');
+    await fresh.pump();
+    expect(fresh.state.stateHash()).toBe(b.state.stateHash());
   });
 
   it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
@@ -278,10 +315,10 @@ describe('session', () => {
     await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
     await b.pump();
     const first = await b.checkpoint();
-    const link = { down: false };
+    // Its copy of the checkpoint cannot be read from the relay.
+    const link = { down: true, only: ['checkpointBytes'] };
     const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
     expect(fresh.status().base_checkpoint).toBe(first.checkpoint_hash);
-    link.down = true;
     await expect(fresh.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).rejects.toMatchObject({
       code: 'relay_unavailable',
       message: expect.stringContaining(`writes no op until it holds a copy of checkpoint ${first.checkpoint_hash}`) as unknown,
@@ -301,6 +338,30 @@ describe('session', () => {
     const again = await world.open('device-c');
     await pumpAll(again, b);
     for (const id of ['mine', 'theirs', 'later']) expect(again.state.record('knowledge', id), id).toBeDefined();
+    expect(again.state.stateHash()).toBe(b.state.stateHash());
+  });
+
+  it('starts a bootstrapped device over before its first op when the relay lost every checkpoint before it could copy one', async () => {
+    const world = new World();
+    const b = await world.open('device-b');
+    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
+    await b.pump();
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    const link = { down: true, only: ['checkpointBytes'] };
+    const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
+    expect(fresh.state.record('knowledge', 'theirs')).toBeDefined();
+    // The relay is replaced by an empty one before the copy could be made.
+    world.restoreRelay({ devices: new Map(), checkpoints: new Map() });
+    link.down = false;
+    expect((await fresh.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).seq).toBe(0);
+    expect(fresh.status().base_checkpoint).toBeNull();
+    // Within a minute b registers again on the empty relay and puts its op back.
+    world.now += 61_000;
+    await pumpAll(b, fresh);
+    for (const id of ['mine', 'theirs']) expect(fresh.state.record('knowledge', id), id).toBeDefined();
+    expect(fresh.state.stateHash()).toBe(b.state.stateHash());
+    world.crash('device-c');
+    const again = await world.open('device-c');
     expect(again.state.stateHash()).toBe(b.state.stateHash());
   });
 
@@ -328,12 +389,13 @@ describe('session', () => {
   });
 });
 
-/** A relay that answers relay_unavailable to everything while `link.down`, as an unreachable one does. */
-function unreachableWhileDown(relay: Relay, link: { down: boolean }): Relay {
+/** A relay that answers relay_unavailable to everything (or to the methods in `link.only`) while `link.down`, as an unreachable one does. */
+function unreachableWhileDown(relay: Relay, link: { down: boolean; only?: readonly string[] }): Relay {
   return new Proxy(relay, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver);
       if (typeof value !== 'function' || ['anomalies', 'close'].includes(String(property))) return value;
+      if (link.only && !link.only.includes(String(property))) return value;
       return (...args: unknown[]) =>
         link.down ? Promise.reject(new OpsyncError('relay_unavailable', 'The relay cannot be reached.')) : (value as (...a: unknown[]) => unknown).apply(target, args);
     },
