@@ -3,6 +3,7 @@ import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
 import type { JournalEntry } from '../../src/journal/journal.js';
 import type { Session } from '../../src/session/session.js';
+import type { CheckpointReport } from '../../src/session/session-reports.js';
 import type { Relay } from '../../relay/relay.js';
 import { World } from '../helpers/world.js';
 
@@ -24,6 +25,17 @@ async function worldWithStaleCopy(name: string): Promise<World> {
   const journal = world.journals.entries(name) as unknown[];
   journal.splice(0, journal.length, ...stale);
   return world;
+}
+
+/** A world where device-b wrote op "theirs" and published a checkpoint of it. */
+async function worldWithCheckpoint(): Promise<{ world: World; b: Session; checkpoint: CheckpointReport }> {
+  const world = new World();
+  const b = await world.open('device-b');
+  await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
+  await b.pump();
+  const checkpoint = await b.checkpoint();
+  expect(checkpoint).toMatchObject({ published: true });
+  return { world, b, checkpoint };
 }
 
 async function pumpAll(...sessions: Session[]): Promise<void> {
@@ -289,11 +301,7 @@ describe('session', () => {
   });
 
   it('copies its bootstrap checkpoint before its first op, so a crash before its first pump and a relay that then loses it lose nothing', async () => {
-    const world = new World();
-    const b = await world.open('device-b');
-    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
-    await b.pump();
-    expect(await b.checkpoint()).toMatchObject({ published: true });
+    const { world, b } = await worldWithCheckpoint();
     const fresh = await world.open('device-c');
     const base = fresh.status().base_checkpoint;
     expect(base).not.toBeNull();
@@ -310,11 +318,7 @@ describe('session', () => {
   });
 
   it('writes no op over a bootstrap checkpoint it cannot copy, and moves onto the latest one when the relay lost it', async () => {
-    const world = new World();
-    const b = await world.open('device-b');
-    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
-    await b.pump();
-    const first = await b.checkpoint();
+    const { world, b, checkpoint: first } = await worldWithCheckpoint();
     // Its copy of the checkpoint cannot be read from the relay.
     const link = { down: true, only: ['checkpointBytes'] };
     const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
@@ -342,11 +346,7 @@ describe('session', () => {
   });
 
   it('starts a bootstrapped device over before its first op when the relay lost every checkpoint before it could copy one', async () => {
-    const world = new World();
-    const b = await world.open('device-b');
-    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
-    await b.pump();
-    expect(await b.checkpoint()).toMatchObject({ published: true });
+    const { world, b } = await worldWithCheckpoint();
     const link = { down: true, only: ['checkpointBytes'] };
     const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
     expect(fresh.state.record('knowledge', 'theirs')).toBeDefined();
@@ -366,11 +366,7 @@ describe('session', () => {
   });
 
   it('starts a device that never wrote an op over when its bootstrap checkpoint is gone everywhere', async () => {
-    const world = new World();
-    const b = await world.open('device-b');
-    await b.append({ surface: 'knowledge', payload: { id: 'theirs' }, scope: 'personal' });
-    await b.pump();
-    expect(await b.checkpoint()).toMatchObject({ published: true });
+    const { world, b } = await worldWithCheckpoint();
     const fresh = await world.open('device-c');
     expect(fresh.status().base_checkpoint).not.toBeNull();
     // Its data directory loses the copy, and the relay loses the checkpoint.
