@@ -1,9 +1,12 @@
 import type pg from 'pg';
 
 /**
- * What the Postgres relay and the Postgres lease backend share: transactions, and schema
- * creation that is safe when several daemons start against one database at once.
+ * What the Postgres relay and the Postgres lease backend share: transactions, schema creation
+ * that is safe when several daemons start against one database at once, and the database's clock.
  */
+
+/** The database's clock in milliseconds, read when the statement runs: one clock for every device. */
+export const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 /**
  * Runs `work` in a transaction on one pooled connection; any throw rolls back. A checked-out

@@ -9,7 +9,7 @@ import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { createSchema, inTransaction, maskedUrl, schemaOnFirstUse } from './pg-database.js';
+import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from './pg-database.js';
 
 /**
  * The Postgres relay (proposals/relay.md §Postgres): the relay port on one database shared by
@@ -24,6 +24,10 @@ export interface PostgresRelayOptions {
   readonly url: string;
   readonly self: DeviceId;
   readonly crypto: CoreCrypto;
+  /**
+   * A clock for tests. Without it the database's clock stamps when a device was added and last
+   * seen, and decides who is evicted: devices on several machines need not agree on the time.
+   */
   readonly now?: () => number;
   readonly horizonMs?: number;
 }
@@ -35,7 +39,7 @@ export class PostgresRelay implements Relay {
   readonly location: string;
   private readonly pool: pg.Pool;
   private readonly crypto: CoreCrypto;
-  private readonly now: () => number;
+  private readonly now: (() => number) | null;
   private readonly horizonMs: number;
   private readonly bad = new Map<string, number>();
   private readonly schema = schemaOnFirstUse(() => ensureSchema(this.pool, this.location));
@@ -44,7 +48,7 @@ export class PostgresRelay implements Relay {
     this.self = options.self;
     this.location = maskedUrl(options.url);
     this.crypto = options.crypto;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? null;
     this.horizonMs = options.horizonMs ?? DEFAULT_EVICTION_HORIZON_MS;
     this.pool = new pg.Pool({ connectionString: options.url, max: 4, connectionTimeoutMillis: 5_000, allowExitOnIdle: true });
     this.pool.on('error', () => {
@@ -70,8 +74,10 @@ export class PostgresRelay implements Relay {
 
   register(publicKey: string): Promise<void> {
     return this.db(async () => {
-      const now = this.now();
-      await this.pool.query('INSERT INTO opsync_devices (device_id, public_key, added_ms, last_seen_ms) VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING', [this.self, publicKey, now]);
+      await this.pool.query(
+        `INSERT INTO opsync_devices (device_id, public_key, added_ms, last_seen_ms) VALUES ($1, $2, COALESCE($3, ${NOW_MS}), COALESCE($3, ${NOW_MS})) ON CONFLICT DO NOTHING`,
+        [this.self, publicKey, this.now?.() ?? null],
+      );
       const { rows } = await this.pool.query<{ public_key: string }>('SELECT public_key FROM opsync_devices WHERE device_id = $1', [this.self]);
       if (rows[0]?.public_key !== publicKey) throw keyConflict(this.self);
     });
@@ -173,14 +179,14 @@ export class PostgresRelay implements Relay {
         if (seq < was) throw ackRegression(this.self, of, was, seq);
       }
       const next = seqFrontierToJson(new Map([...current, ...acked]));
-      await client.query('UPDATE opsync_devices SET acked = $2, last_seen_ms = $3 WHERE device_id = $1', [this.self, JSON.stringify(next), this.now()]);
+      await client.query(`UPDATE opsync_devices SET acked = $2, last_seen_ms = COALESCE($3, ${NOW_MS}) WHERE device_id = $1`, [this.self, JSON.stringify(next), this.now?.() ?? null]);
     });
   }
 
   roster(): Promise<RosterView> {
     return this.db(async () => {
-      const { rows } = await this.pool.query<{ device_id: string; public_key: string; added_ms: string; last_seen_ms: string; acked: unknown; floor: string }>(
-        'SELECT device_id, public_key, added_ms, last_seen_ms, acked, floor FROM opsync_devices ORDER BY device_id',
+      const { rows } = await this.pool.query<{ device_id: string; public_key: string; added_ms: string; last_seen_ms: string; acked: unknown; floor: string; now_ms: string }>(
+        `SELECT device_id, public_key, added_ms, last_seen_ms, acked, floor, ${NOW_MS} AS now_ms FROM opsync_devices ORDER BY device_id`,
       );
       const entries = [];
       const floor = new Map<DeviceId, number>();
@@ -193,7 +199,8 @@ export class PostgresRelay implements Relay {
         entries.push({ device_id: row.device_id, public_key: row.public_key, added_ms: Number(row.added_ms), last_seen_ms: Number(row.last_seen_ms), acked });
         floor.set(row.device_id, Number(row.floor));
       }
-      return rosterView(entries, floor, this.now(), this.horizonMs);
+      // With no rows there is no status to decide, and the clock does not matter.
+      return rosterView(entries, floor, this.now?.() ?? Number(rows[0]?.now_ms ?? 0), this.horizonMs);
     });
   }
 

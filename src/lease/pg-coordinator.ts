@@ -4,7 +4,7 @@ import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
 import { ruleCoordinator } from './rule-coordinator.js';
-import { createSchema, inTransaction, maskedUrl, schemaOnFirstUse } from '../../relay/pg-database.js';
+import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from '../../relay/pg-database.js';
 
 /**
  * Leases in Postgres (proposals/leases.md §Postgres): one row per agent, changed in a
@@ -66,8 +66,6 @@ interface Row {
   expires_at_ms: string | null;
   now_ms: string;
 }
-
-const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 function ensureSchema(pool: pg.Pool): Promise<void> {
   return createSchema(pool, [

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
@@ -171,5 +171,41 @@ describe('Postgres relay schema', () => {
       code: 'relay_invalid',
       message: expect.stringMatching(/schema version 2; this opsync reads version 1/) as unknown,
     });
+  });
+});
+
+describe('Postgres relay clock', () => {
+  it("decides who is evicted by the database's clock, not by the devices' clocks", async () => {
+    const url = await postgres().createDatabase(`relay_${process.pid}_clock`);
+    const [a, b] = [new TestDevice('device-a', 1), new TestDevice('device-b', 2)];
+    const realNow = Date.now();
+    const twoYears = 2 * 365 * 86_400_000;
+    let offset = 0;
+    // The process's clock as the relays see it (they are opened after this).
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow + offset);
+    try {
+      const relays = await Promise.all([a, b].map((device) => PostgresRelay.open({ url, self: device.id, crypto: coreCrypto })));
+      opened.push(...relays);
+      const [relayA, relayB] = relays as [PostgresRelay, PostgresRelay];
+      await relayA.register(a.publicKey);
+      await relayB.register(b.publicKey);
+      // b's clock is two years behind when it acks; a's two years ahead when it reads the roster.
+      // Stamped and judged by the devices' clocks, a would see b evicted, and b would see a evicted.
+      offset = -twoYears;
+      await relayB.ack(new Map());
+      const fromB = await relayB.roster();
+      offset = twoYears;
+      const fromA = await relayA.roster();
+      for (const view of [fromA, fromB]) {
+        expect(view.entries.map((entry) => [entry.device_id, entry.status])).toEqual([
+          ['device-a', 'active'],
+          ['device-b', 'active'],
+        ]);
+      }
+      const seen = fromA.entries.find((entry) => entry.device_id === b.id)!.last_seen_ms;
+      expect(Math.abs(seen - realNow)).toBeLessThan(86_400_000);
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
