@@ -73,6 +73,21 @@ export interface Repaired {
   readonly repairs: RepairCounts;
 }
 
+/**
+ * The turns a resume of the latest `max` turns repairs: every system turn, wherever it is (they
+ * make the system prompt), and the last `max` other turns, in order. A cut that falls inside a
+ * tool exchange leaves a result without its call, which the repair drops like any orphan.
+ */
+export function latestTurns<T extends Pick<TurnFields, 'role'>>(turns: readonly T[], max: number): T[] {
+  let kept = 0;
+  let start = turns.length;
+  while (start > 0 && (kept < max || turns[start - 1]!.role === 'system')) {
+    start--;
+    if (turns[start]!.role !== 'system') kept++;
+  }
+  return [...turns.slice(0, start).filter((turn) => turn.role === 'system'), ...turns.slice(start)];
+}
+
 export function repair(turns: readonly TurnFields[]): Repaired {
   const repairs = Object.fromEntries(REPAIR_RULES.map((rule) => [rule, 0])) as RepairCounts;
   const system: string[] = [];

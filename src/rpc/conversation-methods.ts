@@ -1,5 +1,5 @@
 import { formatFor, RESUME_FORMATS } from '../conversation/provider-format.js';
-import { repair, type TurnFields } from '../conversation/repair.js';
+import { latestTurns, repair, type TurnFields } from '../conversation/repair.js';
 import { turnOf } from '../conversation/turn.js';
 import { DEFAULT_CONVERSATION, payloadProblem, ROLES } from '../fold/payload-rules.js';
 import { parseConversationId } from '../oplog/ids.js';
@@ -64,13 +64,15 @@ export function conversationMethods(session: Session): MethodSpec[] {
       params: object({
         conversation_id: optional(conversationId, `the conversation (default "${DEFAULT_CONVERSATION}")`),
         format: optional(oneOf(RESUME_FORMATS), 'anthropic (Messages API, default) or openai (Chat Completions)'),
+        max_turns: optional(integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), 'only the latest this many turns, with every system turn (default: all)'),
       }),
       result: resultObject({
         conversation_id: { type: 'string' },
         format: { type: 'string' },
         system: { type: 'string', description: 'anthropic: the system parameter, when there is one' },
         messages: { type: 'array' },
-        turns: { type: 'integer' },
+        turns: { type: 'integer', description: 'turns the messages were made from' },
+        omitted_turns: { type: 'integer', description: 'earlier turns left out by max_turns' },
         repairs: { type: 'object', description: 'how often each repair rule fired' },
       }),
       handler: (p) => {
@@ -78,8 +80,10 @@ export function conversationMethods(session: Session): MethodSpec[] {
         const format = p.format ?? 'anthropic';
         const records = session.state.conversation(id);
         // The folded payloads carry exactly the fields the repair reads (checked by the fold's rules).
-        const repaired = repair(records.map((record) => record.payload as unknown as TurnFields));
-        return { conversation_id: id, format, ...formatFor(format, repaired), turns: records.length, repairs: repaired.repairs };
+        const all = records.map((record) => record.payload as unknown as TurnFields);
+        const turns = p.max_turns === undefined ? all : latestTurns(all, p.max_turns);
+        const repaired = repair(turns);
+        return { conversation_id: id, format, ...formatFor(format, repaired), turns: turns.length, omitted_turns: all.length - turns.length, repairs: repaired.repairs };
       },
     }),
     defineMethod({

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { INTERRUPTED_RESULT } from '../../src/conversation/repair.js';
+import { BOUNDARY_TEXT, INTERRUPTED_RESULT } from '../../src/conversation/repair.js';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
@@ -61,6 +61,11 @@ describe('conversations across two daemon processes', () => {
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: '07:58 Oslo S → Bergen' }] },
       ],
     });
+    // Only the latest turns, for a long conversation: the system prompt stays, and the list still starts with the user.
+    const latest = await a.call<Resume>('sync.resume', { conversation_id: chat, max_turns: 2 });
+    expect(latest).toEqual(await b.call<Resume>('sync.resume', { conversation_id: chat, max_turns: 2 }));
+    expect(anthropicProblems(latest)).toEqual([]);
+    expect(latest).toMatchObject({ system: 'You plan trips.', turns: 3, omitted_turns: 1, messages: [{ role: 'user', content: BOUNDARY_TEXT }, anthropic.messages[1], anthropic.messages[2]] });
   });
 
   it('a call whose result never arrived resumes with the synthetic interrupted result', async () => {

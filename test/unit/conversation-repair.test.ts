@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { toAnthropic, toOpenAI } from '../../src/conversation/provider-format.js';
-import { BOUNDARY_TEXT, INTERRUPTED_RESULT, repair, type RepairRule } from '../../src/conversation/repair.js';
+import { BOUNDARY_TEXT, INTERRUPTED_RESULT, latestTurns, repair, type RepairRule } from '../../src/conversation/repair.js';
 import type { ToolCall, Turn } from '../../src/conversation/turn.js';
 import type { Role } from '../../src/fold/payload-rules.js';
 import type { Hlc } from '../../src/oplog/hlc.js';
@@ -172,5 +172,31 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
       }),
     ).toEqual(expect.arrayContaining([expect.stringMatching(/expected user/), expect.stringMatching(/characters the API refuses/), expect.stringMatching(/empty text/)]));
     expect(openAIProblems({ messages: [{ role: 'user', content: 'x' }, { role: 'tool', tool_call_id: 'c', content: 'r' }] })).toHaveLength(1);
+  });
+});
+
+describe('a resume of the latest turns (max_turns)', () => {
+  const turns = transcript(
+    ['system', 'You plan trips.'],
+    ['user', 'Find a train.'],
+    ['assistant', 'Searching.', { tool_calls: [{ id: 'toolu_1', name: 'search', input: {} }] }],
+    ['tool', 'Found one.', { tool_use_id: 'toolu_1' }],
+    ['system', 'Be brief.'],
+    ['assistant', 'The 07:58.'],
+    ['user', 'Book it.'],
+  );
+
+  it('keeps every system turn and the last turns, in order', () => {
+    expect(latestTurns(turns, 2).map((turn) => turn.content)).toEqual(['You plan trips.', 'Be brief.', 'The 07:58.', 'Book it.']);
+    expect(latestTurns(turns, 100)).toEqual(turns);
+  });
+
+  it('resumes a cut inside a tool exchange as a list the providers accept: the result without its call is dropped', () => {
+    const { repaired, anthropic, openai } = resume(latestTurns(turns, 3));
+    expect(fired(repaired.repairs)).toMatchObject({ orphan_result_dropped: 1, boundary_inserted: 1 });
+    expect(anthropic.system).toBe('You plan trips.\n\nBe brief.');
+    expect(anthropic.messages.map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
+    expect(anthropicProblems(anthropic)).toEqual([]);
+    expect(openAIProblems(openai)).toEqual([]);
   });
 });
