@@ -40,8 +40,10 @@ export class BaseCheckpoints {
    * instead): copied in the background, again after each pump until that succeeds, and before the next own op.
    */
   private uncopied: string | null = null;
-  /** The copy of `uncopied` under way, which every caller that needs it shares. */
-  private copying: Promise<void> | null = null;
+  /** The copy under way, which every caller that needs it shares. */
+  private copying: { hash: string; done: Promise<void> } | null = null;
+  /** The base whose background copy failed and was logged (once per base, not once per pump). */
+  private warned: string | null = null;
   /** Copies that outlive the call that started them; `settled` waits for them. */
   private readonly background = new Set<Promise<unknown>>();
 
@@ -94,10 +96,16 @@ export class BaseCheckpoints {
   ensureCopied(): Promise<void> {
     const hash = this.uncopied;
     if (hash === null) return Promise.resolve();
-    this.copying ??= this.copy(hash).finally(() => {
-      this.copying = null;
-    });
-    return this.copying;
+    if (this.copying?.hash !== hash) {
+      const copying = {
+        hash,
+        done: this.copy(hash).finally(() => {
+          if (this.copying === copying) this.copying = null;
+        }),
+      };
+      this.copying = copying;
+    }
+    return this.copying.done;
   }
 
   /** Stores a checkpoint this device cut, and remembers it as the one it published last. */
@@ -116,7 +124,10 @@ export class BaseCheckpoints {
   copyLater(): void {
     const hash = this.uncopied;
     if (hash === null) return;
-    const copy = this.ensureCopied().catch((error: unknown) => this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint'));
+    const copy = this.ensureCopied().catch((error: unknown) => {
+      if (this.warned !== hash) this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint; trying again after each pump');
+      this.warned = hash;
+    });
     this.background.add(copy);
     void copy.finally(() => this.background.delete(copy));
   }

@@ -983,11 +983,11 @@ export class Session {
     let header = await relay.latestCheckpoint();
     const unchanged = this.bases.current?.hash ?? null;
     if (!header) return { rebased: false, base_checkpoint: unchanged, reason: 'the relay holds no checkpoint' };
-    const gap = this.baseGaps(header)[0];
-    if (gap) {
+    const behind = this.behindBase(header);
+    if (behind) {
       // Moving onto it would lose what the base covers beyond it: the two are merged instead.
       const merged = await this.mergedWithBase(header);
-      if (typeof merged === 'string') return { rebased: false, base_checkpoint: unchanged, reason: `${gap.reason}, and ${merged}` };
+      if (typeof merged === 'string') return { rebased: false, base_checkpoint: unchanged, reason: `${behind}, and ${merged}` };
       await relay.putCheckpoint(merged);
       this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [unchanged, header.checkpoint_hash] }, "published the merge of this device's base and the relay's latest checkpoint");
       header = merged.header;
@@ -1027,7 +1027,7 @@ export class Session {
       // A rebase never takes a device's head back: that would lose the ops between from the state.
       const shorter = [...this.heads].find(([device, head]) => (verifier.heads.get(device)?.seq ?? -1) < head.seq);
       if (shorter) {
-        await copied;
+        await copied?.catch(() => undefined);
         return { rebased: false, base_checkpoint: unchanged, reason: `checkpoint ${parsed.checkpoint_hash} and the ops above it reach device ${shorter[0]} only below seq ${shorter[1].seq}, which this device holds` };
       }
       await copied;
@@ -1052,25 +1052,17 @@ export class Session {
   }
 
   /**
-   * Where `header` covers a device less far than the journal's base does (a relay restored from
-   * an older copy; a checkpoint cut while a device that had not acked that device's ops held the
-   * stable frontier back): the journal no longer holds the ops between the two.
+   * Why the journal cannot simply move onto `header`: it covers some device less far than the
+   * base does (a relay restored from an older copy; a checkpoint cut while a device that had not
+   * acked that device's ops held the stable frontier back), and the journal no longer holds the
+   * ops between the two. Null when it covers at least as much.
    */
-  private baseGaps(header: CheckpointHeaderJson): { device: DeviceId; covered: number; base: number; reason: string }[] {
-    const base = this.bases.current;
-    if (!base) return [];
-    const covers = parseFrontier(header.frontier);
-    return [...base.frontier].flatMap(([device, head]) => {
-      const covered = covers?.get(device)?.seq ?? -1;
-      if (covered >= head.seq) return [];
-      const reason = `the relay's latest checkpoint ${header.checkpoint_hash} covers device ${device} only below seq ${head.seq}, which this device's base ${base.hash} covers`;
-      return [{ device, covered, base: head.seq, reason }];
-    });
-  }
-
-  /** Why compaction cannot move the journal onto `header` (it drops what lies between), or null. */
   private behindBase(header: CheckpointHeaderJson): string | null {
-    return this.baseGaps(header)[0]?.reason ?? null;
+    const base = this.bases.current;
+    const covers = parseFrontier(header.frontier);
+    const short = base && [...base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
+    if (!base || !short) return null;
+    return `the relay's latest checkpoint ${header.checkpoint_hash} covers device ${short[0]} only below seq ${short[1].seq}, which this device's base ${base.hash} covers`;
   }
 
   /**
