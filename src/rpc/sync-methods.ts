@@ -82,7 +82,7 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
     }),
     defineMethod({
       name: 'sync.rebase',
-      summary: 'Rebases onto the latest checkpoint, keeping own ops it does not cover.',
+      summary: 'Rebases onto the latest checkpoint, keeping own ops it does not cover; one that covers some device less far than the base is first merged with it, and the merge published.',
       params: none,
       result: resultObject({ rebased: { type: 'boolean' }, base_checkpoint: { type: ['string', 'null'] }, reason: { type: 'string' } }),
       errors: ['device_cloned', 'checkpoint_invalid', 'anchor_mismatch', 'unanchored'],
