@@ -36,8 +36,9 @@ export class BaseCheckpoints {
   /** The checkpoint this device last cut (and so need not verify when it compacts onto it). */
   published: BaseRef | null = null;
   /**
-   * The base when it has no local copy yet (a bootstrap; a damaged copy read from the relay
-   * instead): copied in the background, again after each pump until that succeeds, and before the next own op.
+   * The base when it has no local copy yet (a bootstrap; a copy missing or damaged at start,
+   * read from the relay instead): copied in the background, again after each pump until that
+   * succeeds, and before the next own op.
    */
   private uncopied: string | null = null;
   /** The copy under way, which every caller that needs it shares. */
@@ -49,7 +50,10 @@ export class BaseCheckpoints {
 
   constructor(private readonly deps: BaseCheckpointsDeps) {}
 
-  /** A checkpoint this device is based on: its local copy, else the relay's. */
+  /**
+   * A checkpoint this device is based on: its local copy, else the relay's — and then the copy
+   * is made again (a bootstrap killed before its background copy; a damaged copy).
+   */
   async load(hash: string): Promise<Opened> {
     try {
       const local = await this.deps.store.get(hash);
@@ -59,8 +63,8 @@ export class BaseCheckpoints {
       // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
       this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
       await this.deps.store.discard(hash);
-      this.uncopied = hash;
     }
+    this.uncopied = hash;
     const remote = await this.deps.relay.readCheckpoint(hash);
     if (!remote) {
       throw new OpsyncError(

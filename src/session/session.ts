@@ -501,6 +501,7 @@ export class Session {
         } else {
           this.fold = loaded.state;
           this.bases.current = { hash: found.checkpoint_hash, frontier: found.frontier };
+          this.bases.copyLater(); // when the copy was missing or damaged
           for (const entry of tail) this.foldEntry(entry);
         }
       }

@@ -345,6 +345,27 @@ describe('session', () => {
     expect(again.state.stateHash()).toBe(b.state.stateHash());
   });
 
+  it('makes the copy its bootstrap never made when it starts again, before its first op', async () => {
+    const { world, b } = await worldWithCheckpoint();
+    const link = { down: true, only: ['checkpointBytes'] };
+    const fresh = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
+    const base = fresh.status().base_checkpoint;
+    // Killed before the background copy could be made; it starts again, the copy still failing.
+    world.crash('device-c');
+    const again = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
+    expect(again.status().base_checkpoint).toBe(base);
+    await expect(again.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).rejects.toMatchObject({ code: 'relay_unavailable' });
+    link.down = false;
+    expect((await again.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).seq).toBe(0);
+    // The relay then loses the checkpoint, and the device is killed: its copy is what it starts from.
+    world.crash('device-c');
+    world.relays.checkpoints.clear();
+    const third = await world.open('device-c');
+    expect(third.status().base_checkpoint).toBe(base);
+    await pumpAll(third, b);
+    expect(third.state.stateHash()).toBe(b.state.stateHash());
+  });
+
   it('starts a bootstrapped device over before its first op when the relay lost every checkpoint before it could copy one', async () => {
     const { world, b } = await worldWithCheckpoint();
     const link = { down: true, only: ['checkpointBytes'] };
