@@ -1,11 +1,12 @@
 import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
+import { mergeCheckpoints } from '../checkpoint/merge.js';
 import type { Keyring } from '../crypto/keyring.js';
 import type { FoldState } from '../fold/fold-state.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import type { Frontier } from '../oplog/frontier.js';
+import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
-import type { CheckpointHeaderJson, CheckpointStream, Relay } from '../../relay/relay.js';
-import { DAMAGED_CHECKPOINT, openCheckpoint } from './checkpoint-seal.js';
+import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, Relay } from '../../relay/relay.js';
+import { DAMAGED_CHECKPOINT, openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
 
@@ -26,9 +27,9 @@ type Opened = { header: CheckpointHeader; state: FoldState };
 
 /**
  * The checkpoints a device depends on — the one its journal is based on, and the one it
- * published last (which it may compact onto) — and their local copies, so that a restart finds
- * its base even when the relay is out of reach or has collected it (proposals/session.md §Local
- * checkpoint copies).
+ * published last (which it may compact onto) — their local copies, so that a restart finds its
+ * base even when the relay is out of reach or has collected it (proposals/session.md §Local
+ * checkpoint copies), and the base's merges with other checkpoints (§Rebase).
  */
 export class BaseCheckpoints {
   /** The checkpoint the journal is based on (its base entry), if any. */
@@ -150,6 +151,44 @@ export class BaseCheckpoints {
   async prune(temps = false): Promise<void> {
     const keep = new Set([this.current?.hash, this.published?.hash].filter((hash) => hash !== undefined));
     await this.deps.store.keepOnly(keep, temps).catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
+  }
+
+  /**
+   * The checkpoint of everything the base and `header` cover (`mergeCheckpoints`), sealed: for a
+   * rebase onto a checkpoint that covers some device less far than the base
+   * (proposals/session.md §Rebase); or why the two cannot be merged.
+   */
+  async mergedWith(header: CheckpointHeaderJson): Promise<CheckpointFile | string> {
+    const base = this.current!;
+    let mine;
+    try {
+      mine = await this.load(base.hash);
+    } catch (error) {
+      if (isOpsyncError(error) && error.code === 'checkpoint_not_found') return "this device's base is nowhere to merge it with";
+      throw error;
+    }
+    const theirs = await this.adopt(header);
+    const plain = mergeCheckpoints({ frontier: mine.header.frontier, state: mine.state }, { frontier: theirs.header.frontier, state: theirs.state }, this.deps.crypto);
+    return plain ? sealCheckpoint(plain, this.deps.keyring) : 'the two name different ops at the same seq of one device (a forked chain)';
+  }
+
+  /**
+   * For a chain restart (`RelayMending`) on a relay that lost the base: the base merged with the
+   * relay's latest checkpoint when that covers some other device further (a device behind both
+   * then finds one checkpoint that covers both), else null. Not when the latest covers this
+   * device's ops further than the base, since the restart anchors on the base's head.
+   */
+  async mergedWithLatest(): Promise<CheckpointFile | null> {
+    const base = this.current;
+    const header = await this.deps.relay.latestCheckpoint();
+    const covers = header && parseFrontier(header.frontier);
+    if (!base || !covers) return null;
+    const further = [...covers].filter(([device, head]) => head.seq > (base.frontier.get(device)?.seq ?? -1));
+    if (further.length === 0 || further.some(([device]) => device === this.deps.relay.self)) return null;
+    const merged = await this.mergedWith(header).catch((error: unknown) => (error as Error).message);
+    if (typeof merged !== 'string') return merged;
+    this.deps.log?.warn({ checkpoint_hash: header.checkpoint_hash, reason: merged }, "could not merge the relay's latest checkpoint with this device's base");
+    return null;
   }
 
   /** Opens a checkpoint the relay served; one found damaged is reported, so that a device holding a copy restores it. */

@@ -19,7 +19,7 @@ export interface MendingDeps {
   /** The journal's base checkpoint, if it has one. */
   base(): { readonly hash: string; readonly frontier: Frontier } | null;
   /** The base merged with the relay's latest checkpoint, when that adds other devices' ops; else null. */
-  baseWithLatest(): Promise<CheckpointFile | null>;
+  mergedWithLatest(): Promise<CheckpointFile | null>;
   /** This device's ops in the journal that `wanted` picks, in seq order. */
   ownOps(wanted: (op: OpRecord) => boolean): Promise<OpRecord[]>;
   /** Puts these own ops (from the journal) at the front of the push queue. */
@@ -119,7 +119,7 @@ export class RelayMending {
     if (!(await relay.readCheckpoint(base.hash))) {
       // Put back merged with what the relay's latest covers beyond it, so that a device behind
       // both finds one checkpoint that covers both (the merge names the same anchor).
-      const copy = (await this.deps.baseWithLatest()) ?? (await this.intactCopy(base.hash));
+      const copy = (await this.deps.mergedWithLatest()) ?? (await this.intactCopy(base.hash));
       if (!copy) {
         throw new OpsyncError(
           'relay_gap',

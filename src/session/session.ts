@@ -1,6 +1,5 @@
 import { anchorTail } from '../checkpoint/anchor.js';
 import { planCompaction } from '../checkpoint/compaction.js';
-import { mergeCheckpoints } from '../checkpoint/merge.js';
 import { assembleCheckpoint } from '../checkpoint/checkpoint.js';
 import type { DeviceKey } from '../crypto/device-key.js';
 import { openPayload } from '../crypto/envelope.js';
@@ -24,7 +23,7 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointFile, CheckpointHeaderJson, Relay, RosterView } from '../../relay/relay.js';
+import type { CheckpointHeaderJson, Relay, RosterView } from '../../relay/relay.js';
 import { BaseCheckpoints } from './base-checkpoints.js';
 import { DAMAGED_CHECKPOINT, sealCheckpoint } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
@@ -211,7 +210,7 @@ export class Session {
       crypto: deps.crypto,
       log: deps.log,
       base: () => this.bases.current,
-      baseWithLatest: () => this.baseWithLatest(),
+      mergedWithLatest: () => this.bases.mergedWithLatest(),
       ownOps: async (wanted) => {
         const ops: OpRecord[] = [];
         await this.journal.replay((entry) => {
@@ -987,7 +986,7 @@ export class Session {
     const behind = this.behindBase(header);
     if (behind) {
       // Moving onto it would lose what the base covers beyond it: the two are merged instead.
-      const merged = await this.mergedWithBase(header);
+      const merged = await this.bases.mergedWith(header);
       if (typeof merged === 'string') return { rebased: false, base_checkpoint: unchanged, reason: `${behind}, and ${merged}` };
       await relay.putCheckpoint(merged);
       this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [unchanged, header.checkpoint_hash] }, "published the merge of this device's base and the relay's latest checkpoint");
@@ -1064,44 +1063,6 @@ export class Session {
     const short = base && [...base.frontier].find(([device, head]) => (covers?.get(device)?.seq ?? -1) < head.seq);
     if (!base || !short) return null;
     return `the relay's latest checkpoint ${header.checkpoint_hash} covers device ${short[0]} only below seq ${short[1].seq}, which this device's base ${base.hash} covers`;
-  }
-
-  /**
-   * The checkpoint of everything the journal's base and `header` cover (`mergeCheckpoints`),
-   * sealed, for a rebase onto a checkpoint that covers some device less far than the base; or
-   * why the two cannot be merged.
-   */
-  private async mergedWithBase(header: CheckpointHeaderJson): Promise<CheckpointFile | string> {
-    const base = this.bases.current!;
-    let mine;
-    try {
-      mine = await this.bases.load(base.hash);
-    } catch (error) {
-      if (isOpsyncError(error) && error.code === 'checkpoint_not_found') return `this device's base is nowhere to merge it with`;
-      throw error;
-    }
-    const theirs = await this.bases.adopt(header);
-    const plain = mergeCheckpoints({ frontier: mine.header.frontier, state: mine.state }, { frontier: theirs.header.frontier, state: theirs.state }, this.deps.crypto);
-    return plain ? sealCheckpoint(plain, this.deps.keyring) : 'the two name different ops at the same seq of one device (a forked chain)';
-  }
-
-  /**
-   * For a chain restart (`RelayMending`) on a relay that lost the base: the base merged with the
-   * relay's latest checkpoint when that covers some other device further (a device behind both
-   * then finds one checkpoint that covers both), else null. Not when the latest covers this
-   * device's ops further than the base, since the restart anchors on the base's head.
-   */
-  private async baseWithLatest(): Promise<CheckpointFile | null> {
-    const base = this.bases.current;
-    const header = await this.deps.relay.latestCheckpoint();
-    const covers = header && parseFrontier(header.frontier);
-    if (!base || !covers) return null;
-    const further = [...covers].filter(([device, head]) => head.seq > (base.frontier.get(device)?.seq ?? -1));
-    if (further.length === 0 || further.some(([device]) => device === this.device)) return null;
-    const merged = await this.mergedWithBase(header).catch((error: unknown) => (error as Error).message);
-    if (typeof merged !== 'string') return merged;
-    this.deps.log?.warn({ checkpoint_hash: header.checkpoint_hash, reason: merged }, "could not merge the relay's latest checkpoint with this device's base");
-    return null;
   }
 
   // ---- helpers ----------------------------------------------------------------------------
