@@ -15,6 +15,8 @@ export class SessionStats {
     folded: 0,
     rebases: 0,
     checkpoints_published: 0,
+    /** Checkpoints this device published as the merge of its base with another (a rebase, or a chain restart). */
+    checkpoints_merged: 0,
     compactions: 0,
   };
   private readonly samples = new Map<string, { values: number[]; next: number }>();

@@ -210,7 +210,11 @@ export class Session {
       crypto: deps.crypto,
       log: deps.log,
       base: () => this.bases.current,
-      mergedWithLatest: () => this.bases.mergedWithLatest(),
+      mergedWithLatest: async () => {
+        const merged = await this.bases.mergedWithLatest();
+        if (merged) this.stats.counters.checkpoints_merged++;
+        return merged;
+      },
       ownOps: async (wanted) => {
         const ops: OpRecord[] = [];
         await this.journal.replay((entry) => {
@@ -989,6 +993,7 @@ export class Session {
       const merged = await this.bases.mergedWith(header);
       if (typeof merged === 'string') return { rebased: false, base_checkpoint: unchanged, reason: `${behind}, and ${merged}` };
       await relay.putCheckpoint(merged);
+      this.stats.counters.checkpoints_merged++;
       this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [unchanged, header.checkpoint_hash] }, "published the merge of this device's base and the relay's latest checkpoint");
       header = merged.header;
     }

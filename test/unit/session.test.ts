@@ -233,6 +233,7 @@ describe('session', () => {
     const merged = returned.status().base_checkpoint;
     expect([base.checkpoint_hash, short.checkpoint_hash]).not.toContain(merged);
     expect(world.relays.checkpoints.has(merged!)).toBe(true);
+    expect(returned.stats.counters.checkpoints_merged).toBe(1);
     for (const id of ['b0', 'b1', 'c0', 'c1']) expect(returned.state.record('knowledge', id), id).toBeDefined();
 
     world.now += 61_000; // b's periodic relay check puts b1 back
@@ -276,6 +277,7 @@ describe('session', () => {
     const latest = await world.relays.connect(returned.device).latestCheckpoint();
     expect(latest?.checkpoint_hash).not.toBe(theirs.checkpoint_hash);
     expect(Object.keys(latest!.frontier as object).sort()).toEqual(['device-b', 'device-c']);
+    expect(returned.stats.counters.checkpoints_merged).toBe(1);
     for (const id of ['b0', 'b2', 'c0', 'c4']) expect(returned.state.record('knowledge', id), id).toBeDefined();
     expect(returned.state.stateHash()).toBe(b.state.stateHash());
     const fresh = await world.open('device-d');
