@@ -92,7 +92,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   autoCheckpointOps: 50_000,
   ackIntervalMs: 250,
   rosterRefreshMs: 1_000,
-  relayCheckMs: 60_000,
+  relayCheckMs: 10_000,
 };
 
 export type { SessionLog };

@@ -59,7 +59,7 @@ describe('a relay folder that vanishes under running devices', () => {
   it('is refilled when restored from an older backup, by a device that writes nothing more', async () => {
     const relay = await tempDir();
     const backup = join(await tempDir(), 'relay-backup');
-    // relayCheckMs 0: every pump checks what the relay still holds (by default, once a minute).
+    // relayCheckMs 0: every pump checks what the relay still holds (by default, every ten seconds).
     const laptop = await openDirSession(relay, await tempDir(), 'laptop', { relayCheckMs: 0 });
     await append(laptop, ['l0', 'l1']);
     await laptop.pump();
