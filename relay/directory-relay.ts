@@ -140,6 +140,7 @@ export class DirectoryRelay implements Relay {
       });
     }
     relay.relayId = id;
+    relay.marker = await relayFileIdentity(options.root);
     return relay;
   }
 
@@ -498,13 +499,20 @@ export class DirectoryRelay implements Relay {
     }
   }
 
-  /** Whether relay.json still names the relay this handle read: one stat, and a read only when the file changed. */
+  /**
+   * Whether the folder is still the one this handle read: one stat of relay.json. A relay.json
+   * written again — even naming the same relay, as in a folder restored from a backup — means the
+   * folder was put back in place: what this handle read and watched no longer holds (before, a
+   * restored folder kept the watcher on the folder moved away, so readers' damage reports were
+   * never seen and a hole the backup left in a device's chain stayed for good).
+   */
   private async sameRelay(): Promise<boolean> {
-    const seen = await stat(join(this.location, 'relay.json')).catch(() => null);
+    const seen = await relayFileIdentity(this.location);
     if (seen === null) return false;
     if (seen.ino === this.marker?.ino && seen.mtimeMs === this.marker.mtimeMs) return true;
+    if (this.marker !== null) return false;
     if ((await this.currentId()) !== this.relayId) return false;
-    this.marker = { ino: seen.ino, mtimeMs: seen.mtimeMs };
+    this.marker = seen;
     return true;
   }
 
@@ -539,7 +547,7 @@ export class DirectoryRelay implements Relay {
     const id = await this.layoutId();
     if (id === null) throw this.missing();
     this.relayId = id;
-    this.marker = null;
+    this.marker = await relayFileIdentity(this.location);
     this.forgetRead();
     if (this.watching) {
       await this.watching.watcher.close();
@@ -665,4 +673,10 @@ export class DirectoryRelay implements Relay {
     this.checkpointHeaders.set(path, header);
     return header;
   }
+}
+
+/** relay.json's file identity, to tell when it was written again; null when it cannot be read. */
+async function relayFileIdentity(root: string): Promise<{ readonly ino: number; readonly mtimeMs: number } | null> {
+  const seen = await stat(join(root, 'relay.json')).catch(() => null);
+  return seen && { ino: seen.ino, mtimeMs: seen.mtimeMs };
 }

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
-import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readCheckpointChunks } from '../../relay/checkpoint-files.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';
@@ -97,6 +97,38 @@ describe('directory relay restores', () => {
     expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(5).map((op) => op.op_id));
     await reader.ack(new Map([[parseDeviceId('writer'), 8]]));
     expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: {}, checkpoints: [] });
+  });
+
+  it('asks a watching writer for the hole that a folder restored from a partial backup left in its chain', async () => {
+    const root = await tempDir();
+    const device = new TestDevice('writer', 1);
+    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
+    await writer.register(device.publicKey);
+    const watch = await writer.watch(() => {});
+    try {
+      const ops = Array.from({ length: 9 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+      for (let i = 0; i < 9; i += 3) await writer.push(ops.slice(i, i + 3));
+      expect((await writer.repairs()).ops).toEqual([]);
+      // Backed up while a file moved: the copy lacks the middle segment. It is restored in place.
+      const backup = join(await tempDir(), 'backup');
+      await cp(root, backup, { recursive: true });
+      await rm(join(backup, 'devices', 'writer', 'ops', '000000000003.jsonl'));
+      await rename(root, join(await tempDir(), 'moved-away'));
+      await cp(backup, root, { recursive: true });
+
+      const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+      await reader.register(new TestDevice('reader', 2).publicKey);
+      expect((await reader.pull(new Map(), 100)).ops.map((op) => op.seq)).toEqual([0, 1, 2]);
+      // The writer's next pump pulls, then asks what to mend. Its watcher, still on the folder
+      // moved away, never heard the reader's report: it used to answer nothing, for good.
+      await writer.pull(new Map(), 100);
+      expect((await writer.repairs()).ops).toEqual([{ first: 3, last: 5 }]);
+      await writer.push(ops.slice(3, 6));
+      const rest = await reader.pull(new Map([[device.id, 2]]), 100);
+      expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(3).map((op) => op.op_id));
+    } finally {
+      await watch.close();
+    }
   });
 
   it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
