@@ -65,7 +65,6 @@ export class BaseCheckpoints {
       this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
       await this.deps.store.discard(hash);
     }
-    this.uncopied = hash;
     const remote = await this.deps.relay.readCheckpoint(hash);
     if (!remote) {
       throw new OpsyncError(
@@ -74,6 +73,8 @@ export class BaseCheckpoints {
         { checkpoint_hash: hash },
       );
     }
+    // Only a copy the relay can give is waited for: appends over a base found nowhere go on.
+    this.uncopied = hash;
     return this.openFromRelay(remote);
   }
 

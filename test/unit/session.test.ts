@@ -368,6 +368,22 @@ describe('session', () => {
     expect(third.state.stateHash()).toBe(b.state.stateHash());
   });
 
+  it('goes on taking appends when its base is found nowhere while it runs, rather than wait for a copy no one can give', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' });
+    await a.pump();
+    expect(await a.checkpoint()).toMatchObject({ published: true });
+    expect(await a.compact()).toMatchObject({ compacted: true });
+    // Its copy and the relay's are both lost; a checkpoint, which loads the base, fails by name.
+    await world.checkpointsOf('device-a').keepOnly(new Set());
+    world.relays.checkpoints.clear();
+    await a.append({ surface: 'knowledge', payload: { id: 'y' }, scope: 'personal' });
+    await a.pump();
+    await expect(a.checkpoint()).rejects.toMatchObject({ code: 'checkpoint_not_found' });
+    expect((await a.append({ surface: 'knowledge', payload: { id: 'z' }, scope: 'personal' })).seq).toBe(2);
+  });
+
   it('starts a bootstrapped device over before its first op when the relay lost every checkpoint before it could copy one', async () => {
     const { world, b } = await worldWithCheckpoint();
     const link = { down: true, only: ['checkpointBytes'] };
