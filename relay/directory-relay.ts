@@ -653,14 +653,23 @@ export class DirectoryRelay implements Relay {
         this.ignored.classify(path);
         continue;
       }
-      const header = await this.checkpointHeader(path);
+      const header = await this.checkpointHeader(path, true);
       if (header) headers.push(header);
     }
     return headers;
   }
 
-  private async checkpointHeader(path: string): Promise<CheckpointHeaderJson | null> {
-    if (this.checkpointHeaders.has(path)) return this.checkpointHeaders.get(path)!;
+  /**
+   * A checkpoint file's header, read once per file. `listed`: a listing has just seen the file;
+   * otherwise a header read before is trusted only while the file is still there (another
+   * device's collection may have removed it since).
+   */
+  private async checkpointHeader(path: string, listed = false): Promise<CheckpointHeaderJson | null> {
+    if (this.checkpointHeaders.has(path)) {
+      if (listed || (await present(path))) return this.checkpointHeaders.get(path)!;
+      this.checkpointHeaders.delete(path);
+      return null;
+    }
     let header: CheckpointHeaderJson | null;
     try {
       header = await readCheckpointHeader(path);
@@ -672,6 +681,17 @@ export class DirectoryRelay implements Relay {
     if (!header) this.ignored.note(path, 'checkpoint_invalid');
     this.checkpointHeaders.set(path, header);
     return header;
+  }
+}
+
+/** Whether a file exists (any error but its absence is the caller's). */
+async function present(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
   }
 }
 

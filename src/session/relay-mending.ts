@@ -1,8 +1,8 @@
 import type { Keyring } from '../crypto/keyring.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import type { Frontier } from '../oplog/frontier.js';
+import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import type { DeviceId } from '../oplog/ids.js';
-import type { OpRecord } from '../oplog/op-record.js';
+import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { CheckpointFile, Relay, SeqRange } from '../../relay/relay.js';
 import { checkpointDamaged } from './checkpoint-seal.js';
@@ -108,33 +108,60 @@ export class RelayMending {
   /**
    * The relay cannot serve this device's ops up to its journal's base — it lost them, or holds
    * them damaged — and the journal was compacted past them. The device restarts its chain on the
-   * relay above the base: the base checkpoint goes back on the relay when the relay lacks it
-   * (from this device's copy), the relay drops whatever it holds of this device, and every own
-   * op in the journal is pushed again. Devices behind the base rebase onto a checkpoint.
+   * relay above an op a checkpoint there covers: the relay drops whatever it holds of this
+   * device, and every own op of the journal above that op is pushed again. Devices behind the
+   * checkpoint rebase onto it. The anchor is the relay's latest checkpoint's head of this device
+   * when the journal holds that op, else the journal's base, put back on the relay (from this
+   * device's copy) when the relay lacks it.
    */
   private async restart(why: string): Promise<void> {
     const { relay, device } = this.deps;
     const base = this.deps.base()!;
-    const anchor = base.frontier.get(device)!;
-    if (!(await relay.readCheckpoint(base.hash))) {
-      // Put back merged with what the relay's latest covers beyond it, so that a device behind
-      // both finds one checkpoint that covers both (the merge names the same anchor).
-      const copy = (await this.deps.mergedWithLatest()) ?? (await this.intactCopy(base.hash));
-      if (!copy) {
-        throw new OpsyncError(
-          'relay_gap',
-          `${why}, and this device's journal, compacted onto checkpoint ${base.hash}, starts at seq ${anchor.seq + 1}; neither the relay nor this data directory holds that checkpoint any more, so this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
-          { device_id: device, journal_from: anchor.seq + 1, checkpoint_hash: base.hash },
-        );
-      }
-      await relay.putCheckpoint(copy);
-    }
+    const own = await this.deps.ownOps((op) => op.seq > base.frontier.get(device)!.seq);
+    const latest = await this.latestAnchor(base.frontier.get(device)!, own);
+    const anchor = latest?.head ?? (await this.putBaseBack(base, why));
     await this.deps.known(() => relay.restartAbove(anchor));
-    this.deps.requeue(await this.deps.ownOps((op) => op.seq > anchor.seq));
+    this.deps.requeue(own.filter((op) => op.seq > anchor.seq));
     this.deps.log?.warn(
-      { checkpoint_hash: base.hash, from_seq: anchor.seq + 1 },
-      `${why}, and the journal was compacted past them: restarted this device's ops on the relay above its base checkpoint`,
+      { checkpoint_hash: latest?.hash ?? base.hash, from_seq: anchor.seq + 1 },
+      `${why}, and the journal was compacted past them: restarted this device's ops on the relay above a checkpoint`,
     );
+  }
+
+  /**
+   * The relay's latest checkpoint and its head of this device, when that is one of the journal's
+   * own ops: a restart anchored there puts nothing back, and collection keeps the latest
+   * checkpoint, which a restart's first push needs. (A put-back base covers less than the
+   * checkpoints after it, so another device's collection may remove it again at once.)
+   */
+  private async latestAnchor(baseHead: ChainHead, own: readonly OpRecord[]): Promise<{ hash: string; head: ChainHead } | null> {
+    const header = await this.deps.relay.latestCheckpoint();
+    const head = header && parseFrontier(header.frontier)?.get(this.deps.device);
+    const mine = head && (head.seq === baseHead.seq ? baseHead : own.find((op) => op.seq === head.seq));
+    if (!head || mine?.op_id !== head.op_id) return null;
+    return { hash: header.checkpoint_hash, head };
+  }
+
+  /**
+   * Puts the journal's base back on the relay when the relay lacks it — merged with the relay's
+   * latest checkpoint when that covers other devices further, so that a device behind both finds
+   * one checkpoint that covers both (the merge names the same anchor) — and returns its head of
+   * this device.
+   */
+  private async putBaseBack(base: { readonly hash: string; readonly frontier: Frontier }, why: string): Promise<ChainHead> {
+    const { relay, device } = this.deps;
+    const anchor = base.frontier.get(device)!;
+    if (await relay.readCheckpoint(base.hash)) return anchor;
+    const copy = (await this.deps.mergedWithLatest()) ?? (await this.intactCopy(base.hash));
+    if (!copy) {
+      throw new OpsyncError(
+        'relay_gap',
+        `${why}, and this device's journal, compacted onto checkpoint ${base.hash}, starts at seq ${anchor.seq + 1}; neither the relay nor this data directory holds that checkpoint any more, so this device cannot refill the relay. Restore the relay folder from a copy, or start a new relay and rebase the devices onto a checkpoint.`,
+        { device_id: device, journal_from: anchor.seq + 1, checkpoint_hash: base.hash },
+      );
+    }
+    await relay.putCheckpoint(copy);
+    return anchor;
   }
 
   /** This device's copy of a checkpoint, read whole, when it has one that opens. */

@@ -187,6 +187,28 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(await a.relay.readCheckpoint(`ck-${'9'.repeat(64)}`)).toBeNull();
     });
 
+    it('tells every device that a checkpoint another device collected is gone, and takes it back', async () => {
+      // A device that put its base back on the relay, read it there, and saw another device's
+      // collection drop it must put it back again: the relay must not answer from what it read.
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const ops = a.ops(3);
+      const file = (n: number): CheckpointFile => ({ header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[n]!) }, chunks: [JSON.stringify({ n })] });
+      await a.relay.putCheckpoint(file(0));
+      expect((await a.relay.readCheckpoint(file(0).header.checkpoint_hash))?.header).toEqual(file(0).header);
+      await b.relay.putCheckpoint(file(1));
+      await b.relay.putCheckpoint(file(2));
+      expect((await b.relay.gc()).droppedCheckpoints).toBe(1);
+      expect(await a.relay.readCheckpoint(file(0).header.checkpoint_hash)).toBeNull();
+      expect(await a.relay.checkpointBytes(file(0).header.checkpoint_hash)).toBeNull();
+      expect(await a.relay.putCheckpoint(file(0))).toBe(true);
+      const read = await b.relay.readCheckpoint(file(0).header.checkpoint_hash);
+      const chunks = [];
+      for await (const chunk of read!.chunks) chunks.push(chunk);
+      expect(chunks).toEqual(file(0).chunks);
+    });
+
     it('collects only ops below the stable frontier that a checkpoint covers; a pull below the floor is truncated', async () => {
       const h = await setup();
       const a = await joined(h, 'device-a', 1);

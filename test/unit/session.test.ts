@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
+import { parseDeviceId } from '../../src/oplog/ids.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
 import type { JournalEntry } from '../../src/journal/journal.js';
 import type { Session } from '../../src/session/session.js';
 import type { CheckpointReport } from '../../src/session/session-reports.js';
-import type { Relay } from '../../relay/relay.js';
+import type { CheckpointFile, Relay } from '../../relay/relay.js';
 import { World } from '../helpers/world.js';
 
 /**
@@ -283,6 +284,39 @@ describe('session', () => {
     const fresh = await world.open('device-d');
     await fresh.pump();
     expect(fresh.state.stateHash()).toBe(b.state.stateHash());
+  });
+
+  it('restarts its chain on a relay that lost its ops above the latest checkpoint, which no other device collects', async () => {
+    // Another device collects right after each checkpoint put: a base put back on the relay,
+    // covering less than the two checkpoints after it, would be gone again before the restart.
+    const world = new World();
+    const collector = world.relays.connect(parseDeviceId('device-b'));
+    const a = await world.open('device-a', { relay: (relay) => Object.assign(Object.create(relay) as Relay, { putCheckpoint: async (file: CheckpointFile) => ((await relay.putCheckpoint(file)) && (await collector.gc(), true)) }) });
+    const b = await world.open('device-b');
+    const write = async (session: Session, ids: string[]) => {
+      for (const id of ids) await session.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+      await pumpAll(a, b);
+    };
+    await write(a, ['a0', 'a1']);
+    expect(await a.checkpoint()).toMatchObject({ published: true });
+    expect(await a.compact()).toMatchObject({ compacted: true });
+    await write(a, ['a2', 'a3']);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    await write(b, ['b0']);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    expect(await b.compact()).toMatchObject({ compacted: true });
+    await write(a, ['a4']);
+
+    // The relay loses device-a's ops (its folder of ops deleted); its journal starts past its base.
+    Object.assign(world.relays.devices.get(a.device)!, { ops: [], floor: 0 });
+    world.now += 60_000; // the pump's check of the relay is due
+    await a.pump();
+    expect(await world.relays.connect(a.device).head(a.device)).toBe(4);
+    const fresh = await world.open('device-c');
+    await pumpAll(a, b, fresh);
+    for (const id of ['a0', 'a4', 'b0']) expect(fresh.state.record('knowledge', id), id).toBeDefined();
+    expect(fresh.state.stateHash()).toBe(a.state.stateHash());
+    expect(b.state.stateHash()).toBe(a.state.stateHash());
   });
 
   it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
