@@ -22,8 +22,11 @@ export interface MendingDeps {
   mergedWithLatest(): Promise<CheckpointFile | null>;
   /** This device's ops in the journal that `wanted` picks, in seq order. */
   ownOps(wanted: (op: OpRecord) => boolean): Promise<OpRecord[]>;
-  /** Puts these own ops (from the journal) at the front of the push queue. */
-  requeue(ops: readonly OpRecord[]): void;
+  /**
+   * The next pushes start at seq `from`: these own ops (from the journal, in seq order, from
+   * `from` on) go first, then the queued ones above them; queued ones below `from` are dropped.
+   */
+  requeue(from: number, ops: readonly OpRecord[]): void;
   /** Runs a relay write, registering the device again if the relay forgot it. */
   known<T>(write: () => Promise<T>): Promise<T>;
 }
@@ -53,7 +56,7 @@ export class RelayMending {
     if (head >= pushedThrough) return;
     if (head + 1 < this.journalFrom()) return this.restart(`the relay holds this device's ops only up to seq ${head}`);
     const ops = await this.deps.ownOps((op) => op.seq > head);
-    this.deps.requeue(ops);
+    this.deps.requeue(head + 1, ops);
     this.deps.log?.info({ from_seq: head + 1, ops: ops.length }, 'the relay lost ops of this device; pushing them again from the journal');
   }
 
@@ -121,7 +124,8 @@ export class RelayMending {
     const latest = await this.latestAnchor(base.frontier.get(device)!, own);
     const anchor = latest?.head ?? (await this.putBaseBack(base, why));
     await this.deps.known(() => relay.restartAbove(anchor));
-    this.deps.requeue(own.filter((op) => op.seq > anchor.seq));
+    // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
+    this.deps.requeue(anchor.seq + 1, own.filter((op) => op.seq > anchor.seq));
     this.deps.log?.warn(
       { checkpoint_hash: latest?.hash ?? base.hash, from_seq: anchor.seq + 1 },
       `${why}, and the journal was compacted past them: restarted this device's ops on the relay above a checkpoint`,

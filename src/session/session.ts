@@ -222,8 +222,8 @@ export class Session {
         });
         return ops;
       },
-      requeue: (ops) => {
-        const newest = ops.at(-1)?.seq ?? -1;
+      requeue: (from, ops) => {
+        const newest = ops.at(-1)?.seq ?? from - 1;
         this.unpushed = [...ops, ...this.unpushed.filter((op) => op.seq > newest)];
       },
       known: (write) => this.known(write),

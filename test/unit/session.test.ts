@@ -319,6 +319,35 @@ describe('session', () => {
     expect(b.state.stateHash()).toBe(a.state.stateHash());
   });
 
+  it('pushes nothing the restart anchor covers when it restarts its chain with those ops still queued', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    await a.append({ surface: 'knowledge', payload: { id: 'a0' }, scope: 'personal' });
+    await pumpAll(a, b);
+    expect(await a.checkpoint()).toMatchObject({ published: true });
+    expect(await a.compact()).toMatchObject({ compacted: true });
+    for (const id of ['a1', 'a2']) await a.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+    await pumpAll(a, b);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    await b.append({ surface: 'knowledge', payload: { id: 'b0' }, scope: 'personal' });
+    await pumpAll(a, b);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    expect(await b.compact()).toMatchObject({ compacted: true }); // collects a's base checkpoint
+    await a.close();
+
+    // The relay loses device-a's ops; a starts again and queues its journal's ops above its base
+    // (a1, a2), which the latest checkpoint, its restart anchor, already covers.
+    Object.assign(world.relays.devices.get(a.device)!, { ops: [], floor: 0 });
+    const back = await world.open('device-a');
+    await pumpAll(back, b);
+    await back.append({ surface: 'knowledge', payload: { id: 'a3' }, scope: 'personal' });
+    await pumpAll(back, b);
+    expect(await world.relays.connect(back.device).head(back.device)).toBe(3);
+    expect(b.state.record('knowledge', 'a3')).toBeDefined();
+    expect(b.state.stateHash()).toBe(back.state.stateHash());
+  });
+
   it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
     const world = new World();
     const a = await world.open('device-a');
