@@ -120,8 +120,9 @@ export class RelayMending {
   private async restart(why: string): Promise<void> {
     const { relay, device } = this.deps;
     const base = this.deps.base()!;
-    const own = await this.deps.ownOps((op) => op.seq > base.frontier.get(device)!.seq);
-    const latest = await this.latestAnchor(base.frontier.get(device)!, own);
+    const baseHead = base.frontier.get(device)!;
+    const own = await this.deps.ownOps((op) => op.seq > baseHead.seq);
+    const latest = await this.latestAnchor(baseHead, own);
     const anchor = latest?.head ?? (await this.putBaseBack(base, why));
     await this.deps.known(() => relay.restartAbove(anchor));
     // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
