@@ -13,7 +13,7 @@ import { Anomalies } from './anomalies.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, replaceCheckpointBytes, writeCheckpointBytes } from './checkpoint-files.js';
 import { DAMAGE_FILE, decodeDamageReport, type DamageReport } from './damage-report.js';
 import { ReaderDamage, WriterRepair } from './directory-repair.js';
-import { createFileDurable, ensureDir, readJsonObject, TEMP_PREFIX, whyNotWritable, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import { createFileDurable, ensureDir, exists, readJsonObject, TEMP_PREFIX, whyNotWritable, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
@@ -666,7 +666,7 @@ export class DirectoryRelay implements Relay {
    */
   private async checkpointHeader(path: string, listed = false): Promise<CheckpointHeaderJson | null> {
     if (this.checkpointHeaders.has(path)) {
-      if (listed || (await present(path))) return this.checkpointHeaders.get(path)!;
+      if (listed || (await exists(path))) return this.checkpointHeaders.get(path)!;
       this.checkpointHeaders.delete(path);
       return null;
     }
@@ -681,17 +681,6 @@ export class DirectoryRelay implements Relay {
     if (!header) this.ignored.note(path, 'checkpoint_invalid');
     this.checkpointHeaders.set(path, header);
     return header;
-  }
-}
-
-/** Whether a file exists (any error but its absence is the caller's). */
-async function present(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw error;
   }
 }
 

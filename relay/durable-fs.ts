@@ -179,3 +179,14 @@ export async function readJsonObject(path: string): Promise<Record<string, unkno
     return null;
   }
 }
+
+/** Whether a file exists; any error but its absence is the caller's. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
+}

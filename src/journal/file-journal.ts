@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
-import { fsyncDir, TEMP_PREFIX, writeFileDurable, writeText } from '../../relay/durable-fs.js';
+import { exists, fsyncDir, TEMP_PREFIX, writeFileDurable, writeText } from '../../relay/durable-fs.js';
 import { acquireWriterLock, type WriterLock } from './writer-lock.js';
 import { checkedRecordStart, corrupt, decodeEntry, decodeHeader, encodeEntry, encodeHeader } from './journal-codec.js';
 import type { Journal, JournalEntry, JournalRecovery, JournalVisitor, RewritePlan } from './journal.js';
@@ -270,16 +270,6 @@ function startDigestWorker(path: string, limit: number): Promise<{ line: number;
       if (code !== 0) reject(new Error(`the journal digest worker exited with code ${code}`));
     });
   });
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw error;
-  }
 }
 
 function failed(location: string, cause: unknown): OpsyncError {
