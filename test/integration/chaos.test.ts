@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -107,11 +107,26 @@ async function chaos(relay: string, fault: (random: Random) => Promise<string | 
 }
 
 describe('three daemons under crashes, compactions and relay damage', () => {
-  it('converge on a relay directory whose segment files get cut, flipped and deleted, or that is replaced by an empty one, and keep every answered append', async () => {
+  it('converge on a relay directory whose segment files get cut, flipped and deleted, that is replaced by an empty one or restored from an older backup, and keep every answered append', async () => {
     const relay = await tempDir();
+    let backup: string | null = null;
     await chaos(relay, async (random) => {
       const pick = (n: number) => Math.floor(random() * n);
-      if (random() < 0.15) {
+      const roll = random();
+      if (roll < 0.1) {
+        // Backed up while the daemons write, as a backup tool would: files that vanish mid-copy are missed.
+        const copy = join(await tempDir(), 'backup');
+        await cp(relay, copy, { recursive: true, force: true }).catch(() => {});
+        backup = copy;
+        return 'the relay folder was backed up';
+      }
+      if (roll < 0.2 && backup) {
+        // Restored from that backup: the old folder moved away in one rename, the copy put back in its place.
+        await rename(relay, join(await tempDir(), 'old-relay'));
+        await cp(backup, relay, { recursive: true, force: true });
+        return 'the relay folder was restored from an older backup';
+      }
+      if (roll < 0.3) {
         // Restored from an empty backup: a new relay (a new id) with no device, op or checkpoint.
         // The old folder is moved away in one rename, as the daemons may be writing into it.
         await rename(relay, join(await tempDir(), 'old-relay'));
@@ -139,17 +154,41 @@ describe('three daemons under crashes, compactions and relay damage', () => {
   });
 });
 
-describe('three daemons on a Postgres relay under crashes of daemons and of the database, and a database emptied', () => {
+describe('three daemons on a Postgres relay under crashes of daemons and of the database, and a database emptied or restored from an older backup', () => {
   const postgres = usePostgres();
+  const TABLES = ['opsync_ops', 'opsync_devices', 'opsync_checkpoints', 'opsync_checkpoint_chunks'];
 
   it('converge, and keep every answered append', async () => {
     // The relay's faults: the database crashes (immediate stop) and stays down for a while
-    // (appends, compactions and daemon restarts go on meanwhile), then comes back; or it loses
-    // every row, as if restored from an empty backup, and the devices refill it.
+    // (appends, compactions and daemon restarts go on meanwhile), then comes back; it loses every
+    // row, as if restored from an empty backup, and the devices refill it; or it is backed up
+    // (one snapshot, as pg_dump takes) and later restored from that backup.
     let down = false;
+    let backedUp = false;
     const up = async () => {
       if (down) await postgres().resume();
       down = false;
+    };
+    /** Runs `statements` in one transaction on a connection of its own; a deadlock with the daemons' transactions is tried again. */
+    const transaction = async (statements: string[], isolation = 'READ COMMITTED') => {
+      const client = new pg.Client({ connectionString: postgres().url });
+      client.on('error', () => {});
+      await client.connect();
+      try {
+        for (;;) {
+          try {
+            await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+            for (const statement of statements) await client.query(statement);
+            await client.query('COMMIT');
+            return;
+          } catch (error) {
+            await client.query('ROLLBACK');
+            if ((error as { code?: string }).code !== '40P01') throw error;
+          }
+        }
+      } finally {
+        await client.end();
+      }
     };
     await chaos(
       postgres().url,
@@ -158,24 +197,19 @@ describe('three daemons on a Postgres relay under crashes of daemons and of the 
           await up();
           return 'the database is back';
         }
-        if (random() < 0.5) {
+        const roll = random();
+        if (roll < 0.2) {
+          await transaction(TABLES.flatMap((table) => [`DROP TABLE IF EXISTS backup_${table}`, `CREATE TABLE backup_${table} AS SELECT * FROM ${table}`]), 'REPEATABLE READ');
+          backedUp = true;
+          return 'the database was backed up';
+        }
+        if (roll < 0.4 && backedUp) {
+          await transaction([`TRUNCATE ${TABLES.join(', ')}`, ...TABLES.map((table) => `INSERT INTO ${table} SELECT * FROM backup_${table}`)]);
+          return 'the database was restored from an older backup';
+        }
+        if (roll < 0.6) {
           // Restored from an empty backup: every device, op and checkpoint is gone.
-          const client = new pg.Client({ connectionString: postgres().url });
-          client.on('error', () => {});
-          await client.connect();
-          try {
-            // The TRUNCATE may be picked as the victim of a deadlock with the daemons' transactions: it tries again.
-            for (;;) {
-              try {
-                await client.query('TRUNCATE opsync_ops, opsync_devices, opsync_checkpoints, opsync_checkpoint_chunks');
-                break;
-              } catch (error) {
-                if ((error as { code?: string }).code !== '40P01') throw error;
-              }
-            }
-          } finally {
-            await client.end();
-          }
+          await transaction([`TRUNCATE ${TABLES.join(', ')}`]);
           return 'the database lost every row';
         }
         await postgres().pause();
