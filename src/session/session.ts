@@ -698,7 +698,10 @@ export class Session {
     const stalled = new Set<DeviceId>();
     const quarantine: Quarantined[] = [];
     let folded = 0;
-    let rebased = false;
+    // Checkpoints this pump rebased onto. Another device may put a checkpoint on the relay (a
+    // chain restart does) and move its floor between a rebase and the next pull: the pump then
+    // rebases again onto the newer checkpoint, never twice onto the same one.
+    const rebasedOnto = new Set<string>();
     for (;;) {
       const since = new Map<DeviceId, number>();
       for (const [device, head] of this.heads) if (device !== this.device) since.set(device, head.seq);
@@ -707,13 +710,12 @@ export class Session {
       try {
         page = await relay.pull(since, this.options.pullPageSize);
       } catch (error) {
-        if (isOpsyncError(error) && error.code === 'relay_frontier_truncated' && !rebased) {
-          const result = await this.rebaseLocked();
-          if (!result.rebased) throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
-          rebased = true;
-          continue;
-        }
-        throw error;
+        if (!isOpsyncError(error) || error.code !== 'relay_frontier_truncated') throw error;
+        const latest = rebasedOnto.size > 0 ? await relay.latestCheckpoint() : null;
+        const result = latest && rebasedOnto.has(latest.checkpoint_hash) ? { rebased: false, reason: `it has just rebased onto the relay's latest checkpoint ${latest.checkpoint_hash}` } : await this.rebaseLocked();
+        if (!result.rebased) throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
+        rebasedOnto.add(this.bases.current!.hash);
+        continue;
       }
       if (page.ops.some((op) => !this.keys.has(op.device_id))) await this.refreshRoster(true);
       const result = intake(page.ops, {
@@ -741,6 +743,7 @@ export class Session {
     const state_hash = this.fold.stateHash();
     // Subscribers hear of folded ops as soon as they are folded; the ack that follows only
     // tells the relay what this device durably holds.
+    const rebased = rebasedOnto.size > 0;
     if (folded > 0 || rebased) for (const listener of this.listeners) listener({ folded, state_hash, rebased });
     const acked = await this.ackDurable(eagerAck);
     return { pushed, push_deduped: pushDeduped, folded, acked, state_hash, rebased };

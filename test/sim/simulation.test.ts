@@ -38,6 +38,16 @@ describe('seeded simulation', () => {
       if (process.env.OPSYNC_SEED) break;
     }
   });
+
+  // Schedules that once found a bug, replayed on every run: each fails on the code before its fix
+  // (a change to how schedules are drawn turns them into ordinary random schedules).
+  it.each([
+    [1131917442, 'a chain restart on the latest checkpoint pushed queued ops that checkpoint covers'],
+    [1843023721, 'the same, on another schedule'],
+    [805646883, 'a pump that rebased met a floor another device moved by restarting its chain, and could not rebase again'],
+  ])('replays schedule %i (%s)', async (seed) => {
+    await runSchedule(seed);
+  });
 });
 
 async function runSchedule(seed: number): Promise<void> {
