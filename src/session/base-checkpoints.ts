@@ -174,9 +174,9 @@ export class BaseCheckpoints {
   }
 
   /**
-   * For a chain restart (`RelayMending`) on a relay that lost the base: the base merged with the
-   * relay's latest checkpoint when that covers some other device further (a device behind both
-   * then finds one checkpoint that covers both), else null. Not when the latest covers this
+   * For a chain restart above the base (`RelayMending`): the base merged with the relay's latest
+   * checkpoint when that covers some other device further (a device behind both then finds one
+   * checkpoint that covers both), else null. Not when the latest covers this
    * device's ops further than the base, since the restart anchors on the base's head.
    */
   async mergedWithLatest(): Promise<CheckpointFile | null> {

@@ -148,16 +148,19 @@ export class RelayMending {
   }
 
   /**
-   * Puts the journal's base back on the relay when the relay lacks it — merged with the relay's
-   * latest checkpoint when that covers other devices further, so that a device behind both finds
-   * one checkpoint that covers both (the merge names the same anchor) — and returns its head of
-   * this device.
+   * Makes the relay's latest checkpoint cover the journal's base head of this device, the
+   * restart's anchor, and returns it: readers behind the anchor rebase onto the latest. When the
+   * latest covers other devices further than the base, the two are merged and the merge put on
+   * the relay — also when the relay holds the base, which is then not the latest (a simulation
+   * schedule ended with a device that rebased onto a latest that did not cover the restarted
+   * chain). Otherwise the base is put back from this device's copy when the relay lacks it.
    */
   private async putBaseBack(base: { readonly hash: string; readonly frontier: Frontier }, why: string): Promise<ChainHead> {
     const { relay, device } = this.deps;
     const anchor = base.frontier.get(device)!;
-    if (await relay.readCheckpoint(base.hash)) return anchor;
-    const copy = (await this.deps.mergedWithLatest()) ?? (await this.intactCopy(base.hash));
+    const merged = await this.deps.mergedWithLatest();
+    if (!merged && (await relay.readCheckpoint(base.hash))) return anchor;
+    const copy = merged ?? (await this.intactCopy(base.hash));
     if (!copy) {
       throw new OpsyncError(
         'relay_gap',

@@ -45,6 +45,7 @@ describe('seeded simulation', () => {
     [1131917442, 'a chain restart on the latest checkpoint pushed queued ops that checkpoint covers'],
     [1843023721, 'the same, on another schedule'],
     [805646883, 'a pump that rebased met a floor another device moved by restarting its chain, and could not rebase again'],
+    [1738716845, 'a chain restarted above a base the relay held, lighter than the latest, which did not cover it'],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });
