@@ -534,7 +534,8 @@ export class Session {
       // Out of reach is not gone: a start that cannot reach the relay fails and tries again later.
       const unreachable = isOpsyncError(error) && error.code === 'relay_unavailable';
       if (this.ownSeq === -1 && !unreachable) return null;
-      throw new OpsyncError(missing.code, `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`, missing.data);
+      // Named as the relay being out of reach, so that whoever starts the device knows to try again.
+      throw new OpsyncError(unreachable ? 'relay_unavailable' : missing.code, `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`, missing.data);
     });
     if (report?.rebased) {
       this.deps.log?.warn({ missing: missing.data, base_checkpoint: report.base_checkpoint }, "this device's base checkpoint is gone; rebased onto the relay's latest");

@@ -46,6 +46,7 @@ describe('seeded simulation', () => {
     [1843023721, 'the same, on another schedule'],
     [805646883, 'a pump that rebased met a floor another device moved by restarting its chain, and could not rebase again'],
     [1738716845, 'a chain restarted above a base the relay held, lighter than the latest, which did not cover it'],
+    [654764040, 'a start whose base was gone everywhere, with the relay out of reach, failed as though nothing could stand in for it'],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });

@@ -363,6 +363,30 @@ describe('session', () => {
     expect(reopened.state.record('knowledge', 'theirs')).toBeDefined();
   });
 
+  it('fails a start whose base is gone everywhere as relay_unavailable while the relay cannot be asked for one to stand in, and starts once it can', async () => {
+    const { world, b, checkpoint } = await worldWithCheckpoint();
+    const a = await world.open('device-a');
+    await a.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' });
+    await pumpAll(a, b);
+    expect(await a.rebase()).toMatchObject({ rebased: true, base_checkpoint: checkpoint.checkpoint_hash });
+    await a.close();
+    // Its copy of the base is lost, and the relay lost the checkpoint too (restored from a backup).
+    await world.checkpointsOf('device-a').discard(checkpoint.checkpoint_hash!);
+    world.relays.checkpoints.clear();
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+
+    // The relay says the base is gone, then drops the request for the latest checkpoint. A start
+    // that cannot ask is not one that has nothing to ask for: it is named as the relay being out of reach.
+    const dropping = (relay: Relay) =>
+      Object.assign(Object.create(relay) as Relay, { latestCheckpoint: () => Promise.reject(new OpsyncError('relay_unavailable', 'The relay is out of reach: the request was dropped.')) });
+    await expect(world.open('device-a', { relay: dropping })).rejects.toMatchObject({ code: 'relay_unavailable' });
+    const back = await world.open('device-a');
+    expect(back.status().base_checkpoint).toBe((await world.relays.connect(b.device).latestCheckpoint())!.checkpoint_hash);
+    await pumpAll(back, b);
+    for (const id of ['mine', 'theirs']) expect(back.state.record('knowledge', id), id).toBeDefined();
+    expect(back.state.stateHash()).toBe(b.state.stateHash());
+  });
+
   it('copies its bootstrap checkpoint before its first op, so a crash before its first pump and a relay that then loses it lose nothing', async () => {
     const { world, b } = await worldWithCheckpoint();
     const fresh = await world.open('device-c');
