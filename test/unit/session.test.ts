@@ -346,6 +346,37 @@ describe('session', () => {
     expect(b.state.stateHash()).toBe(back.state.stateHash());
   });
 
+  it('restarts its chain above a base the relay holds but a heavier checkpoint does not cover by putting back the merge of the two', async () => {
+    const world = new World();
+    const empty = world.backupRelay();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    await a.append({ surface: 'knowledge', payload: { id: 'a0' }, scope: 'personal' });
+    await b.append({ surface: 'knowledge', payload: { id: 'b0' }, scope: 'personal' });
+    await pumpAll(a, b);
+    const shared = await a.checkpoint();
+    for (const session of [a, b]) expect(await session.compact()).toMatchObject({ compacted: true, base_checkpoint: shared.checkpoint_hash });
+    await a.append({ surface: 'knowledge', payload: { id: 'a1' }, scope: 'personal' });
+    for (const id of ['b1', 'b2', 'b3']) await b.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+
+    // The relay is replaced by an empty one. b comes first: it puts the shared base back, restarts
+    // above it, and publishes a checkpoint of its own ops only, heavier than the base.
+    world.restoreRelay(empty);
+    world.now += 60_000; // the pumps' check of the relay is due
+    await b.pump();
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    // a restarts above the same base, which the relay holds: devices behind it rebase onto the
+    // latest checkpoint, which must cover a's chain up to where the relay now starts it.
+    await a.pump();
+    const latest = await world.relays.connect(a.device).latestCheckpoint();
+    expect(Object.keys(latest!.frontier as object).sort()).toEqual(['device-a', 'device-b']);
+    const fresh = await world.open('device-c');
+    await pumpAll(a, b, fresh);
+    for (const id of ['a0', 'a1', 'b0', 'b3']) expect(fresh.state.record('knowledge', id), id).toBeDefined();
+    expect(fresh.state.stateHash()).toBe(a.state.stateHash());
+    expect(b.state.stateHash()).toBe(a.state.stateHash());
+  });
+
   it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
     const world = new World();
     const a = await world.open('device-a');
