@@ -67,6 +67,32 @@ async function worldPastItsBase(relay?: (relay: Relay) => Relay) {
   return { world, a, b, write };
 }
 
+/**
+ * device-a and device-b compacted onto a shared checkpoint of a0, b0, then wrote a1 and b1–b3;
+ * the relay was replaced by an empty one, where b put the shared base back, restarted its chain
+ * above it, and published a checkpoint of its own ops only, heavier than the base. device-c
+ * opened on the empty relay (so it bootstrapped from nothing), its relay wrapped by `relay`.
+ */
+async function worldRestoredUnderSharedBase(relay?: (relay: Relay) => Relay) {
+  const world = new World();
+  const empty = world.backupRelay();
+  const a = await world.open('device-a');
+  const b = await world.open('device-b');
+  await a.append({ surface: 'knowledge', payload: { id: 'a0' }, scope: 'personal' });
+  await b.append({ surface: 'knowledge', payload: { id: 'b0' }, scope: 'personal' });
+  await pumpAll(a, b);
+  const shared = await a.checkpoint();
+  for (const session of [a, b]) expect(await session.compact()).toMatchObject({ compacted: true, base_checkpoint: shared.checkpoint_hash });
+  await a.append({ surface: 'knowledge', payload: { id: 'a1' }, scope: 'personal' });
+  for (const id of ['b1', 'b2', 'b3']) await b.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+  world.restoreRelay(empty);
+  const c = await world.open('device-c', relay ? { relay } : {});
+  world.now += 60_000; // the pumps' check of the relay is due
+  await b.pump();
+  expect(await b.checkpoint()).toMatchObject({ published: true });
+  return { world, a, b, c };
+}
+
 describe('session', () => {
   it('converges two devices through the relay: same records, same state hash', async () => {
     const world = new World();
@@ -347,33 +373,34 @@ describe('session', () => {
   });
 
   it('restarts its chain above a base the relay holds but a heavier checkpoint does not cover by putting back the merge of the two', async () => {
-    const world = new World();
-    const empty = world.backupRelay();
-    const a = await world.open('device-a');
-    const b = await world.open('device-b');
-    await a.append({ surface: 'knowledge', payload: { id: 'a0' }, scope: 'personal' });
-    await b.append({ surface: 'knowledge', payload: { id: 'b0' }, scope: 'personal' });
-    await pumpAll(a, b);
-    const shared = await a.checkpoint();
-    for (const session of [a, b]) expect(await session.compact()).toMatchObject({ compacted: true, base_checkpoint: shared.checkpoint_hash });
-    await a.append({ surface: 'knowledge', payload: { id: 'a1' }, scope: 'personal' });
-    for (const id of ['b1', 'b2', 'b3']) await b.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
-
-    // The relay is replaced by an empty one. b comes first: it puts the shared base back, restarts
-    // above it, and publishes a checkpoint of its own ops only, heavier than the base.
-    world.restoreRelay(empty);
-    world.now += 60_000; // the pumps' check of the relay is due
-    await b.pump();
-    expect(await b.checkpoint()).toMatchObject({ published: true });
-    // a restarts above the same base, which the relay holds: devices behind it rebase onto the
+    const { world, a, b, c } = await worldRestoredUnderSharedBase();
+    // a restarts above the base, which the relay holds: devices behind it (c) rebase onto the
     // latest checkpoint, which must cover a's chain up to where the relay now starts it.
     await a.pump();
     const latest = await world.relays.connect(a.device).latestCheckpoint();
     expect(Object.keys(latest!.frontier as object).sort()).toEqual(['device-a', 'device-b']);
-    const fresh = await world.open('device-c');
-    await pumpAll(a, b, fresh);
-    for (const id of ['a0', 'a1', 'b0', 'b3']) expect(fresh.state.record('knowledge', id), id).toBeDefined();
-    expect(fresh.state.stateHash()).toBe(a.state.stateHash());
+    await pumpAll(a, b, c);
+    for (const id of ['a0', 'a1', 'b0', 'b3']) expect(c.state.record('knowledge', id), id).toBeDefined();
+    expect(c.state.stateHash()).toBe(a.state.stateHash());
+    expect(b.state.stateHash()).toBe(a.state.stateHash());
+  });
+
+  it('rebases again in one pump when another device restarts its chain between its rebase and its next pull', async () => {
+    let a: Session | null = null;
+    let pulls = 0;
+    // device-c's second pull waits for device-a's pump, which restarts a's chain above a checkpoint.
+    const racing = (relay: Relay) =>
+      Object.assign(Object.create(relay) as Relay, { pull: async (...args: Parameters<Relay['pull']>) => (++pulls === 2 && (await a!.pump()), relay.pull(...args)) });
+    const { b, c, ...rest } = await worldRestoredUnderSharedBase(racing);
+    a = rest.a;
+    // c pulls b's chain from its start: truncated, it rebases onto b's checkpoint. Then a's chain
+    // restarts above the merge of the base and that checkpoint: truncated again, onto the merge.
+    const report = await c.pump();
+    expect(pulls).toBeGreaterThan(2);
+    expect(report.rebased).toBe(true);
+    await pumpAll(a, b, c);
+    for (const id of ['a0', 'a1', 'b0', 'b3']) expect(c.state.record('knowledge', id), id).toBeDefined();
+    expect(c.state.stateHash()).toBe(a.state.stateHash());
     expect(b.state.stateHash()).toBe(a.state.stateHash());
   });
 
