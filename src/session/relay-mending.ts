@@ -114,8 +114,7 @@ export class RelayMending {
    * relay above an op a checkpoint there covers: the relay drops whatever it holds of this
    * device, and every own op of the journal above that op is pushed again. Devices behind the
    * checkpoint rebase onto it. The anchor is the relay's latest checkpoint's head of this device
-   * when the journal holds that op, else the journal's base, put back on the relay (from this
-   * device's copy) when the relay lacks it.
+   * when the journal holds that op, else the journal's base (`anchorOnBase`).
    */
   private async restart(why: string): Promise<void> {
     const { relay, device } = this.deps;
@@ -123,7 +122,7 @@ export class RelayMending {
     const baseHead = base.frontier.get(device)!;
     const own = await this.deps.ownOps((op) => op.seq > baseHead.seq);
     const latest = await this.latestAnchor(baseHead, own);
-    const anchor = latest?.head ?? (await this.putBaseBack(base, why));
+    const anchor = latest?.head ?? (await this.anchorOnBase(base, why));
     await this.deps.known(() => relay.restartAbove(anchor));
     // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
     this.deps.requeue(anchor.seq + 1, own.filter((op) => op.seq > anchor.seq));
@@ -155,7 +154,7 @@ export class RelayMending {
    * schedule ended with a device that rebased onto a latest that did not cover the restarted
    * chain). Otherwise the base is put back from this device's copy when the relay lacks it.
    */
-  private async putBaseBack(base: { readonly hash: string; readonly frontier: Frontier }, why: string): Promise<ChainHead> {
+  private async anchorOnBase(base: { readonly hash: string; readonly frontier: Frontier }, why: string): Promise<ChainHead> {
     const { relay, device } = this.deps;
     const anchor = base.frontier.get(device)!;
     const merged = await this.deps.mergedWithLatest();
