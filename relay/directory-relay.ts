@@ -16,10 +16,11 @@ import { ReaderDamage, WriterRepair } from './directory-repair.js';
 import { createFileDurable, ensureDir, exists, readJsonObject, TEMP_PREFIX, whyNotWritable, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { checkpointHead, collectableThrough, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import {
   CHECKPOINTS_KEPT,
   type CheckpointFile,
+  type Covering,
   type CheckpointHeaderJson,
   type CheckpointStream,
   type GcResult,
@@ -339,10 +340,8 @@ export class DirectoryRelay implements Relay {
     return this.guard(() => writeCheckpointBytes(this.checkpointPath(file.header.checkpoint_hash), checkpointFileBytes(file)));
   }
 
-  latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
-    return this.guard(async () => {
-      return newestFirst(await this.checkpointHeaderList())[0] ?? null;
-    }, VERIFY);
+  latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
+    return this.guard(async () => latestCovering(await this.checkpointHeaderList(), covering), VERIFY);
   }
 
   readCheckpoint(hash: string): Promise<CheckpointStream | null> {

@@ -6,8 +6,8 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { checkpointHead, collectableThrough, newestFirst, nothingToMend, PageBuilder, rosterView } from './relay-state.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { checkpointHead, collectableThrough, latestCovering, newestFirst, nothingToMend, PageBuilder, rosterView } from './relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;
@@ -169,9 +169,9 @@ export class MemoryRelay implements Relay {
     return true;
   }
 
-  async latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
+  async latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
     await Promise.resolve();
-    return newestFirst([...this.store.checkpoints.values()].map((c) => c.header))[0] ?? null;
+    return latestCovering(this.headers(), covering);
   }
 
   async readCheckpoint(hash: string): Promise<CheckpointStream | null> {

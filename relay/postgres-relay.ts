@@ -7,8 +7,8 @@ import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, newestFirst, PageBuilder, rosterView } from './relay-state.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { CHECKPOINTS_KEPT, type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
 import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from './pg-database.js';
 
 /**
@@ -221,8 +221,8 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  latestCheckpoint(): Promise<CheckpointHeaderJson | null> {
-    return this.db(async () => newestFirst(await this.headers())[0] ?? null);
+  latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
+    return this.db(async () => latestCovering(await this.headers(), covering));
   }
 
   readCheckpoint(hash: string): Promise<CheckpointStream | null> {

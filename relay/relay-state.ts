@@ -2,7 +2,7 @@ import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/fro
 import type { DeviceId } from '../src/oplog/ids.js';
 import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
 import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
-import { NO_REPAIRS, type CheckpointHeaderJson, type PullPage, type Repairs, type RosterView } from './relay.js';
+import { NO_REPAIRS, type CheckpointHeaderJson, type Covering, type PullPage, type Repairs, type RosterView } from './relay.js';
 
 /** Pieces of relay logic that every backend computes the same way. */
 
@@ -63,6 +63,12 @@ export function frontierWeight(frontier: Frontier): number {
   let total = 0;
   for (const head of frontier.values()) total += head.seq + 1;
   return total;
+}
+
+/** The newest checkpoint header, or the newest of those that cover `covering.device` up to `covering.seq` at least. */
+export function latestCovering(headers: readonly CheckpointHeaderJson[], covering?: Covering): CheckpointHeaderJson | null {
+  const fit = covering ? headers.filter((header) => (headerFrontier(header)?.get(covering.device)?.seq ?? -1) >= covering.seq) : headers;
+  return newestFirst(fit)[0] ?? null;
 }
 
 /** Checkpoint headers ordered newest first (by frontier weight, then hash for a stable order). */

@@ -62,8 +62,11 @@ export interface Relay {
   roster(): Promise<RosterView>;
   /** Stores a checkpoint (immutable); false when it was already there. */
   putCheckpoint(file: CheckpointFile): Promise<boolean>;
-  /** The header of the checkpoint with the highest frontier, or null. */
-  latestCheckpoint(): Promise<CheckpointHeaderJson | null>;
+  /**
+   * The header of the checkpoint with the highest frontier, or null; with `covering`, of the
+   * highest of those that cover `device` up to `seq` at least (`latestCovering`).
+   */
+  latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null>;
   /** The checkpoint's header and its sealed chunks, streamed; null when absent. */
   readCheckpoint(hash: string): Promise<CheckpointStream | null>;
   /** The checkpoint as file bytes (proposals/relay.md §Checkpoint files), for keeping a copy; null when absent. */
@@ -151,6 +154,12 @@ export interface Watch {
 
 /** How many checkpoints GC keeps (the newest ones by frontier). */
 export const CHECKPOINTS_KEPT = 2;
+
+/** A device's ops up to `seq` that a checkpoint must cover (`Relay.latestCheckpoint`). */
+export interface Covering {
+  readonly device: DeviceId;
+  readonly seq: number;
+}
 
 /** The frontier of a stored checkpoint header, as the relay needs it for GC and "latest". */
 export type CheckpointFrontier = Frontier;

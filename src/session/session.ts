@@ -713,7 +713,8 @@ export class Session {
       } catch (error) {
         if (!isOpsyncError(error) || error.code !== 'relay_frontier_truncated') throw error;
         const latest = rebasedOnto.size > 0 ? await relay.latestCheckpoint() : null;
-        const result = latest && rebasedOnto.has(latest.checkpoint_hash) ? { rebased: false, reason: `it has just rebased onto the relay's latest checkpoint ${latest.checkpoint_hash}` } : await this.rebaseLocked();
+        const why = latest && rebasedOnto.has(latest.checkpoint_hash) ? await this.mergeCovering(error, rebasedOnto) : null;
+        const result = why ? { rebased: false, reason: why } : await this.rebaseLocked();
         if (!result.rebased) throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
         rebasedOnto.add(this.bases.current!.hash);
         continue;
@@ -976,6 +977,25 @@ export class Session {
     }
     this.maintenanceRetryAt = performance.now() + MAINTENANCE_RETRY_MS;
     this.deps.log?.info({ reason: published.reason }, 'no automatic checkpoint yet');
+  }
+
+  /**
+   * The relay's latest checkpoint, just rebased onto, does not cover the device a pull was
+   * truncated at up to its floor: two devices restarted their chains at once, each putting back
+   * a checkpoint without the other's (proposals/session.md §Pump). Publishes the merge of the
+   * base with a checkpoint that does cover it, which the next rebase adopts; or says why not.
+   */
+  private async mergeCovering(truncated: OpsyncError, tried: ReadonlySet<string>): Promise<string | null> {
+    const { device_id, floor } = truncated.data as { device_id?: unknown; floor?: unknown };
+    const covering =
+      typeof device_id === 'string' && typeof floor === 'number' ? await this.deps.relay.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 }) : null;
+    if (!covering || tried.has(covering.checkpoint_hash)) return `no checkpoint on the relay it has not just rebased onto covers device ${String(device_id)} up to where it starts`;
+    const merged = await this.bases.mergedWith(covering);
+    if (typeof merged === 'string') return merged;
+    await this.deps.relay.putCheckpoint(merged);
+    this.stats.counters.checkpoints_merged++;
+    this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [this.bases.current?.hash, covering.checkpoint_hash] }, "published the merge of this device's base and a checkpoint that covers a restarted chain");
+    return null;
   }
 
   /**

@@ -187,6 +187,20 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(await a.relay.readCheckpoint(`ck-${'9'.repeat(64)}`)).toBeNull();
     });
 
+    it('serves the latest checkpoint, or the latest that covers a device up to a seq', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const [mine, theirs] = [a.ops(3), b.ops(6)];
+      const file = (op: OpRecord, n: number): CheckpointFile => ({ header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(op) }, chunks: [] });
+      await a.relay.putCheckpoint(file(mine[1]!, 1));
+      await b.relay.putCheckpoint(file(theirs[5]!, 2));
+      expect((await a.relay.latestCheckpoint())?.checkpoint_hash).toBe(file(theirs[5]!, 2).header.checkpoint_hash);
+      for (const seq of [0, 1]) expect((await b.relay.latestCheckpoint({ device: a.device.id, seq }))?.checkpoint_hash).toBe(file(mine[1]!, 1).header.checkpoint_hash);
+      expect(await b.relay.latestCheckpoint({ device: a.device.id, seq: 2 })).toBeNull();
+      expect((await a.relay.latestCheckpoint({ device: b.device.id, seq: 5 }))?.checkpoint_hash).toBe(file(theirs[5]!, 2).header.checkpoint_hash);
+    });
+
     it('tells every device that a checkpoint another device collected is gone, and takes it back', async () => {
       // A device that put its base back on the relay, read it there, and saw another device's
       // collection drop it must put it back again: the relay must not answer from what it read.

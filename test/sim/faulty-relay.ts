@@ -2,7 +2,7 @@ import type { SeqFrontier } from '../../src/oplog/frontier.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
-import type { CheckpointFile, Damage, PullPage, PushResult, Relay } from '../../relay/relay.js';
+import type { CheckpointFile, Covering, Damage, PullPage, PushResult, Relay } from '../../relay/relay.js';
 
 /**
  * The simulation's network: seeded faults between every device and the relay. A partitioned
@@ -105,8 +105,8 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.putCheckpoint(file));
   }
 
-  latestCheckpoint() {
-    return this.call(() => this.inner.latestCheckpoint());
+  latestCheckpoint(covering?: Covering) {
+    return this.call(() => this.inner.latestCheckpoint(covering));
   }
 
   readCheckpoint(hash: string) {

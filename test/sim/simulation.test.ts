@@ -47,6 +47,7 @@ describe('seeded simulation', () => {
     [805646883, 'a pump that rebased met a floor another device moved by restarting its chain, and could not rebase again'],
     [1738716845, 'a chain restarted above a base the relay held, lighter than the latest, which did not cover it'],
     [654764040, 'a start whose base was gone everywhere, with the relay out of reach, failed as though nothing could stand in for it'],
+    [72134455, 'two devices restarted their chains at once, each putting back a checkpoint without the other, and a device behind both could not rebase past them'],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });
