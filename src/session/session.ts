@@ -990,12 +990,18 @@ export class Session {
     const covering =
       typeof device_id === 'string' && typeof floor === 'number' ? await this.deps.relay.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 }) : null;
     if (!covering || tried.has(covering.checkpoint_hash)) return `no checkpoint on the relay it has not just rebased onto covers device ${String(device_id)} up to where it starts`;
-    const merged = await this.bases.mergedWith(covering);
+    const merged = await this.publishMerge(covering);
+    return typeof merged === 'string' ? merged : null;
+  }
+
+  /** Merges the base with `header` and publishes the merge (its header), or says why they cannot be merged. */
+  private async publishMerge(header: CheckpointHeaderJson): Promise<CheckpointHeaderJson | string> {
+    const merged = await this.bases.mergedWith(header);
     if (typeof merged === 'string') return merged;
     await this.deps.relay.putCheckpoint(merged);
     this.stats.counters.checkpoints_merged++;
-    this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [this.bases.current?.hash, covering.checkpoint_hash] }, "published the merge of this device's base and a checkpoint that covers a restarted chain");
-    return null;
+    this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [this.bases.current?.hash, header.checkpoint_hash] }, "published the merge of this device's base and a checkpoint");
+    return merged.header;
   }
 
   /**
@@ -1014,12 +1020,9 @@ export class Session {
     const behind = this.behindBase(header);
     if (behind) {
       // Moving onto it would lose what the base covers beyond it: the two are merged instead.
-      const merged = await this.bases.mergedWith(header);
+      const merged = await this.publishMerge(header);
       if (typeof merged === 'string') return { rebased: false, base_checkpoint: unchanged, reason: `${behind}, and ${merged}` };
-      await relay.putCheckpoint(merged);
-      this.stats.counters.checkpoints_merged++;
-      this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [unchanged, header.checkpoint_hash] }, "published the merge of this device's base and the relay's latest checkpoint");
-      header = merged.header;
+      header = merged;
     }
     const target = header;
     return this.gate.hold(async () => {
