@@ -404,6 +404,59 @@ describe('session', () => {
     expect(b.state.stateHash()).toBe(a.state.stateHash());
   });
 
+  it('merges in the checkpoint a chain restarted above when the latest, published as it restarted, does not cover that chain', async () => {
+    const HORIZON = 60_000;
+    const world = new World(HORIZON);
+    // While `racing`, device-b reads the relay as it was before device-a's checkpoint landed.
+    let racing = false;
+    const late = (relay: Relay) =>
+      Object.assign(Object.create(relay) as Relay, {
+        latestCheckpoint: (...args: Parameters<Relay['latestCheckpoint']>) => (racing ? Promise.resolve(null) : relay.latestCheckpoint(...args)),
+        putCheckpoint: (file: CheckpointFile) => ((racing = false), relay.putCheckpoint(file)),
+      });
+    const a = await world.open('device-a');
+    const b = await world.open('device-b', { relay: late });
+    const write = async (session: Session, ids: string[]) => {
+      for (const id of ids) await session.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+      await session.pump();
+    };
+    await write(a, ['a0']);
+    await write(b, ['b0']);
+    await pumpAll(a, b);
+    const backup = world.backupRelay();
+
+    // Each device, the other silent past the horizon, publishes a checkpoint of its own later ops
+    // and compacts onto it: b on the relay, a on the relay restored from the backup.
+    world.now += HORIZON + 1_000;
+    await write(b, ['b1', 'b2', 'b3']);
+    expect(await b.checkpoint()).toMatchObject({ published: true });
+    expect(await b.compact()).toMatchObject({ compacted: true });
+    const ofB = b.status().base_checkpoint!;
+    world.restoreRelay(backup);
+    world.now += HORIZON + 1_000;
+    await write(a, ['a1', 'a2', 'a3', 'a4', 'a5']);
+    await a.pump();
+
+    // b restarts its chain above its base, which it puts back having found no checkpoint to merge
+    // it with: a's, heavier (the latest) and without b1–b3, lands meanwhile.
+    racing = true;
+    const ofA = (await a.checkpoint()).checkpoint_hash!;
+    await write(b, ['b4']);
+    expect(racing).toBe(false);
+    expect(await world.relays.connect(a.device).readCheckpoint(ofB)).not.toBeNull();
+    expect((await world.relays.connect(a.device).latestCheckpoint())!.checkpoint_hash).toBe(ofA);
+
+    // A new device adopts a's checkpoint, cannot pull b past the floor of its restarted chain, and
+    // rebases onto the merge of a's checkpoint with b's, which it publishes.
+    const c = await world.open('device-c');
+    expect((await c.pump()).rebased).toBe(true);
+    expect(c.stats.counters.checkpoints_merged).toBe(1);
+    await pumpAll(a, b, c);
+    for (const id of ['a5', 'b0', 'b3', 'b4']) expect(c.state.record('knowledge', id), id).toBeDefined();
+    expect(c.state.stateHash()).toBe(a.state.stateHash());
+    expect(b.state.stateHash()).toBe(a.state.stateHash());
+  });
+
   it('keeps a local copy of a checkpoint before its journal names it, so a crash and a relay that then loses it lose nothing', async () => {
     const world = new World();
     const a = await world.open('device-a');
