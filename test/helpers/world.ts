@@ -35,7 +35,7 @@ export class World {
       disk = { key: generateDeviceKey(), checkpoints: new MemoryCheckpointStore(), keyring: new Keyring(options.keys ?? [PERSONAL_KEY]) };
       this.disks.set(device, disk);
     }
-    const base = this.relays.connect(device);
+    const base = await this.connectRelay(device);
     return Session.open({
       device,
       deviceKey: disk.key,
@@ -64,6 +64,17 @@ export class World {
   /** A copy of the relay as it is now, as a backup of its folder or database would be. */
   backupRelay(): RelayBackup {
     return copyRelay(this.relays);
+  }
+
+  /** The relay, backed up now; the function returned restores it from this backup under the running devices. */
+  snapshotRelay(): Promise<() => Promise<void>> {
+    const backup = this.backupRelay();
+    return Promise.resolve(() => Promise.resolve(this.restoreRelay(backup)));
+  }
+
+  /** `device`'s connection to the relay. */
+  protected connectRelay(device: DeviceId): Promise<Relay> {
+    return Promise.resolve(this.relays.connect(device));
   }
 
   /** The relay is restored from `backup` under the running devices. */

@@ -8,7 +8,8 @@ import type { Session } from '../../src/session/session.js';
 import type { JsonObject } from '../../src/util/json.js';
 import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
-import { PERSONAL_KEY, World, type RelayBackup } from '../helpers/world.js';
+import { DirRelayWorld } from '../helpers/dir-world.js';
+import { PERSONAL_KEY, World } from '../helpers/world.js';
 import { Network } from './faulty-relay.js';
 
 /**
@@ -17,9 +18,13 @@ import { Network } from './faulty-relay.js';
  * crash (keeping only their journal) and restart, join late, clocks are set back, the relay is
  * restored from older backups, devices lack the key until they import it, and checkpoints,
  * compaction, rebases and GC happen along the way. At quiescence every device must hold exactly
- * the state of a reference fold of every op any device appended. OPSYNC_SEED replays one schedule; OPSYNC_LONG=<n> runs n times more.
+ * the state of a reference fold of every op any device appended. The relay is in memory, or a
+ * real relay folder (backed up and restored as folder copies). OPSYNC_SEED replays one schedule
+ * (with -t naming the test); OPSYNC_LONG=<n> runs n times more.
  */
 const SCHEDULES = scaled(200);
+/** Schedules on a relay folder: each costs real writes and fdatasyncs. */
+const FOLDER_SCHEDULES = scaled(20);
 const STEPS = 60;
 const HORIZON_MS = 5 * 60_000;
 /** Errors a device may meet under faults; anything else is a bug. */
@@ -27,16 +32,11 @@ const EXPECTED = new Set(['relay_unavailable']);
 
 describe('seeded simulation', () => {
   it(`converges after ${SCHEDULES} seeded schedules of faults, crashes, checkpoints and GC`, async () => {
-    const first = testSeed();
-    for (let n = 0; n < SCHEDULES; n++) {
-      const seed = (first + n) >>> 0;
-      try {
-        await runSchedule(seed);
-      } catch (error) {
-        throw new Error(`simulation failed; replay with OPSYNC_SEED=${seed}: ${(error as Error).stack ?? String(error)}`);
-      }
-      if (process.env.OPSYNC_SEED) break;
-    }
+    await runSchedules(SCHEDULES, 'memory');
+  });
+
+  it(`converges after ${FOLDER_SCHEDULES} seeded schedules on a real relay folder, each device stamping it with its own clock`, async () => {
+    await runSchedules(FOLDER_SCHEDULES, 'folder');
   });
 
   // Schedules that once found a bug, replayed on every run: each fails on the code before its fix
@@ -53,15 +53,39 @@ describe('seeded simulation', () => {
   });
 });
 
-async function runSchedule(seed: number): Promise<void> {
+/** Runs `count` schedules from a fresh seed, or the one OPSYNC_SEED names. */
+async function runSchedules(count: number, relay: 'memory' | 'folder'): Promise<void> {
+  const first = testSeed();
+  for (let n = 0; n < count; n++) {
+    const seed = (first + n) >>> 0;
+    try {
+      await runSchedule(seed, relay);
+    } catch (error) {
+      throw new Error(`simulation on a relay ${relay === 'memory' ? 'in memory' : 'folder'} failed; replay with OPSYNC_SEED=${seed}: ${(error as Error).stack ?? String(error)}`);
+    }
+    if (process.env.OPSYNC_SEED) break;
+  }
+}
+
+/** Runs one schedule on a relay in memory, or on a real relay folder. */
+async function runSchedule(seed: number, relay: 'memory' | 'folder' = 'memory'): Promise<void> {
+  if (relay === 'memory') return simulate(seed, new World(HORIZON_MS));
+  const world = await DirRelayWorld.create(HORIZON_MS);
+  try {
+    await simulate(seed, world);
+  } finally {
+    await world.dispose();
+  }
+}
+
+async function simulate(seed: number, world: World): Promise<void> {
   const random = seededRandom(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-  const world = new World(HORIZON_MS);
   const net = new Network(random);
   const names = ['device-a', 'device-b', 'device-c', 'device-d', 'device-e'].slice(0, 3 + Math.floor(random() * 3));
   const live = new Map<string, Session>();
   const appended: FoldOp[] = [];
-  let backup: RelayBackup = { devices: new Map(), checkpoints: new Map() };
+  let restoreBackup = await world.snapshotRelay();
   const log: string[] = [];
 
   // Some devices start without the personal key: they hold everyone's ops until it is imported.
@@ -126,10 +150,10 @@ async function runSchedule(seed: number): Promise<void> {
     } else if (roll < 0.82) {
       // The relay is backed up now and then, and restored from its backup (older, or empty).
       if (random() < 0.6) {
-        backup = world.backupRelay();
+        restoreBackup = await world.snapshotRelay();
         log.push(`${step} relay backed up`);
       } else {
-        world.restoreRelay(backup);
+        await restoreBackup();
         log.push(`${step} relay restored from a backup`);
       }
     } else if (roll < 0.845 && running.length > 0) {
