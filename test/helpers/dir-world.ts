@@ -88,7 +88,8 @@ export class DirRelayWorld extends World {
     };
   }
 
-  async dispose(): Promise<void> {
+  override async dispose(): Promise<void> {
+    await super.dispose();
     await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -20,6 +20,8 @@ export interface TestPostgres {
   stop(): Promise<void>;
   /** Creates an empty database on the server and returns its URL. */
   createDatabase(name: string): Promise<string>;
+  /** Drops a database, closing any connection still open to it. */
+  dropDatabase(name: string): Promise<void>;
 }
 
 export async function startPostgres(options: { fsync?: boolean } = {}): Promise<TestPostgres> {
@@ -50,16 +52,24 @@ export async function startPostgres(options: { fsync?: boolean } = {}): Promise<
       await rm(root, { recursive: true, force: true });
     },
     async createDatabase(name) {
-      const client = new pg.Client({ connectionString: url });
-      await client.connect();
-      try {
-        await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
-      } finally {
-        await client.end();
-      }
+      await query(url, `CREATE DATABASE ${pg.escapeIdentifier(name)}`);
       return url.replace('/postgres?', `/${name}?`);
     },
+    async dropDatabase(name) {
+      await query(url, `DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+    },
   };
+}
+
+/** Runs one statement on a connection of its own. */
+async function query(url: string, statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
 }
 
 async function postgresBin(): Promise<string> {

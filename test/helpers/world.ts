@@ -23,6 +23,8 @@ export class World {
   private readonly disks = new Map<DeviceId, { key: DeviceKey; checkpoints: MemoryCheckpointStore; keyring: Keyring }>();
   /** Each device's wall clock is the world clock plus its skew. */
   readonly skew = new Map<DeviceId, number>();
+  /** Every relay connection opened, closed by `dispose`. */
+  private readonly connections: Relay[] = [];
 
   constructor(horizonMs?: number) {
     this.relays = new MemoryRelayStore(coreCrypto, () => this.now, horizonMs);
@@ -36,6 +38,7 @@ export class World {
       this.disks.set(device, disk);
     }
     const base = await this.connectRelay(device);
+    this.connections.push(base);
     return Session.open({
       device,
       deviceKey: disk.key,
@@ -70,6 +73,11 @@ export class World {
   snapshotRelay(): Promise<() => Promise<void>> {
     const backup = this.backupRelay();
     return Promise.resolve(() => Promise.resolve(this.restoreRelay(backup)));
+  }
+
+  /** Closes every relay connection a device opened (a device that crashed left its own open). */
+  async dispose(): Promise<void> {
+    await Promise.all(this.connections.splice(0).map((relay) => relay.close()));
   }
 
   /** `device`'s connection to the relay. */

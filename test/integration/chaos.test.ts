@@ -2,11 +2,11 @@ import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
+import { backupStatements, RELAY_TABLES, restoreStatements, transaction } from '../helpers/pg-world.js';
 import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
@@ -156,7 +156,6 @@ describe('three daemons under crashes, compactions and relay damage', () => {
 
 describe('three daemons on a Postgres relay under crashes of daemons and of the database, and a database emptied or restored from an older backup', () => {
   const postgres = usePostgres();
-  const TABLES = ['opsync_ops', 'opsync_devices', 'opsync_checkpoints', 'opsync_checkpoint_chunks'];
 
   it('converge, and keep every answered append', async () => {
     // The relay's faults: the database crashes (immediate stop) and stays down for a while
@@ -169,27 +168,6 @@ describe('three daemons on a Postgres relay under crashes of daemons and of the 
       if (down) await postgres().resume();
       down = false;
     };
-    /** Runs `statements` in one transaction on a connection of its own; a deadlock with the daemons' transactions is tried again. */
-    const transaction = async (statements: string[], isolation = 'READ COMMITTED') => {
-      const client = new pg.Client({ connectionString: postgres().url });
-      client.on('error', () => {});
-      await client.connect();
-      try {
-        for (;;) {
-          try {
-            await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
-            for (const statement of statements) await client.query(statement);
-            await client.query('COMMIT');
-            return;
-          } catch (error) {
-            await client.query('ROLLBACK');
-            if ((error as { code?: string }).code !== '40P01') throw error;
-          }
-        }
-      } finally {
-        await client.end();
-      }
-    };
     await chaos(
       postgres().url,
       async (random) => {
@@ -199,17 +177,17 @@ describe('three daemons on a Postgres relay under crashes of daemons and of the 
         }
         const roll = random();
         if (roll < 0.2) {
-          await transaction(TABLES.flatMap((table) => [`DROP TABLE IF EXISTS backup_${table}`, `CREATE TABLE backup_${table} AS SELECT * FROM ${table}`]), 'REPEATABLE READ');
+          await transaction(postgres().url, backupStatements('backup'), 'REPEATABLE READ');
           backedUp = true;
           return 'the database was backed up';
         }
         if (roll < 0.4 && backedUp) {
-          await transaction([`TRUNCATE ${TABLES.join(', ')}`, ...TABLES.map((table) => `INSERT INTO ${table} SELECT * FROM backup_${table}`)]);
+          await transaction(postgres().url, restoreStatements('backup'));
           return 'the database was restored from an older backup';
         }
         if (roll < 0.6) {
           // Restored from an empty backup: every device, op and checkpoint is gone.
-          await transaction([`TRUNCATE ${TABLES.join(', ')}`]);
+          await transaction(postgres().url, [`TRUNCATE ${RELAY_TABLES.join(', ')}`]);
           return 'the database lost every row';
         }
         await postgres().pause();

@@ -9,6 +9,8 @@ import type { JsonObject } from '../../src/util/json.js';
 import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
 import { DirRelayWorld } from '../helpers/dir-world.js';
+import { PgRelayWorld } from '../helpers/pg-world.js';
+import { usePostgres } from '../helpers/use-postgres.js';
 import { PERSONAL_KEY, World } from '../helpers/world.js';
 import { Network } from './faulty-relay.js';
 
@@ -18,13 +20,16 @@ import { Network } from './faulty-relay.js';
  * crash (keeping only their journal) and restart, join late, clocks are set back, the relay is
  * restored from older backups, devices lack the key until they import it, and checkpoints,
  * compaction, rebases and GC happen along the way. At quiescence every device must hold exactly
- * the state of a reference fold of every op any device appended. The relay is in memory, or a
- * real relay folder (backed up and restored as folder copies). OPSYNC_SEED replays one schedule
+ * the state of a reference fold of every op any device appended. The relay is in memory, a real
+ * relay folder (backed up and restored as folder copies) or a real Postgres database (backed up
+ * as one snapshot of its tables). OPSYNC_SEED replays one schedule
  * (with -t naming the test); OPSYNC_LONG=<n> runs n times more.
  */
 const SCHEDULES = scaled(200);
 /** Schedules on a relay folder: each costs real writes and fdatasyncs. */
 const FOLDER_SCHEDULES = scaled(20);
+/** Schedules on a Postgres relay: each has a database of its own. */
+const POSTGRES_SCHEDULES = scaled(20);
 const STEPS = 60;
 const HORIZON_MS = 5 * 60_000;
 /** Errors a device may meet under faults; anything else is a bug. */
@@ -32,11 +37,11 @@ const EXPECTED = new Set(['relay_unavailable']);
 
 describe('seeded simulation', () => {
   it(`converges after ${SCHEDULES} seeded schedules of faults, crashes, checkpoints and GC`, async () => {
-    await runSchedules(SCHEDULES, 'memory');
+    await runSchedules(SCHEDULES, 'in memory', inMemory);
   });
 
   it(`converges after ${FOLDER_SCHEDULES} seeded schedules on a real relay folder, each device stamping it with its own clock`, async () => {
-    await runSchedules(FOLDER_SCHEDULES, 'folder');
+    await runSchedules(FOLDER_SCHEDULES, 'folder', () => DirRelayWorld.create(HORIZON_MS));
   });
 
   // Schedules that once found a bug, replayed on every run: each fails on the code before its fix
@@ -53,24 +58,32 @@ describe('seeded simulation', () => {
   });
 });
 
-/** Runs `count` schedules from a fresh seed, or the one OPSYNC_SEED names. */
-async function runSchedules(count: number, relay: 'memory' | 'folder'): Promise<void> {
+describe('seeded simulation on a Postgres relay', () => {
+  const postgres = usePostgres();
+
+  it(`converges after ${POSTGRES_SCHEDULES} seeded schedules on a real Postgres relay`, async () => {
+    await runSchedules(POSTGRES_SCHEDULES, 'on Postgres', () => PgRelayWorld.create(postgres(), HORIZON_MS));
+  });
+});
+
+/** Runs `count` schedules from a fresh seed, or the one OPSYNC_SEED names, each on a world of its own. */
+async function runSchedules(count: number, relay: string, makeWorld: () => Promise<World>): Promise<void> {
   const first = testSeed();
   for (let n = 0; n < count; n++) {
     const seed = (first + n) >>> 0;
     try {
-      await runSchedule(seed, relay);
+      await runSchedule(seed, makeWorld);
     } catch (error) {
-      throw new Error(`simulation on a relay ${relay === 'memory' ? 'in memory' : 'folder'} failed; replay with OPSYNC_SEED=${seed}: ${(error as Error).stack ?? String(error)}`);
+      throw new Error(`simulation on a relay ${relay} failed; replay with OPSYNC_SEED=${seed}: ${(error as Error).stack ?? String(error)}`);
     }
     if (process.env.OPSYNC_SEED) break;
   }
 }
 
-/** Runs one schedule on a relay in memory, or on a real relay folder. */
-async function runSchedule(seed: number, relay: 'memory' | 'folder' = 'memory'): Promise<void> {
-  if (relay === 'memory') return simulate(seed, new World(HORIZON_MS));
-  const world = await DirRelayWorld.create(HORIZON_MS);
+const inMemory = (): Promise<World> => Promise.resolve(new World(HORIZON_MS));
+
+async function runSchedule(seed: number, makeWorld = inMemory): Promise<void> {
+  const world = await makeWorld();
   try {
     await simulate(seed, world);
   } finally {
