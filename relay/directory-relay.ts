@@ -159,6 +159,9 @@ export class DirectoryRelay implements Relay {
   }
 
   push(ops: readonly OpRecord[]): Promise<PushResult> {
+    // A push checks first that the folder is the one this handle read, as reads do: planned from
+    // the head it kept of a folder since restored from an older backup, it would write its ops
+    // above a hole (the simulation on a relay folder found a device's chain starting at seq 4).
     return this.guard(async () => {
       const restored = await this.repair.restore(ops);
       const segments = await this.folders.segments(this.self);
@@ -189,7 +192,7 @@ export class DirectoryRelay implements Relay {
       }
       if (plan.fresh.length > 0 || restored) await this.hintPush((await this.folders.ownHead())!.seq);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
-    });
+    }, VERIFY);
   }
 
   pull(since: SeqFrontier, limit: number): Promise<PullPage> {
@@ -475,7 +478,8 @@ export class DirectoryRelay implements Relay {
    * Runs one relay operation. Named failures pass through; a failing folder is
    * `relay_unavailable`, with its own sentence when the relay folder is gone. Reads first check
    * that relay.json still names the relay this handle read from (`verify`): a replaced folder
-   * would otherwise be read through stale listings. Writes find out when they fail.
+   * would otherwise be read through stale listings. So do pushes, which plan from this handle's
+   * own head; other writes find out when they fail.
    */
   private async guard<T>(operation: () => Promise<T>, verify = false): Promise<T> {
     try {

@@ -131,6 +131,27 @@ describe('directory relay restores', () => {
     }
   });
 
+  it('refuses, as a gap, a push that continues the chain a folder restored from an older backup no longer holds', async () => {
+    const root = await tempDir();
+    const device = new TestDevice('writer', 1);
+    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
+    await writer.register(device.publicKey);
+    const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    await writer.push(ops.slice(0, 2));
+    const backup = join(await tempDir(), 'backup');
+    await cp(root, backup, { recursive: true });
+    await writer.push(ops.slice(2, 4));
+    // Restored in place, as a backup tool does: the writer's next call is a push, not a read.
+    for (const entry of await readdir(root)) await rm(join(root, entry), { recursive: true });
+    await cp(backup, root, { recursive: true });
+
+    await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
+    expect(await writer.head(device.id)).toBe(1);
+    await writer.push(ops.slice(2));
+    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+    expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+  });
+
   it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
     const truncated = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
     await truncated.writer.repairs();

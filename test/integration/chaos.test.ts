@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
@@ -30,10 +31,13 @@ async function chaos(relay: string, fault: (random: Random) => Promise<string | 
   const clients: RpcClient[] = await Promise.all(daemons.map((daemon) => daemon.connect()));
   const answered = new Set<string>();
   const events: string[] = [`seed ${seed}`];
+  /** Each device's logs from the daemons killed so far, kept for a failure. */
+  const earlierLogs = ['', '', ''];
   let next = 0;
 
   async function restart(i: number): Promise<void> {
     await daemons[i]!.kill9();
+    earlierLogs[i] += daemons[i]!.logs();
     await clients[i]!.close();
     daemons[i] = await DaemonProcess.start(dataDirs[i]!, relay);
     clients[i] = await daemons[i].connect();
@@ -100,6 +104,17 @@ async function chaos(relay: string, fault: (random: Random) => Promise<string | 
     }
     expect([...answered].filter((id) => !keys.has(id)), `seed ${seed}`).toEqual([]);
     expect(final.records).toBe(keys.size);
+  } catch (error) {
+    // Every daemon's log, killed ones' too, kept for whoever reads the failure.
+    const kept = await Promise.all(
+      daemons.map(async (daemon, i) => {
+        const path = join(tmpdir(), `opsync-chaos-${seed}-device${i}-${(await daemon.info())?.device_id ?? 'stopped'}.log`);
+        await writeFile(path, earlierLogs[i]! + daemon.logs());
+        return path;
+      }),
+    );
+    throw new Error(`${(error as Error).message}
+the daemons' logs: ${kept.join(' ')}`, { cause: error });
   } finally {
     await Promise.all(clients.map((client) => client.close()));
     await Promise.all(daemons.map((daemon) => daemon.stop()));
