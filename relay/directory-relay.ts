@@ -177,8 +177,11 @@ export class DirectoryRelay implements Relay {
         ops,
         this.crypto,
       );
+      // The segment holding the op the push continues from, when the relay holds it.
+      const below = plan.fresh.length > 0 ? segments.findLast((segment) => segment.firstSeq < plan.fresh[0]!.seq) : undefined;
       // Segment by segment, each complete or absent: after a crash between two, the next push
       // finds the first ones held and writes the rest.
+      const written: string[] = [];
       for (const run of segmentRuns(plan.fresh)) {
         const first = run[0]!.seq;
         const path = join(this.folders.opsDir(this.self), segmentName(first));
@@ -188,11 +191,30 @@ export class DirectoryRelay implements Relay {
           // Only damage stands at this name (nobody can read it): this push takes its place.
           await writeFileDurable(path, text);
         }
+        written.push(path);
         this.folders.appended(path, run);
       }
+      if (below && !(await exists(below.path))) await this.unwriteAboveHole(written, plan.fresh[0]!.seq);
       if (plan.fresh.length > 0 || restored) await this.hintPush((await this.folders.ownHead())!.seq);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     }, VERIFY);
+  }
+
+  /**
+   * The segment the push continued from vanished while it wrote (the folder restored from a
+   * backup under it, or the file deleted): what it wrote would stand above a hole. It is removed
+   * again, and the push refused as a gap, so that the device pushes again from the relay's head.
+   */
+  private async unwriteAboveHole(written: readonly string[], first: number): Promise<never> {
+    for (const path of written) {
+      await rm(path, { force: true });
+      this.folders.forgetFile(path);
+    }
+    this.folders.forgetOwn();
+    throw new OpsyncError('relay_gap', `Device ${this.self} pushed from seq ${first}, but the relay folder lost the ops below it while the push wrote; it pushes again from what the relay holds.`, {
+      device_id: this.self,
+      offered: first,
+    });
   }
 
   pull(since: SeqFrontier, limit: number): Promise<PullPage> {

@@ -156,6 +156,12 @@ export class SegmentFolders {
     this.listings.delete(device);
   }
 
+  /** This device's folder changed under this handle: its listing and head are read afresh next time. */
+  forgetOwn(): void {
+    this.listings.delete(this.self);
+    this.head = undefined;
+  }
+
   /** This device's chain starts over on the relay: its folder holds no segment now. */
   restarted(): void {
     this.listings.delete(this.self);

@@ -152,6 +152,26 @@ describe('directory relay restores', () => {
     expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
   });
 
+  it('takes back, and refuses as a gap, a push whose preceding segment vanished while the relay.json stayed', async () => {
+    const root = await tempDir();
+    const device = new TestDevice('writer', 1);
+    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
+    await writer.register(device.publicKey);
+    const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    await writer.push(ops.slice(0, 2));
+    await writer.push(ops.slice(2, 4));
+    // A sync tool, or a backup restored into the devices folder only, takes the newest segment away.
+    const ownOps = join(root, 'devices', 'writer', 'ops');
+    await rm(join(ownOps, '000000000002.jsonl'));
+
+    await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
+    expect((await readdir(ownOps)).filter((name) => name.endsWith('.jsonl'))).toEqual(['000000000000.jsonl']);
+    expect(await writer.head(device.id)).toBe(1);
+    await writer.push(ops.slice(2));
+    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+    expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+  });
+
   it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
     const truncated = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
     await truncated.writer.repairs();
