@@ -224,7 +224,14 @@ export class DirectoryRelay implements Relay {
         if (device === this.self) continue;
         const { segments, floor, unreadable } = await this.folders.listing(device);
         const after = since.get(device) ?? -1;
-        if (end(segments.at(-1)) > after && after < floor - 1) throw frontierTruncated(device, after, floor);
+        if (end(segments.at(-1)) > after && after < floor - 1) {
+          // Collected history: a checkpoint covers the device up to its floor, to rebase onto.
+          // Otherwise the first files are lost (deleted, or left out of a backup): a stop for
+          // the writer to push them again, as for any damage.
+          if (await this.covered(device, floor - 1)) throw frontierTruncated(device, after, floor);
+          this.damage.stop(device, after + 1);
+          continue;
+        }
         let seq = after;
         let stop: number | undefined;
         for (const segment of segments) {
@@ -589,7 +596,12 @@ export class DirectoryRelay implements Relay {
     this.ownAck = null;
     this.lastHint = null;
     this.damage = new ReaderDamage(join(this.deviceDir(this.self), DAMAGE_FILE), (hash) => this.checkpointPath(hash));
-    this.repair = new WriterRepair(this.self, this.crypto, this.folders, () => this.publicKey());
+    this.repair = new WriterRepair(this.self, this.crypto, this.folders, () => this.publicKey(), (seq) => this.covered(this.self, seq));
+  }
+
+  /** Whether a checkpoint on the relay covers `device` up to `seq`: its ops up to there may be collected. */
+  private async covered(device: DeviceId, seq: number): Promise<boolean> {
+    return latestCovering(await this.checkpointHeaderList(), { device, seq }) !== null;
   }
 
   private async publicKey(): Promise<string | null> {

@@ -90,6 +90,8 @@ export class WriterRepair {
     private readonly crypto: CoreCrypto,
     private readonly folders: SegmentFolders,
     private readonly publicKey: () => Promise<string | null>,
+    /** Whether a checkpoint on the relay covers this device up to `seq` (its ops up to there may be collected). */
+    private readonly covered: (seq: number) => Promise<boolean>,
   ) {}
 
   /** A reader's report changed (its file was seen by the watcher). */
@@ -134,7 +136,11 @@ export class WriterRepair {
     const { segments, floor } = await this.folders.listing(this.self);
     const head = this.folders.knownHead()?.seq ?? end(segments.at(-1));
     const ranges: SeqRange[] = [];
-    for (const seq of [...reported].sort((a, b) => a - b)) {
+    const sorted = [...reported].sort((a, b) => a - b);
+    // Readers stopped below a floor no checkpoint covers (the first files lost, not collected):
+    // one range, from the lowest stop. Below a covered floor, readers rebase.
+    if (sorted[0]! < floor && floor > 0 && !(await this.covered(floor - 1))) ranges.push({ first: sorted[0]!, last: floor - 1 });
+    for (const seq of sorted.filter((seq) => seq >= floor)) {
       const range = seq > head ? null : await this.unreadableRange(seq, segments, floor, head);
       if (range && !ranges.some((r) => r.first === range.first)) ranges.push(range);
     }

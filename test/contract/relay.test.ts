@@ -172,6 +172,25 @@ describe('directory relay restores', () => {
     expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
   });
 
+  it('takes a device\'s first segments, gone with no checkpoint covering them, for damage to report, not history to rebase past', async () => {
+    const root = await tempDir();
+    const device = new TestDevice('writer', 1);
+    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
+    await writer.register(device.publicKey);
+    const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    for (let i = 0; i < 6; i += 2) await writer.push(ops.slice(i, i + 2));
+    await rm(join(root, 'devices', 'writer', 'ops', '000000000000.jsonl'));
+    await rm(join(root, 'devices', 'writer', 'ops', '000000000002.jsonl'));
+
+    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+    await reader.register(new TestDevice('reader', 2).publicKey);
+    expect((await reader.pull(new Map(), 100)).ops).toEqual([]);
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toMatchObject({ stopped: { writer: 0 } });
+    expect((await writer.repairs()).ops).toEqual([{ first: 0, last: 3 }]);
+    await writer.push(ops.slice(0, 4));
+    expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+  });
+
   it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
     const truncated = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
     await truncated.writer.repairs();

@@ -254,6 +254,8 @@ describe('a tampered relay directory', () => {
       ['a truncated segment', async ([, middle]) => truncate(middle!, (await readFile(middle!)).length - 40), 5],
       ['a segment whose header is damaged', async ([, middle]) => rewriteLine(middle!, 0, (line) => line.replace('{', '[')), 3],
       ['a deleted segment', async ([, middle]) => rm(middle!), 3],
+      // With no checkpoint covering them, missing first ops are a loss, not collected history.
+      ['the oldest segment, deleted', async ([oldest]) => rm(oldest!), 0],
       ['the newest segment, its header damaged', async ([, , newest]) => rewriteLine(newest!, 0, (line) => line.replace('{', '[')), 6],
       ['a changed payload', async ([, middle]) => rewriteLine(middle!, 2, (line) => line.replace('"ct":"', '"ct":"AAAA')), 4],
       ['a forged signature', async ([first, , newest]) => {
