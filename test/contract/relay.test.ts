@@ -10,6 +10,7 @@ import { DirectoryRelay } from '../../relay/directory-relay.js';
 import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
 import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
+import type { OpRecord } from '../../src/oplog/op-record.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
 import { coreCrypto, TestDevice } from '../helpers/test-device.js';
@@ -38,6 +39,22 @@ runRelayContract('directory', async () => {
     },
   };
 });
+
+/** A registered writer on a fresh relay folder, with six ops of its chain to push. */
+async function sixOpWriter() {
+  const root = await tempDir();
+  const device = new TestDevice('writer', 1);
+  const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
+  await writer.register(device.publicKey);
+  const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+  return { root, device, writer, ops };
+}
+
+/** A new reader of the folder at `root` pulls exactly `ops`. */
+async function expectWholeChain(root: string, ops: readonly OpRecord[]): Promise<void> {
+  const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
+  expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+}
 
 describe('directory relay files', () => {
   it('writes a push larger than a segment may be as several segments, and a reader gets every op', async () => {
@@ -132,11 +149,7 @@ describe('directory relay restores', () => {
   });
 
   it('refuses, as a gap, a push that continues the chain a folder restored from an older backup no longer holds', async () => {
-    const root = await tempDir();
-    const device = new TestDevice('writer', 1);
-    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
-    await writer.register(device.publicKey);
-    const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    const { root, device, writer, ops } = await sixOpWriter();
     await writer.push(ops.slice(0, 2));
     const backup = join(await tempDir(), 'backup');
     await cp(root, backup, { recursive: true });
@@ -148,16 +161,11 @@ describe('directory relay restores', () => {
     await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
     expect(await writer.head(device.id)).toBe(1);
     await writer.push(ops.slice(2));
-    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
-    expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+    await expectWholeChain(root, ops);
   });
 
   it('takes back, and refuses as a gap, a push whose preceding segment vanished while the relay.json stayed', async () => {
-    const root = await tempDir();
-    const device = new TestDevice('writer', 1);
-    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
-    await writer.register(device.publicKey);
-    const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    const { root, device, writer, ops } = await sixOpWriter();
     await writer.push(ops.slice(0, 2));
     await writer.push(ops.slice(2, 4));
     // A sync tool, or a backup restored into the devices folder only, takes the newest segment away.
@@ -168,16 +176,11 @@ describe('directory relay restores', () => {
     expect((await readdir(ownOps)).filter((name) => name.endsWith('.jsonl'))).toEqual(['000000000000.jsonl']);
     expect(await writer.head(device.id)).toBe(1);
     await writer.push(ops.slice(2));
-    const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
-    expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+    await expectWholeChain(root, ops);
   });
 
   it('takes a device\'s first segments, gone with no checkpoint covering them, for damage to report, not history to rebase past', async () => {
-    const root = await tempDir();
-    const device = new TestDevice('writer', 1);
-    const writer = await DirectoryRelay.open({ root, self: device.id, crypto: coreCrypto });
-    await writer.register(device.publicKey);
-    const ops = Array.from({ length: 6 }, (_, i) => device.op('knowledge', { id: `k${i}` }));
+    const { root, writer, ops } = await sixOpWriter();
     for (let i = 0; i < 6; i += 2) await writer.push(ops.slice(i, i + 2));
     await rm(join(root, 'devices', 'writer', 'ops', '000000000000.jsonl'));
     await rm(join(root, 'devices', 'writer', 'ops', '000000000002.jsonl'));
