@@ -109,7 +109,7 @@ async function simulate(seed: number, world: World): Promise<void> {
     } catch (error) {
       // A device without the key cannot adopt a checkpoint sealed with it: it says so, by name.
       if (isOpsyncError(error) && (EXPECTED.has(error.code) || (error.code === 'key_missing' && keyless.has(name)))) return undefined;
-      throw new Error(`${what} ${name}: ${(error as Error).message}\nlast steps:\n${log.slice(-25).join('\n')}`, { cause: error });
+      throw new Error(`${what} ${name}: ${(error as Error).message}\nlast steps:\n${log.slice(-60).join('\n')}`, { cause: error });
     }
   };
   const start = async (name: string) => {
@@ -138,11 +138,11 @@ async function simulate(seed: number, world: World): Promise<void> {
       if (keyless.has(name)) continue;
       const result = await attempt(name, 'append on', () => live.get(name)!.append({ surface, payload, scope: 'personal' }));
       if (result) appended.push({ op_id: result.op_id, device_id: live.get(name)!.device, hlc: result.hlc, scope: 'personal', surface, payload });
-      log.push(`${step} append ${name} ${surface}`);
+      log.push(`${step} append ${name} ${surface} → ${result ? `seq ${result.seq}` : 'failed'}`);
     } else if (roll < 0.6 && running.length > 0) {
       const chosen = running.filter(() => random() < 0.5);
-      log.push(`${step} pump ${chosen.join(',')}`);
-      await Promise.all(chosen.map((name) => attempt(name, 'pump', () => live.get(name)!.pump())));
+      const reports = await Promise.all(chosen.map((name) => attempt(name, 'pump', () => live.get(name)!.pump())));
+      log.push(`${step} pump ${chosen.map((name, i) => `${name}${reports[i] ? (reports[i].rebased ? ' (rebased)' : '') : ' (failed)'}`).join(',')}`);
     } else if (roll < 0.67 && running.length > 1) {
       const name = pick(running);
       world.crash(name);
@@ -171,8 +171,8 @@ async function simulate(seed: number, world: World): Promise<void> {
       }
     } else if (roll < 0.845 && running.length > 0) {
       const name = pick(running);
-      log.push(`${step} rebase ${name}`);
-      await attempt(name, 'rebase', () => live.get(name)!.rebase());
+      const rebased = await attempt(name, 'rebase', () => live.get(name)!.rebase());
+      log.push(`${step} rebase ${name} → ${rebased?.rebased ? rebased.base_checkpoint?.slice(0, 11) : (rebased?.reason ?? 'failed')}`);
     } else if (roll < 0.88 && running.length > 0) {
       const name = pick(running);
       // Often after a calm spell — devices back up, the network whole — in which every device
@@ -190,7 +190,8 @@ async function simulate(seed: number, world: World): Promise<void> {
       }
       const session = live.get(name)!;
       const published = await attempt(name, 'checkpoint', () => session.checkpoint());
-      if (published) await attempt(name, 'compact', () => session.compact());
+      const compacted = published ? await attempt(name, 'compact', () => session.compact()) : undefined;
+      log.push(`  → ${published?.checkpoint_hash?.slice(0, 11) ?? published?.reason ?? 'failed'}; ${compacted?.compacted ? `compacted onto ${compacted.base_checkpoint?.slice(0, 11)}` : (compacted?.reason ?? '-')}`);
     } else if (roll < 0.93) {
       world.now += Math.floor(random() * 120_000);
       log.push(`${step} time ${world.now}`);
@@ -225,10 +226,28 @@ async function simulate(seed: number, world: World): Promise<void> {
   const expected = assembleCheckpoint(reference, new Map(), coreCrypto).chunks;
   for (const session of sessions) {
     expect(session.status().counts, `${session.device} after quiescence`).toMatchObject({ quarantined: 0, undecryptable: 0, rejected: {} });
-    expect(session.state.stateHash(), `${session.device} state hash`).toBe(reference.stateHash());
+    if (session.state.stateHash() !== reference.stateHash()) {
+      // What differs, and how the devices got there: a schedule that does not replay (on a real
+      // relay, concurrent pumps interleave by timing) is read from this message alone.
+      const [mine, all] = [recordLines(session.state), recordLines(reference)];
+      const differs = (from: Set<string>, other: Set<string>) => [...from].filter((line) => !other.has(line)).slice(0, 8);
+      const frontiers = sessions.map((other) => `${other.device}: ${JSON.stringify(other.status().journal_frontier)} base ${other.status().base_checkpoint ?? '-'}`);
+      throw new Error(
+        `${session.device} state hash differs from the reference fold\nmissing: ${differs(all, mine).join(' | ')}\nextra: ${differs(mine, all).join(' | ')}\n${frontiers.join('\n')}\nlast steps:\n${log.slice(-60).join('\n')}`,
+      );
+    }
     expect(assembleCheckpoint(session.state, new Map(), coreCrypto).chunks, `${session.device} records`).toEqual(expected);
   }
   for (const session of sessions) await session.close();
+}
+
+/** Every record of the surfaces the schedules write, one line each. */
+function recordLines(state: FoldState): Set<string> {
+  const lines = new Set<string>();
+  for (const surface of ['knowledge', 'declagent', 'registry:tools', 'conversation', 'intent', 'routing'] as Surface[]) {
+    for (const record of state.page(surface, null, 100_000).items) lines.add(`${surface} ${record.key} ${JSON.stringify(record)}`);
+  }
+  return lines;
 }
 
 function randomOp(random: () => number): [Surface, JsonObject] {
