@@ -16,7 +16,7 @@ import { ReaderDamage, WriterRepair } from './directory-repair.js';
 import { createFileDurable, ensureDir, exists, readJsonObject, TEMP_PREFIX, whyNotWritable, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { checkpointHead, collectableThrough, headerFrontier, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
 import {
   CHECKPOINTS_KEPT,
   type CheckpointFile,
@@ -222,8 +222,15 @@ export class DirectoryRelay implements Relay {
       const page = new PageBuilder(limit);
       devices: for (const device of await this.deviceIds()) {
         if (device === this.self) continue;
-        const { segments, floor, unreadable } = await this.folders.listing(device);
+        const { names, segments, floor, unreadable } = await this.folders.listing(device);
         const after = since.get(device) ?? -1;
+        // An empty folder names no floor. A chain restarted with nothing above its anchor yet
+        // starts above the op a checkpoint covers: a reader behind that must rebase onto it.
+        if (names.size === 0) {
+          const covered = await this.coveredUpTo(device);
+          if (after < covered) throw frontierTruncated(device, after, covered + 1);
+          continue;
+        }
         if (end(segments.at(-1)) > after && after < floor - 1) {
           // Collected history: a checkpoint covers the device up to its floor, to rebase onto.
           // Otherwise the first files are lost (deleted, or left out of a backup): a stop for
@@ -602,6 +609,11 @@ export class DirectoryRelay implements Relay {
   /** Whether a checkpoint on the relay covers `device` up to `seq`: its ops up to there may be collected. */
   private async covered(device: DeviceId, seq: number): Promise<boolean> {
     return latestCovering(await this.checkpointHeaderList(), { device, seq }) !== null;
+  }
+
+  /** The furthest seq of `device` a checkpoint on the relay covers (-1: none covers it). */
+  private async coveredUpTo(device: DeviceId): Promise<number> {
+    return Math.max(-1, ...(await this.checkpointHeaderList()).map((header) => headerFrontier(header)?.get(device)?.seq ?? -1));
   }
 
   private async publicKey(): Promise<string | null> {

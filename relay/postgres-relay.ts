@@ -134,8 +134,10 @@ export class PostgresRelay implements Relay {
            WHERE running - bytes <= $4 ORDER BY seq`,
           [device_id, after, room.ops + 1, room.bytes],
         );
-        if (rows.length === 0) continue;
+        // Checked first: a chain restarted with nothing above its anchor yet holds no row to serve,
+        // and a reader behind it must still learn that those ops are in a checkpoint only.
         if (after < Number(floor) - 1) throw frontierTruncated(device_id, after, Number(floor));
+        if (rows.length === 0) continue;
         for (const row of rows) {
           const op = this.parse(row.record);
           if (!op || op.device_id !== device_id || op.seq !== Number(row.seq)) break;

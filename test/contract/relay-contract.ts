@@ -288,5 +288,19 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect((await b.relay.pull(new Map([[a.device.id, 3]]), 100)).ops.map((op) => op.seq)).toEqual([4, 5, 6, 7]);
       await expect(b.relay.pull(new Map([[a.device.id, 1]]), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { floor: 4 } });
     });
+
+    it('tells a reader behind a chain restarted with nothing above its anchor yet to rebase, rather than serve it nothing', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const ops = a.ops(4);
+      await a.relay.push(ops);
+      const anchor = ops[3]!;
+      await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'5'.repeat(64)}`, frontier: frontierJson(anchor) }, chunks: [] });
+      await a.relay.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc });
+      // The device's ops are in the checkpoint only: a reader that lacks them must rebase.
+      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { device_id: 'device-a', floor: 4 } });
+      expect((await b.relay.pull(new Map([[a.device.id, 3]]), 100)).ops).toEqual([]);
+    });
   });
 }
