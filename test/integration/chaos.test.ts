@@ -113,8 +113,11 @@ async function chaos(relay: string, fault: (random: Random) => Promise<string | 
         return path;
       }),
     );
-    throw new Error(`${(error as Error).message}
-the daemons' logs: ${kept.join(' ')}`, { cause: error });
+    // And a relay folder as it was, with the devices' data directories (their journals).
+    const copy = join(tmpdir(), `opsync-chaos-${seed}-folders`);
+    if (!relay.startsWith('postgres')) await cp(relay, join(copy, 'relay'), { recursive: true }).catch(() => {});
+    for (const [i, dir] of dataDirs.entries()) await cp(dir, join(copy, `device${i}`), { recursive: true }).catch(() => {});
+    throw new Error(`${(error as Error).message}\nthe daemons' logs: ${kept.join(' ')}; their folders: ${copy}`, { cause: error });
   } finally {
     await Promise.all(clients.map((client) => client.close()));
     await Promise.all(daemons.map((daemon) => daemon.stop()));
