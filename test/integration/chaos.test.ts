@@ -87,8 +87,8 @@ async function chaos(relay: string, fault: (random: Random) => Promise<string | 
       // What each device says about itself, for whoever reads the failure.
       const statuses = await Promise.all(
         clients.map((client) =>
-          client.call<{ last_error: string | null; base_checkpoint: string | null; journal_frontier: unknown }>('sync.status').then(
-            ({ last_error, base_checkpoint, journal_frontier }) => JSON.stringify({ last_error, base_checkpoint, journal_frontier }),
+          client.call<{ last_error: string | null; base_checkpoint: string | null; journal_frontier: unknown; counts: unknown }>('sync.status').then(
+            ({ last_error, base_checkpoint, journal_frontier, counts }) => JSON.stringify({ last_error, base_checkpoint, journal_frontier, counts }),
             (failure: unknown) => (failure as Error).message,
           ),
         ),
