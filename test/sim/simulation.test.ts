@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { assembleCheckpoint } from '../../src/checkpoint/checkpoint.js';
 import { FoldState } from '../../src/fold/fold-state.js';
 import type { FoldOp } from '../../src/fold/fold-op.js';
+import { canonicalize } from '../../src/oplog/canonical.js';
 import { isOpsyncError } from '../../src/oplog/opsync-error.js';
 import type { Surface } from '../../src/oplog/surface.js';
 import type { Session } from '../../src/session/session.js';
@@ -245,7 +246,7 @@ async function simulate(seed: number, world: World): Promise<void> {
 function recordLines(state: FoldState): Set<string> {
   const lines = new Set<string>();
   for (const surface of ['knowledge', 'declagent', 'registry:tools', 'conversation', 'intent', 'routing'] as Surface[]) {
-    for (const record of state.page(surface, null, 100_000).items) lines.add(`${surface} ${record.key} ${JSON.stringify(record)}`);
+    for (const record of state.page(surface, null, 100_000).items) lines.add(`${surface} ${record.key} ${canonicalize(record)}`);
   }
   return lines;
 }
