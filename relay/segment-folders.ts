@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DeviceId } from '../src/oplog/ids.js';
 import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
@@ -24,6 +24,8 @@ export interface Listing {
   readonly floor: number;
   /** Segment files whose header could not be read, with the identity they had: read again once replaced. */
   readonly unreadable: ReadonlyMap<string, string>;
+  /** The folder's modification and change times when listed: a file deleted and written again under its name changes them, not the names. */
+  readonly stamp: string;
 }
 
 /**
@@ -62,6 +64,8 @@ export class SegmentFolders {
     const cached = this.listings.get(device);
     if (cached && device === this.self && !reread) return cached;
     const dir = this.opsDir(device);
+    // Taken before the names: a change after it shows at the next listing.
+    const stamp = await folderStamp(dir);
     const names = await readdir(dir).catch((error: NodeJS.ErrnoException) => {
       // Its own folder is read again to learn what the relay still holds: a failed read is not "nothing".
       if (reread && error.code !== 'ENOENT') throw error;
@@ -69,8 +73,15 @@ export class SegmentFolders {
     });
     const fresh = cached ? names.filter((name) => !cached.names.has(name)) : names;
     const replaced = cached !== undefined && (await this.replaced(cached.unreadable));
-    const removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
-    if (cached && !removed && fresh.length === 0) return cached;
+    let removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
+    if (cached && !removed && fresh.length === 0) {
+      // This handle writes its own folder, and records its writes here.
+      if (stamp === cached.stamp || device === this.self) return cached;
+      // The same names in a folder that changed: a file was deleted and written again under its
+      // name (a writer pushing again what the relay lost, in another cut). Headers are read afresh.
+      for (const name of names) this.headers.delete(join(dir, name));
+      removed = true;
+    }
     const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
     const unreadable = new Map(removed || !cached ? [] : cached.unreadable);
     for (const name of removed ? names : fresh) {
@@ -89,8 +100,9 @@ export class SegmentFolders {
       unreadable.set(path, await fileIdentity(path));
     }
     segments.sort((a, b) => a.firstSeq - b.firstSeq);
+    await this.reheadBeforeGaps(segments);
     const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
-    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable };
+    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable, stamp };
     this.listings.set(device, listing);
     if (device === this.self && removed) this.head = undefined;
     return listing;
@@ -168,6 +180,22 @@ export class SegmentFolders {
     this.head = null;
   }
 
+  /**
+   * A segment followed by a gap is read again: a file deleted and written again, longer, under
+   * its name (a writer pushing again, in another cut, what the relay lost) keeps its name, and
+   * the header kept from before would put a gap where there is none — a reader stopped there for
+   * good, since the writer finds that range intact. Gaps are rare (damage), so is this read.
+   */
+  private async reheadBeforeGaps(segments: Segment[]): Promise<void> {
+    for (let i = 0; i + 1 < segments.length; i++) {
+      const segment = segments[i]!;
+      if (end(segment) + 1 >= segments[i + 1]!.firstSeq) continue;
+      this.headers.delete(segment.path);
+      const header = await this.segmentHeader(segment.path, segment.device, segment.firstSeq);
+      if (typeof header !== 'string') segments[i] = { ...header, device: segment.device, path: segment.path };
+    }
+  }
+
   /** Whether a segment file whose header could not be read was replaced or removed since; forgets the headers of those that were. */
   private async replaced(unreadable: ReadonlyMap<string, string>): Promise<boolean> {
     let any = false;
@@ -187,6 +215,12 @@ export class SegmentFolders {
     }
     return header;
   }
+}
+
+/** A folder's modification and change times ("" when it cannot be read). */
+async function folderStamp(dir: string): Promise<string> {
+  const info = await stat(dir).catch(() => null);
+  return info ? `${info.mtimeMs}:${info.ctimeMs}` : '';
 }
 
 /** The first seq a segment file's name gives, -1 when it is not a segment name. */

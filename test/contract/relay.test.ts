@@ -194,6 +194,26 @@ describe('directory relay restores', () => {
     expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
   });
 
+  it('reads a segment deleted and written again, longer, under its name since a reader listed the folder', async () => {
+    const { root, device, writer, ops } = await sixOpWriter();
+    const more = [...ops, ...Array.from({ length: 4 }, (_, i) => device.op('knowledge', { id: `m${i}` }))];
+    await writer.push(ops.slice(0, 2));
+    await writer.push(ops.slice(2, 4));
+    const readers = await Promise.all(['reader-a', 'reader-b'].map((name) => DirectoryRelay.open({ root, self: parseDeviceId(name), crypto: coreCrypto })));
+    for (const reader of readers) expect((await reader.pull(new Map(), 100)).ops).toHaveLength(4);
+    // The relay loses the writer's newest segment; the writer pushes its ops again from seq 2,
+    // in one segment under the same name.
+    await rm(join(root, 'devices', 'writer', 'ops', '000000000002.jsonl'));
+    await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
+    await writer.push(more.slice(2, 8));
+    const rewritten = await readers[0]!.pull(new Map([[device.id, 3]]), 100);
+    expect(rewritten.ops.map((op) => op.op_id)).toEqual(more.slice(4, 8).map((op) => op.op_id));
+    // The next segment stands past what the header kept from before says: no gap, once read again.
+    await writer.push(more.slice(8));
+    const rest = await readers[1]!.pull(new Map([[device.id, 3]]), 100);
+    expect(rest.ops.map((op) => op.op_id)).toEqual(more.slice(4).map((op) => op.op_id));
+  });
+
   it('never replaces an op it can still read, nor one that a later op names as its prev, with another', async () => {
     const truncated = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
     await truncated.writer.repairs();
