@@ -30,10 +30,11 @@ export interface Listing {
 
 /**
  * The devices' ops folders of a directory relay (`devices/<id>/ops/<first seq>.jsonl`), as this
- * handle last listed them. Segment files are immutable, so a header is read once per path and a
- * listing is rebuilt only when its folder gained or lost a file (or an unreadable file was
- * replaced). This device's own folder is listed once: only this handle writes it, and it records
- * its own writes here.
+ * handle last listed them. A segment file is written once, so a header is read once per path and
+ * a listing is rebuilt only when its folder gained or lost a file, an unreadable file was
+ * replaced, or the folder changed with the same names (a file deleted and written again under its
+ * name, which a writer pushing again what the relay lost does). This device's own folder is
+ * listed once: only this handle writes it, and it records its own writes here.
  */
 export class SegmentFolders {
   private readonly headers = new Map<string, SegmentHeader | string>();
