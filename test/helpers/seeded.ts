@@ -24,3 +24,8 @@ export function scaled(runs: number): number {
   const factor = Number(process.env.OPSYNC_LONG ?? 1);
   return Math.max(1, Math.round(runs * (Number.isFinite(factor) && factor > 0 ? factor : 1)));
 }
+
+/** The time bound of a test whose work `scaled` lengthens: the suite's bound (vitest.config.ts), times the same factor. */
+export function scaledTimeout(ms = 120_000): number {
+  return scaled(ms);
+}

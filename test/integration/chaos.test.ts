@@ -8,7 +8,7 @@ import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { backupStatements, RELAY_TABLES, restoreStatements, transaction } from '../helpers/pg-world.js';
-import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
+import { scaled, scaledTimeout, seededRandom, testSeed } from '../helpers/seeded.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
 
@@ -169,7 +169,7 @@ describe('three daemons under crashes, compactions and relay damage', () => {
       if (kind === 2) await rm(path);
       return `damaged ${['cut', 'flip', 'rm'][kind]} ${path.slice(relay.length)}`;
     });
-  });
+  }, scaledTimeout());
 });
 
 describe('three daemons on a Postgres relay under crashes of daemons and of the database, and a database emptied or restored from an older backup', () => {
@@ -214,5 +214,5 @@ describe('three daemons on a Postgres relay under crashes of daemons and of the 
       },
       up,
     );
-  });
+  }, scaledTimeout());
 });

@@ -7,7 +7,7 @@ import { isOpsyncError } from '../../src/oplog/opsync-error.js';
 import type { Surface } from '../../src/oplog/surface.js';
 import type { Session } from '../../src/session/session.js';
 import type { JsonObject } from '../../src/util/json.js';
-import { scaled, seededRandom, testSeed } from '../helpers/seeded.js';
+import { scaled, scaledTimeout, seededRandom, testSeed } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
 import { DirRelayWorld } from '../helpers/dir-world.js';
 import { PgRelayWorld } from '../helpers/pg-world.js';
@@ -39,11 +39,11 @@ const EXPECTED = new Set(['relay_unavailable']);
 describe('seeded simulation', () => {
   it(`converges after ${SCHEDULES} seeded schedules of faults, crashes, checkpoints and GC`, async () => {
     await runSchedules(SCHEDULES, 'in memory', inMemory);
-  });
+  }, scaledTimeout());
 
   it(`converges after ${FOLDER_SCHEDULES} seeded schedules on a real relay folder, each device stamping it with its own clock`, async () => {
     await runSchedules(FOLDER_SCHEDULES, 'folder', () => DirRelayWorld.create(HORIZON_MS));
-  });
+  }, scaledTimeout());
 
   // Schedules that once found a bug, replayed on every run: each fails on the code before its fix
   // (a change to how schedules are drawn turns them into ordinary random schedules).
@@ -64,7 +64,7 @@ describe('seeded simulation on a Postgres relay', () => {
 
   it(`converges after ${POSTGRES_SCHEDULES} seeded schedules on a real Postgres relay`, async () => {
     await runSchedules(POSTGRES_SCHEDULES, 'on Postgres', () => PgRelayWorld.create(postgres(), HORIZON_MS));
-  });
+  }, scaledTimeout());
 });
 
 /** Runs `count` schedules from a fresh seed, or the one OPSYNC_SEED names, each on a world of its own. */
