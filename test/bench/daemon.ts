@@ -1,19 +1,21 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { RpcClient } from '../../src/rpc/ws-transport.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';
-import { rawSignRate } from './ceilings.js';
+import { rawMintRate, rawSignRate } from './ceilings.js';
+import { cpuPerOp, cpuSample, ownCpuMicros, type CpuPerOp } from './cpu-time.js';
 import { chainEntries, payloadFor, writeJournal } from './workload.js';
 
 export async function daemonBench(): Promise<Row[]> {
   const echo = await echoCeiling();
-  const rows: Row[] = [echo, rawSignRate()];
+  const mint = rawMintRate();
+  const rows: Row[] = [...echo.rows, rawSignRate(), mint];
   settle();
-  rows.push(await appendThroughput(echo.value));
+  rows.push(...(await appendThroughput(echo.rate, mint.value)));
   settle();
   rows.push(...(await propagation()));
   settle();
@@ -33,7 +35,24 @@ async function pipelined(client: RpcClient, count: number, window: number, param
   return count / ((performance.now() - start) / 1000);
 }
 
-async function echoCeiling(): Promise<Row> {
+/** CPU per call of a measured run: the server process's (by thread) and this client's, in µs. */
+interface CallCpu {
+  readonly server: CpuPerOp;
+  readonly client: number;
+}
+
+/** Runs `calls` calls with `run`, measuring the CPU the server process `pid` and this client spend per call (null where /proc cannot tell). */
+async function withCpu(pid: number, calls: number, run: () => Promise<number>): Promise<{ rate: number; cpu: CallCpu | null }> {
+  const before = cpuSample(pid);
+  const clientBefore = ownCpuMicros();
+  const rate = await run();
+  const clientAfter = ownCpuMicros();
+  const after = cpuSample(pid);
+  const cpu = before && after ? { server: cpuPerOp(before, after, calls), client: (clientAfter - clientBefore) / calls } : null;
+  return { rate, cpu };
+}
+
+async function echoCeiling(): Promise<{ rows: Row[]; rate: number }> {
   progress('daemon: raw JSON-RPC echo over ws');
   const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'test', 'bench', 'echo-server-child.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
@@ -41,15 +60,22 @@ async function echoCeiling(): Promise<Row> {
     const client = await RpcClient.connect(url, '');
     const [surface, payload] = payloadFor(0);
     await pipelined(client, 5_000, 256, () => ({ surface, payload }), 'echo');
-    const rate = await pipelined(client, 50_000, 256, () => ({ surface, payload }), 'echo');
+    const { rate, cpu } = await withCpu(child.pid!, 50_000, () => pipelined(client, 50_000, 256, () => ({ surface, payload }), 'echo'));
     await client.close();
-    return { name: 'ceiling.jsonrpc_echo_ws', value: Math.round(rate), unit: 'calls/s', target: 'reference', note: 'bare ws + json-rpc-2.0 in a separate process, one connection, 256 in flight, same params as the appends' };
+    const rows: Row[] = [
+      { name: 'ceiling.jsonrpc_echo_ws', value: Math.round(rate), unit: 'calls/s', target: 'reference', note: 'bare ws + json-rpc-2.0 in a separate process, one connection, 256 in flight, same params as the appends' },
+    ];
+    if (cpu) {
+      const value = cpu.server.total + cpu.client;
+      rows.push({ name: 'ceiling.jsonrpc_echo_cpu', value, unit: 'µs/call', target: 'reference', note: `CPU per echo, both processes: server ${cpu.server.total.toFixed(1)}, client ${cpu.client.toFixed(1)}` });
+    }
+    return { rows, rate };
   } finally {
     child.kill();
   }
 }
 
-async function appendThroughput(echoRate: number): Promise<Row> {
+async function appendThroughput(echoRate: number, mintRate: number): Promise<Row[]> {
   const root = await mkdtemp(join(tmpdir(), 'opsync-bench-daemon-'));
   const daemon = await DaemonProcess.start(join(root, 'a'), join(root, 'relay'));
   try {
@@ -60,20 +86,42 @@ async function appendThroughput(echoRate: number): Promise<Row> {
       return { surface, payload };
     };
     await pipelined(client, 5_000, 256, append, 'sync.append');
-    const rate = await pipelined(client, 50_000, 256, (i) => append(5_000 + i), 'sync.append');
+    const { rate, cpu } = await withCpu(daemon.process.pid!, 50_000, () => pipelined(client, 50_000, 256, (i) => append(5_000 + i), 'sync.append'));
     await client.close();
     progressDone();
-    return {
-      name: 'daemon.append_pipelined',
-      value: Math.round(rate),
-      unit: 'ops/s',
-      target: `>= ${Math.max(20_000, Math.round(echoRate / 2))}`,
-      note: `durable, one connection, 256 in flight; ${((100 * rate) / echoRate).toFixed(0)}% of the echo ceiling (target: >= 20 000 and >= 50%)`,
-    };
+    const rows: Row[] = [
+      {
+        name: 'daemon.append_pipelined',
+        value: Math.round(rate),
+        unit: 'ops/s',
+        target: `>= ${Math.max(20_000, Math.round(echoRate / 2))}`,
+        note: `durable, one connection, 256 in flight; ${((100 * rate) / echoRate).toFixed(0)}% of the echo ceiling (target: >= 20 000 and >= 50%)`,
+      },
+    ];
+    if (cpu) rows.push(appendCpuRow(cpu, echoRate, mintRate));
+    return rows;
   } finally {
     await daemon.stop();
     await rm(root, { recursive: true, force: true });
   }
+}
+
+/**
+ * Where an append's CPU goes. On a machine whose cores the run keeps busy, a pipelined rate is
+ * bounded by the CPU every process spends per call: at half the echo's rate, the cores allow an
+ * append (daemon and client together) `cores / (echo rate / 2)` seconds of CPU, which the note
+ * sets beside what minting one op alone (seal, hash, sign) costs here.
+ */
+function appendCpuRow(cpu: CallCpu, echoRate: number, mintRate: number): Row {
+  const { server, client } = cpu;
+  const cores = availableParallelism();
+  const note = [
+    `CPU per append, both processes: daemon ${server.total.toFixed(0)} (main thread ${server.main.toFixed(0)}, minting worker ${server.busiestOther.toFixed(0)}, other threads ${(server.total - server.main - server.busiestOther).toFixed(0)})`,
+    `client ${client.toFixed(0)}`,
+    `minting one op alone ${(1_000_000 / mintRate).toFixed(0)}`,
+    `at half the echo's rate ${cores} cores allow ${((cores * 1_000_000) / (echoRate / 2)).toFixed(0)} in all`,
+  ].join('; ');
+  return { name: 'daemon.append_cpu', value: server.total + client, unit: 'µs/op', target: 'report', note };
 }
 
 /** Append on daemon A, time until a subscriber of daemon B hears sync.changed; 2 000 samples. */
