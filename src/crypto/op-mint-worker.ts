@@ -3,7 +3,7 @@
  * order and answers, in the same order, with each minted op's canonical record text (or a named
  * error).
  */
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { recordFromBody } from '../oplog/op-record.js';
@@ -11,26 +11,18 @@ import { isOpsyncError } from '../oplog/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
 import { parseDeviceKeyFile } from './device-key.js';
 import { Keyring } from './keyring.js';
-import { chainFunction, type MintRequest } from './op-minter.js';
+import { chainFunction, nonceSource, type MintRequest } from './op-minter.js';
 import { scopeKeyFromBytes } from './scope-key.js';
 
 const start = workerData as { device: DeviceId; deviceKeyText: string; keys: Array<{ scope: string; key: Uint8Array }>; prev: OpId | null };
 const keyring = new Keyring(start.keys.map((k) => scopeKeyFromBytes(scopeFromKey(k.scope), k.key)));
-const nonces = { pool: new Uint8Array(0), offset: 0 };
 const deviceKey = parseDeviceKeyFile(start.deviceKeyText, 'the device key');
 const chain = chainFunction(
   start.device,
   (scope) => keyring.forScope(scope),
   start.prev,
   { sha256Hex: (text) => createHash('sha256').update(text, 'utf8').digest('hex') },
-  () => {
-    if (nonces.offset + 24 > nonces.pool.length) {
-      nonces.pool = randomFillSync(new Uint8Array(24 * 1024));
-      nonces.offset = 0;
-    }
-    nonces.offset += 24;
-    return nonces.pool.subarray(nonces.offset - 24, nonces.offset);
-  },
+  nonceSource(),
 );
 
 /** Answers leave in chunks, so the journal writes the first ops of a large batch while later ones are signed. */

@@ -1,4 +1,3 @@
-import { randomFillSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -61,7 +60,6 @@ export class Daemon {
       relay,
       checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
       now: Date.now,
-      randomBytes: nonceSource(),
       journalLocation: dataDir.journalPath,
       openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, device, visit)).journal,
       createMinter: createOpMinter,
@@ -159,19 +157,4 @@ async function passphrase(config: DaemonConfig): Promise<string | null> {
     }
   }
   return process.env.OPSYNC_PASSPHRASE ?? null;
-}
-
-/** Nonces in batches: one randomFillSync per 1 024 appends instead of one per append. */
-function nonceSource(): (length: number) => Uint8Array {
-  let pool = Buffer.alloc(0);
-  let offset = 0;
-  return (length) => {
-    if (offset + length > pool.length) {
-      pool = randomFillSync(Buffer.alloc(Math.max(24 * 1024, length)));
-      offset = 0;
-    }
-    const out = pool.subarray(offset, offset + length);
-    offset += length;
-    return out;
-  };
 }

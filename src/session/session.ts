@@ -106,7 +106,6 @@ export interface SessionDeps {
   readonly checkpoints: CheckpointStore;
   /** Wall clock (ms); injected so simulations control time. */
   readonly now: () => number;
-  readonly randomBytes: (length: number) => Uint8Array;
   /** Where the journal lives, for messages. */
   readonly journalLocation: string;
   readonly openJournal: (visit: JournalVisitor) => Promise<Journal>;

@@ -8,11 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
  */
 export interface CpuSample {
   readonly pid: number;
-  /** µs of user + system time of every thread of the process. */
-  readonly total: number;
-  /** µs of the main thread (the one whose id is the pid). */
-  readonly main: number;
-  /** µs per thread id. */
+  /** µs of user + system time per thread id (the main thread's id is the pid). */
   readonly threads: ReadonlyMap<number, number>;
 }
 
@@ -34,21 +30,23 @@ export function cpuSample(pid: number): CpuSample | null {
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       threads.set(Number(tid), (Number(fields[11]) + Number(fields[12])) * tickMicros());
     }
-    let total = 0;
-    for (const micros of threads.values()) total += micros;
-    return { pid, total, main: threads.get(pid) ?? 0, threads };
+    return { pid, threads };
   } catch {
     return null;
   }
 }
 
-/** CPU per op between two samples of one process (threads that ended meanwhile are not counted). */
+/** CPU per op between two samples of one process (threads that ended meanwhile are not counted; threads started meanwhile count whole). */
 export function cpuPerOp(before: CpuSample, after: CpuSample, ops: number): CpuPerOp {
+  let total = 0;
   let busiestOther = 0;
   for (const [tid, micros] of after.threads) {
-    if (tid !== after.pid) busiestOther = Math.max(busiestOther, micros - (before.threads.get(tid) ?? 0));
+    const spent = micros - (before.threads.get(tid) ?? 0);
+    total += spent;
+    if (tid !== after.pid) busiestOther = Math.max(busiestOther, spent);
   }
-  return { total: (after.total - before.total) / ops, main: (after.main - before.main) / ops, busiestOther: busiestOther / ops };
+  const main = (after.threads.get(after.pid) ?? 0) - (before.threads.get(after.pid) ?? 0);
+  return { total: total / ops, main: main / ops, busiestOther: busiestOther / ops };
 }
 
 /** CPU of this process (every thread), in µs, for the client side of a figure. */

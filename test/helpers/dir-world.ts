@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -40,7 +39,6 @@ export async function openDirSession(relayRoot: string, dataDir: string, name: s
     relay,
     checkpoints: new DirCheckpointStore(join(dataDir, 'checkpoints')),
     now: Date.now,
-    randomBytes: (n) => randomBytes(n),
     journalLocation: journalPath,
     openJournal: async (visit) => (await FileJournal.open(journalPath, device, visit)).journal,
     createMinter: createOpMinter,

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { generateDeviceKey, type DeviceKey } from '../../src/crypto/device-key.js';
 import { Keyring } from '../../src/crypto/keyring.js';
 import { scopeKeyFromBytes, type ScopeKey } from '../../src/crypto/scope-key.js';
@@ -47,7 +46,6 @@ export class World {
       relay: options.relay ? options.relay(base) : base,
       checkpoints: disk.checkpoints,
       now: () => this.now + (this.skew.get(device) ?? 0),
-      randomBytes: (n) => randomBytes(n),
       journalLocation: `memory:${name}`,
       openJournal: (visit) => this.journals.open(name, visit),
       ...(options.log ? { log: options.log } : {}),
