@@ -1,6 +1,5 @@
-import { open } from 'node:fs/promises';
 import { OpsyncError } from '../src/oplog/opsync-error.js';
-import { createFileDurable, writeFileDurable, type FileData } from './durable-fs.js';
+import { createFileDurable, openUntrusted, readAtMost, writeFileDurable, type FileData } from './durable-fs.js';
 import type { CheckpointFile, CheckpointHeaderJson, JsonObject } from './relay.js';
 
 /**
@@ -64,11 +63,11 @@ export async function readCheckpointHeader(path: string): Promise<CheckpointHead
  * A sealed chunk's line is at most ~65 MiB (16 Mi characters of chunk text, up to 3 bytes each
  * in UTF-8, base64); a longer line is damage, refused before it is held in memory.
  */
-const MAX_CHUNK_LINE_BYTES = 128 * 2 ** 20;
+export const MAX_CHUNK_LINE_BYTES = 128 * 2 ** 20;
 
 /** The sealed chunks of a checkpoint file (their JSON texts), streamed line by line. */
 export async function* readCheckpointChunks(path: string): AsyncGenerator<string> {
-  const handle = await open(path, 'r');
+  const handle = await openUntrusted(path);
   try {
     const buffer = Buffer.allocUnsafe(8 * 1024 * 1024);
     let pieces: Buffer[] = [];
@@ -98,13 +97,11 @@ export async function* readCheckpointChunks(path: string): AsyncGenerator<string
   }
 }
 
-/** The first line of a file (at most 64 KiB are read). */
+/** The first line of an untrusted file (at most 64 KiB are read; links and non-regular files are refused, `openUntrusted`). */
 export async function firstLine(path: string): Promise<string> {
-  const handle = await open(path, 'r');
+  const handle = await openUntrusted(path);
   try {
-    const buffer = Buffer.alloc(64 * 1024);
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-    const text = buffer.toString('utf8', 0, bytesRead);
+    const text = (await readAtMost(handle, 64 * 1024)).toString('utf8');
     const newline = text.indexOf('\n');
     return newline === -1 ? text : text.slice(0, newline);
   } finally {

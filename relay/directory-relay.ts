@@ -1,5 +1,4 @@
-import { createReadStream } from 'node:fs';
-import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { v4 as uuidv4 } from 'uuid';
@@ -13,7 +12,19 @@ import { Anomalies } from './anomalies.js';
 import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, replaceCheckpointBytes, writeCheckpointBytes } from './checkpoint-files.js';
 import { DAMAGE_FILE, decodeDamageReport, type DamageReport } from './damage-report.js';
 import { ReaderDamage, WriterRepair } from './directory-repair.js';
-import { createFileDurable, ensureDir, exists, readJsonObject, TEMP_PREFIX, whyNotWritable, writeFileAtomic, writeFileDurable } from './durable-fs.js';
+import {
+  assertRealDirs,
+  createEmptyFile,
+  createFileDurable,
+  ensureDir,
+  exists,
+  openUntrusted,
+  readJsonObject,
+  TEMP_PREFIX,
+  whyNotWritable,
+  writeFileAtomic,
+  writeFileDurable,
+} from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { checkpointHead, collectableThrough, headerFrontier, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
@@ -149,6 +160,7 @@ export class DirectoryRelay implements Relay {
     return this.guard(async () => {
       const dir = this.deviceDir(this.self);
       await ensureDir(join(dir, 'ops'));
+      await this.assertOwnFolders();
       await this.removeLeftovers();
       const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
       if (await createFileDurable(join(dir, 'device.json'), text)) return;
@@ -163,6 +175,7 @@ export class DirectoryRelay implements Relay {
     // the head it kept of a folder since restored from an older backup, it would write its ops
     // above a hole (the simulation on a relay folder found a device's chain starting at seq 4).
     return this.guard(async () => {
+      await this.assertOwnFolders();
       const restored = await this.repair.restore(ops);
       const segments = await this.folders.segments(this.self);
       const plan = await planPush(
@@ -269,6 +282,7 @@ export class DirectoryRelay implements Relay {
         if (stop === undefined && seq >= floor - 1 && [...unreadable.keys()].some((path) => seqOfName(basename(path)) > seq)) stop = seq + 1;
         if (stop !== undefined) this.damage.stop(device, stop);
       }
+      await this.assertOwnFolders();
       await this.damage.write();
       return page.page();
     }, VERIFY);
@@ -295,6 +309,7 @@ export class DirectoryRelay implements Relay {
 
   restoreCheckpoint(file: CheckpointFile): Promise<void> {
     return this.guard(async () => {
+      await this.assertOwnFolders();
       const path = this.checkpointPath(file.header.checkpoint_hash);
       await replaceCheckpointBytes(path, checkpointFileBytes(file));
       this.checkpointHeaders.delete(path);
@@ -315,6 +330,7 @@ export class DirectoryRelay implements Relay {
     return this.guard(async () => {
       // A relay replaced by an empty one no longer knows this device: registering comes first.
       if (!(await this.deviceFile(this.self))) throw notRegistered(this.self);
+      await this.assertOwnFolders();
       checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
       const dir = this.folders.opsDir(this.self);
       for (const name of await readdir(dir)) {
@@ -329,6 +345,7 @@ export class DirectoryRelay implements Relay {
 
   reportDamage(damage: Damage): Promise<void> {
     return this.guard(async () => {
+      await this.assertOwnFolders();
       if ('checkpoint' in damage) await this.damage.checkpointDamaged(damage.checkpoint);
       else this.damage.stop(damage.device, damage.seq);
       await this.damage.write();
@@ -339,6 +356,7 @@ export class DirectoryRelay implements Relay {
     return this.guard(async () => {
       const device = await this.deviceFile(this.self);
       if (!device) throw notRegistered(this.self);
+      await this.assertOwnFolders();
       const current = this.ownAck ?? (await this.readAck(this.self)) ?? { acked: new Map<DeviceId, number>(), lastSeenMs: device.addedMs };
       for (const [of, seq] of acked) {
         const was = current.acked.get(of) ?? -1;
@@ -376,7 +394,10 @@ export class DirectoryRelay implements Relay {
   }
 
   putCheckpoint(file: CheckpointFile): Promise<boolean> {
-    return this.guard(() => writeCheckpointBytes(this.checkpointPath(file.header.checkpoint_hash), checkpointFileBytes(file)));
+    return this.guard(async () => {
+      await this.assertOwnFolders();
+      return writeCheckpointBytes(this.checkpointPath(file.header.checkpoint_hash), checkpointFileBytes(file));
+    });
   }
 
   latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
@@ -396,12 +417,13 @@ export class DirectoryRelay implements Relay {
     return this.guard(async () => {
       const path = this.checkpointPath(hash);
       if (!(await this.checkpointHeader(path))) return null;
-      return createReadStream(path) as AsyncIterable<Uint8Array>;
+      return (await openUntrusted(path)).createReadStream() as AsyncIterable<Uint8Array>;
     }, VERIFY);
   }
 
   gc(): Promise<GcResult> {
     return this.guard(async () => {
+      await this.assertOwnFolders();
       const view = await this.roster();
       const headers = newestFirst(await this.checkpointHeaderList());
       const through = collectableThrough(this.self, view, headers[0] ?? null);
@@ -496,7 +518,7 @@ export class DirectoryRelay implements Relay {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       }
     }
-    await writeFile(join(dir, hint), '');
+    await createEmptyFile(join(dir, hint));
     const stale = (await readdir(dir)).filter((name) => name.startsWith(PUSH_HINT) && name !== hint);
     await Promise.all(stale.map((name) => rm(join(dir, name), { force: true })));
     this.lastHint = hint;
@@ -614,6 +636,24 @@ export class DirectoryRelay implements Relay {
   /** The furthest seq of `device` a checkpoint on the relay covers (-1: none covers it). */
   private async coveredUpTo(device: DeviceId): Promise<number> {
     return Math.max(-1, ...(await this.checkpointHeaderList()).map((header) => headerFrontier(header)?.get(device)?.seq ?? -1));
+  }
+
+  /**
+   * The folders this device writes into, and removes from, are real folders of the relay: a
+   * symbolic link planted at `devices/<self>`, its `ops/` or `checkpoints/` would carry its
+   * segments, acks and reports — and the removals of collection — outside the relay
+   * (proposals/threat-model.md §Files). One lstat each, before every write.
+   */
+  private assertOwnFolders(): Promise<void> {
+    const dir = this.deviceDir(this.self);
+    const folders = [join(this.location, 'devices'), dir, join(dir, 'ops'), join(this.location, 'checkpoints')];
+    return assertRealDirs(
+      folders,
+      (path) =>
+        new OpsyncError('relay_invalid', `${path} in the relay is not a folder (a symbolic link or a file stands there): this device writes nothing through it. Remove it; the device writes its files again.`, {
+          location: path,
+        }),
+    );
   }
 
   private async publicKey(): Promise<string | null> {

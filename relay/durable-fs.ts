@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -34,7 +35,7 @@ export async function writeFileDurable(path: string, data: FileData, mode = 0o64
  */
 export async function writeFileAtomic(path: string, data: string): Promise<void> {
   await viaTemp(path, async (temp) => {
-    await writeFile(temp, data);
+    await writeFile(temp, data, { flag: 'wx' });
     await rename(temp, path);
   });
 }
@@ -98,14 +99,78 @@ export async function writeText(handle: FileHandle, text: string): Promise<void>
   }
 }
 
-/** The text of an untrusted file, or null when it is larger than `maxBytes` (it is then not read). */
-export async function readTextAtMost(path: string, maxBytes: number): Promise<string | null> {
-  const handle = await open(path, 'r');
+/**
+ * Opens a file of a hostile folder for reading (proposals/threat-model.md §Files): a symbolic
+ * link is not followed (ELOOP), a FIFO or device does not block the open (O_NONBLOCK), and
+ * anything but a regular file is refused (ENOTREG, thrown as an errno-style error).
+ */
+export async function openUntrusted(path: string): Promise<FileHandle> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
-    if ((await handle.stat()).size > maxBytes) return null;
-    return await handle.readFile('utf8');
+    if (!(await handle.stat()).isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: NOT_REGULAR });
+    return handle;
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/** The error code `openUntrusted` throws for a folder, FIFO, socket or device. */
+export const NOT_REGULAR = 'ENOTREG';
+
+/** Whether a read failed because the path is a symbolic link or not a regular file (damage, not absence). */
+export function notRegular(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === NOT_REGULAR || code === 'ELOOP' || code === 'EISDIR' || code === 'ENOTDIR';
+}
+
+/**
+ * The text of an untrusted file, or null when it holds more than `maxBytes` (no more than that
+ * is read: a file's reported size is not trusted, /dev/zero reports 0).
+ */
+export async function readTextAtMost(path: string, maxBytes: number): Promise<string | null> {
+  const handle = await openUntrusted(path);
+  try {
+    const bytes = await readAtMost(handle, maxBytes + 1);
+    return bytes.length > maxBytes ? null : bytes.toString('utf8');
   } finally {
     await handle.close();
+  }
+}
+
+/** Up to `limit` bytes from the start of an open file. */
+export async function readAtMost(handle: FileHandle, limit: number): Promise<Buffer> {
+  const size = (await handle.stat()).size;
+  const buffer = Buffer.allocUnsafe(Math.min(limit, Math.max(size + 1, 64 * 1024)));
+  let filled = 0;
+  for (;;) {
+    if (filled === buffer.length) break;
+    const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return buffer.subarray(0, filled);
+}
+
+/**
+ * Creates an empty file at `path`, replacing whatever stands there without following it: a
+ * symbolic link planted at the name is removed, never written through (O_EXCL refuses links).
+ */
+export async function createEmptyFile(path: string): Promise<void> {
+  await rm(path, { force: true });
+  const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  await handle.close();
+}
+
+/**
+ * Checks that each of `dirs` is a real folder, not a symbolic link (which would carry this
+ * device's writes, and the removals of collection, outside the relay); the first that is not
+ * is named in the error.
+ */
+export async function assertRealDirs(dirs: readonly string[], what: (path: string) => Error): Promise<void> {
+  for (const dir of dirs) {
+    const seen = await lstat(dir).catch(() => null);
+    if (seen && !seen.isDirectory()) throw what(dir);
   }
 }
 
@@ -134,13 +199,19 @@ export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
   }
 }
 
-/** Creates one directory; one that already exists is fine, a file in its place is not. */
+/**
+ * Creates one directory, durably (its parent is fsync'd, so the new entry survives a crash); one
+ * that already exists is fine (a link to a folder too: the user's own paths may be links; the
+ * relay checks its inner folders itself, `assertRealDirs`), a file in its place is not.
+ */
 async function mkdirOnce(dir: string, mode: number): Promise<void> {
   try {
     await mkdir(dir, { mode });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir).catch(() => null))?.isDirectory()) throw error;
+    return;
   }
+  await fsyncDir(dirname(dir));
 }
 
 /** Why a folder cannot be created or written, as a person reads it (from the error a file operation threw). */
@@ -155,7 +226,7 @@ export function whyNotWritable(error: unknown): string {
 
 /** A file's identity as far as a replacement goes (a rename brings a new inode); '' when it is gone. */
 export async function fileIdentity(path: string): Promise<string> {
-  const seen = await stat(path).catch(() => null);
+  const seen = await lstat(path).catch(() => null);
   return seen ? `${seen.ino}:${seen.mtimeMs}:${seen.size}` : '';
 }
 
@@ -183,7 +254,7 @@ export async function readJsonObject(path: string): Promise<Record<string, unkno
 /** Whether a file exists; any error but its absence is the caller's. */
 export async function exists(path: string): Promise<boolean> {
   try {
-    await stat(path);
+    await lstat(path);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;

@@ -7,7 +7,20 @@ import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, frontierWeight, nothingToMend, headerFrontier, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { MAX_CHUNK_LINE_BYTES } from './checkpoint-files.js';
+import { MAX_JSON_FILE_BYTES } from './durable-fs.js';
+import {
+  checkpointHead,
+  collectableThrough,
+  frontierWeight,
+  nothingToMend,
+  headerFrontier,
+  latestCovering,
+  MAX_RECORD_BYTES,
+  newestFirst,
+  PageBuilder,
+  rosterView,
+} from './relay-state.js';
 import { CHECKPOINTS_KEPT, type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
 import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from './pg-database.js';
 
@@ -41,7 +54,8 @@ export class PostgresRelay implements Relay {
   private readonly crypto: CoreCrypto;
   private readonly now: (() => number) | null;
   private readonly horizonMs: number;
-  private readonly bad = new Map<string, number>();
+  /** Rows that were not what the schema promises, by row (device/seq, or checkpoint hash), with their kind. */
+  private readonly bad = new Map<string, string>();
   private readonly schema = schemaOnFirstUse(() => ensureSchema(this.pool, this.location));
 
   private constructor(options: PostgresRelayOptions) {
@@ -88,7 +102,7 @@ export class PostgresRelay implements Relay {
       const { rows } = await client.query<{ public_key: string; floor: string }>('SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
       const device = rows[0];
       const last = await client.query<{ record: string }>('SELECT record FROM opsync_ops WHERE device_id = $1 ORDER BY seq DESC LIMIT 1', [this.self]);
-      const headOp = last.rows[0] ? this.parse(last.rows[0].record) : null;
+      const headOp = last.rows[0] ? this.parse(last.rows[0].record, `${this.self}/head`) : null;
       const plan = await planPush(
         {
           self: this.self,
@@ -127,19 +141,24 @@ export class PostgresRelay implements Relay {
         const after = since.get(device_id) ?? -1;
         const room = page.room;
         // Rows up to the one that passes the page's byte budget: no more is fetched than fits.
-        const { rows } = await this.pool.query<{ seq: string; record: string; bytes: number }>(
-          `SELECT seq, record, bytes FROM (
+        const { rows } = await this.pool.query<{ seq: string; record: string | null; bytes: number }>(
+          // A row larger than any record is not fetched (its record reads as null): rows are hostile.
+          `SELECT seq, CASE WHEN bytes <= $5 THEN record END AS record, bytes FROM (
              SELECT seq, record, octet_length(record) AS bytes, sum(octet_length(record)) OVER (ORDER BY seq) AS running
              FROM opsync_ops WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) page
            WHERE running - bytes <= $4 ORDER BY seq`,
-          [device_id, after, room.ops + 1, room.bytes],
+          [device_id, after, room.ops + 1, room.bytes, MAX_RECORD_BYTES],
         );
         // Checked first: a chain restarted with nothing above its anchor yet holds no row to serve,
         // and a reader behind it must still learn that those ops are in a checkpoint only.
         if (after < Number(floor) - 1) throw frontierTruncated(device_id, after, Number(floor));
         if (rows.length === 0) continue;
         for (const row of rows) {
-          const op = this.parse(row.record);
+          if (row.record === null) {
+            this.count('record_oversized', `${device_id}/${row.seq}`);
+            break;
+          }
+          const op = this.parse(row.record, `${device_id}/${row.seq}`);
           if (!op || op.device_id !== device_id || op.seq !== Number(row.seq)) break;
           if (!page.add(op, row.bytes)) return page.page();
         }
@@ -187,15 +206,18 @@ export class PostgresRelay implements Relay {
 
   roster(): Promise<RosterView> {
     return this.db(async () => {
-      const { rows } = await this.pool.query<{ device_id: string; public_key: string; added_ms: string; last_seen_ms: string; acked: unknown; floor: string; now_ms: string }>(
-        `SELECT device_id, public_key, added_ms, last_seen_ms, acked, floor, ${NOW_MS} AS now_ms FROM opsync_devices ORDER BY device_id`,
+      const { rows } = await this.pool.query<{ device_id: string; public_key: string | null; added_ms: string; last_seen_ms: string; acked: unknown; floor: string; now_ms: string }>(
+        // Bounded in SQL: a hand-written row cannot make a roster read hold megabytes.
+        `SELECT device_id, CASE WHEN octet_length(public_key) <= 128 THEN public_key END AS public_key, added_ms, last_seen_ms,
+           CASE WHEN pg_column_size(acked) <= ${MAX_JSON_FILE_BYTES} THEN acked END AS acked, floor, ${NOW_MS} AS now_ms
+         FROM opsync_devices WHERE octet_length(device_id) <= 64 ORDER BY device_id`,
       );
       const entries = [];
       const floor = new Map<DeviceId, number>();
       for (const row of rows) {
         const acked = parseSeqFrontier(row.acked);
-        if (!isDeviceId(row.device_id) || !acked) {
-          this.count('device_row_invalid');
+        if (!isDeviceId(row.device_id) || !acked || row.public_key === null) {
+          this.count('device_row_invalid', row.device_id);
           continue;
         }
         entries.push({ device_id: row.device_id, public_key: row.public_key, added_ms: Number(row.added_ms), last_seen_ms: Number(row.last_seen_ms), acked });
@@ -311,7 +333,9 @@ export class PostgresRelay implements Relay {
   }
 
   anomalies(): Readonly<Record<string, number>> {
-    return Object.fromEntries(this.bad);
+    const counts: Record<string, number> = {};
+    for (const kind of this.bad.values()) counts[kind] = (counts[kind] ?? 0) + 1;
+    return counts;
   }
 
   close(): Promise<void> {
@@ -319,29 +343,42 @@ export class PostgresRelay implements Relay {
   }
 
   private async headers(): Promise<CheckpointHeaderJson[]> {
-    const { rows } = await this.pool.query<{ header: CheckpointHeaderJson }>('SELECT header FROM opsync_checkpoints');
-    return rows.map((row) => row.header);
+    const { rows } = await this.pool.query<{ header: CheckpointHeaderJson | null; checkpoint_hash: string }>(
+      `SELECT checkpoint_hash, CASE WHEN pg_column_size(header) <= ${MAX_JSON_FILE_BYTES} THEN header END AS header FROM opsync_checkpoints`,
+    );
+    const headers: CheckpointHeaderJson[] = [];
+    for (const row of rows) {
+      if (row.header === null || typeof row.header !== 'object' || row.header.checkpoint_hash !== row.checkpoint_hash) this.count('checkpoint_invalid', row.checkpoint_hash);
+      else headers.push(row.header);
+    }
+    return headers;
   }
 
   private async *chunks(hash: string): AsyncGenerator<string> {
     const { rows } = await this.pool.query<{ idx: number }>('SELECT idx FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 ORDER BY idx', [hash]);
     for (const { idx } of rows) {
-      const chunk = await this.pool.query<{ chunk: string }>('SELECT chunk FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 AND idx = $2', [hash, idx]);
-      if (chunk.rows[0]) yield chunk.rows[0].chunk;
+      const chunk = await this.pool.query<{ chunk: string | null }>(
+        'SELECT CASE WHEN octet_length(chunk) <= $3 THEN chunk END AS chunk FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 AND idx = $2',
+        [hash, idx, MAX_CHUNK_LINE_BYTES],
+      );
+      const text = chunk.rows[0]?.chunk;
+      if (text === null) throw new OpsyncError('checkpoint_invalid', `Chunk ${idx} of checkpoint ${hash} is larger than any checkpoint chunk.`, { checkpoint_hash: hash });
+      if (text !== undefined) yield text;
     }
   }
 
-  private parse(record: string): OpRecord | null {
+  private parse(record: string, key: string): OpRecord | null {
     try {
       return parseOpRecord(JSON.parse(record));
     } catch {
-      this.count('record_invalid');
+      this.count('record_invalid', key);
       return null;
     }
   }
 
-  private count(kind: string): void {
-    this.bad.set(kind, (this.bad.get(kind) ?? 0) + 1);
+  /** Counts the row named `key` as `kind`, once however often it is read (as the directory relay counts files). */
+  private count(kind: string, key: string): void {
+    this.bad.set(key, kind);
   }
 
   private transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {

@@ -12,6 +12,12 @@ import { NO_REPAIRS, type CheckpointHeaderJson, type Covering, type PullPage, ty
  */
 export const PULL_PAGE_BYTES = 64 * 2 ** 20;
 
+/**
+ * The largest op record a relay serves: a payload is at most 1 MiB of canonical JSON, sealed and
+ * base64url-encoded ~1.4 MiB. A larger row or line is damage, refused before it is read whole.
+ */
+export const MAX_RECORD_BYTES = 2 * 2 ** 20;
+
 /** Builds one pull page: at most `limit` ops and, past the first, PULL_PAGE_BYTES of records. */
 export class PageBuilder {
   private readonly ops: OpRecord[] = [];

@@ -1,10 +1,10 @@
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { DeviceId } from '../src/oplog/ids.js';
 import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import type { Anomalies } from './anomalies.js';
 import { firstLine } from './checkpoint-files.js';
-import { fileIdentity, readTextAtMost } from './durable-fs.js';
+import { fileIdentity, notRegular, readTextAtMost } from './durable-fs.js';
 import { decodeHeader, decodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, type DecodedSegment, type SegmentHeader } from './segment-codec.js';
 
 export interface Segment extends SegmentHeader {
@@ -67,6 +67,13 @@ export class SegmentFolders {
     const dir = this.opsDir(device);
     // Taken before the names: a change after it shows at the next listing.
     const stamp = await folderStamp(dir);
+    // A device folder or ops folder that is a link leads outside the relay: nothing is read through it.
+    if (stamp === LINKED) {
+      this.anomalies.note(dir, 'not_regular');
+      const empty: Listing = { names: new Set(), segments: [], floor: 0, unreadable: new Map(), stamp };
+      this.listings.set(device, empty);
+      return empty;
+    }
     const names = await readdir(dir).catch((error: NodeJS.ErrnoException) => {
       // Its own folder is read again to learn what the relay still holds: a failed read is not "nothing".
       if (reread && error.code !== 'ENOENT') throw error;
@@ -93,6 +100,7 @@ export class SegmentFolders {
         continue;
       }
       const header = await this.segmentHeader(path, device, Number(match[1]));
+      if (header === null) continue;
       if (typeof header !== 'string') {
         segments.push({ ...header, device, path });
         continue;
@@ -193,7 +201,7 @@ export class SegmentFolders {
       if (end(segment) + 1 >= segments[i + 1]!.firstSeq) continue;
       this.headers.delete(segment.path);
       const header = await this.segmentHeader(segment.path, segment.device, segment.firstSeq);
-      if (typeof header !== 'string') segments[i] = { ...header, device: segment.device, path: segment.path };
+      if (header !== null && typeof header !== 'string') segments[i] = { ...header, device: segment.device, path: segment.path };
     }
   }
 
@@ -208,19 +216,34 @@ export class SegmentFolders {
     return any;
   }
 
-  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {
+  /**
+   * A segment file's header, or its problem: a link, folder or FIFO at a segment's name is
+   * `not_regular` damage of that one file, never a failure of the listing. Null when the file is
+   * gone (collected while this listed it).
+   */
+  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string | null> {
     let header = this.headers.get(path);
     if (header === undefined) {
-      header = decodeHeader(await firstLine(path), device, firstSeq);
+      try {
+        header = decodeHeader(await firstLine(path), device, firstSeq);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        header = notRegular(error) ? 'not_regular' : 'segment_corrupt';
+      }
       this.headers.set(path, header);
     }
     return header;
   }
 }
 
-/** A folder's modification and change times ("" when it cannot be read). */
+/** The stamp of an ops folder that is, or sits in, a symbolic link rather than a folder. */
+const LINKED = 'linked';
+
+/** A folder's modification and change times ("" when it cannot be read; LINKED when it or its device folder is a link). */
 async function folderStamp(dir: string): Promise<string> {
-  const info = await stat(dir).catch(() => null);
+  const parent = await lstat(dirname(dir)).catch(() => null);
+  const info = await lstat(dir).catch(() => null);
+  if (parent?.isSymbolicLink() || info?.isSymbolicLink()) return LINKED;
   return info ? `${info.mtimeMs}:${info.ctimeMs}` : '';
 }
 
