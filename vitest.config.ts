@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -11,5 +13,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    // Daemons keep directory leases under the XDG state home (proposals/leases.md): the tests' go
+    // to a temporary folder, not to the user's home.
+    env: { XDG_STATE_HOME: join(tmpdir(), 'opsync-test-state') },
   },
 });

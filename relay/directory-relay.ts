@@ -27,14 +27,15 @@ import {
 } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, headerFrontier, latestCovering, newestFirst, PageBuilder, rosterView } from './relay-state.js';
+import { checkpointHead, collectableThrough, headerFrontier, latestCovering, PageBuilder, rosterView, staleCheckpoints } from './relay-state.js';
 import {
-  CHECKPOINTS_KEPT,
   type CheckpointFile,
   type Covering,
   type CheckpointHeaderJson,
   type CheckpointStream,
+  type GcBounds,
   type GcResult,
+  type HeaderCheck,
   type PullPage,
   type PushResult,
   type Relay,
@@ -108,6 +109,8 @@ export class DirectoryRelay implements Relay {
   private readonly checkpointHeaders = new Map<string, CheckpointHeaderJson | null>();
   private readonly deviceFiles = new Map<DeviceId, DeviceFile>();
   private ownAck: { acked: Map<DeviceId, number>; lastSeenMs: number } | null = null;
+  /** The key this device registered with (`register`); its own ops on the relay count only when they verify under it. */
+  private ownKey: string | null = null;
   /** The push hint this device left last (null until its first push in this process). */
   private lastHint: string | null = null;
   /** The `relay_id` of relay.json ("" for relays made before ids), to notice a replaced folder. */
@@ -157,6 +160,8 @@ export class DirectoryRelay implements Relay {
   }
 
   register(publicKey: string): Promise<void> {
+    // The key this handle's own ops must verify under: a head on the relay rests on nothing else.
+    this.ownKey = publicKey;
     return this.guard(async () => {
       const dir = this.deviceDir(this.self);
       await ensureDir(join(dir, 'ops'));
@@ -200,8 +205,8 @@ export class DirectoryRelay implements Relay {
         const path = join(this.folders.opsDir(this.self), segmentName(first));
         const text = encodeSegment(this.self, run);
         if (!(await createFileDurable(path, text))) {
-          if ((await this.folders.readFile(path, first)).problem === null) throw concurrentWriter(this.self, first);
-          // Only damage stands at this name (nobody can read it): this push takes its place.
+          if (await this.folders.ownSigned(path, first)) throw concurrentWriter(this.self, first);
+          // Only damage, or ops this device never signed, stand at this name: this push takes its place.
           await writeFileDurable(path, text);
         }
         written.push(path);
@@ -291,9 +296,12 @@ export class DirectoryRelay implements Relay {
   head(device: DeviceId): Promise<number> {
     return this.guard(async () => {
       if (!isDeviceId(device)) return -1;
+      if (device !== this.self) return end((await this.folders.listing(device)).segments.at(-1));
       // Its own folder is read again too: a pump asks now and then whether the relay still holds
-      // every op this device pushed (a folder restored from an older backup does not say).
-      return end((await this.folders.listing(device, device === this.self)).segments.at(-1));
+      // every op this device pushed (a folder restored from an older backup does not say). Its
+      // head is the newest op it signed: a file claiming more proves nothing.
+      await this.folders.listing(device, true);
+      return (await this.folders.ownHead())?.seq ?? -1;
     }, VERIFY);
   }
 
@@ -400,8 +408,8 @@ export class DirectoryRelay implements Relay {
     });
   }
 
-  latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
-    return this.guard(async () => latestCovering(await this.checkpointHeaderList(), covering), VERIFY);
+  latestCheckpoint(covering?: Covering, authentic?: HeaderCheck): Promise<CheckpointHeaderJson | null> {
+    return this.guard(async () => latestCovering(await this.checkpointHeaderList(), covering, authentic), VERIFY);
   }
 
   readCheckpoint(hash: string): Promise<CheckpointStream | null> {
@@ -421,12 +429,11 @@ export class DirectoryRelay implements Relay {
     }, VERIFY);
   }
 
-  gc(): Promise<GcResult> {
+  gc(bounds: GcBounds): Promise<GcResult> {
     return this.guard(async () => {
       await this.assertOwnFolders();
       const view = await this.roster();
-      const headers = newestFirst(await this.checkpointHeaderList());
-      const through = collectableThrough(this.self, view, headers[0] ?? null);
+      const through = collectableThrough(this.self, view, bounds.verified);
       const segments = await this.folders.segments(this.self);
       let droppedOps = 0;
       for (const segment of segments.slice(0, -1)) {
@@ -436,7 +443,7 @@ export class DirectoryRelay implements Relay {
         droppedOps += segment.count;
       }
       this.folders.forget(this.self);
-      const stale = headers.slice(CHECKPOINTS_KEPT);
+      const stale = staleCheckpoints(await this.checkpointHeaderList(), bounds.authentic);
       for (const header of stale) {
         const path = this.checkpointPath(header.checkpoint_hash);
         await rm(path, { force: true });
@@ -619,7 +626,7 @@ export class DirectoryRelay implements Relay {
 
   /** Starts over on what this handle read and wrote: at construction, and for a relay folder that was replaced. */
   private forgetRead(): void {
-    this.folders = new SegmentFolders(join(this.location, 'devices'), this.self, this.ignored);
+    this.folders = new SegmentFolders(join(this.location, 'devices'), this.self, this.ignored, this.crypto, () => this.ownKey);
     this.checkpointHeaders.clear();
     this.deviceFiles.clear();
     this.ownAck = null;

@@ -6,8 +6,8 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { checkpointHead, collectableThrough, latestCovering, newestFirst, nothingToMend, PageBuilder, rosterView } from './relay-state.js';
+import { type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcBounds, type GcResult, type HeaderCheck, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { checkpointHead, collectableThrough, latestCovering, nothingToMend, PageBuilder, rosterView, staleCheckpoints } from './relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;
@@ -169,9 +169,9 @@ export class MemoryRelay implements Relay {
     return true;
   }
 
-  async latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
+  async latestCheckpoint(covering?: Covering, authentic?: HeaderCheck): Promise<CheckpointHeaderJson | null> {
     await Promise.resolve();
-    return latestCovering(this.headers(), covering);
+    return latestCovering(this.headers(), covering, authentic);
   }
 
   async readCheckpoint(hash: string): Promise<CheckpointStream | null> {
@@ -193,18 +193,17 @@ export class MemoryRelay implements Relay {
     return file ? toAsync(checkpointFileBytes(file)) : null;
   }
 
-  async gc(): Promise<GcResult> {
+  async gc(bounds: GcBounds): Promise<GcResult> {
     const view = await this.roster();
-    const newest = await this.latestCheckpoint();
     const record = this.store.devices.get(this.self);
     let droppedOps = 0;
     if (record && record.ops.length > 1) {
-      const through = Math.min(collectableThrough(this.self, view, newest), record.floor + record.ops.length - 2);
+      const through = Math.min(collectableThrough(this.self, view, bounds.verified), record.floor + record.ops.length - 2);
       droppedOps = Math.max(0, through - record.floor + 1);
       record.ops.splice(0, droppedOps);
       record.floor += droppedOps;
     }
-    const stale = newestFirst([...this.store.checkpoints.values()].map((c) => c.header)).slice(CHECKPOINTS_KEPT);
+    const stale = staleCheckpoints(this.headers(), bounds.authentic);
     for (const header of stale) this.store.checkpoints.delete(header.checkpoint_hash);
     return { droppedOps, droppedCheckpoints: stale.length };
   }

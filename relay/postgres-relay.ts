@@ -5,7 +5,7 @@ import { isDeviceId, type DeviceId, type OpId } from '../src/oplog/ids.js';
 import { canonicalRecord, headOf, parseOpRecord, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
-import { checkRestartAnchor, planPush } from './push-rules.js';
+import { checkRestartAnchor, isOwnSigned, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { MAX_CHUNK_LINE_BYTES } from './checkpoint-files.js';
 import { MAX_JSON_FILE_BYTES } from './durable-fs.js';
@@ -17,11 +17,11 @@ import {
   headerFrontier,
   latestCovering,
   MAX_RECORD_BYTES,
-  newestFirst,
   PageBuilder,
   rosterView,
+  staleCheckpoints,
 } from './relay-state.js';
-import { CHECKPOINTS_KEPT, type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcResult, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import { type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcBounds, type GcResult, type HeaderCheck, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
 import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from './pg-database.js';
 
 /**
@@ -56,6 +56,8 @@ export class PostgresRelay implements Relay {
   private readonly horizonMs: number;
   /** Rows that were not what the schema promises, by row (device/seq, or checkpoint hash), with their kind. */
   private readonly bad = new Map<string, string>();
+  /** The key this device registered with: its own rows count only when they verify under it. */
+  private ownKey: string | null = null;
   private readonly schema = schemaOnFirstUse(() => ensureSchema(this.pool, this.location));
 
   private constructor(options: PostgresRelayOptions) {
@@ -87,6 +89,7 @@ export class PostgresRelay implements Relay {
   }
 
   register(publicKey: string): Promise<void> {
+    this.ownKey = publicKey;
     return this.db(async () => {
       await this.pool.query(
         `INSERT INTO opsync_devices (device_id, public_key, added_ms, last_seen_ms) VALUES ($1, $2, COALESCE($3, ${NOW_MS}), COALESCE($3, ${NOW_MS})) ON CONFLICT DO NOTHING`,
@@ -101,8 +104,7 @@ export class PostgresRelay implements Relay {
     return this.transaction(async (client) => {
       const { rows } = await client.query<{ public_key: string; floor: string }>('SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
       const device = rows[0];
-      const last = await client.query<{ record: string }>('SELECT record FROM opsync_ops WHERE device_id = $1 ORDER BY seq DESC LIMIT 1', [this.self]);
-      const headOp = last.rows[0] ? this.parse(last.rows[0].record, `${this.self}/head`) : null;
+      const headOp = await this.ownHead(client);
       const plan = await planPush(
         {
           self: this.self,
@@ -169,6 +171,7 @@ export class PostgresRelay implements Relay {
 
   head(device: DeviceId): Promise<number> {
     return this.db(async () => {
+      if (device === this.self) return (await this.ownHead(this.pool))?.seq ?? -1;
       const { rows } = await this.pool.query<{ head: string | null }>('SELECT max(seq) AS head FROM opsync_ops WHERE device_id = $1', [device]);
       return rows[0]?.head === null || rows[0] === undefined ? -1 : Number(rows[0].head);
     });
@@ -245,8 +248,8 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
-    return this.db(async () => latestCovering(await this.headers(), covering));
+  latestCheckpoint(covering?: Covering, authentic?: HeaderCheck): Promise<CheckpointHeaderJson | null> {
+    return this.db(async () => latestCovering(await this.headers(), covering, authentic));
   }
 
   readCheckpoint(hash: string): Promise<CheckpointStream | null> {
@@ -266,14 +269,13 @@ export class PostgresRelay implements Relay {
     })();
   }
 
-  gc(): Promise<GcResult> {
+  gc(bounds: GcBounds): Promise<GcResult> {
     return this.db(async () => {
       const view = await this.roster();
-      const headers = newestFirst(await this.headers());
-      const through = Math.min(collectableThrough(this.self, view, headers[0] ?? null), (await this.head(this.self)) - 1);
+      const through = Math.min(collectableThrough(this.self, view, bounds.verified), (await this.head(this.self)) - 1);
       const deleted = await this.pool.query('DELETE FROM opsync_ops WHERE device_id = $1 AND seq <= $2', [this.self, through]);
       if ((deleted.rowCount ?? 0) > 0) await this.pool.query('UPDATE opsync_devices SET floor = GREATEST(floor, $2) WHERE device_id = $1', [this.self, through + 1]);
-      const stale = headers.slice(CHECKPOINTS_KEPT).map((h) => h.checkpoint_hash);
+      const stale = staleCheckpoints(await this.headers(), bounds.authentic).map((h) => h.checkpoint_hash);
       if (stale.length > 0) {
         await this.pool.query('DELETE FROM opsync_checkpoint_chunks WHERE checkpoint_hash = ANY($1)', [stale]);
         await this.pool.query('DELETE FROM opsync_checkpoints WHERE checkpoint_hash = ANY($1)', [stale]);
@@ -364,6 +366,35 @@ export class PostgresRelay implements Relay {
       const text = chunk.rows[0]?.chunk;
       if (text === null) throw new OpsyncError('checkpoint_invalid', `Chunk ${idx} of checkpoint ${hash} is larger than any checkpoint chunk.`, { checkpoint_hash: hash });
       if (text !== undefined) yield text;
+    }
+  }
+
+  /**
+   * This device's newest op that its registered key signed. Rows above it that no signature of
+   * this device covers were written by someone else: a push removes them (only this device
+   * writes its rows), and no head or clone check rests on them (proposals/threat-model.md).
+   */
+  private async ownHead(client: pg.Pool | pg.PoolClient): Promise<OpRecord | null> {
+    const publicKey = this.ownKey;
+    if (publicKey === null) throw notRegistered(this.self);
+    for (let below = Number.MAX_SAFE_INTEGER; ; ) {
+      const { rows } = await client.query<{ seq: string; record: string | null }>(
+        'SELECT seq, CASE WHEN octet_length(record) <= $3 THEN record END AS record FROM opsync_ops WHERE device_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT 64',
+        [this.self, below, MAX_RECORD_BYTES],
+      );
+      for (const row of rows) {
+        const op = row.record === null ? null : this.parse(row.record, `${this.self}/${row.seq}`);
+        if (op && op.seq === Number(row.seq) && isOwnSigned(this.self, op, publicKey, this.crypto)) {
+          if (client !== this.pool) await client.query('DELETE FROM opsync_ops WHERE device_id = $1 AND seq > $2', [this.self, op.seq]);
+          return op;
+        }
+        this.count('record_unsigned', `${this.self}/${row.seq}`);
+      }
+      if (rows.length < 64) {
+        if (client !== this.pool) await client.query('DELETE FROM opsync_ops WHERE device_id = $1', [this.self]);
+        return null;
+      }
+      below = Number(rows.at(-1)!.seq);
     }
   }
 

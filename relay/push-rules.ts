@@ -1,7 +1,7 @@
 import { verifyChain } from '../src/oplog/chain.js';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import type { DeviceId, OpId } from '../src/oplog/ids.js';
-import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
+import { opIdHolds, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import type { SeqRange } from './relay.js';
 import { OpsyncError } from '../src/oplog/opsync-error.js';
 import { notRegistered } from './relay-errors.js';
@@ -147,4 +147,13 @@ export function anchorFor(run: readonly OpRecord[], before: ChainHead | undefine
   const first = run[0];
   if (!first || first.prev === null) return null;
   return before ?? { seq: first.seq - 1, op_id: first.prev, hlc: { ...first.hlc, wall_ms: -1 } };
+}
+
+/**
+ * Whether `op` is one of `self`'s own, proven by its own key: its op_id holds and its signature
+ * verifies. A device's head on the relay, and so its clone check, comes only from such ops: a
+ * record anyone can write into its folder or rows proves nothing (proposals/threat-model.md).
+ */
+export function isOwnSigned(self: DeviceId, op: OpRecord, publicKey: string, crypto: CoreCrypto): boolean {
+  return op.device_id === self && opIdHolds(op, crypto) && crypto.verify(publicKey, op.op_id, op.sig);
 }

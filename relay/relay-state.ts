@@ -2,7 +2,7 @@ import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/fro
 import type { DeviceId } from '../src/oplog/ids.js';
 import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
 import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
-import { NO_REPAIRS, type CheckpointHeaderJson, type Covering, type PullPage, type Repairs, type RosterView } from './relay.js';
+import { CHECKPOINTS_KEPT, NO_REPAIRS, type CheckpointHeaderJson, type Covering, type HeaderCheck, type PullPage, type Repairs, type RosterView } from './relay.js';
 
 /** Pieces of relay logic that every backend computes the same way. */
 
@@ -71,10 +71,19 @@ export function frontierWeight(frontier: Frontier): number {
   return total;
 }
 
-/** The newest checkpoint header, or the newest of those that cover `covering.device` up to `covering.seq` at least. */
-export function latestCovering(headers: readonly CheckpointHeaderJson[], covering?: Covering): CheckpointHeaderJson | null {
+/**
+ * The newest checkpoint header, or the newest of those that cover `covering.device` up to
+ * `covering.seq` at least; with `authentic`, the newest it accepts (newest first, so a reader
+ * checks only as many as it must).
+ */
+export function latestCovering(headers: readonly CheckpointHeaderJson[], covering?: Covering, authentic?: HeaderCheck): CheckpointHeaderJson | null {
   const fit = covering ? headers.filter((header) => (headerFrontier(header)?.get(covering.device)?.seq ?? -1) >= covering.seq) : headers;
-  return newestFirst(fit)[0] ?? null;
+  return newestFirst(fit).find((header) => authentic?.(header) ?? true) ?? null;
+}
+
+/** The authentic checkpoints beyond the newest CHECKPOINTS_KEPT of them: those a collection removes. */
+export function staleCheckpoints(headers: readonly CheckpointHeaderJson[], authentic: HeaderCheck): CheckpointHeaderJson[] {
+  return newestFirst(headers.filter(authentic)).slice(CHECKPOINTS_KEPT);
 }
 
 /** Checkpoint headers ordered newest first (by frontier weight, then hash for a stable order). */
@@ -92,12 +101,11 @@ export function rosterView(entries: ReadonlyArray<Omit<RosterEntry, 'status'>>, 
 
 /**
  * How far this device may collect its own ops: at or below both the stable frontier (every
- * active device holds them) and the newest checkpoint's head for it (a checkpoint stands in for
- * them). -1 when nothing may go.
+ * active device holds them) and the head for it of the checkpoint it verified (which stands in
+ * for them). -1 when nothing may go.
  */
-export function collectableThrough(self: DeviceId, view: RosterView, newest: CheckpointHeaderJson | null): number {
-  const covered = newest ? (headerFrontier(newest)?.get(self)?.seq ?? -1) : -1;
-  return Math.min(view.stable.get(self) ?? -1, covered);
+export function collectableThrough(self: DeviceId, view: RosterView, verified: Frontier): number {
+  return Math.min(view.stable.get(self) ?? -1, verified.get(self)?.seq ?? -1);
 }
 
 /** The repair operations of a relay whose stored records nothing but the relay writes: there is never anything to mend. */

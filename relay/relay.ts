@@ -64,19 +64,20 @@ export interface Relay {
   putCheckpoint(file: CheckpointFile): Promise<boolean>;
   /**
    * The header of the checkpoint with the highest frontier, or null; with `covering`, of the
-   * highest of those that cover `device` up to `seq` at least (`latestCovering`).
+   * highest of those that cover `device` up to `seq` at least (`latestCovering`); with
+   * `authentic`, only among the headers it accepts (a forged header is never "the latest").
    */
-  latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null>;
+  latestCheckpoint(covering?: Covering, authentic?: HeaderCheck): Promise<CheckpointHeaderJson | null>;
   /** The checkpoint's header and its sealed chunks, streamed; null when absent. */
   readCheckpoint(hash: string): Promise<CheckpointStream | null>;
   /** The checkpoint as file bytes (proposals/relay.md §Checkpoint files), for keeping a copy; null when absent. */
   checkpointBytes(hash: string): Promise<AsyncIterable<Uint8Array> | null>;
   /**
-   * Drops this device's ops that every active device has acked and the newest checkpoint covers
-   * (its newest op always stays, so its head stays known), and checkpoints beyond the newest
-   * CHECKPOINTS_KEPT. Each device collects only its own ops: one writer per file.
+   * Drops this device's ops that every active device has acked and `bounds.verified` covers (its
+   * newest op always stays, so its head stays known), and the authentic checkpoints beyond the
+   * newest CHECKPOINTS_KEPT of them. Each device collects only its own ops: one writer per file.
    */
-  gc(): Promise<GcResult>;
+  gc(bounds: GcBounds): Promise<GcResult>;
   /** Calls `onChange` soon after another device writes to the relay. */
   watch(onChange: () => void): Promise<Watch>;
   /** Malformed or foreign files and records seen while reading, by kind. */
@@ -140,6 +141,20 @@ export interface CheckpointStream {
 
 export interface CheckpointHeaderJson extends JsonObject {
   checkpoint_hash: string;
+}
+
+/**
+ * Tells an authentic checkpoint header from a forged one. The relay holds no key, so its readers
+ * decide (proposals/threat-model.md): a relay never picks, keeps or collects by a header they
+ * did not accept.
+ */
+export type HeaderCheck = (header: CheckpointHeaderJson) => boolean;
+
+export interface GcBounds {
+  /** The frontier of the checkpoint this device verified and compacted onto: no op of this device above it is dropped. */
+  readonly verified: Frontier;
+  /** Which checkpoints count when the newest are kept and the rest collected; others are left alone. */
+  readonly authentic: HeaderCheck;
 }
 
 export interface GcResult {

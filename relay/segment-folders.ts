@@ -2,9 +2,12 @@ import { lstat, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DeviceId } from '../src/oplog/ids.js';
 import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
+import type { CoreCrypto } from '../src/oplog/core-crypto.js';
 import type { Anomalies } from './anomalies.js';
 import { firstLine } from './checkpoint-files.js';
 import { fileIdentity, notRegular, readTextAtMost } from './durable-fs.js';
+import { isOwnSigned } from './push-rules.js';
+import { notRegistered } from './relay-errors.js';
 import { decodeHeader, decodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, type DecodedSegment, type SegmentHeader } from './segment-codec.js';
 
 export interface Segment extends SegmentHeader {
@@ -46,6 +49,9 @@ export class SegmentFolders {
     private readonly devicesDir: string,
     private readonly self: DeviceId,
     private readonly anomalies: Anomalies,
+    private readonly crypto: CoreCrypto,
+    /** This device's registered key, which its own ops must verify under (null until it registered). */
+    private readonly ownKey: () => string | null,
   ) {}
 
   opsDir(device: DeviceId): string {
@@ -113,7 +119,8 @@ export class SegmentFolders {
     const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
     const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable, stamp };
     this.listings.set(device, listing);
-    if (device === this.self && removed) this.head = undefined;
+    // A file this handle did not write appeared in its own folder: its head is verified again.
+    if (device === this.self && (removed || fresh.length > 0)) this.head = undefined;
     return listing;
   }
 
@@ -141,14 +148,36 @@ export class SegmentFolders {
     return segment ? (await this.read(segment)).ops.find((op) => op.seq === seq) : undefined;
   }
 
-  /** This device's newest op on the relay: read from its newest segment once, then kept by this handle's writes. */
+  /**
+   * This device's newest op on the relay that its own key signed: read once, then kept by this
+   * handle's writes. Segments above it that hold no op it signed were written by someone else
+   * (`segment_unsigned`): they are left out of its listing, so that no head, clone check or push
+   * plan rests on them.
+   */
   async ownHead(): Promise<ChainHead | null> {
-    if (this.head === undefined) {
-      const newest = (await this.segments(this.self)).at(-1);
-      const op = newest ? (await this.read(newest)).ops.at(-1) : undefined;
-      this.head = op ? headOf(op) : null;
+    if (this.head !== undefined) return this.head;
+    const publicKey = this.ownKey();
+    if (publicKey === null) throw notRegistered(this.self);
+    const listing = await this.listing(this.self);
+    this.head = null;
+    while (listing.segments.length > 0) {
+      const newest = listing.segments.at(-1)!;
+      const op = (await this.read(newest)).ops.findLast((candidate) => isOwnSigned(this.self, candidate, publicKey, this.crypto));
+      if (op) {
+        this.head = headOf(op);
+        break;
+      }
+      this.anomalies.note(newest.path, 'segment_unsigned');
+      listing.segments.pop();
     }
     return this.head;
+  }
+
+  /** Whether the file at `path` holds ops this device signed (a push never replaces those). */
+  async ownSigned(path: string, firstSeq: number): Promise<boolean> {
+    const publicKey = this.ownKey();
+    const { ops, problem } = await this.readFile(path, firstSeq);
+    return problem === null && publicKey !== null && ops.some((op) => isOwnSigned(this.self, op, publicKey, this.crypto));
   }
 
   /** The head `ownHead` read or a write set; undefined while not read yet. */

@@ -13,7 +13,7 @@ import { isJsonObject, type JsonObject, type JsonValue } from '../util/json.js';
 import { compareStrings } from '../util/ordered.js';
 
 /**
- * Checkpoints, format version 1 (proposals/checkpoint.md).
+ * Checkpoints, format version 2 (proposals/checkpoint.md; version 1 stays readable).
  *
  * A checkpoint is the fold state of exactly the ops at or below its frontier, cut into chunks
  * of at most CHUNK_ITEMS items and CHUNK_TEXT characters, each chunk belonging to one scope (so
@@ -23,11 +23,29 @@ import { compareStrings } from '../util/ordered.js';
  * `{"agents":[[agent_id, epoch], …]}` (by agent_id).
  *
  * `checkpoint_hash` = "ck-" + SHA-256 of the canonical `{v, frontier, scopes, state_hash, chunks}`,
- * where `chunks` lists each chunk's scope, item count and SHA-256 digest: it covers frontier,
- * scopes and state. Two devices that cut at the same frontier produce the same chunks and the
- * same hash; loading re-checks every digest, the checkpoint hash and the state hash.
+ * where `chunks` lists each chunk's scope, item count and digest: it covers frontier, scopes and
+ * state. A digest is keyed in version 2 (`ChunkDigest`; plain SHA-256 in version 1), and a
+ * version-2 header carries its publisher's MAC and signature (`HeaderAuth`, checked in
+ * src/crypto/checkpoint-auth.ts). Two devices that cut at the same frontier produce the same
+ * chunks and the same hash; loading re-checks every digest, the checkpoint hash and the state hash.
  */
-export const CHECKPOINT_VERSION = 1;
+export const CHECKPOINT_VERSION = 2;
+export type CheckpointVersion = 1 | typeof CHECKPOINT_VERSION;
+
+/**
+ * How a chunk's text is digested: in version 2 an HMAC under a key derived from the chunk's scope
+ * key, so that the relay cannot confirm a guess of a chunk's content; tests of the pure core may
+ * use the plain SHA-256, as version 1 did.
+ */
+export type ChunkDigest = (scope: string, text: string) => string;
+
+/** Who published a version-2 header, and the proof: a MAC under the personal scope key (`kid`) and the publisher's signature. */
+export interface HeaderAuth {
+  readonly publisher: DeviceId;
+  readonly kid: string;
+  readonly mac: string;
+  readonly sig: string;
+}
 
 /** Items per chunk: ~20 MiB of text for typical records. */
 export const CHUNK_ITEMS = 65_536;
@@ -47,12 +65,14 @@ export interface ChunkRef {
 }
 
 export interface CheckpointHeader {
-  readonly v: typeof CHECKPOINT_VERSION;
+  readonly v: CheckpointVersion;
   readonly checkpoint_hash: CheckpointHash;
   readonly state_hash: StateHash;
   readonly frontier: Frontier;
   readonly scopes: readonly string[];
   readonly chunks: readonly ChunkRef[];
+  /** Null for a version-1 header, and for a version-2 one not yet signed. */
+  readonly auth: HeaderAuth | null;
 }
 
 export interface PlainCheckpoint {
@@ -69,7 +89,7 @@ export function isCheckpointHash(value: unknown): value is CheckpointHash {
  * Cuts `state` — which must be the fold of exactly the ops at or below `frontier` — into a
  * checkpoint. Deterministic: the same op-set gives byte-identical chunks and the same hash.
  */
-export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto: Pick<CoreCrypto, 'sha256Hex'>): PlainCheckpoint {
+export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto: Pick<CoreCrypto, 'sha256Hex'>, digest: ChunkDigest = plainDigest(crypto)): PlainCheckpoint {
   /** Each item with the key it is sorted by: op_id for records, run or agent id for the ledger. */
   type Keyed = { key: string; item: JsonValue[] };
   const byScope = new Map<string, { records: Keyed[]; runs: Keyed[]; agents: Keyed[] }>();
@@ -103,7 +123,7 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
       const cut = () => {
         const text = `{"${kind}":[${run.join(',')}]}`;
         texts.push(text);
-        refs.push({ scope, count: run.length, digest: crypto.sha256Hex(text) });
+        refs.push({ scope, count: run.length, digest: digest(scope, text) });
         run = [];
         length = 0;
       };
@@ -117,12 +137,26 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
     }
   }
   const stateHash = state.stateHash();
-  const header: Omit<CheckpointHeader, 'checkpoint_hash'> = { v: CHECKPOINT_VERSION, state_hash: stateHash, frontier, scopes, chunks: refs };
-  return { header: { ...header, checkpoint_hash: checkpointHashOf(header, crypto) }, chunks: texts };
+  const header: Omit<CheckpointHeader, 'checkpoint_hash' | 'auth'> = { v: CHECKPOINT_VERSION, state_hash: stateHash, frontier, scopes, chunks: refs };
+  return { header: { ...header, checkpoint_hash: checkpointHashOf(header, crypto), auth: null }, chunks: texts };
+}
+
+/** The plain SHA-256 digest of version 1. */
+export function plainDigest(crypto: Pick<CoreCrypto, 'sha256Hex'>): ChunkDigest {
+  return (_scope, text) => crypto.sha256Hex(text);
 }
 
 /** The header as JSON (the first line of a published checkpoint). */
 export function headerToJson(header: CheckpointHeader): JsonObject {
+  const { auth } = header;
+  return {
+    ...unsignedHeaderJson(header),
+    ...(auth ? { mac: auth.mac, sig: auth.sig } : {}),
+  };
+}
+
+/** The header as JSON without its MAC and signature: what they are computed over (with the publisher and key id when known). */
+export function unsignedHeaderJson(header: CheckpointHeader, auth: Pick<HeaderAuth, 'publisher' | 'kid'> | null = header.auth): JsonObject {
   return {
     v: header.v,
     checkpoint_hash: header.checkpoint_hash,
@@ -130,15 +164,17 @@ export function headerToJson(header: CheckpointHeader): JsonObject {
     frontier: frontierToJson(header.frontier) as unknown as JsonObject,
     scopes: [...header.scopes],
     chunks: header.chunks.map((c) => ({ scope: c.scope, count: c.count, digest: c.digest })),
+    ...(auth ? { publisher: auth.publisher, kid: auth.kid } : {}),
   };
 }
 
 /** Parses an untrusted header and checks that its checkpoint hash matches its contents. */
 export function parseCheckpointHeader(value: unknown, crypto: Pick<CoreCrypto, 'sha256Hex'>): CheckpointHeader {
   if (!isJsonObject(value)) throw invalid('the header is not an object');
-  if (value.v !== CHECKPOINT_VERSION) {
-    throw invalid(`it is format version ${JSON.stringify(value.v)}; this opsync reads version ${CHECKPOINT_VERSION}`);
+  if (value.v !== 1 && value.v !== CHECKPOINT_VERSION) {
+    throw invalid(`it is format version ${JSON.stringify(value.v)}; this opsync reads versions 1 and ${CHECKPOINT_VERSION}`);
   }
+  const auth = value.v === 1 ? null : parseAuth(value);
   const frontier = parseFrontier(value.frontier);
   if (!frontier) throw invalid('the frontier is malformed');
   if (!isCheckpointHash(value.checkpoint_hash)) throw invalid('checkpoint_hash is malformed');
@@ -154,12 +190,13 @@ export function parseCheckpointHeader(value: unknown, crypto: Pick<CoreCrypto, '
     return { scope: c.scope, count: c.count as number, digest: c.digest };
   });
   const header: CheckpointHeader = {
-    v: CHECKPOINT_VERSION,
+    v: value.v,
     checkpoint_hash: value.checkpoint_hash,
     state_hash: value.state_hash as StateHash,
     frontier,
     scopes: scopes,
     chunks: refs,
+    auth,
   };
   if (checkpointHashOf(header, crypto) !== header.checkpoint_hash) throw invalid('checkpoint_hash does not match its contents');
   return header;
@@ -175,18 +212,20 @@ export class CheckpointLoader {
 
   constructor(
     readonly header: CheckpointHeader,
-    private readonly crypto: Pick<CoreCrypto, 'sha256Hex'>,
+    crypto: Pick<CoreCrypto, 'sha256Hex'>,
+    private readonly digestOf: ChunkDigest = plainDigest(crypto),
   ) {
     this.state = new FoldState(crypto);
   }
 
   /**
-   * Adds the next chunk. `digest` is its SHA-256 when the caller already computed it from the
+   * Adds the next chunk. `digest` is its digest when the caller already computed it from the
    * same bytes (the decrypting worker does); otherwise it is computed here.
    */
-  addChunk(text: string, digest = this.crypto.sha256Hex(text)): void {
+  addChunk(text: string, digest?: string): void {
     const ref = this.header.chunks[this.next];
     if (!ref) throw invalid('it has more chunks than its header lists');
+    digest ??= this.digestOf(ref.scope, text);
     if (digest !== ref.digest) throw invalid(`chunk ${this.next} does not match its digest`);
     this.next++;
     let value: unknown;
@@ -230,13 +269,13 @@ export class CheckpointLoader {
 }
 
 /** The fold of a whole checkpoint given its chunk texts (for tests and local loads). */
-export function restoreCheckpoint(checkpoint: PlainCheckpoint, crypto: Pick<CoreCrypto, 'sha256Hex'>): FoldState {
-  const loader = new CheckpointLoader(checkpoint.header, crypto);
+export function restoreCheckpoint(checkpoint: PlainCheckpoint, crypto: Pick<CoreCrypto, 'sha256Hex'>, digest?: ChunkDigest): FoldState {
+  const loader = new CheckpointLoader(checkpoint.header, crypto, digest);
   for (const chunk of checkpoint.chunks) loader.addChunk(chunk);
   return loader.finish();
 }
 
-function checkpointHashOf(header: Omit<CheckpointHeader, 'checkpoint_hash'>, crypto: Pick<CoreCrypto, 'sha256Hex'>): CheckpointHash {
+function checkpointHashOf(header: Omit<CheckpointHeader, 'checkpoint_hash' | 'auth'>, crypto: Pick<CoreCrypto, 'sha256Hex'>): CheckpointHash {
   const covered = {
     v: header.v,
     frontier: frontierToJson(header.frontier),
@@ -245,6 +284,16 @@ function checkpointHashOf(header: Omit<CheckpointHeader, 'checkpoint_hash'>, cry
     chunks: header.chunks.map((c) => [c.scope, c.count, c.digest]),
   };
   return `ck-${crypto.sha256Hex(canonicalize(covered))}` as CheckpointHash;
+}
+
+/** A version-2 header's publisher, key id, MAC (hex HMAC-SHA256) and signature (base64url Ed25519), checked for shape only. */
+function parseAuth(value: JsonObject): HeaderAuth {
+  const { publisher, kid, mac, sig } = value;
+  if (!isDeviceId(publisher)) throw invalid('the publisher is malformed');
+  if (typeof kid !== 'string' || !/^k-[0-9a-f]{16}$/.test(kid)) throw invalid('the key id is malformed');
+  if (typeof mac !== 'string' || !/^[0-9a-f]{64}$/.test(mac)) throw invalid('the MAC is malformed');
+  if (typeof sig !== 'string' || !/^[A-Za-z0-9_-]{86}$/.test(sig)) throw invalid('the signature is malformed');
+  return { publisher, kid, mac, sig };
 }
 
 /** The fields of an HLC, checked without building it first. */

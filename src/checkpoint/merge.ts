@@ -3,7 +3,7 @@ import type { Frontier } from '../oplog/frontier.js';
 import type { DeviceId } from '../oplog/ids.js';
 import type { ChainHead } from '../oplog/op-record.js';
 import type { FoldState } from '../fold/fold-state.js';
-import { assembleCheckpoint, type PlainCheckpoint } from './checkpoint.js';
+import { assembleCheckpoint, type ChunkDigest, type PlainCheckpoint } from './checkpoint.js';
 
 export interface Covered {
   readonly frontier: Frontier;
@@ -17,7 +17,7 @@ export interface Covered {
  * `into.state` becomes the merged state. Null when the two disagree on a device's op at the
  * same seq — forked chains, which no merge may paper over.
  */
-export function mergeCheckpoints(into: Covered, other: Covered, crypto: Pick<CoreCrypto, 'sha256Hex'>): PlainCheckpoint | null {
+export function mergeCheckpoints(into: Covered, other: Covered, crypto: Pick<CoreCrypto, 'sha256Hex'>, digest?: ChunkDigest): PlainCheckpoint | null {
   const frontier = new Map<DeviceId, ChainHead>(into.frontier);
   for (const [device, head] of other.frontier) {
     const mine = frontier.get(device);
@@ -25,5 +25,5 @@ export function mergeCheckpoints(into: Covered, other: Covered, crypto: Pick<Cor
     if (!mine || mine.seq < head.seq) frontier.set(device, head);
   }
   into.state.merge(other.state);
-  return assembleCheckpoint(into.state, frontier, crypto);
+  return assembleCheckpoint(into.state, frontier, crypto, digest);
 }

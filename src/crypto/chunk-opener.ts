@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
 import { scopeKey } from '../oplog/scope.js';
 import type { JsonObject } from '../util/json.js';
+import { keyedChunkDigest } from './chunk-digest.js';
 import { openBytes } from './envelope.js';
 import type { Keyring } from './keyring.js';
 
@@ -13,8 +14,8 @@ import type { Keyring } from './keyring.js';
  * the compiled worker is not available (code running from TypeScript sources in tests).
  */
 export interface ChunkOpener {
-  /** The plaintext of a sealed chunk and the SHA-256 (hex) of that plaintext. */
-  open(sealed: string, aad: string, what: string): Promise<OpenedChunk>;
+  /** The plaintext of a sealed chunk and its digest: keyed (`keyedChunkDigest`, format 2), or the SHA-256 of format 1. */
+  open(sealed: string, aad: string, what: string, keyed: boolean): Promise<OpenedChunk>;
   close(): Promise<void>;
 }
 
@@ -44,11 +45,11 @@ export function createChunkOpener(keyring: Keyring): ChunkOpener {
   worker.on('error', failAll);
   worker.on('exit', (code) => failAll(new Error(`the chunk decryption worker exited with code ${code}`)));
   return {
-    open: (sealed, aad, what) =>
+    open: (sealed, aad, what, keyed) =>
       new Promise((resolve, reject) => {
         const id = nextId++;
         pending.set(id, { resolve, reject });
-        worker.postMessage({ id, sealed, aad, what });
+        worker.postMessage({ id, sealed, aad, what, keyed });
       }),
     close: async () => {
       await worker.terminate();
@@ -58,13 +59,13 @@ export function createChunkOpener(keyring: Keyring): ChunkOpener {
 
 function inlineOpener(keyring: Keyring): ChunkOpener {
   return {
-    open: (sealed, aad, what) => Promise.resolve(openChunk(keyring, sealed, aad, what)),
+    open: (sealed, aad, what, keyed) => Promise.resolve(openChunk(keyring, sealed, aad, what, keyed)),
     close: () => Promise.resolve(),
   };
 }
 
 /** Opens one sealed chunk (JSON text of an envelope; unparseable text is refused by name). */
-export function openChunk(keyring: Keyring, sealed: string, aad: string, what: string): OpenedChunk {
+export function openChunk(keyring: Keyring, sealed: string, aad: string, what: string, keyed: boolean): OpenedChunk {
   let envelope: unknown;
   try {
     envelope = JSON.parse(sealed);
@@ -72,5 +73,7 @@ export function openChunk(keyring: Keyring, sealed: string, aad: string, what: s
     envelope = null;
   }
   const plain = openBytes(keyring, envelope, aad, what);
-  return { plain, digest: createHash('sha256').update(plain).digest('hex') };
+  // It opened, so its key id names a key of the keyring: the digest is keyed with the sealing key.
+  const digest = keyed ? keyedChunkDigest(keyring.byId((envelope as { kid: string }).kid)!, plain) : createHash('sha256').update(plain).digest('hex');
+  return { plain, digest };
 }

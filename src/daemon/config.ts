@@ -16,6 +16,8 @@ export interface DaemonConfig {
   readonly listen: Listen;
   readonly deviceId: DeviceId | null;
   readonly leaseBackend: 'dir' | 'postgres' | 'memory';
+  /** The directory lease store's folder; null: the default for the relay (src/daemon/lease-place.ts). */
+  readonly leaseDir: string | null;
   readonly pgUrl: string | null;
   readonly passphraseFile: string | null;
   readonly logLevel: string;
@@ -33,6 +35,7 @@ export const START_OPTIONS = {
   listen: { type: 'string' },
   'device-id': { type: 'string' },
   'lease-backend': { type: 'string' },
+  'lease-dir': { type: 'string' },
   'pg-url': { type: 'string' },
   'passphrase-file': { type: 'string' },
   'log-level': { type: 'string' },
@@ -64,6 +67,7 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
     listen: parseListen(values.listen ?? `127.0.0.1:${DEFAULT_PORT}`),
     deviceId,
     leaseBackend,
+    leaseDir: values['lease-dir'] ? resolve(values['lease-dir']) : null,
     pgUrl,
     passphraseFile: values['passphrase-file'] ? resolve(values['passphrase-file']) : null,
     logLevel,

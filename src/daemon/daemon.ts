@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
 import { createOpMinter } from '../crypto/op-minter.js';
@@ -27,6 +26,7 @@ import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import type { DaemonConfig } from './config.js';
 import { DataDir } from './data-dir.js';
+import { leaseDirFor } from './lease-place.js';
 
 export const VERSION = '0.1.0';
 
@@ -139,12 +139,14 @@ async function openLeases(config: DaemonConfig): Promise<LeaseCoordinator> {
       return memoryCoordinator();
     case 'postgres':
       return pgCoordinator(config.pgUrl!);
-    case 'dir':
+    case 'dir': {
       if (config.relay.kind !== 'dir') {
-        throw new OpsyncError('config_invalid', '--lease-backend dir keeps leases under the relay directory; with a postgres:// relay use --lease-backend postgres.');
+        throw new OpsyncError('config_invalid', '--lease-backend dir serves daemons on one host that share a relay folder; with a postgres:// relay use --lease-backend postgres.');
       }
-      await ensureDir(join(config.relay.path, 'leases'));
-      return dirCoordinator(join(config.relay.path, 'leases'));
+      const dir = await leaseDirFor(config.relay.path, config.leaseDir, process.env);
+      await ensureDir(dir, 0o700);
+      return dirCoordinator(dir);
+    }
   }
 }
 

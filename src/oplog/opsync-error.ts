@@ -41,6 +41,8 @@ export const ERROR_CODES = [
   // checkpoints and compaction
   'checkpoint_invalid',
   'checkpoint_not_found',
+  'checkpoint_unauthenticated',
+  'checkpoint_mismatch',
   // keys and envelopes
   'key_missing',
   'key_invalid',

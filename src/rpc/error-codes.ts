@@ -41,6 +41,8 @@ export const ERROR_NUMBERS: Readonly<Record<ErrorCode, number>> = {
   relay_invalid: -32028,
   checkpoint_invalid: -32030,
   checkpoint_not_found: -32031,
+  checkpoint_unauthenticated: -32032,
+  checkpoint_mismatch: -32033,
   key_missing: -32040,
   key_invalid: -32041,
   decrypt_failed: -32042,

@@ -1,12 +1,9 @@
 import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
-import { mergeCheckpoints } from '../checkpoint/merge.js';
-import type { Keyring } from '../crypto/keyring.js';
 import type { FoldState } from '../fold/fold-state.js';
-import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
-import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, Relay } from '../../relay/relay.js';
-import { DAMAGED_CHECKPOINT, openCheckpoint, sealCheckpoint } from './checkpoint-seal.js';
+import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, HeaderCheck, Relay } from '../../relay/relay.js';
+import { DAMAGED_CHECKPOINT, mergeAndSeal, openCheckpoint, type HeaderTrust, type Publisher } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
 
@@ -18,8 +15,11 @@ export interface BaseRef {
 export interface BaseCheckpointsDeps {
   readonly relay: Relay;
   readonly store: CheckpointStore;
-  readonly keyring: Keyring;
-  readonly crypto: CoreCrypto;
+  /** This device, cutting and signing the merges it publishes. */
+  readonly publisher: Publisher;
+  /** How checkpoints the relay serves are authenticated (`CheckpointAuthority`). */
+  readonly trust: Exclude<HeaderTrust, 'local'>;
+  readonly authentic: HeaderCheck;
   readonly log?: SessionLog | undefined;
 }
 
@@ -58,7 +58,7 @@ export class BaseCheckpoints {
   async load(hash: string): Promise<Opened> {
     try {
       const local = await this.deps.store.get(hash);
-      if (local) return await openCheckpoint(local, this.deps.keyring, this.deps.crypto);
+      if (local) return await openCheckpoint(local, this.deps.publisher.keyring, this.deps.publisher.crypto, 'local');
     } catch (error) {
       if (!isOpsyncError(error) || !DAMAGED_CHECKPOINT.has(error.code)) throw error;
       // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
@@ -169,8 +169,8 @@ export class BaseCheckpoints {
       throw error;
     }
     const theirs = await this.adopt(header);
-    const plain = mergeCheckpoints({ frontier: mine.header.frontier, state: mine.state }, { frontier: theirs.header.frontier, state: theirs.state }, this.deps.crypto);
-    return plain ? sealCheckpoint(plain, this.deps.keyring) : 'the two name different ops at the same seq of one device (a forked chain)';
+    const merged = mergeAndSeal({ frontier: mine.header.frontier, state: mine.state }, { frontier: theirs.header.frontier, state: theirs.state }, this.deps.publisher);
+    return merged ?? 'the two name different ops at the same seq of one device (a forked chain)';
   }
 
   /**
@@ -181,7 +181,7 @@ export class BaseCheckpoints {
    */
   async mergedWithLatest(): Promise<CheckpointFile | null> {
     const base = this.current;
-    const header = await this.deps.relay.latestCheckpoint();
+    const header = await this.deps.relay.latestCheckpoint(undefined, this.deps.authentic);
     const covers = header && parseFrontier(header.frontier);
     if (!base || !covers) return null;
     const further = [...covers].filter(([device, head]) => head.seq > (base.frontier.get(device)?.seq ?? -1));
@@ -195,7 +195,7 @@ export class BaseCheckpoints {
   /** Opens a checkpoint the relay served; one found damaged is reported, so that a device holding a copy restores it. */
   private async openFromRelay(read: CheckpointStream): Promise<Opened> {
     try {
-      return await openCheckpoint(read, this.deps.keyring, this.deps.crypto);
+      return await openCheckpoint(read, this.deps.publisher.keyring, this.deps.publisher.crypto, this.deps.trust);
     } catch (error) {
       if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code)) await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});
       throw error;

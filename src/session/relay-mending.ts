@@ -4,8 +4,8 @@ import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import type { DeviceId } from '../oplog/ids.js';
 import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
-import type { CheckpointFile, Relay, SeqRange } from '../../relay/relay.js';
-import { checkpointDamaged } from './checkpoint-seal.js';
+import type { CheckpointFile, HeaderCheck, Relay, SeqRange } from '../../relay/relay.js';
+import { checkpointDamaged, type HeaderTrust } from './checkpoint-seal.js';
 import { iterate, type CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
 
@@ -15,6 +15,9 @@ export interface MendingDeps {
   readonly checkpoints: CheckpointStore;
   readonly keyring: Keyring;
   readonly crypto: CoreCrypto;
+  /** How checkpoints the relay serves are authenticated (`CheckpointAuthority`). */
+  readonly trust: Exclude<HeaderTrust, 'local'>;
+  readonly authentic: HeaderCheck;
   readonly log?: SessionLog | undefined;
   /** The journal's base checkpoint, if it has one. */
   base(): { readonly hash: string; readonly frontier: Frontier } | null;
@@ -97,7 +100,7 @@ export class RelayMending {
       if (this.checkedCheckpoints.has(hash)) continue;
       this.checkedCheckpoints.add(hash);
       const copy = await this.intactCopy(hash);
-      if (!copy || (await checkpointDamaged(await relay.readCheckpoint(hash), keyring, crypto)) !== true) continue;
+      if (!copy || (await checkpointDamaged(await relay.readCheckpoint(hash), keyring, crypto, this.deps.trust)) !== true) continue;
       await relay.restoreCheckpoint(copy);
       this.deps.log?.info({ checkpoint_hash: hash }, "readers found a checkpoint damaged on the relay; put this device's copy back");
     }
@@ -139,7 +142,7 @@ export class RelayMending {
    * checkpoints after it, so another device's collection may remove it again at once.)
    */
   private async latestAnchor(baseHead: ChainHead, own: readonly OpRecord[]): Promise<{ hash: string; head: ChainHead } | null> {
-    const header = await this.deps.relay.latestCheckpoint();
+    const header = await this.deps.relay.latestCheckpoint(undefined, this.deps.authentic);
     const head = header && parseFrontier(header.frontier)?.get(this.deps.device);
     const mine = head && (head.seq === baseHead.seq ? baseHead : own.find((op) => op.seq === head.seq));
     if (!head || mine?.op_id !== head.op_id) return null;
@@ -181,7 +184,7 @@ export class RelayMending {
     } catch {
       return null;
     }
-    return (await checkpointDamaged({ header: copy.header, chunks: iterate(chunks) }, this.deps.keyring, this.deps.crypto)) === false ? { header: copy.header, chunks } : null;
+    return (await checkpointDamaged({ header: copy.header, chunks: iterate(chunks) }, this.deps.keyring, this.deps.crypto, 'local')) === false ? { header: copy.header, chunks } : null;
   }
 }
 

@@ -18,6 +18,8 @@ export class SessionStats {
     /** Checkpoints this device published as the merge of its base with another (a rebase, or a chain restart). */
     checkpoints_merged: 0,
     compactions: 0,
+    /** Other devices' checkpoints this device would not compact onto: not what its own journal folds to at their frontier. */
+    checkpoints_refused: 0,
   };
   private readonly samples = new Map<string, { values: number[]; next: number }>();
 

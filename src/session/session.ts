@@ -1,6 +1,5 @@
 import { anchorTail } from '../checkpoint/anchor.js';
 import { planCompaction } from '../checkpoint/compaction.js';
-import { assembleCheckpoint } from '../checkpoint/checkpoint.js';
 import type { DeviceKey } from '../crypto/device-key.js';
 import { openPayload } from '../crypto/envelope.js';
 import { inlineMinter, type MinterStart, type OpMinter } from '../crypto/op-minter.js';
@@ -13,7 +12,7 @@ import type { BaseEntry, Journal, JournalEntry, JournalVisitor, OpEntry } from '
 import { JournalVerifier } from '../journal/journal-verifier.js';
 import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import { frontierToJson, parseFrontier, seqFrontierToJson } from '../oplog/frontier.js';
+import { frontierToJson, parseFrontier, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { rememberRecordText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
@@ -23,9 +22,11 @@ import { groupBy } from '../util/group.js';
 import { LIMITS } from '../util/limits.js';
 import { Gate, Serializer } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/checkpoint-files.js';
-import type { CheckpointHeaderJson, Relay, RosterView } from '../../relay/relay.js';
+import type { CheckpointHeaderJson, Covering, Relay, RosterView } from '../../relay/relay.js';
 import { BaseCheckpoints } from './base-checkpoints.js';
-import { DAMAGED_CHECKPOINT, sealCheckpoint } from './checkpoint-seal.js';
+import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
+import { CheckpointAuthority } from './checkpoint-auth.js';
+import { cutCheckpoint, DAMAGED_CHECKPOINT, type Publisher } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import { auditJournal } from './journal-audit.js';
@@ -116,7 +117,7 @@ export interface SessionDeps {
 }
 
 /** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
-const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'key_missing']);
+const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'checkpoint_unauthenticated', 'key_missing']);
 
 /** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
 const ACK_REFRESH_MS = 60_000;
@@ -178,6 +179,9 @@ export class Session {
   private readonly mending: RelayMending;
   /** The checkpoints this device depends on, and their local copies. */
   private readonly bases: BaseCheckpoints;
+  /** Which checkpoints on the relay this device trusts (proposals/checkpoint.md §Authentication). */
+  private readonly authority: CheckpointAuthority;
+  private readonly publisher: Publisher;
   private readonly livePumps: LivePumps;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
   private opsSinceCheckpoint = 0;
@@ -190,7 +194,18 @@ export class Session {
     this.device = deps.device;
     this.options = { ...DEFAULT_SESSION_OPTIONS, ...deps.options };
     this.fold = new FoldState(deps.crypto);
-    this.bases = new BaseCheckpoints({ relay: deps.relay, store: deps.checkpoints, keyring: deps.keyring, crypto: deps.crypto, log: deps.log });
+    this.publisher = { device: deps.device, deviceKey: deps.deviceKey, keyring: deps.keyring, crypto: deps.crypto };
+    this.authority = new CheckpointAuthority(deps.keyring, deps.crypto, (device) => (device === this.device ? deps.deviceKey.publicKey : (this.keys.get(device) ?? null)));
+    const { authentic } = this.authority;
+    // A publisher the roster read last did not show yet: the roster is read again, once.
+    const trust = async (header: CheckpointHeader): Promise<string | null> => {
+      this.authority.unknownPublisher = false;
+      const problem = this.authority.problem(header);
+      if (problem === null || !this.authority.unknownPublisher) return problem;
+      await this.refreshRoster(true);
+      return this.authority.problem(header);
+    };
+    this.bases = new BaseCheckpoints({ relay: deps.relay, store: deps.checkpoints, publisher: this.publisher, trust, authentic, log: deps.log });
     this.livePumps = new LivePumps({
       relay: deps.relay,
       serial: this.serial,
@@ -207,6 +222,8 @@ export class Session {
       checkpoints: deps.checkpoints,
       keyring: deps.keyring,
       crypto: deps.crypto,
+      trust,
+      authentic,
       log: deps.log,
       base: () => this.bases.current,
       mergedWithLatest: async () => {
@@ -453,7 +470,6 @@ export class Session {
   // ---- loading ----------------------------------------------------------------------------
 
   private async load(): Promise<void> {
-    const { relay } = this.deps;
     const relayHead = await this.contact().catch((error: unknown) => {
       if (!isOpsyncError(error) || error.code !== 'relay_unavailable') throw error;
       this.lastError = error.message;
@@ -513,7 +529,7 @@ export class Session {
         this.deps.log?.warn({ err: this.lastError }, 'the relay cannot be reached: this device works from its journal and syncs once the relay is back');
       } else {
         this.assertNotCloned(relayHead, this.ownSeq);
-        if (verifier.ops === 0 && !found && (await relay.latestCheckpoint())) await this.bootstrap();
+        if (verifier.ops === 0 && !found && (await this.latestCheckpoint())) await this.bootstrap();
       }
     } catch (error) {
       await this.minter?.close();
@@ -555,7 +571,7 @@ export class Session {
     this.held.clear();
     this.bases.rebased(null, true);
     this.deps.log?.warn({ missing: missing.data }, "this device's base checkpoint is gone and it never wrote an op: it starts over from the relay");
-    if (await this.deps.relay.latestCheckpoint()) await this.bootstrap();
+    if (await this.latestCheckpoint()) await this.bootstrap();
   }
 
   /**
@@ -711,7 +727,7 @@ export class Session {
         page = await relay.pull(since, this.options.pullPageSize);
       } catch (error) {
         if (!isOpsyncError(error) || error.code !== 'relay_frontier_truncated') throw error;
-        const latest = rebasedOnto.size > 0 ? await relay.latestCheckpoint() : null;
+        const latest = rebasedOnto.size > 0 ? await this.latestCheckpoint() : null;
         const why = latest && rebasedOnto.has(latest.checkpoint_hash) ? await this.mergeCovering(error, rebasedOnto) : null;
         const result = why ? { rebased: false, reason: why } : await this.rebaseLocked();
         if (!result.rebased) throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
@@ -865,13 +881,41 @@ export class Session {
       return { published: false, reason: 'the stable frontier has not moved since the base checkpoint' };
     }
 
+    const { state, frontier, above, ownSeen } = await this.foldCut(cut);
+    const { header, file } = cutCheckpoint(state, frontier, this.publisher);
+    // A checkpoint replaces history for every device that adopts it, so it is published only if
+    // the cut plus the ops above it is exactly this device's state: memory that drifted from the
+    // journal (a bug, or a journal changed under the running daemon) must not become everyone's.
+    // Appends may land during the replay; the check runs when the replay saw exactly those in memory.
+    if (ownSeen === (this.ownHead?.seq ?? -1)) {
+      for (const op of above) state.apply(op);
+      if (state.stateHash() !== this.fold.stateHash()) {
+        const reason = "this device's state does not match its journal, so its checkpoint would lose or invent records; restart the daemon to rebuild the state from the journal";
+        this.deps.log?.warn({ journal_state: state.stateHash(), memory_state: this.fold.stateHash() }, reason);
+        return { published: false, reason };
+      }
+    }
+    await this.deps.relay.putCheckpoint(file);
+    await this.bases.keepPublished({ hash: header.checkpoint_hash, frontier }, checkpointFileBytes(file));
+    this.stats.counters.checkpoints_published++;
+    this.opsSinceCheckpoint = 0;
+    this.deps.log?.info({ checkpoint_hash: header.checkpoint_hash, frontier: frontierToJson(frontier) }, 'published a checkpoint');
+    return { published: true, checkpoint_hash: header.checkpoint_hash };
+  }
+
+  /**
+   * The state of exactly the ops at or below `cut` (per device, a seq), from the base and the
+   * journal: with the frontier of heads it names, the ops above it (plaintext), and the newest own
+   * op the journal held (to tell whether appends landed meanwhile).
+   */
+  private async foldCut(cut: ReadonlyMap<DeviceId, number>): Promise<{ state: FoldState; frontier: Map<DeviceId, ChainHead>; above: FoldOp[]; ownSeen: number }> {
+    const base = this.bases.current;
     const state = base ? (await this.bases.load(base.hash)).state : new FoldState(this.deps.crypto);
     const frontier = new Map<DeviceId, ChainHead>();
     for (const [device, seq] of cut) {
       const baseHead = base?.frontier.get(device);
       if (baseHead?.seq === seq) frontier.set(device, baseHead);
     }
-    // The ops above the cut, and the newest own op the journal held, for the check below.
     const above: FoldOp[] = [];
     let ownSeen = -1;
     await this.journal.replay((entry) => {
@@ -888,53 +932,39 @@ export class Session {
       if (op.seq === limit) frontier.set(op.device_id, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
       if (plain) state.apply(foldInput(op, plain));
     });
-    const plain = assembleCheckpoint(state, frontier, this.deps.crypto);
-    // A checkpoint replaces history for every device that adopts it, so it is published only if
-    // the cut plus the ops above it is exactly this device's state: memory that drifted from the
-    // journal (a bug, or a journal changed under the running daemon) must not become everyone's.
-    // Appends may land during the replay; the check runs when the replay saw exactly those in memory.
-    if (ownSeen === (this.ownHead?.seq ?? -1)) {
-      for (const op of above) state.apply(op);
-      if (state.stateHash() !== this.fold.stateHash()) {
-        const reason = "this device's state does not match its journal, so its checkpoint would lose or invent records; restart the daemon to rebuild the state from the journal";
-        this.deps.log?.warn({ journal_state: state.stateHash(), memory_state: this.fold.stateHash() }, reason);
-        return { published: false, reason };
-      }
-    }
-    const file = sealCheckpoint(plain, this.deps.keyring);
-    await this.deps.relay.putCheckpoint(file);
-    await this.bases.keepPublished({ hash: plain.header.checkpoint_hash, frontier }, checkpointFileBytes(file));
-    this.stats.counters.checkpoints_published++;
-    this.opsSinceCheckpoint = 0;
-    this.deps.log?.info({ checkpoint_hash: plain.header.checkpoint_hash, frontier: frontierToJson(frontier) }, 'published a checkpoint');
-    return { published: true, checkpoint_hash: plain.header.checkpoint_hash };
+    return { state, frontier, above, ownSeen };
   }
 
   private async compactLocked(): Promise<CompactReport> {
     await this.ensureContact();
     const { relay } = this.deps;
-    const header = await relay.latestCheckpoint();
-    if (!header) return { compacted: false, reason: 'the relay holds no checkpoint' };
+    const header = await this.latestCheckpoint();
+    if (!header) return { compacted: false, reason: 'the relay holds no checkpoint this device can authenticate' };
     const base = this.bases.current;
     if (header.checkpoint_hash === base?.hash) {
-      const { droppedOps } = await relay.gc();
+      const { droppedOps } = await relay.gc({ verified: base.frontier, authentic: this.authority.authentic });
       return { compacted: false, base_checkpoint: base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
     }
     const behind = this.behindBase(header);
     if (behind) return { compacted: false, reason: behind };
-    // A checkpoint this device cut itself needs no second verification.
-    const own = this.bases.published?.hash === header.checkpoint_hash ? this.bases.published : null;
-    const frontier = own ? own.frontier : (await this.bases.adopt(header)).header.frontier;
     const hash = header.checkpoint_hash;
+    // An authentic header names a frontier that parses; anything else is refused as damage.
+    const frontier = this.bases.published?.hash === hash ? this.bases.published.frontier : parseFrontier(header.frontier);
+    if (!frontier) return { compacted: false, reason: `checkpoint ${hash} names a malformed frontier` };
     for (const [device, head] of frontier) {
       if ((this.heads.get(device)?.seq ?? -1) < head.seq) return { compacted: false, reason: `this device has not yet folded device ${device} up to the checkpoint` };
     }
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (frontier.get(h.device)?.seq ?? -1));
     if (heldBelow) return { compacted: false, reason: `this device holds an op of ${heldBelow.device} it cannot decrypt below the checkpoint` };
+    // The journal will name this checkpoint as its base: its copy is made first, so that a crash
+    // right after the rewrite still finds it here (the relay may collect it later). Another
+    // device's checkpoint is never trusted for it: this device cuts the same checkpoint from its
+    // own journal and compacts only when the two are the same (proposals/checkpoint.md §Compaction).
+    if (this.bases.published?.hash !== hash) {
+      const mismatch = await this.cutOwnCopy(hash, frontier);
+      if (mismatch) return { compacted: false, reason: mismatch };
+    }
     const plan = planCompaction(frontier, (await relay.roster()).entries);
-    // The journal will name this checkpoint as its base: its copy is made first, so that a
-    // crash right after the rewrite still finds it here (the relay may collect it later).
-    if (!own) await this.bases.copy(hash);
     await this.gate.hold(async () => {
       await this.lastDurable;
       await this.journal.rewrite({
@@ -944,10 +974,42 @@ export class Session {
     });
     this.bases.rebased({ hash, frontier }, true);
     await this.bases.prune();
-    const { droppedOps } = plan.ok ? await relay.gc() : { droppedOps: 0 };
+    const { droppedOps } = plan.ok ? await relay.gc({ verified: frontier, authentic: this.authority.authentic }) : { droppedOps: 0 };
     this.stats.counters.compactions++;
     this.deps.log?.info({ checkpoint_hash: hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
     return { compacted: true, base_checkpoint: hash, relay_dropped_ops: droppedOps };
+  }
+
+  /**
+   * Cuts, from this device's own base and journal, the checkpoint at `frontier` and keeps it as
+   * the local copy of `hash` — or says why not: the two differ (another device's checkpoint that
+   * loses, invents or changes records is never compacted onto, whoever signed it).
+   */
+  private async cutOwnCopy(hash: string, frontier: Frontier): Promise<string | null> {
+    const { state, frontier: heads } = await this.foldCut(new Map([...frontier].map(([device, head]) => [device, head.seq])));
+    const mine = cutCheckpoint(state, heads, this.publisher);
+    if (mine.header.checkpoint_hash !== hash) {
+      this.stats.counters.checkpoints_refused++;
+      const reason = `checkpoint ${hash} is not what this device folds from its own journal at that frontier (${mine.header.checkpoint_hash}); it keeps its history`;
+      this.deps.log?.warn({ checkpoint_hash: hash, own: mine.header.checkpoint_hash }, reason);
+      return reason;
+    }
+    await this.deps.checkpoints.put(hash, checkpointFileBytes(mine.file));
+    return null;
+  }
+
+  /**
+   * The relay's latest checkpoint that this device authenticates (with `covering`, of those that
+   * cover a device that far). A header refused only because its publisher was not in the roster
+   * this device read last asks for the roster again, once.
+   */
+  private async latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
+    if (this.keys.size === 0) await this.refreshRoster(true);
+    this.authority.unknownPublisher = false;
+    const latest = await this.deps.relay.latestCheckpoint(covering, this.authority.authentic);
+    if (!this.authority.unknownPublisher) return latest;
+    await this.refreshRoster(true);
+    return this.deps.relay.latestCheckpoint(covering, this.authority.authentic);
   }
 
   /**
@@ -986,8 +1048,7 @@ export class Session {
    */
   private async mergeCovering(truncated: OpsyncError, tried: ReadonlySet<string>): Promise<string | null> {
     const { device_id, floor } = truncated.data as { device_id?: unknown; floor?: unknown };
-    const covering =
-      typeof device_id === 'string' && typeof floor === 'number' ? await this.deps.relay.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 }) : null;
+    const covering = typeof device_id === 'string' && typeof floor === 'number' ? await this.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 }) : null;
     if (!covering || tried.has(covering.checkpoint_hash)) return `no checkpoint on the relay it has not just rebased onto covers device ${String(device_id)} up to where it starts`;
     const merged = await this.publishMerge(covering);
     return typeof merged === 'string' ? merged : null;
@@ -1013,7 +1074,7 @@ export class Session {
   private async rebaseLocked(copyFirst = true): Promise<RebaseReport> {
     await this.ensureContact();
     const { relay } = this.deps;
-    let header = await relay.latestCheckpoint();
+    let header = await this.latestCheckpoint();
     const unchanged = this.bases.current?.hash ?? null;
     if (!header) return { rebased: false, base_checkpoint: unchanged, reason: 'the relay holds no checkpoint' };
     const behind = this.behindBase(header);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseFrontier } from '../../src/oplog/frontier.js';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import type { OpRecord } from '../../src/oplog/op-record.js';
 import type { CheckpointFile, JsonObject, Relay } from '../../relay/relay.js';
@@ -213,7 +214,7 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect((await a.relay.readCheckpoint(file(0).header.checkpoint_hash))?.header).toEqual(file(0).header);
       await b.relay.putCheckpoint(file(1));
       await b.relay.putCheckpoint(file(2));
-      expect((await b.relay.gc()).droppedCheckpoints).toBe(1);
+      expect((await b.relay.gc({ verified: new Map(), authentic: () => true })).droppedCheckpoints).toBe(1);
       expect(await a.relay.readCheckpoint(file(0).header.checkpoint_hash)).toBeNull();
       expect(await a.relay.checkpointBytes(file(0).header.checkpoint_hash)).toBeNull();
       expect(await a.relay.putCheckpoint(file(0))).toBe(true);
@@ -233,13 +234,14 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'1'.repeat(64)}`, frontier: frontierJson(head) }, chunks: [] });
       await a.relay.ack(new Map([[a.device.id, 8]]));
       await b.relay.ack(new Map([[a.device.id, 1]]));
-      await a.relay.gc();
+      const verified = parseFrontier(frontierJson(head))!;
+      await a.relay.gc({ verified, authentic: () => true });
       const early = (await b.relay.roster()).floor.get(a.device.id)!;
       expect(early).toBeLessThanOrEqual(2);
       expect((await b.relay.pull(new Map([[a.device.id, early - 1]]), 100)).ops).toHaveLength(9 - early);
 
       await b.relay.ack(new Map([[a.device.id, 8]]));
-      const done = await a.relay.gc();
+      const done = await a.relay.gc({ verified, authentic: () => true });
       const floor = (await b.relay.roster()).floor.get(a.device.id)!;
       expect(done.droppedOps).toBe(floor - early);
       expect(floor).toBeGreaterThan(early);

@@ -1,9 +1,9 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RpcClient } from '../../src/rpc/ws-transport.js';
 import { converged, until } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
+import { leaseDirFor } from '../../src/daemon/lease-place.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
 
@@ -141,7 +141,7 @@ describe('a lost lease folder (directory backend)', () => {
       // The lease folder is lost (deleted by hand, a share re-created empty) and B restarts on it.
       await cb.close();
       await b.stop();
-      await rm(join(relay, 'leases'), { recursive: true, force: true });
+      await rm(await leaseDirFor(relay, null, process.env), { recursive: true, force: true });
       b = await DaemonProcess.start(dataB, relay);
       cb = await b.connect();
 

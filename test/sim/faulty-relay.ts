@@ -2,7 +2,7 @@ import type { SeqFrontier } from '../../src/oplog/frontier.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import { OpsyncError } from '../../src/oplog/opsync-error.js';
-import type { CheckpointFile, Covering, Damage, PullPage, PushResult, Relay } from '../../relay/relay.js';
+import type { CheckpointFile, Covering, Damage, GcBounds, HeaderCheck, PullPage, PushResult, Relay } from '../../relay/relay.js';
 
 /**
  * The simulation's network: seeded faults between every device and the relay. A partitioned
@@ -105,8 +105,8 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.putCheckpoint(file));
   }
 
-  latestCheckpoint(covering?: Covering) {
-    return this.call(() => this.inner.latestCheckpoint(covering));
+  latestCheckpoint(covering?: Covering, authentic?: HeaderCheck) {
+    return this.call(() => this.inner.latestCheckpoint(covering, authentic));
   }
 
   readCheckpoint(hash: string) {
@@ -117,8 +117,8 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.checkpointBytes(hash));
   }
 
-  gc() {
-    return this.call(() => this.inner.gc());
+  gc(bounds: GcBounds) {
+    return this.call(() => this.inner.gc(bounds));
   }
 
   watch(onChange: () => void) {

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { anchorTail } from '../../src/checkpoint/anchor.js';
-import { assembleCheckpoint, CHUNK_TEXT, headerToJson, parseCheckpointHeader, restoreCheckpoint, type PlainCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import { assembleCheckpoint, CHUNK_TEXT, headerToJson, parseCheckpointHeader, restoreCheckpoint, type CheckpointHeader, type PlainCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import { generateDeviceKey } from '../../src/crypto/device-key.js';
+import { Keyring } from '../../src/crypto/keyring.js';
+import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
+import { headerProblem } from '../../src/session/checkpoint-auth.js';
+import { cutCheckpoint, openCheckpoint, type Publisher } from '../../src/session/checkpoint-seal.js';
+import { iterate } from '../../src/session/checkpoint-store.js';
+import type { CheckpointFile } from '../../relay/relay.js';
+import { PERSONAL_KEY } from '../helpers/world.js';
 import { planCompaction } from '../../src/checkpoint/compaction.js';
 import { FoldState } from '../../src/fold/fold-state.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
@@ -22,6 +30,8 @@ function frontierOf(ops: readonly OpRecord[]): Map<DeviceId, ChainHead> {
   return frontier;
 }
 
+const publisher: Publisher = { device: 'laptop' as DeviceId, deviceKey: generateDeviceKey(), keyring: new Keyring([PERSONAL_KEY]), crypto: coreCrypto };
+
 const specs = Array.from({ length: 120 }, (_, i) => ({ device: i % 3, advance: i % 2, kind: i % 10, key: i % 4, value: i % 6 }));
 const ops = materialize(specs);
 
@@ -41,12 +51,12 @@ describe('checkpoint', () => {
   });
 
   it('re-checks the header hash when loading', () => {
-    const { header } = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
+    const { header } = cutCheckpoint(foldAll(ops), frontierOf(ops), publisher);
     const json = headerToJson(header);
     expect(parseCheckpointHeader(JSON.parse(JSON.stringify(json)), coreCrypto)).toEqual(header);
     const forged = { ...json, state_hash: 'sh-' + '0'.repeat(64) };
     expect(() => parseCheckpointHeader(forged, coreCrypto)).toThrow(/checkpoint_hash does not match/);
-    expect(() => parseCheckpointHeader({ ...json, v: 2 }, coreCrypto)).toThrow(/format version 2/);
+    expect(() => parseCheckpointHeader({ ...json, v: 3 }, coreCrypto)).toThrow(/format version 3/);
   });
 
   it('refuses a chunk that does not match its digest', () => {
@@ -71,6 +81,49 @@ describe('checkpoint', () => {
     const lie = assembleCheckpoint(foldAll(ops.slice(1)), frontierOf(ops), coreCrypto);
     const mixed: PlainCheckpoint = { header: { ...lie.header, state_hash: checkpoint.header.state_hash }, chunks: lie.chunks };
     expect(() => restoreCheckpoint(mixed, coreCrypto)).toThrow(/does not have the state hash/);
+  });
+});
+
+describe('checkpoint authentication (a relay that holds no key)', () => {
+  const keys = (device: DeviceId) => (device === publisher.device ? publisher.deviceKey.publicKey : null);
+
+  it('accepts a header its member publisher cut and signed', () => {
+    const { header } = cutCheckpoint(foldAll(ops), frontierOf(ops), publisher);
+    expect(headerProblem(header, publisher.keyring, keys, coreCrypto)).toBeNull();
+  });
+
+  it('refuses a header anyone can write: version 1, a MAC under no key of ours, a changed field, a foreign signature', () => {
+    const cut = cutCheckpoint(foldAll(ops), frontierOf(ops), publisher).header;
+    const auth = cut.auth!;
+    const empty = cutCheckpoint(new FoldState(coreCrypto), frontierOf(ops), publisher).header;
+    const stranger = { ...publisher, keyring: new Keyring([scopeKeyFromBytes('personal', new Uint8Array(32).fill(7))]) };
+    const cases: Array<[string, CheckpointHeader, RegExp]> = [
+      ['version 1', { ...cut, v: 1, auth: null }, /version-1/],
+      ['no personal key of ours', cutCheckpoint(foldAll(ops), frontierOf(ops), stranger).header, /not a personal key/],
+      ['the empty state with the real MAC', { ...empty, auth }, /MAC does not verify/],
+      ['another publisher named', { ...cut, auth: { ...auth, publisher: 'mallory' as DeviceId } }, /MAC does not verify/],
+      ['a signature of another key', { ...cut, auth: { ...auth, sig: cutCheckpoint(foldAll(ops), frontierOf(ops), { ...publisher, deviceKey: generateDeviceKey() }).header.auth!.sig } }, /signature does not verify/],
+    ];
+    for (const [what, header, reason] of cases) expect(headerProblem(header, publisher.keyring, keys, coreCrypto), what).toMatch(reason);
+  });
+
+  it('binds every sealed chunk to its header and place: a chunk moved into another checkpoint does not open', async () => {
+    const big = cutCheckpoint(foldAll(ops), frontierOf(ops), publisher).file;
+    const other = cutCheckpoint(foldAll(ops.slice(0, 60)), frontierOf(ops.slice(0, 60)), publisher).file;
+    const trust = (header: CheckpointHeader) => headerProblem(header, publisher.keyring, keys, coreCrypto);
+    const open = (file: CheckpointFile) => openCheckpoint({ header: file.header, chunks: iterate(file.chunks) }, publisher.keyring, coreCrypto, trust);
+    expect((await open(big)).state.stateHash()).toBe(foldAll(ops).stateHash());
+    await expect(open({ header: big.header, chunks: [other.chunks[0]!, ...big.chunks.slice(1)] })).rejects.toMatchObject({ code: 'decrypt_failed' });
+  });
+
+  it('digests chunks with a key: the same plaintext under two scope keys gives unrelated digests, neither its SHA-256', () => {
+    const state = foldAll(ops);
+    const mine = cutCheckpoint(state, frontierOf(ops), publisher).header.chunks[0]!.digest;
+    const theirs = cutCheckpoint(state, frontierOf(ops), { ...publisher, keyring: new Keyring([scopeKeyFromBytes('personal', new Uint8Array(32).fill(9))]) }).header.chunks[0]!.digest;
+    const plain = assembleCheckpoint(state, frontierOf(ops), coreCrypto);
+    expect(mine).not.toBe(theirs);
+    expect(mine).not.toBe(plain.header.chunks[0]!.digest);
+    expect(plain.header.chunks[0]!.digest).toBe(coreCrypto.sha256Hex(plain.chunks[0]!));
   });
 });
 

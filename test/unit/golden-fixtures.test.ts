@@ -1,7 +1,11 @@
 import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseCheckpointHeader, restoreCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import { parseCheckpointHeader, restoreCheckpoint, type CheckpointHeader } from '../../src/checkpoint/checkpoint.js';
+import { headerProblem } from '../../src/session/checkpoint-auth.js';
+import { openCheckpoint } from '../../src/session/checkpoint-seal.js';
+import { iterate } from '../../src/session/checkpoint-store.js';
+import type { CheckpointHeaderJson } from '../../relay/relay.js';
 import { openPayload } from '../../src/crypto/envelope.js';
 import { Keyring } from '../../src/crypto/keyring.js';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
@@ -15,12 +19,12 @@ import { opIdOf, parseOpRecord } from '../../src/oplog/op-record.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { coreCrypto } from '../helpers/test-device.js';
 
-/** Version-1 bytes written when the formats were frozen; today's code must keep reading them. */
+/** Bytes written when each format version was frozen; today's code must keep reading them. */
 const fixture = (name: string) => join(process.cwd(), 'test', 'fixtures', name);
 const json = async (name: string) => JSON.parse(await readFile(fixture(name), 'utf8')) as Record<string, unknown>;
 const tempDir = useTempDirs();
 
-describe('golden fixtures (format version 1)', () => {
+describe('golden fixtures (format versions 1 and 2)', () => {
   it('op record: same canonical body, same op id, signature verifies', async () => {
     const f = await json('op-record-v1.json');
     const op = parseOpRecord(f.op);
@@ -45,6 +49,20 @@ describe('golden fixtures (format version 1)', () => {
     expect(state.stateHash()).toBe(header.state_hash);
     expect(state.run('run-1')?.status).toBe('committed');
     expect(state.record('registry:tools', 'grep')?.payload.deleted).toBe(true);
+  });
+
+  it('checkpoint v2: the sealed file opens, authenticates under its publisher key and restores to its state hash', async () => {
+    const f = await json('checkpoint-v2.json');
+    const keyring = new Keyring([scopeKeyFromBytes('personal', Buffer.from(f.key as string, 'base64url'))]);
+    const [header, ...chunks] = (await readFile(fixture('checkpoint-v2.jsonl'), 'utf8')).trim().split('\n');
+    const publicKeyOf = (device: string) => (device === f.publisher ? (f.public_key as string) : null);
+    const trust = (parsed: CheckpointHeader) => headerProblem(parsed, keyring, publicKeyOf, coreCrypto);
+    const opened = await openCheckpoint({ header: JSON.parse(header!) as CheckpointHeaderJson, chunks: iterate(chunks) }, keyring, coreCrypto, trust);
+    expect(opened.header.v).toBe(2);
+    expect(opened.state.stateHash()).toBe(opened.header.state_hash);
+    expect(opened.state.run('run-1')?.status).toBe('committed');
+    const stranger = (device: string) => (device === f.publisher ? 'A'.repeat(43) : null);
+    expect(headerProblem(opened.header, keyring, stranger, coreCrypto)).toMatch(/signature does not verify/);
   });
 
   it('journal: opens, verifies its chains from the base marker and yields every entry', async () => {
