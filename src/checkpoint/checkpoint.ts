@@ -106,7 +106,9 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
   }
   for (const run of state.allRuns()) {
     const item = [run.run_id, run.agent_id, run.epoch, run.status, run.op_id, run.hlc.wall_ms, run.hlc.counter, run.device_id];
-    section('personal').runs.push({ key: run.run_id, item });
+    // By run id, then agent (two agents may share a run id): "\0" sorts below every id character,
+    // so checkpoints of ledgers without shared run ids are cut exactly as before.
+    section('personal').runs.push({ key: `${run.run_id}\0${run.agent_id}`, item });
   }
   for (const [agent, epoch] of state.allAgents()) section('personal').agents.push({ key: agent, item: [agent, epoch] });
 

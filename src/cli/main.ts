@@ -15,8 +15,9 @@ import { RpcCallError, RpcClient } from '../rpc/ws-transport.js';
 import { renderStatus } from './render-status.js';
 
 const USAGE = `usage:
-  opsync start [--data-dir DIR] [--relay DIR|postgres://URL] [--listen HOST:PORT|SOCKET] [--device-id ID]
-               [--lease-backend dir|postgres|memory] [--pg-url URL] [--passphrase-file FILE] [--log-level LEVEL]
+  opsync start [--data-dir DIR] [--relay DIR|postgres://URL] [--listen HOST:PORT|SOCKET] [--allow-origin ORIGINS]
+               [--device-id ID] [--lease-backend dir|postgres|memory] [--lease-dir DIR] [--pg-url URL]
+               [--passphrase-file FILE] [--log-level LEVEL]
   opsync call [--data-dir DIR] METHOD [JSON-PARAMS]
   opsync status [--data-dir DIR]
   opsync wait [--data-dir DIR] [--timeout-ms MS]

@@ -5,6 +5,7 @@ import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { Listen } from '../rpc/ws-transport.js';
 import { DEFAULT_SESSION_OPTIONS } from '../session/session.js';
+import { realOrNearest } from './real-path.js';
 
 /**
  * `opsync start` configuration (design §10). Every value is untrusted: a bad one is refused with
@@ -14,6 +15,8 @@ export interface DaemonConfig {
   readonly dataDir: string;
   readonly relay: { readonly kind: 'dir'; readonly path: string } | { readonly kind: 'postgres'; readonly url: string };
   readonly listen: Listen;
+  /** Browser origins allowed to connect (`--allow-origin`, comma-separated); none by default. */
+  readonly allowOrigins: readonly string[];
   readonly deviceId: DeviceId | null;
   readonly leaseBackend: 'dir' | 'postgres' | 'memory';
   /** The directory lease store's folder; null: the default for the relay (src/daemon/lease-place.ts). */
@@ -33,6 +36,7 @@ export const START_OPTIONS = {
   'data-dir': { type: 'string' },
   relay: { type: 'string' },
   listen: { type: 'string' },
+  'allow-origin': { type: 'string' },
   'device-id': { type: 'string' },
   'lease-backend': { type: 'string' },
   'lease-dir': { type: 'string' },
@@ -65,6 +69,7 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
     dataDir,
     relay,
     listen: parseListen(values.listen ?? `127.0.0.1:${DEFAULT_PORT}`),
+    allowOrigins: parseOrigins(values['allow-origin']),
     deviceId,
     leaseBackend,
     leaseDir: values['lease-dir'] ? resolve(values['lease-dir']) : null,
@@ -81,7 +86,9 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
  * device (often synced between machines): neither may contain the other, except the default
  * `relay` folder inside the data directory, which the daemon keeps apart from its own files.
  */
-function checkRelayPlace(relayPath: string, dataDir: string): void {
+function checkRelayPlace(relayArg: string, dataArg: string): void {
+  // Compared as real paths: a symbolic link must not carry one into the other.
+  const [relayPath, dataDir] = [realOrNearest(relayArg), realOrNearest(dataArg)];
   const inside = (path: string, folder: string) => path === folder || path.startsWith(folder + sep);
   if (inside(dataDir, relayPath)) {
     throw invalid(`the data directory ${dataDir} is inside the relay folder ${relayPath}: every device would read this device's private keys. Keep them apart`);
@@ -89,6 +96,26 @@ function checkRelayPlace(relayPath: string, dataDir: string): void {
   if (inside(relayPath, dataDir) && relayPath !== join(dataDir, 'relay')) {
     throw invalid(`the relay folder ${relayPath} is inside the data directory ${dataDir}; use ${join(dataDir, 'relay')} (the default) or a folder outside it`);
   }
+}
+
+/**
+ * `--allow-origin`: comma-separated origins (`scheme://host[:port]`, as a browser sends them in
+ * `Origin`). A page from any other origin is refused, so a web page the user happens to visit
+ * cannot drive the daemon even if it learned the token.
+ */
+export function parseOrigins(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  return text.split(',').map((origin) => {
+    const trimmed = origin.trim();
+    let parsed: URL | null = null;
+    try {
+      parsed = new URL(trimmed);
+    } catch {
+      parsed = null;
+    }
+    if (!parsed || parsed.origin !== trimmed) throw invalid(`--allow-origin ${JSON.stringify(trimmed)} is not an origin: give scheme://host[:port], with no path or trailing slash`);
+    return trimmed;
+  });
 }
 
 /** Bytes of a Unix socket path the kernel keeps (sun_path, 108 on Linux, with its NUL); it cuts longer ones silently. */

@@ -25,6 +25,7 @@ import { ensureDir } from '../../relay/durable-fs.js';
 import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import type { DaemonConfig } from './config.js';
+import { LIMITS } from '../util/limits.js';
 import { DataDir } from './data-dir.js';
 import { leaseDirFor } from './lease-place.js';
 
@@ -99,7 +100,7 @@ export class Daemon {
     methods.push(discoverMethod(() => methods, VERSION));
     const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
     try {
-      server = await startRpcServer(config.listen, token, dispatcher);
+      server = await startRpcServer(config.listen, token, dispatcher, LIMITS, { allowOrigins: config.allowOrigins, log: log.child({ component: 'rpc' }) });
     } catch (error) {
       await session.close();
       await leases.close();

@@ -3,6 +3,7 @@ import { lstat, realpath } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, sep } from 'node:path';
 import { OpsyncError } from '../oplog/opsync-error.js';
+import { realOrNearest } from './real-path.js';
 
 /**
  * Where the directory lease store lives (proposals/leases.md §Where directory leases live). Never
@@ -19,7 +20,7 @@ import { OpsyncError } from '../oplog/opsync-error.js';
 export async function leaseDirFor(relayPath: string, explicit: string | null, env: NodeJS.ProcessEnv): Promise<string> {
   const relay = await realpath(relayPath);
   const dir = explicit ?? join(stateHome(env), 'opsync', 'leases', createHash('sha256').update(relay).digest('hex').slice(0, 32));
-  const real = await realOrNearest(dir);
+  const real = realOrNearest(dir);
   if (real === relay || real.startsWith(relay + sep)) {
     throw new OpsyncError('config_invalid', `The lease folder ${dir} is inside the relay folder ${relayPath}: leases never live in a folder that may be synced or that other devices write. Use --lease-dir outside it.`, {
       lease_dir: dir,
@@ -72,15 +73,4 @@ export async function syncedBy(dir: string): Promise<{ tool: string; marker: str
 
 function stateHome(env: NodeJS.ProcessEnv): string {
   return env.XDG_STATE_HOME && isAbsolute(env.XDG_STATE_HOME) ? env.XDG_STATE_HOME : join(homedir(), '.local', 'state');
-}
-
-/** The real path of `path`, or of its nearest existing folder with the rest appended (for a folder not made yet). */
-export async function realOrNearest(path: string): Promise<string> {
-  const rest: string[] = [];
-  for (let at = path; ; at = dirname(at)) {
-    const real = await realpath(at).catch(() => null);
-    if (real !== null) return join(real, ...rest.reverse());
-    if (dirname(at) === at) return path;
-    rest.push(basename(at));
-  }
 }

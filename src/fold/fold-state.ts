@@ -5,7 +5,7 @@ import { OpsyncError } from '../oplog/opsync-error.js';
 import { tierOf, type Surface } from '../oplog/surface.js';
 import { compareStrings } from '../util/ordered.js';
 import type { ApplyOutcome, FoldedRecord, FoldOp } from './fold-op.js';
-import { IntentLedger, type IntentCandidate, type RunRecord } from './intent-ledger.js';
+import { IntentLedger, runKey, type IntentCandidate, type RunRecord } from './intent-ledger.js';
 import { MultisetHash } from './multiset-hash.js';
 import { DEFAULT_CONVERSATION, payloadProblem } from './payload-rules.js';
 
@@ -112,9 +112,9 @@ export class FoldState {
       return { items: page.items.map((record) => ({ ...record, surface, key: record.op_id })), next: page.next };
     }
     if (tier === 'intent') {
-      const runs = [...this.ledger.allRuns()].map((run) => run.run_id).sort(compareStrings);
+      const runs = [...this.ledger.allRuns()].map((run) => runKey(run.agent_id, run.run_id)).sort(compareStrings);
       const start = after === null ? 0 : upperBound(runs, after);
-      const items = runs.slice(start, start + limit).map((id) => this.runRecord(id));
+      const items = runs.slice(start, start + limit).map((key) => this.runRecord(key));
       return { items, next: start + limit < runs.length ? items.at(-1)!.key : null };
     }
     const map = this.keyed.get(surface);
@@ -139,8 +139,8 @@ export class FoldState {
     return [...this.conversations.keys()].sort(compareStrings);
   }
 
-  run(runId: string): RunRecord | undefined {
-    return this.ledger.run(runId);
+  run(agentId: string, runId: string): RunRecord | undefined {
+    return this.ledger.run(agentId, runId);
   }
 
   agentEpoch(agentId: string): number | undefined {
@@ -247,11 +247,12 @@ export class FoldState {
     return { items: slice, next: start + limit < items.length ? slice.at(-1)!.op_id : null };
   }
 
-  private runRecord(runId: string): KeyedRecord {
-    const run = this.ledger.run(runId)!;
+  private runRecord(key: string): KeyedRecord {
+    const slash = key.indexOf('/');
+    const run = this.ledger.run(key.slice(0, slash), key.slice(slash + 1))!;
     return {
       surface: 'intent',
-      key: runId,
+      key,
       op_id: run.op_id,
       hlc: run.hlc,
       device_id: run.device_id,

@@ -7,7 +7,8 @@ import type { MultisetHash } from './multiset-hash.js';
 import type { IntentStatus } from './payload-rules.js';
 
 /**
- * The leased ledger (design §7, proposals/fold.md §Intents). Per run the winning intent is the
+ * The leased ledger (proposals/fold.md §Intents). Runs are keyed by agent and run id (two agents
+ * may use the same run id; one committing it says nothing of the other's). Per run the winning intent is the
  * greatest under: committed > failed > pending, then the higher epoch, then the earliest
  * (hlc, op_id). Per agent the ledger keeps the highest epoch seen; a pending run below it is
  * fenced. Both are joins over the op-set, so the ledger is order-independent and a checkpoint
@@ -41,7 +42,9 @@ export interface IntentCandidate {
 const RANK: Readonly<Record<IntentStatus, number>> = { pending: 0, failed: 1, committed: 2 };
 
 export class IntentLedger {
+  /** By `runKey(agent, run)`. */
   private readonly runs = new Map<string, IntentCandidate>();
+  /** Per agent its highest epoch, and the keys of its runs whose winner is pending. */
   private readonly agents = new Map<string, { epoch: number; pending: Set<string> }>();
 
   constructor(
@@ -76,20 +79,21 @@ export class IntentLedger {
    */
   offer(candidate: IntentCandidate): 'inserted' | 'replaced' | 'unchanged' {
     const epochRaised = this.raiseEpoch(candidate.agent_id, candidate.epoch);
-    const current = this.runs.get(candidate.run_id);
+    const key = runKey(candidate.agent_id, candidate.run_id);
+    const current = this.runs.get(key);
     if (current && !outranks(candidate, current)) return epochRaised ? 'replaced' : 'unchanged';
     if (current) {
       this.hash.remove(this.runDigest(current));
-      this.agents.get(current.agent_id)?.pending.delete(current.run_id);
+      this.agents.get(current.agent_id)?.pending.delete(key);
     }
-    this.runs.set(candidate.run_id, candidate);
+    this.runs.set(key, candidate);
     this.hash.add(this.runDigest(candidate));
-    if (this.statusOf(candidate) === 'pending') this.agents.get(candidate.agent_id)!.pending.add(candidate.run_id);
+    if (this.statusOf(candidate) === 'pending') this.agents.get(candidate.agent_id)!.pending.add(key);
     return current ? 'replaced' : 'inserted';
   }
 
-  run(runId: string): RunRecord | undefined {
-    const candidate = this.runs.get(runId);
+  run(agentId: string, runId: string): RunRecord | undefined {
+    const candidate = this.runs.get(runKey(agentId, runId));
     return candidate && { ...candidate, status: this.statusOf(candidate) };
   }
 
@@ -114,12 +118,12 @@ export class IntentLedger {
     state.epoch = epoch;
     this.agents.set(agentId, state);
     this.hash.add(this.agentDigest(agentId, epoch));
-    for (const runId of state.pending) {
-      const run = this.runs.get(runId)!;
+    for (const key of state.pending) {
+      const run = this.runs.get(key)!;
       if (run.epoch >= epoch) continue;
       this.hash.remove(this.digest(run, 'pending'));
       this.hash.add(this.digest(run, 'fenced'));
-      state.pending.delete(runId);
+      state.pending.delete(key);
     }
     return true;
   }
@@ -140,6 +144,15 @@ export class IntentLedger {
   private agentDigest(agentId: string, epoch: number): string {
     return this.sha256Hex(canonicalize(['agent', agentId, epoch]));
   }
+}
+
+/**
+ * A run's key in the ledger: `agent/run`. Ids cannot hold "/", so keys never collide; the key is
+ * also the record key `sync.records` pages intents by. The state hash of a run is unchanged (its
+ * digest names its op, which names its agent), so ledgers without shared run ids hash as before.
+ */
+export function runKey(agentId: string, runId: string): string {
+  return `${agentId}/${runId}`;
 }
 
 function outranks(a: IntentCandidate, b: IntentCandidate): boolean {

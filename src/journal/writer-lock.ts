@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, realpath, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
@@ -18,7 +18,10 @@ import { ownIdentity, parseIdentity, stillRuns, type ProcessIdentity } from './p
  * Two processes that find the same stale lock at the same instant could both take it over. On
  * Linux, the kernel settles that: the holder also listens on an abstract Unix socket named after
  * the lock, which only one process can hold and which the kernel frees when that process dies —
- * so of two daemons starting at once, one gets the journal and the other is refused.
+ * so of two daemons starting at once, one gets the journal and the other is refused. Abstract
+ * names are open to every user of the host, so the name also hashes a secret kept beside the
+ * lock (`<lock>.key`, 0600, in the owner-only data directory): another user cannot take it first
+ * and keep the daemon from starting.
  */
 export interface WriterLock {
   release(): Promise<void>;
@@ -65,7 +68,7 @@ function locked(what: string, lockPath: string, holder: ProcessIdentity | null):
 async function hostMutex(lockPath: string): Promise<Server | 'held' | null> {
   if (process.platform !== 'linux') return null;
   const where = join(await realpath(dirname(lockPath)), basename(lockPath));
-  const name = `\0opsync-lock-${createHash('sha256').update(where).digest('hex')}`;
+  const name = `\0opsync-lock-${createHash('sha256').update(where).update('\0').update(await lockSecret(lockPath)).digest('hex')}`;
   // Nobody is meant to connect: a process that does is shut out at once.
   const server = createServer((socket) => socket.destroy());
   return new Promise((resolve) => {
@@ -75,6 +78,13 @@ async function hostMutex(lockPath: string): Promise<Server | 'held' | null> {
       resolve(server);
     });
   });
+}
+
+/** The secret that names the lock's abstract socket: made once (exclusively, 0600), then read. */
+async function lockSecret(lockPath: string): Promise<string> {
+  const path = `${lockPath}.key`;
+  await createFileDurable(path, randomBytes(32).toString('hex') + '\n', 0o600);
+  return (await readFile(path, 'utf8')).trim();
 }
 
 async function readHolder(lockPath: string): Promise<(ProcessIdentity & { host: string }) | null> {

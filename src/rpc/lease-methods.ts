@@ -64,7 +64,7 @@ export function leaseMethods(session: Session, leases: LeaseCoordinator): Method
       result: resultObject({ decision: { type: 'object' }, may_dispatch: { type: 'boolean' }, checked_at_ms: { type: 'integer' } }),
       errors: ['lease_backend_unavailable'],
       handler: async (p) => {
-        const run = session.state.run(p.run_id);
+        const run = session.state.run(p.agent_id, p.run_id);
         const { record, now_ms } = run?.status === 'committed' ? { record: null, now_ms: Date.now() } : await leases.read(p.agent_id);
         const decision = fenceDecision(run, record, device, p.epoch, now_ms);
         return { decision, may_dispatch: decision.decision === 'proceed', checked_at_ms: now_ms };
@@ -81,7 +81,7 @@ export function leaseMethods(session: Session, leases: LeaseCoordinator): Method
       }),
       result: resultObject({ recorded: { type: 'boolean' }, op_id: { type: 'string' }, reason: { type: 'string' }, committed_op_id: { type: 'string' } }),
       handler: async (p) => {
-        const run = session.state.run(p.run_id);
+        const run = session.state.run(p.agent_id, p.run_id);
         if (run?.status === 'committed') {
           return { recorded: false, reason: `run ${p.run_id} is already committed (op ${run.op_id}, epoch ${run.epoch}); nothing was recorded`, committed_op_id: run.op_id };
         }

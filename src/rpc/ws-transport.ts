@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
-import { rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { JSONRPCClient } from 'json-rpc-2.0';
 import WebSocket, { WebSocketServer } from 'ws';
 import { OpsyncError } from '../oplog/opsync-error.js';
@@ -39,6 +39,10 @@ export interface RpcServer {
 export interface TransportStats {
   connections: number;
   rejected_auth: number;
+  /** Upgrades refused for a foreign `Origin` or `Host` (403). */
+  rejected_origin: number;
+  /** Connections closed at once because too many were waiting to authenticate. */
+  rejected_unauthenticated: number;
   oversize_frames: number;
   /** Times a connection's requests had to wait for its client to read its answers. */
   held_back: number;
@@ -49,24 +53,71 @@ export interface TransportStats {
 /** Per-connection limits (LIMITS by default; tests use small ones). */
 export type ConnectionLimits = { readonly [K in 'maxInFlight' | 'maxUnsentBytes']: number };
 
-export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher, limits: ConnectionLimits = LIMITS): Promise<RpcServer> {
-  const expected = Buffer.from(`Bearer ${token}`);
+/** Who may connect, beyond holding the token (proposals/rpc.md §Transport). */
+export interface AccessOptions {
+  /** Browser origins allowed to connect (`--allow-origin`); a request carrying any other `Origin` is refused (403). */
+  readonly allowOrigins: readonly string[];
+  readonly log?: TransportLog | undefined;
+}
+
+export interface TransportLog {
+  warn(fields: object, message: string): void;
+}
+
+/**
+ * Connections at most, authenticated or not; past it the OS queue holds new ones and Node drops
+ * them. A daemon serves a few hosts; a thousand is far above any real use.
+ */
+const MAX_CONNECTIONS = 1024;
+/** Connections that have not completed an authenticated upgrade, at most: past it new ones are closed at once. */
+const MAX_UNAUTHENTICATED = 64;
+/** How long a connection may take to complete its authenticated upgrade before it is closed. */
+const HANDSHAKE_MS = 10_000;
+
+export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher, limits: ConnectionLimits = LIMITS, access: AccessOptions = { allowOrigins: [] }): Promise<RpcServer> {
+  const expected = Buffer.from(token);
   const http: Server = createServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
   });
+  http.maxConnections = MAX_CONNECTIONS;
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
   const peers = new Map<WebSocket, Peer>();
-  const stats: TransportStats = { connections: 0, rejected_auth: 0, oversize_frames: 0, held_back: 0, coalesced_notifications: 0 };
+  const stats: TransportStats = { connections: 0, rejected_auth: 0, rejected_origin: 0, rejected_unauthenticated: 0, oversize_frames: 0, held_back: 0, coalesced_notifications: 0 };
+  const warn = throttledWarn(access.log);
+  const pending = new Map<Socket, NodeJS.Timeout>();
   let nextId = 1;
+  let hosts: ReadonlySet<string> | null = null;
 
-  http.on('upgrade', (request: IncomingMessage, socket, head) => {
-    const given = Buffer.from(request.headers.authorization ?? '');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      stats.rejected_auth++;
-      socket.end('HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  // Until it completes an authenticated upgrade a connection is a stranger's: few at once, briefly.
+  http.on('connection', (socket: Socket) => {
+    if (pending.size >= MAX_UNAUTHENTICATED) {
+      stats.rejected_unauthenticated++;
+      warn('capacity', { limit: MAX_UNAUTHENTICATED, peer: socket.remoteAddress ?? 'local' }, 'too many unauthenticated connections at once: closing new ones');
+      socket.destroy();
       return;
     }
-    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, socket as Socket));
+    const timer = setTimeout(() => socket.destroy(), HANDSHAKE_MS);
+    timer.unref();
+    pending.set(socket, timer);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      pending.delete(socket);
+    });
+  });
+
+  http.on('upgrade', (request: IncomingMessage, socket: Socket, head) => {
+    const refusal = refuse(request, expected, access.allowOrigins, hosts);
+    if (refusal) {
+      if (refusal.status === 401) stats.rejected_auth++;
+      else stats.rejected_origin++;
+      warn(`refused-${refusal.status}`, { peer: socket.remoteAddress ?? 'local', status: refusal.status, why: refusal.why }, 'refused a connection');
+      // Destroyed once the answer is written: a client that never closes its end cannot hold the socket.
+      socket.end(`HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized\r\nWWW-Authenticate: Bearer' : 'Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+      return;
+    }
+    clearTimeout(pending.get(socket));
+    pending.delete(socket);
+    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, socket));
   });
 
   function serve(ws: WebSocket, socket: Socket): void {
@@ -90,6 +141,7 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
   await listenOn(http, listen);
   const address = http.address();
   const url = serverUrl(listen, typeof address === 'object' && address ? address.port : null);
+  hosts = 'host' in listen ? allowedHosts(listen.host, typeof address === 'object' && address ? address.port : listen.port) : null;
   return {
     url,
     stats,
@@ -104,6 +156,49 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
       await new Promise<void>((resolve) => http.close(() => resolve()));
       if ('socketPath' in listen) await rm(listen.socketPath, { force: true });
     },
+  };
+}
+
+/**
+ * Why an upgrade request is refused, or null: the token (401), compared in constant time, with
+ * the scheme in any case (RFC 7235); a browser page from an origin not allowed (403: a page the
+ * user visits could otherwise drive the daemon, cross-site WebSocket hijacking); a `Host` that is
+ * not the address the daemon listens on (403: DNS rebinding). `hosts` null: a Unix socket, or an
+ * address that takes any name.
+ */
+function refuse(request: IncomingMessage, token: Buffer, origins: readonly string[], hosts: ReadonlySet<string> | null): { status: 401 | 403; why: string } | null {
+  const [scheme, given, ...rest] = (request.headers.authorization ?? '').split(' ');
+  const presented = Buffer.from(given ?? '');
+  if (scheme?.toLowerCase() !== 'bearer' || rest.length > 0 || presented.length !== token.length || !timingSafeEqual(presented, token)) return { status: 401, why: 'no valid token' };
+  const origin = request.headers.origin;
+  if (origin !== undefined && !origins.includes(origin)) return { status: 403, why: `origin ${origin.slice(0, 200)} is not allowed (--allow-origin)` };
+  const host = (request.headers.host ?? '').toLowerCase();
+  if (hosts && !hosts.has(host)) return { status: 403, why: `host ${host.slice(0, 200)} is not the address this daemon listens on` };
+  return null;
+}
+
+/** The `Host` values a client of `host:port` may send: the address itself, and for loopback the usual names of it; with or without the port. */
+function allowedHosts(host: string, port: number): ReadonlySet<string> | null {
+  if (host === '0.0.0.0' || host === '::') return null;
+  const names = new Set([host.includes(':') ? `[${host}]` : host]);
+  if (host === '127.0.0.1' || host === '::1' || host === 'localhost') for (const name of ['localhost', '127.0.0.1', '[::1]']) names.add(name);
+  // The name alone too: a client may leave the port out, and the names are this host's own.
+  return new Set([...names].flatMap((name) => [`${name}:${port}`.toLowerCase(), name.toLowerCase()]));
+}
+
+/** Logs a kind of refusal at most once per minute, with how many were not logged since. */
+function throttledWarn(log: TransportLog | undefined): (kind: string, fields: object, message: string) => void {
+  const last = new Map<string, { at: number; since: number }>();
+  return (kind, fields, message) => {
+    if (!log) return;
+    const now = Date.now();
+    const seen = last.get(kind);
+    if (seen && now - seen.at < 60_000) {
+      seen.since++;
+      return;
+    }
+    log.warn({ ...fields, not_logged_since: seen?.since ?? 0 }, message);
+    last.set(kind, { at: now, since: 0 });
   };
 }
 
@@ -249,8 +344,16 @@ async function listenOn(http: Server, listen: Listen): Promise<void> {
   });
 }
 
-/** A socket file nobody answers on is left over from a crash: remove it. A live one is in use. */
+/**
+ * A socket file nobody answers on is left over from a crash: remove it. A live one is in use.
+ * Anything else at the path (a file, a folder, a link) is not this daemon's to remove.
+ */
 async function clearStaleSocket(path: string): Promise<void> {
+  const seen = await lstat(path).catch(() => null);
+  if (seen === null) return;
+  if (!seen.isSocket()) {
+    throw new OpsyncError('config_invalid', `--listen ${path}: something that is not a socket stands there; opsync replaces only a socket a crashed daemon left behind. Choose another path.`, { listen: path });
+  }
   const live = await new Promise<boolean>((resolve) => {
     const probe = netConnect(path);
     probe.once('connect', () => {

@@ -79,6 +79,8 @@ export class CheckpointAuthority {
   private readonly accepted = new Set<string>();
   /** Set when a header was refused only because its publisher was unknown: the roster may be stale. */
   unknownPublisher = false;
+  /** The key id of the last header refused because this device lacks its personal key (null: none was). */
+  missingKid: string | null = null;
   /** Headers refused, by hash (counted once each). */
   readonly refused = new Map<string, string>();
 
@@ -96,6 +98,7 @@ export class CheckpointAuthority {
     if (problem === null && key) this.accepted.add(key);
     if (problem !== null) {
       if (header.auth && this.publicKeyOf(header.auth.publisher) === null) this.unknownPublisher = true;
+      if (header.auth && !this.keyring.byId(header.auth.kid)) this.missingKid = header.auth.kid;
       this.refused.set(header.checkpoint_hash, problem);
     }
     return problem;

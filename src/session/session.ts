@@ -429,7 +429,7 @@ export class Session {
         undecryptable: this.held.size,
         skipped_payloads: this.fold.skipped.count,
         rejected: Object.fromEntries(this.rejectedCounts),
-        ignored_relay_files: { ...anomalies },
+        ignored_relay_files: { ...anomalies, ...(this.authority.refused.size > 0 ? { checkpoint_unauthenticated: this.authority.refused.size } : {}) },
       },
       quarantine: this.quarantine,
       undecryptable_kids: [...new Set([...this.held.values()].map((h) => h.kid ?? 'malformed'))].sort(),
@@ -1074,8 +1074,14 @@ export class Session {
   private async rebaseLocked(copyFirst = true): Promise<RebaseReport> {
     await this.ensureContact();
     const { relay } = this.deps;
+    this.authority.missingKid = null;
     let header = await this.latestCheckpoint();
     const unchanged = this.bases.current?.hash ?? null;
+    const kid = this.authority.missingKid;
+    if (!header && kid !== null) {
+      // As adopting one would: a device without the key cannot use the relay's checkpoints.
+      throw new OpsyncError('key_missing', `The relay's checkpoints are authenticated with key ${kid}, which this device does not hold; import it to use them.`, { kid });
+    }
     if (!header) return { rebased: false, base_checkpoint: unchanged, reason: 'the relay holds no checkpoint' };
     const behind = this.behindBase(header);
     if (behind) {

@@ -13,7 +13,40 @@ export async function relayBench(): Promise<Row[]> {
   rows.push(await convergeBench());
   settle();
   rows.push(...(await bootstrapBench()));
+  settle();
+  rows.push(await compactBench());
   return rows;
+}
+
+/**
+ * Two devices hold 2 × 50 000 ops; A publishes a checkpoint of them and B compacts onto it — which
+ * includes verifying it (before format 2: decrypting and folding A's checkpoint; since: cutting the
+ * same checkpoint from B's own journal and comparing, proposals/checkpoint.md §Compaction).
+ */
+async function compactBench(): Promise<Row> {
+  const OPS = 50_000;
+  const dirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'opsync-bench-compact-'))));
+  const [relay, dirA, dirB] = dirs as [string, string, string];
+  try {
+    const a = await openDirSession(relay, dirA, 'bench-a');
+    const b = await openDirSession(relay, dirB, 'bench-b');
+    progress('relay: two devices with 50,000 ops each, then a checkpoint');
+    await Promise.all([appendMany(a, OPS, 0), appendMany(b, OPS, OPS)]);
+    // Push, pull, then ack what was pulled: the stable frontier covers everything.
+    for (let round = 0; round < 2; round++) for (const device of [a, b]) await device.pump();
+    const published = await a.checkpoint();
+    if (!published.published) throw new Error(`no checkpoint: ${published.reason}`);
+    progress("relay: compacting the other device onto that checkpoint");
+    const start = performance.now();
+    const report = await b.compact();
+    const seconds = (performance.now() - start) / 1000;
+    if (!report.compacted) throw new Error(`no compaction: ${report.reason}`);
+    await Promise.all([a.close(), b.close()]);
+    progressDone();
+    return { name: 'relay.compact_onto_peer_100k', value: seconds, unit: 's', target: 'report', note: "verify another device's checkpoint of 100,000 ops, rewrite the journal onto it, collect the relay" };
+  } finally {
+    await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  }
 }
 
 /** Two in-process devices each append 50 000 ops concurrently; time until both hold the same state. */

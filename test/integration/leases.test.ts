@@ -107,7 +107,7 @@ describe('leases, intents and the fence across two daemons (directory backend)',
 
       const committedByB = async (client: RpcClient) => {
         const page = await client.call<{ records: Array<{ key: string; op_id: string; device_id: string; payload: { status: string; epoch: number } }> }>('sync.records', { surface: 'intent' });
-        const run = page.records.find((r) => r.key === 'run-p');
+        const run = page.records.find((r) => r.key === 'agent-p/run-p');
         return run?.op_id === byB.op_id && run.device_id === idB && run.payload.status === 'committed' && run.payload.epoch === 2;
       };
       await untilTrue(a, () => committedByB(a));

@@ -1,8 +1,10 @@
+import { mkdir, symlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { defaultDataDir, parseListen } from '../../src/daemon/config.js';
+import { defaultDataDir, parseListen, parseStartArgs } from '../../src/daemon/config.js';
 import { serverUrl } from '../../src/rpc/ws-transport.js';
+import { useTempDirs } from '../helpers/temp-dir.js';
 
 describe('--listen and the URL clients find in daemon.json', () => {
   it('gives every address a URL that names the same host and port', () => {
@@ -36,5 +38,18 @@ describe('the default data directory', () => {
     expect(defaultDataDir({})).toBe(fallback);
     expect(defaultDataDir({ XDG_DATA_HOME: '' })).toBe(fallback);
     expect(defaultDataDir({ XDG_DATA_HOME: 'relative/dir' })).toBe(fallback);
+  });
+});
+
+describe('where the relay folder may be', () => {
+  const tempDir = useTempDirs();
+
+  it('refuses a relay folder that reaches into the data directory through a symbolic link, where its private keys are', async () => {
+    const root = await tempDir();
+    const dataDir = join(root, 'data');
+    await mkdir(join(dataDir, 'shared'), { recursive: true });
+    await symlink(join(dataDir, 'shared'), join(root, 'relay-link'));
+    expect(() => parseStartArgs(['--data-dir', dataDir, '--relay', join(root, 'relay-link')], {})).toThrow(/inside the data directory/);
+    expect(() => parseStartArgs(['--data-dir', join(root, 'relay-link', 'nested'), '--relay', dataDir], {})).toThrow(/inside the relay folder/);
   });
 });

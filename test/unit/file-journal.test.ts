@@ -1,6 +1,8 @@
-import { appendFile, open, readFile, truncate, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { appendFile, open, readFile, realpath, truncate, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -113,6 +115,18 @@ describe('file journal recovery', () => {
     const header = JSON.stringify({ opsync_journal: 99, device_id: 'laptop' });
     await writeFile(path, `${crc32(header).toString(16).padStart(8, '0')} ${header}\n`);
     await expect(FileJournal.open(path, laptop, () => {})).rejects.toMatchObject({ code: 'journal_version', message: expect.stringContaining('version 99') as unknown });
+  });
+
+  it('opens though another process holds the abstract socket name a lock would have without its secret (another user squatting it)', async () => {
+    const { path } = await journalWith(1);
+    const predictable = `\0opsync-lock-${createHash('sha256').update(join(await realpath(dirname(path)), 'journal.log.lock')).digest('hex')}`;
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(predictable, resolve));
+    try {
+      expect((await reopen(path)).entries).toHaveLength(1);
+    } finally {
+      squatter.close();
+    }
   });
 
   it('takes over a lock left by a process that no longer runs', async () => {

@@ -85,8 +85,8 @@ describe('intent ledger', () => {
   it('fences a pending intent below the highest epoch seen for its agent', () => {
     const { a, b } = devices();
     const state = foldAll(intent(a, 'run-1', 1, 'pending'), intent(b, 'run-2', 2, 'pending'));
-    expect(state.run('run-1')?.status).toBe('fenced');
-    expect(state.run('run-2')?.status).toBe('pending');
+    expect(state.run('agent-1', 'run-1')?.status).toBe('fenced');
+    expect(state.run('agent-1', 'run-2')?.status).toBe('pending');
     expect(state.agentEpoch('agent-1')).toBe(2);
   });
 
@@ -94,7 +94,7 @@ describe('intent ledger', () => {
     const { a } = devices();
     const committed = intent(a, 'run-1', 1, 'committed');
     const state = foldAll(committed, intent(a, 'run-1', 3, 'pending'), intent(a, 'run-1', 4, 'failed'));
-    expect(state.run('run-1')).toMatchObject({ status: 'committed', op_id: committed.op_id, epoch: 1 });
+    expect(state.run('agent-1', 'run-1')).toMatchObject({ status: 'committed', op_id: committed.op_id, epoch: 1 });
   });
 
   it('keeps the committed record of the current epoch when a zombie commits the same run late at a stale epoch', () => {
@@ -103,20 +103,28 @@ describe('intent ledger', () => {
     setA(500);
     const zombie = intent(a, 'run-1', 1, 'committed');
     for (const order of [[byB, zombie], [zombie, byB]]) {
-      expect(foldAll(...order).run('run-1')).toMatchObject({ status: 'committed', op_id: byB.op_id, device_id: 'device-b' });
+      expect(foldAll(...order).run('agent-1', 'run-1')).toMatchObject({ status: 'committed', op_id: byB.op_id, device_id: 'device-b' });
     }
+  });
+
+  it('keeps runs of different agents apart: one agent committing run r1 leaves another agent\'s r1 alone', () => {
+    const { a, b } = devices();
+    const state = foldAll(intent(a, 'r1', 1, 'committed', 'agent-x'), intent(b, 'r1', 1, 'pending', 'agent-y'));
+    expect(state.run('agent-x', 'r1')?.status).toBe('committed');
+    expect(state.run('agent-y', 'r1')).toMatchObject({ status: 'pending', agent_id: 'agent-y' });
+    expect(state.page('intent', null, 10).items.map((r) => r.key)).toEqual(['agent-x/r1', 'agent-y/r1']);
   });
 
   it('lets committed outrank failed, and failed outrank pending', () => {
     const { a, b } = devices();
-    expect(foldAll(intent(a, 'r', 1, 'committed'), intent(b, 'r', 1, 'failed')).run('r')?.status).toBe('committed');
-    expect(foldAll(intent(a, 'r', 1, 'pending'), intent(b, 'r', 1, 'failed')).run('r')?.status).toBe('failed');
+    expect(foldAll(intent(a, 'r', 1, 'committed'), intent(b, 'r', 1, 'failed')).run('agent-1', 'r')?.status).toBe('committed');
+    expect(foldAll(intent(a, 'r', 1, 'pending'), intent(b, 'r', 1, 'failed')).run('agent-1', 'r')?.status).toBe('failed');
   });
 
   it('remembers the highest epoch even when the intent that carried it lost its run', () => {
     const { a } = devices();
     const state = foldAll(intent(a, 'r', 5, 'pending'), intent(a, 'r', 3, 'committed'));
-    expect(state.run('r')?.status).toBe('committed');
+    expect(state.run('agent-1', 'r')?.status).toBe('committed');
     expect(state.agentEpoch('agent-1')).toBe(5);
   });
 
@@ -147,8 +155,9 @@ describe('state hash after an epoch-only change', () => {
     const a = new TestDevice('device-a', 1);
     const state = foldAll(a.op('intent', { id: 'r', agent_id: 'agent-0', epoch: 0, status: 'failed' }));
     const before = state.stateHash();
-    expect(state.apply(a.op('intent', { id: 'r', agent_id: 'agent-1', epoch: 1, status: 'pending' }))).toBe('replaced');
-    expect(state.agentEpoch('agent-1')).toBe(1);
+    expect(state.apply(a.op('intent', { id: 'r', agent_id: 'agent-0', epoch: 1, status: 'pending' }))).toBe('replaced');
+    expect(state.run('agent-0', 'r')?.status).toBe('failed');
+    expect(state.agentEpoch('agent-0')).toBe(1);
     expect(state.stateHash()).not.toBe(before);
   });
 });

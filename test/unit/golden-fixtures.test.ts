@@ -47,7 +47,7 @@ describe('golden fixtures (format versions 1 and 2)', () => {
     const header = parseCheckpointHeader(f.header, coreCrypto);
     const state = restoreCheckpoint({ header, chunks: f.chunks as string[] }, coreCrypto);
     expect(state.stateHash()).toBe(header.state_hash);
-    expect(state.run('run-1')?.status).toBe('committed');
+    expect(state.run('agent-1', 'run-1')?.status).toBe('committed');
     expect(state.record('registry:tools', 'grep')?.payload.deleted).toBe(true);
   });
 
@@ -60,7 +60,7 @@ describe('golden fixtures (format versions 1 and 2)', () => {
     const opened = await openCheckpoint({ header: JSON.parse(header!) as CheckpointHeaderJson, chunks: iterate(chunks) }, keyring, coreCrypto, trust);
     expect(opened.header.v).toBe(2);
     expect(opened.state.stateHash()).toBe(opened.header.state_hash);
-    expect(opened.state.run('run-1')?.status).toBe('committed');
+    expect(opened.state.run('agent-1', 'run-1')?.status).toBe('committed');
     const stranger = (device: string) => (device === f.publisher ? 'A'.repeat(43) : null);
     expect(headerProblem(opened.header, keyring, stranger, coreCrypto)).toMatch(/signature does not verify/);
   });
