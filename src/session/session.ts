@@ -1006,6 +1006,7 @@ export class Session {
   private async latestCheckpoint(covering?: Covering): Promise<CheckpointHeaderJson | null> {
     if (this.keys.size === 0) await this.refreshRoster(true);
     this.authority.unknownPublisher = false;
+    this.authority.missingKid = null;
     const latest = await this.deps.relay.latestCheckpoint(covering, this.authority.authentic);
     if (!this.authority.unknownPublisher) return latest;
     await this.refreshRoster(true);
@@ -1074,7 +1075,6 @@ export class Session {
   private async rebaseLocked(copyFirst = true): Promise<RebaseReport> {
     await this.ensureContact();
     const { relay } = this.deps;
-    this.authority.missingKid = null;
     let header = await this.latestCheckpoint();
     const unchanged = this.bases.current?.hash ?? null;
     const kid = this.authority.missingKid;
