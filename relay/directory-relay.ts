@@ -235,7 +235,7 @@ export class DirectoryRelay implements Relay {
     });
   }
 
-  pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+  pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage> {
     return this.guard(async () => {
       const page = new PageBuilder(limit);
       devices: for (const device of await this.deviceIds()) {
@@ -245,7 +245,7 @@ export class DirectoryRelay implements Relay {
         // An empty folder names no floor. A chain restarted with nothing above its anchor yet
         // starts above the op a checkpoint covers: a reader behind that must rebase onto it.
         if (names.size === 0) {
-          const covered = await this.coveredUpTo(device);
+          const covered = await this.coveredUpTo(device, authentic);
           if (after < covered) throw frontierTruncated(device, after, covered + 1);
           continue;
         }
@@ -253,7 +253,7 @@ export class DirectoryRelay implements Relay {
           // Collected history: a checkpoint covers the device up to its floor, to rebase onto.
           // Otherwise the first files are lost (deleted, or left out of a backup): a stop for
           // the writer to push them again, as for any damage.
-          if (await this.covered(device, floor - 1)) throw frontierTruncated(device, after, floor);
+          if (await this.covered(device, floor - 1, authentic)) throw frontierTruncated(device, after, floor);
           this.damage.stop(device, after + 1);
           continue;
         }
@@ -306,11 +306,11 @@ export class DirectoryRelay implements Relay {
   }
 
   /** This device's ranges that readers report (in their damage.json) and that are damaged here too (`WriterRepair`). */
-  repairs(): Promise<Repairs> {
+  repairs(authentic?: HeaderCheck): Promise<Repairs> {
     // This runs on every pump: while watching, it answers from memory until a report changes
     // (and without the replaced-folder check, which the pump's pull makes).
     return this.guard(async () => {
-      if (this.repair.stale(this.watching !== null)) await this.repair.refresh(() => this.damageReports());
+      if (this.repair.stale(this.watching !== null)) await this.repair.refresh(() => this.damageReports(), authentic);
       return this.repair.repairs();
     });
   }
@@ -632,17 +632,18 @@ export class DirectoryRelay implements Relay {
     this.ownAck = null;
     this.lastHint = null;
     this.damage = new ReaderDamage(join(this.deviceDir(this.self), DAMAGE_FILE), (hash) => this.checkpointPath(hash));
-    this.repair = new WriterRepair(this.self, this.crypto, this.folders, () => this.publicKey(), (seq) => this.covered(this.self, seq));
+    this.repair = new WriterRepair(this.self, this.crypto, this.folders, () => this.publicKey(), (seq, authentic) => this.covered(this.self, seq, authentic));
   }
 
   /** Whether a checkpoint on the relay covers `device` up to `seq`: its ops up to there may be collected. */
-  private async covered(device: DeviceId, seq: number): Promise<boolean> {
-    return latestCovering(await this.checkpointHeaderList(), { device, seq }) !== null;
+  private async covered(device: DeviceId, seq: number, authentic?: HeaderCheck): Promise<boolean> {
+    return latestCovering(await this.checkpointHeaderList(), { device, seq }, authentic) !== null;
   }
 
   /** The furthest seq of `device` a checkpoint on the relay covers (-1: none covers it). */
-  private async coveredUpTo(device: DeviceId): Promise<number> {
-    return Math.max(-1, ...(await this.checkpointHeaderList()).map((header) => headerFrontier(header)?.get(device)?.seq ?? -1));
+  private async coveredUpTo(device: DeviceId, authentic?: HeaderCheck): Promise<number> {
+    const headers = (await this.checkpointHeaderList()).filter((header) => authentic?.(header) ?? true);
+    return Math.max(-1, ...headers.map((header) => headerFrontier(header)?.get(device)?.seq ?? -1));
   }
 
   /**

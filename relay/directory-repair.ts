@@ -9,7 +9,7 @@ import { encodeDamageReport, NO_DAMAGE, type DamageReport } from './damage-repor
 import { fileIdentity, MAX_JSON_FILE_BYTES, readTextAtMost, writeFileAtomic, writeFileDurable } from './durable-fs.js';
 import { anchorFor, checkRestore } from './push-rules.js';
 import { notRegistered } from './relay-errors.js';
-import type { Repairs, SeqRange } from './relay.js';
+import type { HeaderCheck, Repairs, SeqRange } from './relay.js';
 import { encodeSegment, segmentName, segmentRuns } from './segment-codec.js';
 import { end, seqOfName, type Segment, type SegmentFolders } from './segment-folders.js';
 
@@ -91,7 +91,7 @@ export class WriterRepair {
     private readonly folders: SegmentFolders,
     private readonly publicKey: () => Promise<string | null>,
     /** Whether a checkpoint on the relay covers this device up to `seq` (its ops up to there may be collected). */
-    private readonly covered: (seq: number) => Promise<boolean>,
+    private readonly covered: (seq: number, authentic?: HeaderCheck) => Promise<boolean>,
   ) {}
 
   /** A reader's report changed (its file was seen by the watcher). */
@@ -110,7 +110,7 @@ export class WriterRepair {
   }
 
   /** Reads the readers' reports (`reports`), and checks this device's newest segment once. */
-  async refresh(reports: () => Promise<DamageReport[]>): Promise<void> {
+  async refresh(reports: () => Promise<DamageReport[]>, authentic?: HeaderCheck): Promise<void> {
     this.changed = false;
     const reported = new Set<number>();
     if (!this.newestChecked) {
@@ -139,7 +139,7 @@ export class WriterRepair {
     const sorted = [...reported].sort((a, b) => a - b);
     // Readers stopped below a floor no checkpoint covers (the first files lost, not collected):
     // one range, from the lowest stop. Below a covered floor, readers rebase.
-    if (sorted[0]! < floor && floor > 0 && !(await this.covered(floor - 1))) ranges.push({ first: sorted[0]!, last: floor - 1 });
+    if (sorted[0]! < floor && floor > 0 && !(await this.covered(floor - 1, authentic))) ranges.push({ first: sorted[0]!, last: floor - 1 });
     for (const seq of sorted.filter((seq) => seq >= floor)) {
       const range = seq > head ? null : await this.unreadableRange(seq, segments, floor, head);
       if (range && !ranges.some((r) => r.first === range.first)) ranges.push(range);

@@ -30,7 +30,11 @@ export interface Relay {
   /** Registers this device's public key (trust on first use); idempotent for the same key. */
   register(publicKey: string): Promise<void>;
   push(ops: readonly OpRecord[]): Promise<PushResult>;
-  pull(since: SeqFrontier, limit: number): Promise<PullPage>;
+  /**
+   * `authentic`: which checkpoints count when the relay tells collected history (a checkpoint
+   * covers it: rebase) from damage (stop, for the writer to push again); without it, all do.
+   */
+  pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage>;
   /** Highest seq of `device` the relay holds, -1 for none. */
   head(device: DeviceId): Promise<number>;
   /**
@@ -39,7 +43,7 @@ export interface Relay {
    * device holding an intact copy to `restoreCheckpoint`. Empty for backends whose records
    * nothing but the relay writes.
    */
-  repairs(): Promise<Repairs>;
+  repairs(authentic?: HeaderCheck): Promise<Repairs>;
   /** Writes `file` over the relay's copy of its checkpoint, which a reader found damaged. */
   restoreCheckpoint(file: CheckpointFile): Promise<void>;
   /**

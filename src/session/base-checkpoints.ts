@@ -1,9 +1,9 @@
-import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
+import { parseCheckpointHeader, type CheckpointHeader } from '../checkpoint/checkpoint.js';
 import type { FoldState } from '../fold/fold-state.js';
 import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, HeaderCheck, Relay } from '../../relay/relay.js';
-import { DAMAGED_CHECKPOINT, mergeAndSeal, openCheckpoint, type HeaderTrust, type Publisher } from './checkpoint-seal.js';
+import { DAMAGED_CHECKPOINT, mergeAndSeal, openCheckpoint, verifiedFileBytes, type HeaderTrust, type Publisher } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
 
@@ -91,6 +91,20 @@ export class BaseCheckpoints {
     if (!bytes) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${hash} is no longer on the relay.`, { checkpoint_hash: hash });
     await this.deps.store.put(hash, bytes);
     if (this.uncopied === hash) this.uncopied = null;
+  }
+
+  /**
+   * Copies a checkpoint from the relay into the local store, checking on the way that it is
+   * authentic and that every chunk opens to its digest (`verifiedFileBytes`); for a checkpoint
+   * whose state the caller verified against its own journal, so that no chunk is folded.
+   */
+  async copyVerified(hash: string): Promise<void> {
+    const read = await this.deps.relay.readCheckpoint(hash);
+    if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${hash} is no longer on the relay.`, { checkpoint_hash: hash });
+    const header = parseCheckpointHeader(read.header, this.deps.publisher.crypto);
+    const problem = await this.deps.trust(header);
+    if (problem !== null) throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${hash} on the relay is not used: ${problem}.`, { checkpoint_hash: hash });
+    await this.deps.store.put(hash, verifiedFileBytes(read, header, this.deps.publisher.keyring));
   }
 
   /** True while the base has no local copy. */

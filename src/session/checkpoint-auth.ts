@@ -98,7 +98,8 @@ export class CheckpointAuthority {
     if (problem === null && key) this.accepted.add(key);
     if (problem !== null) {
       if (header.auth && this.publicKeyOf(header.auth.publisher) === null) this.unknownPublisher = true;
-      if (header.auth && !this.keyring.byId(header.auth.kid)) this.missingKid = header.auth.kid;
+      // Only a device with no personal key at all lacks the key: a header naming a key nobody holds is forged.
+      if (header.auth && !this.keyring.forScope('personal')) this.missingKid = header.auth.kid;
       this.refused.set(header.checkpoint_hash, problem);
     }
     return problem;

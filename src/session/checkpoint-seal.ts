@@ -105,6 +105,32 @@ export async function openCheckpoint(source: CheckpointStream, keyring: Keyring,
 }
 
 /**
+ * A checkpoint's file bytes as they stream, each sealed chunk checked on the way: it opens under
+ * its AAD (bound to the header) and its keyed digest is the header's. Nothing is parsed or folded:
+ * for keeping a verified copy of a checkpoint whose state this device checked another way
+ * (proposals/checkpoint.md §Compaction). Throws `checkpoint_invalid` or `decrypt_failed` at the
+ * first chunk that fails, so a copy streamed from it is never completed.
+ */
+export async function* verifiedFileBytes(source: CheckpointStream, header: CheckpointHeader, keyring: Keyring): AsyncGenerator<Uint8Array> {
+  yield Buffer.from(JSON.stringify(source.header) + '\n');
+  const opener = createChunkOpener(keyring);
+  try {
+    let index = 0;
+    for await (const sealed of source.chunks) {
+      const ref = header.chunks[index];
+      if (!ref || sealed.includes('\n')) throw new OpsyncError('checkpoint_invalid', `Checkpoint ${header.checkpoint_hash} has more chunks than its header lists, or a chunk of more than one line.`);
+      const { digest } = await opener.open(sealed, chunkAad(header, index), `chunk ${index} of checkpoint ${header.checkpoint_hash}`, header.v !== 1);
+      if (digest !== ref.digest) throw new OpsyncError('checkpoint_invalid', `Chunk ${index} of checkpoint ${header.checkpoint_hash} does not match its digest.`);
+      index++;
+      yield Buffer.from(sealed + '\n');
+    }
+    if (index !== header.chunks.length) throw new OpsyncError('checkpoint_invalid', `Only ${index} of the ${header.chunks.length} chunks of checkpoint ${header.checkpoint_hash} arrived.`);
+  } finally {
+    await opener.close();
+  }
+}
+
+/**
  * What a sealed chunk is bound to: in version 2 the whole header (its checkpoint hash covers
  * frontier, state hash and every chunk digest), the chunk's place and scope, so that no chunk can
  * be moved into another checkpoint or another place; in version 1 its digest and scope.

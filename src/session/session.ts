@@ -685,7 +685,7 @@ export class Session {
       refilled = true;
     }
     // Damaged ops of this device on the relay first: a push continues from the relay's copy.
-    const repairs = await relay.repairs();
+    const repairs = await relay.repairs(this.authority.authentic);
     if (repairs.ops.length > 0) await this.mending.restoreRanges(repairs.ops);
     await this.mending.restoreCheckpoints(repairs.checkpoints);
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
@@ -724,7 +724,7 @@ export class Session {
       for (const device of stalled) since.set(device, Number.MAX_SAFE_INTEGER);
       let page;
       try {
-        page = await relay.pull(since, this.options.pullPageSize);
+        page = await relay.pull(since, this.options.pullPageSize, this.authority.authentic);
       } catch (error) {
         if (!isOpsyncError(error) || error.code !== 'relay_frontier_truncated') throw error;
         const latest = rebasedOnto.size > 0 ? await this.latestCheckpoint() : null;
@@ -956,13 +956,14 @@ export class Session {
     }
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (frontier.get(h.device)?.seq ?? -1));
     if (heldBelow) return { compacted: false, reason: `this device holds an op of ${heldBelow.device} it cannot decrypt below the checkpoint` };
-    // The journal will name this checkpoint as its base: its copy is made first, so that a crash
-    // right after the rewrite still finds it here (the relay may collect it later). Another
-    // device's checkpoint is never trusted for it: this device cuts the same checkpoint from its
-    // own journal and compacts only when the two are the same (proposals/checkpoint.md §Compaction).
+    // Another device's checkpoint is never trusted for the state it claims: this device compares it
+    // with the state its own journal folds to at that frontier (proposals/checkpoint.md
+    // §Compaction). The journal will name the checkpoint as its base, so a verified copy is made
+    // first: a crash right after the rewrite still finds it here (the relay may collect it later).
     if (this.bases.published?.hash !== hash) {
-      const mismatch = await this.cutOwnCopy(hash, frontier);
+      const mismatch = await this.mismatch(header, frontier);
       if (mismatch) return { compacted: false, reason: mismatch };
+      await this.bases.copyVerified(hash);
     }
     const plan = planCompaction(frontier, (await relay.roster()).entries);
     await this.gate.hold(async () => {
@@ -981,21 +982,23 @@ export class Session {
   }
 
   /**
-   * Cuts, from this device's own base and journal, the checkpoint at `frontier` and keeps it as
-   * the local copy of `hash` — or says why not: the two differ (another device's checkpoint that
-   * loses, invents or changes records is never compacted onto, whoever signed it).
+   * Why another device's checkpoint is not the state this device folds from its own journal at
+   * that frontier, or null when it is: the same op at every device's head and the same state
+   * hash. When this device holds nothing above the frontier, its state is that state already;
+   * otherwise the base and the journal are folded up to the frontier (`foldCut`). A checkpoint
+   * that would lose, invent or change a record is never compacted onto, whoever signed it.
    */
-  private async cutOwnCopy(hash: string, frontier: Frontier): Promise<string | null> {
-    const { state, frontier: heads } = await this.foldCut(new Map([...frontier].map(([device, head]) => [device, head.seq])));
-    const mine = cutCheckpoint(state, heads, this.publisher);
-    if (mine.header.checkpoint_hash !== hash) {
-      this.stats.counters.checkpoints_refused++;
-      const reason = `checkpoint ${hash} is not what this device folds from its own journal at that frontier (${mine.header.checkpoint_hash}); it keeps its history`;
-      this.deps.log?.warn({ checkpoint_hash: hash, own: mine.header.checkpoint_hash }, reason);
-      return reason;
-    }
-    await this.deps.checkpoints.put(hash, checkpointFileBytes(mine.file));
-    return null;
+  private async mismatch(header: CheckpointHeaderJson, frontier: Frontier): Promise<string | null> {
+    const ahead = [...this.heads].some(([device, head]) => head.seq > (frontier.get(device)?.seq ?? -1));
+    const mine = ahead ? await this.foldCut(new Map([...frontier].map(([device, head]) => [device, head.seq]))) : { state: this.fold, frontier: this.heads };
+    const differs =
+      [...frontier].find(([device, head]) => mine.frontier.get(device)?.op_id !== head.op_id)?.[0] ??
+      (mine.state.stateHash() !== header.state_hash ? 'the state hash' : null);
+    if (differs === null) return null;
+    this.stats.counters.checkpoints_refused++;
+    const reason = `checkpoint ${header.checkpoint_hash} is not what this device folds from its own journal at that frontier (${differs} differs); it keeps its history`;
+    this.deps.log?.warn({ checkpoint_hash: header.checkpoint_hash }, reason);
+    return reason;
   }
 
   /**

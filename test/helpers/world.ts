@@ -6,7 +6,7 @@ import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import { MemoryCheckpointStore } from '../../src/session/checkpoint-store.js';
 import { Session, type SessionLog, type SessionOptions } from '../../src/session/session.js';
 import { MemoryRelayStore } from '../../relay/memory-relay.js';
-import type { Relay } from '../../relay/relay.js';
+import type { CheckpointFile, Relay } from '../../relay/relay.js';
 import { coreCrypto } from './test-device.js';
 
 export const PERSONAL_KEY: ScopeKey = scopeKeyFromBytes('personal', Buffer.alloc(32, 0x11));
@@ -53,6 +53,11 @@ export class World {
     });
   }
 
+  /** `name`'s device key (a member could sign with it what it likes). */
+  deviceKeyOf(name: string): DeviceKey {
+    return this.disks.get(parseDeviceId(name))!.key;
+  }
+
   keyringOf(name: string): Keyring {
     return this.disks.get(parseDeviceId(name))!.keyring;
   }
@@ -71,6 +76,13 @@ export class World {
   snapshotRelay(): Promise<() => Promise<void>> {
     const backup = this.backupRelay();
     return Promise.resolve(() => Promise.resolve(this.restoreRelay(backup)));
+  }
+
+  /** A checkpoint file put on the relay by someone who is no device of the user (a hostile writer). */
+  async plantCheckpoint(file: CheckpointFile): Promise<void> {
+    const relay = await this.connectRelay(parseDeviceId('mallory'));
+    await relay.putCheckpoint(file);
+    await relay.close();
   }
 
   /** Closes every relay connection a device opened (a device that crashed left its own open). */

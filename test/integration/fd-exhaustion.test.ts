@@ -19,17 +19,23 @@ describe('a daemon out of file descriptors', () => {
     const flood: WebSocket[] = [];
     try {
       // More connections than descriptors: the daemon accepts what it can, the rest fail to connect.
-      const attempts = await Promise.all(
-        Array.from({ length: 400 }, () => {
-          const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
-          flood.push(ws);
-          return new Promise<boolean>((resolve) => {
-            ws.once('open', () => resolve(true));
-            ws.once('error', () => resolve(false));
-            ws.once('close', () => resolve(false));
-          });
-        }),
-      );
+      // In waves of 32, each authenticating before the next: the daemon closes strangers past 64
+      // waiting at once, so only authenticated connections can hold its descriptors.
+      const attempts: boolean[] = [];
+      for (let wave = 0; wave < 400 / 32; wave++) {
+        const opened = await Promise.all(
+          Array.from({ length: 32 }, () => {
+            const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+            flood.push(ws);
+            return new Promise<boolean>((resolve) => {
+              ws.once('open', () => resolve(true));
+              ws.once('error', () => resolve(false));
+              ws.once('close', () => resolve(false));
+            });
+          }),
+        );
+        attempts.push(...opened);
+      }
       expect(attempts.filter((opened) => !opened).length).toBeGreaterThan(0);
 
       for (let i = 0; i < 20; i++) expect(await client.call('sync.append', { surface: 'knowledge', payload: { id: `k${i}` } })).toMatchObject({ seq: i });

@@ -24,33 +24,11 @@ type Head = { seq: number; op_id: string; hlc: { wall_ms: number; counter: numbe
 describe('a hostile relay folder', () => {
   it('cannot delete everyone\'s data with a forged checkpoint: compaction, restart and a new device keep every record', async () => {
     const relay = await tempDir();
-    const [dirA, dirB] = [await tempDir(), await tempDir()];
-    let [a, b] = await Promise.all([DaemonProcess.start(dirA, relay), DaemonProcess.start(dirB, relay)]);
-    let [ca, cb] = await Promise.all([a.connect(), b.connect()]);
-    for (let i = 0; i < 5; i++) await ca.call('sync.append', { surface: 'knowledge', payload: { id: `k${i}` } });
-    await Promise.all([ca.call('sync.pump'), cb.call('sync.pump')]);
-    expect((await converged([ca, cb])).records).toBe(5);
-
-    // The heads are public in the segments; the empty state's hash is a constant.
-    const frontier = await relayHeads(relay);
-    const header = forgedHeader(frontier);
-    await writeFile(join(relay, 'checkpoints', `${header.checkpoint_hash}.jsonl`), JSON.stringify(header) + '\n');
-
-    for (const client of [ca, cb]) await client.call('sync.compact');
-    await Promise.all([ca.close(), cb.close()]);
-    await Promise.all([a.stop(), b.stop()]);
-    [a, b] = await Promise.all([DaemonProcess.start(dirA, relay), DaemonProcess.start(dirB, relay)]);
-    [ca, cb] = await Promise.all([a.connect(), b.connect()]);
-    const late = await DaemonProcess.start(await tempDir(), relay);
-    const cc = await late.connect();
-    try {
-      for (const client of [ca, cb, cc]) await client.call('sync.pump');
-      expect((await converged([ca, cb, cc])).records).toBe(5);
-      expect((await cc.call<{ records: unknown[] }>('sync.records', { surface: 'knowledge' })).records).toHaveLength(5);
-    } finally {
-      await Promise.all([ca.close(), cb.close(), cc.close()]);
-      await Promise.all([a.stop(), b.stop(), late.stop()]);
-    }
+    await survivesForgedCheckpoint(relay, async () => {
+      // The heads are public in the segments; the empty state's hash is a constant.
+      const header = forgedHeader(await relayHeads(relay));
+      await writeFile(join(relay, 'checkpoints', `${header.checkpoint_hash}.jsonl`), JSON.stringify(header) + '\n');
+    });
   });
 
   it('cannot make a daemon write outside the relay through symlinks at its push hints: the journal stays whole and the daemon starts again', async () => {
@@ -150,8 +128,11 @@ describe('a hostile relay folder', () => {
     const device = (await daemon.info())!.device_id;
     await client.close();
     await daemon.stop();
+    // A well-formed record of this device at seq 1000, which no signature of its key covers.
+    const ops = join(relay, 'devices', device, 'ops');
+    const mine = JSON.parse((await readFile(join(ops, (await readdir(ops)).sort()[0]!), 'utf8')).trim().split('\n').at(-1)!) as Head & Record<string, unknown>;
     const header = JSON.stringify({ opsync_segment: 1, device_id: device, first_seq: 1000, count: 1 });
-    await writeFile(join(relay, 'devices', device, 'ops', '000000001000.jsonl'), `${header}\n{}\n`);
+    await writeFile(join(ops, '000000001000.jsonl'), `${header}\n${JSON.stringify({ ...mine, seq: 1000 })}\n`);
     daemon = await DaemonProcess.start(dataDir, relay);
     client = await daemon.connect();
     try {
@@ -208,34 +189,11 @@ describe('a hostile relay folder', () => {
 describe('a hostile Postgres relay', () => {
   it('cannot delete everyone\'s data with a forged checkpoint row', async () => {
     const url = await postgres().createDatabase('forged_checkpoint');
-    const [dirA, dirB] = [await tempDir(), await tempDir()];
-    let [a, b] = await Promise.all([DaemonProcess.start(dirA, url), DaemonProcess.start(dirB, url)]);
-    let [ca, cb] = await Promise.all([a.connect(), b.connect()]);
-    for (let i = 0; i < 5; i++) await ca.call('sync.append', { surface: 'knowledge', payload: { id: `k${i}` } });
-    await Promise.all([ca.call('sync.pump'), cb.call('sync.pump')]);
-    expect((await converged([ca, cb])).records).toBe(5);
-    const { rows } = await pgQuery<{ device_id: string; record: string }>(url, 
-      'SELECT DISTINCT ON (device_id) device_id, record FROM opsync_ops ORDER BY device_id, seq DESC',
-    );
-    const frontier: Record<string, Head> = {};
-    for (const row of rows) frontier[row.device_id] = headOf(JSON.parse(row.record) as Head);
-    const header = forgedHeader(frontier);
-    await pgQuery(url, 'INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3)', [header.checkpoint_hash, header, 1_000_000]);
-
-    for (const client of [ca, cb]) await client.call('sync.compact');
-    await Promise.all([ca.close(), cb.close()]);
-    await Promise.all([a.stop(), b.stop()]);
-    [a, b] = await Promise.all([DaemonProcess.start(dirA, url), DaemonProcess.start(dirB, url)]);
-    [ca, cb] = await Promise.all([a.connect(), b.connect()]);
-    const late = await DaemonProcess.start(await tempDir(), url);
-    const cc = await late.connect();
-    try {
-      for (const client of [ca, cb, cc]) await client.call('sync.pump');
-      expect((await converged([ca, cb, cc])).records).toBe(5);
-    } finally {
-      await Promise.all([ca.close(), cb.close(), cc.close()]);
-      await Promise.all([a.stop(), b.stop(), late.stop()]);
-    }
+    await survivesForgedCheckpoint(url, async () => {
+      const { rows } = await pgQuery<{ device_id: string; record: string }>(url, 'SELECT DISTINCT ON (device_id) device_id, record FROM opsync_ops ORDER BY device_id, seq DESC');
+      const header = forgedHeader(Object.fromEntries(rows.map((row) => [row.device_id, headOf(JSON.parse(row.record) as Head)])));
+      await pgQuery(url, 'INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3)', [header.checkpoint_hash, header, 1_000_000]);
+    });
   });
 
   it('reads no oversized row: a 64 MiB record planted for another device is refused as damage and sync goes on', async () => {
@@ -267,6 +225,33 @@ async function pgQuery<R extends pg.QueryResultRow>(url: string, statement: stri
     return await client.query<R>(statement, params);
   } finally {
     await client.end();
+  }
+}
+
+/**
+ * Two devices hold five records; `forge` plants a checkpoint of the empty state at their heads.
+ * Both compact, restart, and a new device joins: every one of them must still hold the five.
+ */
+async function survivesForgedCheckpoint(relay: string, forge: () => Promise<void>): Promise<void> {
+  const dataDirs = [await tempDir(), await tempDir()];
+  let daemons = await Promise.all(dataDirs.map((dir) => DaemonProcess.start(dir, relay)));
+  let clients = await Promise.all(daemons.map((daemon) => daemon.connect()));
+  for (let i = 0; i < 5; i++) await clients[0]!.call('sync.append', { surface: 'knowledge', payload: { id: `k${i}` } });
+  for (const client of clients) await client.call('sync.pump');
+  expect((await converged(clients)).records).toBe(5);
+  await forge();
+  for (const client of clients) await client.call('sync.compact');
+  await Promise.all(clients.map((client) => client.close()));
+  await Promise.all(daemons.map((daemon) => daemon.stop()));
+  daemons = await Promise.all([...dataDirs, await tempDir()].map((dir) => DaemonProcess.start(dir, relay)));
+  clients = await Promise.all(daemons.map((daemon) => daemon.connect()));
+  try {
+    for (const client of clients) await client.call('sync.pump');
+    expect((await converged(clients)).records).toBe(5);
+    expect((await clients[2]!.call<{ records: unknown[] }>('sync.records', { surface: 'knowledge' })).records).toHaveLength(5);
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+    await Promise.all(daemons.map((daemon) => daemon.stop()));
   }
 }
 

@@ -54,8 +54,8 @@ class FaultyRelay implements Relay {
     return result;
   }
 
-  async pull(since: SeqFrontier, limit: number): Promise<PullPage> {
-    const page = await this.call(() => this.inner.pull(since, limit));
+  async pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage> {
+    const page = await this.call(() => this.inner.pull(since, limit, authentic));
     let ops = [...page.ops];
     let more = page.more;
     if (this.net.chance(this.net.faults.delay)) {
@@ -85,8 +85,8 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.roster());
   }
 
-  repairs() {
-    return this.call(() => this.inner.repairs());
+  repairs(authentic?: HeaderCheck) {
+    return this.call(() => this.inner.repairs(authentic));
   }
 
   restartAbove(anchor: ChainHead) {

@@ -6,6 +6,7 @@ import { canonicalize } from '../../src/oplog/canonical.js';
 import { isOpsyncError } from '../../src/oplog/opsync-error.js';
 import type { Surface } from '../../src/oplog/surface.js';
 import type { Session } from '../../src/session/session.js';
+import type { CheckpointFile, CheckpointHeaderJson } from '../../relay/relay.js';
 import type { JsonObject } from '../../src/util/json.js';
 import { scaled, scaledTimeout, seededRandom, testSeed } from '../helpers/seeded.js';
 import { coreCrypto } from '../helpers/test-device.js';
@@ -92,6 +93,14 @@ async function runSchedule(seed: number, makeWorld = inMemory): Promise<void> {
   }
 }
 
+/** A checkpoint of the empty state at `heads`, as anyone can write one: version 1, or version 2 with a MAC and signature made up. */
+function forgedCheckpoint(heads: ReadonlyMap<string, unknown>, v2: boolean): CheckpointFile {
+  const frontier = Object.fromEntries([...heads].sort(([a], [b]) => (a < b ? -1 : 1)));
+  const body = { v: v2 ? 2 : 1, frontier, scopes: [], state_hash: new FoldState(coreCrypto).stateHash(), chunks: [] };
+  const auth = v2 ? { publisher: [...heads.keys()][0]!, kid: 'k-0000000000000000', mac: '0'.repeat(64), sig: 'A'.repeat(86) } : {};
+  return { header: { ...body, checkpoint_hash: `ck-${coreCrypto.sha256Hex(canonicalize(body))}`, ...auth } as unknown as CheckpointHeaderJson, chunks: [] };
+}
+
 async function simulate(seed: number, world: World): Promise<void> {
   const random = seededRandom(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
@@ -130,7 +139,16 @@ async function simulate(seed: number, world: World): Promise<void> {
     world.skew.set(name as never, skew);
     if (!late.has(name)) await start(name);
   }
+  // A hostile writer to the relay, holding no key, draws from a generator of its own (so that the
+  // named seeds below replay their schedules): now and then it plants a checkpoint of the empty
+  // state at the devices' current heads, as version 1 (no proof) or with a made-up MAC.
+  const hostile = seededRandom(seed ^ 0x5eed);
+  const heads = new Map<string, { seq: number; op_id: string; hlc: unknown }>();
   for (let step = 0; step < STEPS; step++) {
+    if (hostile() < 0.05 && heads.size > 0) {
+      await world.plantCheckpoint(forgedCheckpoint(heads, hostile() < 0.5));
+      log.push(`${step} a forged checkpoint planted on the relay`);
+    }
     const roll = random();
     const running = [...live.keys()];
     if (roll < 0.35 && running.length > 0) {
@@ -139,6 +157,7 @@ async function simulate(seed: number, world: World): Promise<void> {
       if (keyless.has(name)) continue;
       const result = await attempt(name, 'append on', () => live.get(name)!.append({ surface, payload, scope: 'personal' }));
       if (result) appended.push({ op_id: result.op_id, device_id: live.get(name)!.device, hlc: result.hlc, scope: 'personal', surface, payload });
+      if (result) heads.set(live.get(name)!.device, { seq: result.seq, op_id: result.op_id, hlc: result.hlc });
       log.push(`${step} append ${name} ${surface} → ${result ? `seq ${result.seq}` : 'failed'}`);
     } else if (roll < 0.6 && running.length > 0) {
       const chosen = running.filter(() => random() < 0.5);

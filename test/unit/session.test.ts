@@ -6,6 +6,11 @@ import type { JournalEntry } from '../../src/journal/journal.js';
 import type { Session } from '../../src/session/session.js';
 import type { CheckpointReport } from '../../src/session/session-reports.js';
 import type { CheckpointFile, Relay } from '../../relay/relay.js';
+import { FoldState } from '../../src/fold/fold-state.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import type { ChainHead } from '../../src/oplog/op-record.js';
+import { cutCheckpoint } from '../../src/session/checkpoint-seal.js';
+import { coreCrypto } from '../helpers/test-device.js';
 import { World } from '../helpers/world.js';
 
 /**
@@ -194,6 +199,29 @@ describe('session', () => {
     const again = await world.open('device-a');
     expect(again.state.stateHash()).toBe(hash);
     expect(again.status().base_checkpoint).toBe(published.checkpoint_hash);
+  });
+
+  it('never compacts onto a member\'s signed checkpoint that loses a record: it keeps its history and counts the refusal', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    for (const id of ['k0', 'k1']) await a.append({ surface: 'knowledge', payload: { id }, scope: 'personal' });
+    await b.append({ surface: 'knowledge', payload: { id: 'b0' }, scope: 'personal' });
+    await pumpAll(a, b);
+    // device-a, a member holding every key, signs the state of every op but k1 at the full frontier.
+    const state = new FoldState(coreCrypto);
+    const frontier = new Map<DeviceId, ChainHead>();
+    for (const entry of world.journals.entries('device-b')) {
+      if (entry.kind !== 'op') continue;
+      frontier.set(entry.op.device_id, { seq: entry.op.seq, op_id: entry.op.op_id, hlc: entry.op.hlc });
+      if (entry.plain?.id !== 'k1') state.apply({ ...entry.op, payload: entry.plain! });
+    }
+    const publisher = { device: a.device, deviceKey: world.deviceKeyOf('device-a'), keyring: world.keyringOf('device-a'), crypto: coreCrypto };
+    await world.relays.connect(a.device).putCheckpoint(cutCheckpoint(state, frontier, publisher).file);
+    expect(await b.compact()).toMatchObject({ compacted: false, reason: expect.stringMatching(/not what this device folds from its own journal/) as unknown });
+    expect(b.stats.counters.checkpoints_refused).toBe(1);
+    await b.close();
+    expect((await world.open('device-b')).status().counts.records).toBe(3);
   });
 
   it('publishes no checkpoint when its state does not match its journal, since every device would adopt it', async () => {
