@@ -175,7 +175,7 @@ export class DirectoryRelay implements Relay {
     });
   }
 
-  push(ops: readonly OpRecord[]): Promise<PushResult> {
+  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
     // A push checks first that the folder is the one this handle read, as reads do: planned from
     // the head it kept of a folder since restored from an older backup, it would write its ops
     // above a hole (the simulation on a relay folder found a device's chain starting at seq 4).
@@ -190,7 +190,7 @@ export class DirectoryRelay implements Relay {
           head: await this.folders.ownHead(),
           floor: segments[0]?.firstSeq ?? 0,
           heldOpId: async (seq) => (await this.folders.heldOp(seq))?.op_id,
-          checkpointHead: async (seq) => checkpointHead(await this.checkpointHeaderList(), this.self, seq),
+          checkpointHead: async (seq) => checkpointHead(await this.checkpointHeaderList(), this.self, seq, authentic),
         },
         ops,
         this.crypto,
@@ -334,12 +334,12 @@ export class DirectoryRelay implements Relay {
     return reports;
   }
 
-  restartAbove(anchor: ChainHead): Promise<void> {
+  restartAbove(anchor: ChainHead, authentic?: HeaderCheck): Promise<void> {
     return this.guard(async () => {
       // A relay replaced by an empty one no longer knows this device: registering comes first.
       if (!(await this.deviceFile(this.self))) throw notRegistered(this.self);
       await this.assertOwnFolders();
-      checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq));
+      checkRestartAnchor(this.self, anchor, checkpointHead(await this.checkpointHeaderList(), this.self, anchor.seq, authentic));
       const dir = this.folders.opsDir(this.self);
       for (const name of await readdir(dir)) {
         if (seqOfName(name) < 0) continue;

@@ -138,13 +138,16 @@ export async function readTextAtMost(path: string, maxBytes: number): Promise<st
   }
 }
 
-/** Up to `limit` bytes from the start of an open file. */
+/** Up to `limit` bytes from the start of an open file (its reported size is only where reading starts to size the buffer). */
 export async function readAtMost(handle: FileHandle, limit: number): Promise<Buffer> {
-  const size = (await handle.stat()).size;
-  const buffer = Buffer.allocUnsafe(Math.min(limit, Math.max(size + 1, 64 * 1024)));
+  let buffer = Buffer.allocUnsafe(Math.min(limit, Math.max((await handle.stat()).size + 1, 64 * 1024)));
   let filled = 0;
   for (;;) {
-    if (filled === buffer.length) break;
+    if (filled === buffer.length) {
+      if (buffer.length === limit) break;
+      // The file grew while it was read: read on, up to the limit.
+      buffer = Buffer.concat([buffer, Buffer.allocUnsafe(Math.min(limit, buffer.length * 2) - buffer.length)]);
+    }
     const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
     if (bytesRead === 0) break;
     filled += bytesRead;

@@ -70,7 +70,7 @@ export class MemoryRelay implements Relay {
     this.store.devices.set(this.self, { publicKey, addedMs: now, lastSeenMs: now, ops: [], floor: 0, acked: new Map() });
   }
 
-  async push(ops: readonly OpRecord[]): Promise<PushResult> {
+  async push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
     await Promise.resolve();
     const record = this.store.devices.get(this.self);
     const last = record?.ops.at(-1);
@@ -81,7 +81,7 @@ export class MemoryRelay implements Relay {
         head: last ? { seq: last.seq, op_id: last.op_id, hlc: last.hlc } : null,
         floor: record?.floor ?? 0,
         heldOpId: (seq) => Promise.resolve(record?.ops[seq - record.floor]?.op_id),
-        checkpointHead: (seq) => Promise.resolve(checkpointHead(this.headers(), this.self, seq)),
+        checkpointHead: (seq) => Promise.resolve(checkpointHead(this.headers(), this.self, seq, authentic)),
       },
       ops,
       this.store.crypto,
@@ -122,11 +122,11 @@ export class MemoryRelay implements Relay {
   readonly restoreCheckpoint = nothingToMend.restoreCheckpoint;
   readonly reportDamage = nothingToMend.reportDamage;
 
-  async restartAbove(anchor: ChainHead): Promise<void> {
+  async restartAbove(anchor: ChainHead, authentic?: HeaderCheck): Promise<void> {
     await Promise.resolve();
     const record = this.store.devices.get(this.self);
     if (!record) throw notRegistered(this.self);
-    checkRestartAnchor(this.self, anchor, checkpointHead(this.headers(), this.self, anchor.seq));
+    checkRestartAnchor(this.self, anchor, checkpointHead(this.headers(), this.self, anchor.seq, authentic));
     record.ops = [];
     record.floor = anchor.seq + 1;
     this.store.changed(this.self);

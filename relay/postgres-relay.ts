@@ -100,7 +100,7 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  push(ops: readonly OpRecord[]): Promise<PushResult> {
+  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
     return this.transaction(async (client) => {
       const { rows } = await client.query<{ public_key: string; floor: string }>('SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
       const device = rows[0];
@@ -115,7 +115,7 @@ export class PostgresRelay implements Relay {
             const held = await client.query<{ op_id: string }>('SELECT op_id FROM opsync_ops WHERE device_id = $1 AND seq = $2', [this.self, seq]);
             return held.rows[0]?.op_id as OpId | undefined;
           },
-          checkpointHead: async (seq) => checkpointHead(await this.headers(), this.self, seq),
+          checkpointHead: async (seq) => checkpointHead(await this.headers(), this.self, seq, authentic),
         },
         ops,
         this.crypto,
@@ -182,11 +182,11 @@ export class PostgresRelay implements Relay {
   readonly restoreCheckpoint = nothingToMend.restoreCheckpoint;
   readonly reportDamage = nothingToMend.reportDamage;
 
-  restartAbove(anchor: ChainHead): Promise<void> {
+  restartAbove(anchor: ChainHead, authentic?: HeaderCheck): Promise<void> {
     return this.transaction(async (client) => {
       const { rows } = await client.query('SELECT 1 FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
       if (rows.length === 0) throw notRegistered(this.self);
-      checkRestartAnchor(this.self, anchor, checkpointHead(await this.headers(), this.self, anchor.seq));
+      checkRestartAnchor(this.self, anchor, checkpointHead(await this.headers(), this.self, anchor.seq, authentic));
       await client.query('DELETE FROM opsync_ops WHERE device_id = $1', [this.self]);
       await client.query('UPDATE opsync_devices SET floor = $2 WHERE device_id = $1', [this.self, anchor.seq + 1]);
       await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);

@@ -56,8 +56,9 @@ export function headerFrontier(header: CheckpointHeaderJson): Frontier | null {
  * `device`'s op at `seq` as a stored checkpoint's frontier names it: the anchor a chain may
  * continue from when the relay holds none of the device's ops below it.
  */
-export function checkpointHead(headers: readonly CheckpointHeaderJson[], device: DeviceId, seq: number): ChainHead | undefined {
+export function checkpointHead(headers: readonly CheckpointHeaderJson[], device: DeviceId, seq: number, authentic?: HeaderCheck): ChainHead | undefined {
   for (const header of headers) {
+    if (authentic && !authentic(header)) continue;
     const head = headerFrontier(header)?.get(device);
     if (head?.seq === seq) return head;
   }

@@ -29,7 +29,8 @@ export interface Relay {
   readonly location: string;
   /** Registers this device's public key (trust on first use); idempotent for the same key. */
   register(publicKey: string): Promise<void>;
-  push(ops: readonly OpRecord[]): Promise<PushResult>;
+  /** `authentic`: which checkpoints may anchor a push that starts above the ops the relay holds (`pull`). */
+  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult>;
   /**
    * `authentic`: which checkpoints count when the relay tells collected history (a checkpoint
    * covers it: rebase) from damage (stop, for the writer to push again); without it, all do.
@@ -53,7 +54,7 @@ export interface Relay {
    * journal was compacted past ops the relay can no longer serve (damaged, or lost); devices
    * behind the anchor rebase onto a checkpoint. No such checkpoint → `relay_gap`.
    */
-  restartAbove(anchor: ChainHead): Promise<void>;
+  restartAbove(anchor: ChainHead, authentic?: HeaderCheck): Promise<void>;
   /**
    * Tells the relay that something it served failed verification here: `device`'s op at `seq`
    * (this device cannot get past it), or a checkpoint. A relay whose stored files can be

@@ -80,6 +80,7 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
     response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
   });
   http.maxConnections = MAX_CONNECTIONS;
+  http.on('drop', (data?: { remoteAddress?: string }) => warn('connections', { limit: MAX_CONNECTIONS, peer: data?.remoteAddress ?? 'local' }, 'too many connections: dropping new ones'));
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
   const peers = new Map<WebSocket, Peer>();
   const stats: TransportStats = { connections: 0, rejected_auth: 0, rejected_origin: 0, rejected_unauthenticated: 0, oversize_frames: 0, held_back: 0, coalesced_notifications: 0 };

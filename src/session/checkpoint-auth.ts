@@ -77,6 +77,8 @@ function sealingKey(keyring: Keyring, scope: string): ScopeKey {
  */
 export class CheckpointAuthority {
   private readonly accepted = new Set<string>();
+  /** Headers refused for good (forged, not merely from a publisher the roster did not show yet), by the same key. */
+  private readonly rejected = new Set<string>();
   /** Set when a header was refused only because its publisher was unknown: the roster may be stale. */
   unknownPublisher = false;
   /** The key id of the last header refused because this device lacks its personal key (null: none was). */
@@ -92,16 +94,23 @@ export class CheckpointAuthority {
 
   /** Why `header` is not to be trusted, or null. */
   readonly problem = (header: CheckpointHeader): string | null => {
-    const key = header.auth && `${header.checkpoint_hash}\0${header.auth.mac}\0${header.auth.sig}`;
-    if (key && this.accepted.has(key)) return null;
+    const key = header.auth ? `${header.checkpoint_hash}\0${header.auth.mac}\0${header.auth.sig}` : `v1\0${header.checkpoint_hash}`;
+    if (this.accepted.has(key)) return null;
+    const known = this.rejected.has(key) ? this.refused.get(header.checkpoint_hash) : undefined;
+    if (known !== undefined) return known;
     const problem = headerProblem(header, this.keyring, this.publicKeyOf, this.crypto);
-    if (problem === null && key) this.accepted.add(key);
-    if (problem !== null) {
-      if (header.auth && this.publicKeyOf(header.auth.publisher) === null) this.unknownPublisher = true;
-      // Only a device with no personal key at all lacks the key: a header naming a key nobody holds is forged.
-      if (header.auth && !this.keyring.forScope('personal')) this.missingKid = header.auth.kid;
-      this.refused.set(header.checkpoint_hash, problem);
+    if (problem === null) {
+      this.accepted.add(key);
+      return null;
     }
+    const unknownPublisher = header.auth !== null && this.publicKeyOf(header.auth.publisher) === null;
+    // Only a device with no personal key at all lacks the key: a header naming a key nobody holds is forged.
+    const keyless = header.auth !== null && !this.keyring.forScope('personal');
+    if (unknownPublisher) this.unknownPublisher = true;
+    if (keyless) this.missingKid = header.auth.kid;
+    // A refusal that a roster read or an imported key may change is judged again next time.
+    if (!unknownPublisher && !keyless) this.rejected.add(key);
+    this.refused.set(header.checkpoint_hash, problem);
     return problem;
   };
 

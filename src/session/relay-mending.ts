@@ -76,7 +76,7 @@ export class RelayMending {
     if (wanted.length === 0) return;
     const ops = await this.deps.ownOps((op) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last));
     try {
-      await this.deps.known(() => this.deps.relay.push(ops));
+      await this.deps.known(() => this.deps.relay.push(ops, this.deps.authentic));
     } catch (error) {
       if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
       for (const range of wanted) {
@@ -126,7 +126,7 @@ export class RelayMending {
     const own = await this.deps.ownOps((op) => op.seq > baseHead.seq);
     const latest = await this.latestAnchor(baseHead, own);
     const anchor = latest?.head ?? (await this.anchorOnBase(base, why));
-    await this.deps.known(() => relay.restartAbove(anchor));
+    await this.deps.known(() => relay.restartAbove(anchor, this.deps.authentic));
     // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
     this.deps.requeue(anchor.seq + 1, own.filter((op) => op.seq > anchor.seq));
     this.deps.log?.warn(

@@ -694,7 +694,7 @@ export class Session {
       const batch = this.unpushed.slice(0, Math.min(remaining, this.options.pushBatchSize));
       let result;
       try {
-        result = await this.known(() => relay.push(batch));
+        result = await this.known(() => relay.push(batch, this.authority.authentic));
       } catch (error) {
         if (!isOpsyncError(error) || error.code !== 'relay_gap' || refilled) throw error;
         await this.refillRelay();

@@ -268,6 +268,23 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { floor: 2 } });
     });
 
+    it('lets its reader decide which checkpoints count: a refused header is never the latest, anchors no push, and is neither kept nor collected over an accepted one', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const ops = a.ops(4);
+      const accepted = { header: { checkpoint_hash: `ck-${'5'.repeat(64)}`, frontier: frontierJson(ops[0]!) }, chunks: [] };
+      const forged = (n: number) => ({ header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[1]!) }, chunks: [] });
+      for (const file of [accepted, forged(6), forged(7), forged(8)]) await b.relay.putCheckpoint(file);
+      const authentic = (header: { checkpoint_hash: string }) => header.checkpoint_hash === accepted.header.checkpoint_hash;
+      expect((await a.relay.latestCheckpoint())?.checkpoint_hash).not.toBe(accepted.header.checkpoint_hash);
+      expect((await a.relay.latestCheckpoint(undefined, authentic))?.checkpoint_hash).toBe(accepted.header.checkpoint_hash);
+      // A forged header names a's op 1: a push from op 2 on an empty relay must not take it as an anchor.
+      await expect(a.relay.push(ops.slice(2), authentic)).rejects.toMatchObject({ code: 'relay_gap' });
+      expect((await b.relay.gc({ verified: new Map(), authentic })).droppedCheckpoints).toBe(0);
+      expect(await b.relay.readCheckpoint(accepted.header.checkpoint_hash)).not.toBeNull();
+    });
+
     it('restarts a device\'s chain above an op a checkpoint covers: earlier readers rebase, later ones read on', async () => {
       const h = await setup();
       const a = await joined(h, 'device-a', 1);

@@ -48,8 +48,8 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.register(publicKey));
   }
 
-  async push(ops: readonly OpRecord[]): Promise<PushResult> {
-    const result = await this.call(() => this.inner.push(ops));
+  async push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
+    const result = await this.call(() => this.inner.push(ops, authentic));
     if (this.net.chance(this.net.faults.lostResponse)) throw unavailable('the push response was lost');
     return result;
   }
@@ -89,8 +89,8 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.repairs(authentic));
   }
 
-  restartAbove(anchor: ChainHead) {
-    return this.call(() => this.inner.restartAbove(anchor));
+  restartAbove(anchor: ChainHead, authentic?: HeaderCheck) {
+    return this.call(() => this.inner.restartAbove(anchor, authentic));
   }
 
   reportDamage(damage: Damage) {
