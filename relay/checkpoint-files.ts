@@ -89,7 +89,8 @@ export async function* readCheckpointChunks(path: string): AsyncGenerator<string
       if (start < bytesRead) {
         pieces.push(Buffer.from(buffer.subarray(start, bytesRead)));
         held += bytesRead - start;
-        if (held > MAX_CHUNK_LINE_BYTES) throw new OpsyncError('checkpoint_invalid', `${path} has a line longer than any checkpoint chunk.`, { location: path });
+        if (held > MAX_CHUNK_LINE_BYTES)
+          throw new OpsyncError('checkpoint_invalid', `${path} has a line longer than any checkpoint chunk.`, { location: path });
       }
     }
   } finally {

@@ -30,5 +30,8 @@ export function decodeDamageReport(value: Record<string, unknown> | null): Damag
   const stopped = value?.opsync_damage === 1 ? parseSeqFrontier(value.stopped) : null;
   const checkpoints = value?.checkpoints ?? [];
   if (!stopped || !Array.isArray(checkpoints)) return null;
-  return { stopped, checkpoints: checkpoints.filter((hash): hash is string => typeof hash === 'string' && CHECKPOINT_FILE.test(`${hash}.jsonl`)) };
+  return {
+    stopped,
+    checkpoints: checkpoints.filter((hash): hash is string => typeof hash === 'string' && CHECKPOINT_FILE.test(`${hash}.jsonl`)),
+  };
 }

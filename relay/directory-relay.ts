@@ -9,7 +9,15 @@ import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS, type RosterEntry } from '../src/oplog/roster.js';
 import { Anomalies } from './anomalies.js';
-import { CHECKPOINT_FILE, checkpointFileBytes, checkpointFileName, readCheckpointChunks, readCheckpointHeader, replaceCheckpointBytes, writeCheckpointBytes } from './checkpoint-files.js';
+import {
+  CHECKPOINT_FILE,
+  checkpointFileBytes,
+  checkpointFileName,
+  readCheckpointChunks,
+  readCheckpointHeader,
+  replaceCheckpointBytes,
+  writeCheckpointBytes,
+} from './checkpoint-files.js';
 import { DAMAGE_FILE, decodeDamageReport, type DamageReport } from './damage-report.js';
 import { ReaderDamage, WriterRepair } from './directory-repair.js';
 import {
@@ -27,7 +35,15 @@ import {
 } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { checkpointHead, collectableThrough, headerFrontier, latestCovering, PageBuilder, rosterView, staleCheckpoints } from './relay-state.js';
+import {
+  checkpointHead,
+  collectableThrough,
+  headerFrontier,
+  latestCovering,
+  PageBuilder,
+  rosterView,
+  staleCheckpoints,
+} from './relay-state.js';
 import {
   type CheckpointFile,
   type Covering,
@@ -145,14 +161,20 @@ export class DirectoryRelay implements Relay {
       await ensureDir(join(options.root, 'checkpoints'));
       await createFileDurable(marker, JSON.stringify({ opsync_relay: RELAY_LAYOUT_VERSION, relay_id: uuidv4() }) + '\n');
     } catch (error) {
-      throw new OpsyncError('config_invalid', `The relay folder ${options.root} cannot be created or written: ${whyNotWritable(error)}.`, { location: options.root });
+      throw new OpsyncError('config_invalid', `The relay folder ${options.root} cannot be created or written: ${whyNotWritable(error)}.`, {
+        location: options.root,
+      });
     }
     const id = await relay.currentId();
     if (id === null) {
       const version = (await readJsonObject(marker))?.opsync_relay;
-      throw new OpsyncError('relay_invalid', `${options.root} is not an opsync relay of layout version ${RELAY_LAYOUT_VERSION} (relay.json says ${JSON.stringify(version)}).`, {
-        location: options.root,
-      });
+      throw new OpsyncError(
+        'relay_invalid',
+        `${options.root} is not an opsync relay of layout version ${RELAY_LAYOUT_VERSION} (relay.json says ${JSON.stringify(version)}).`,
+        {
+          location: options.root,
+        },
+      );
     }
     relay.relayId = id;
     relay.marker = await relayFileIdentity(options.root);
@@ -170,7 +192,10 @@ export class DirectoryRelay implements Relay {
       const text = JSON.stringify({ opsync_device: 1, device_id: this.self, public_key: publicKey, added_ms: this.now() }) + '\n';
       if (await createFileDurable(join(dir, 'device.json'), text)) return;
       const existing = await this.deviceFile(this.self);
-      if (!existing) throw new OpsyncError('relay_invalid', `${join(dir, 'device.json')} is damaged; this device cannot register.`, { device_id: this.self });
+      if (!existing)
+        throw new OpsyncError('relay_invalid', `${join(dir, 'device.json')} is damaged; this device cannot register.`, {
+          device_id: this.self,
+        });
       if (existing.publicKey !== publicKey) throw keyConflict(this.self);
     });
   }
@@ -229,10 +254,14 @@ export class DirectoryRelay implements Relay {
       this.folders.forgetFile(path);
     }
     this.folders.forgetOwn();
-    throw new OpsyncError('relay_gap', `Device ${this.self} pushed from seq ${first}, but the relay folder lost the ops below it while the push wrote; it pushes again from what the relay holds.`, {
-      device_id: this.self,
-      offered: first,
-    });
+    throw new OpsyncError(
+      'relay_gap',
+      `Device ${this.self} pushed from seq ${first}, but the relay folder lost the ops below it while the push wrote; it pushes again from what the relay holds.`,
+      {
+        device_id: this.self,
+        offered: first,
+      },
+    );
   }
 
   pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage> {
@@ -284,7 +313,8 @@ export class DirectoryRelay implements Relay {
           }
         }
         // An unreadable segment file named above what could be read: the device's newest ops stand behind it.
-        if (stop === undefined && seq >= floor - 1 && [...unreadable.keys()].some((path) => seqOfName(basename(path)) > seq)) stop = seq + 1;
+        if (stop === undefined && seq >= floor - 1 && [...unreadable.keys()].some((path) => seqOfName(basename(path)) > seq))
+          stop = seq + 1;
         if (stop !== undefined) this.damage.stop(device, stop);
       }
       await this.assertOwnFolders();
@@ -556,10 +586,17 @@ export class DirectoryRelay implements Relay {
       const code = (error as NodeJS.ErrnoException).code;
       // Out of file descriptors (a flood of connections): reading relay.json would fail too and look like a missing folder.
       if (code === 'EMFILE' || code === 'ENFILE') {
-        throw new OpsyncError('relay_unavailable', `The relay folder ${this.location} cannot be read now: too many files are open (${code}); sync resumes once some are closed.`, { relay: this.location });
+        throw new OpsyncError(
+          'relay_unavailable',
+          `The relay folder ${this.location} cannot be read now: too many files are open (${code}); sync resumes once some are closed.`,
+          { relay: this.location },
+        );
       }
       const id = await this.layoutId();
-      if (id === this.relayId) throw new OpsyncError('relay_unavailable', `The relay folder ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
+      if (id === this.relayId)
+        throw new OpsyncError('relay_unavailable', `The relay folder ${this.location} failed: ${(error as Error).message}.`, {
+          relay: this.location,
+        });
       this.detached = true;
       if (id === null) throw this.missing();
       // Replaced by another relay while in use: attach to it and try once more.
@@ -632,7 +669,13 @@ export class DirectoryRelay implements Relay {
     this.ownAck = null;
     this.lastHint = null;
     this.damage = new ReaderDamage(join(this.deviceDir(this.self), DAMAGE_FILE), (hash) => this.checkpointPath(hash));
-    this.repair = new WriterRepair(this.self, this.crypto, this.folders, () => this.publicKey(), (seq, authentic) => this.covered(this.self, seq, authentic));
+    this.repair = new WriterRepair(
+      this.self,
+      this.crypto,
+      this.folders,
+      () => this.publicKey(),
+      (seq, authentic) => this.covered(this.self, seq, authentic),
+    );
   }
 
   /** Whether a checkpoint on the relay covers `device` up to `seq`: its ops up to there may be collected. */
@@ -658,9 +701,13 @@ export class DirectoryRelay implements Relay {
     return assertRealDirs(
       folders,
       (path) =>
-        new OpsyncError('relay_invalid', `${path} in the relay is not a folder (a symbolic link or a file stands there): this device writes nothing through it. Remove it; the device writes its files again.`, {
-          location: path,
-        }),
+        new OpsyncError(
+          'relay_invalid',
+          `${path} in the relay is not a folder (a symbolic link or a file stands there): this device writes nothing through it. Remove it; the device writes its files again.`,
+          {
+            location: path,
+          },
+        ),
     );
   }
 

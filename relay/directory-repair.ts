@@ -176,7 +176,11 @@ export class WriterRepair {
       }
       const before = await this.authenticOp(range.first - 1);
       const after = await this.authenticOp(range.last + 1);
-      checkRestore({ self: this.self, publicKey, range, before: before && headOf(before), afterPrev: after?.prev ?? undefined, held }, run, this.crypto);
+      checkRestore(
+        { self: this.self, publicKey, range, before: before && headOf(before), afterPrev: after?.prev ?? undefined, held },
+        run,
+        this.crypto,
+      );
       const written = new Set<string>();
       for (const part of segmentRuns(run)) {
         const name = segmentName(part[0]!.seq);
@@ -188,7 +192,8 @@ export class WriterRepair {
       const valid = new Set(segments.map((s) => basename(s.path)));
       for (const name of await readdir(dir)) {
         const first = seqOfName(name);
-        if (first >= range.first && first <= range.last && !written.has(name) && !valid.has(name)) await rm(join(dir, name), { force: true });
+        if (first >= range.first && first <= range.last && !written.has(name) && !valid.has(name))
+          await rm(join(dir, name), { force: true });
       }
       this.folders.forget(this.self);
     }
@@ -220,7 +225,10 @@ export class WriterRepair {
     if (this.intact.get(segment.path) === seen) return true;
     const { ops } = await this.folders.read(segment);
     const before = await this.authenticOp(segment.firstSeq - 1);
-    const check = verifyChain({ device: this.self, anchor: anchorFor(ops, before && headOf(before)), ops, publicKey: await this.publicKey() }, this.crypto);
+    const check = verifyChain(
+      { device: this.self, anchor: anchorFor(ops, before && headOf(before)), ops, publicKey: await this.publicKey() },
+      this.crypto,
+    );
     const whole = ops.length === segment.count && check.error === null;
     if (whole) this.intact.set(segment.path, seen);
     return whole;

@@ -93,7 +93,7 @@ export async function writeText(handle: FileHandle, text: string): Promise<void>
   const { bytesWritten } = await handle.write(text, null, 'utf8');
   if (bytesWritten === Buffer.byteLength(text, 'utf8')) return;
   const data = Buffer.from(text, 'utf8');
-  for (let offset = bytesWritten; offset < data.length; ) {
+  for (let offset = bytesWritten; offset < data.length;) {
     const { bytesWritten: more } = await handle.write(data, offset, data.length - offset);
     offset += more;
   }

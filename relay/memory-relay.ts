@@ -6,8 +6,29 @@ import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
 import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcBounds, type GcResult, type HeaderCheck, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
-import { checkpointHead, collectableThrough, latestCovering, nothingToMend, PageBuilder, rosterView, staleCheckpoints } from './relay-state.js';
+import {
+  type CheckpointFile,
+  type Covering,
+  type CheckpointHeaderJson,
+  type CheckpointStream,
+  type GcBounds,
+  type GcResult,
+  type HeaderCheck,
+  type PullPage,
+  type PushResult,
+  type Relay,
+  type RosterView,
+  type Watch,
+} from './relay.js';
+import {
+  checkpointHead,
+  collectableThrough,
+  latestCovering,
+  nothingToMend,
+  PageBuilder,
+  rosterView,
+  staleCheckpoints,
+} from './relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;

@@ -51,7 +51,20 @@ export function createSchema(pool: pg.Pool, statements: readonly string[]): Prom
  * not resolve is usually a device offline, so it counts too). SQLSTATE 57P0x: shutting down or
  * starting up.
  */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNRESET', 'EPIPE', '57P01', '57P02', '57P03']);
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOENT',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ECONNRESET',
+  'EPIPE',
+  '57P01',
+  '57P02',
+  '57P03',
+]);
 
 /** A connection URL fit for logs and messages: a password in its user part or in a `password` parameter is masked. */
 export function maskedUrl(url: string): string {

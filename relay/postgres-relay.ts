@@ -21,7 +21,20 @@ import {
   rosterView,
   staleCheckpoints,
 } from './relay-state.js';
-import { type CheckpointFile, type Covering, type CheckpointHeaderJson, type CheckpointStream, type GcBounds, type GcResult, type HeaderCheck, type PullPage, type PushResult, type Relay, type RosterView, type Watch } from './relay.js';
+import {
+  type CheckpointFile,
+  type Covering,
+  type CheckpointHeaderJson,
+  type CheckpointStream,
+  type GcBounds,
+  type GcResult,
+  type HeaderCheck,
+  type PullPage,
+  type PushResult,
+  type Relay,
+  type RosterView,
+  type Watch,
+} from './relay.js';
 import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from './pg-database.js';
 
 /**
@@ -95,14 +108,19 @@ export class PostgresRelay implements Relay {
         `INSERT INTO opsync_devices (device_id, public_key, added_ms, last_seen_ms) VALUES ($1, $2, COALESCE($3, ${NOW_MS}), COALESCE($3, ${NOW_MS})) ON CONFLICT DO NOTHING`,
         [this.self, publicKey, this.now?.() ?? null],
       );
-      const { rows } = await this.pool.query<{ public_key: string }>('SELECT public_key FROM opsync_devices WHERE device_id = $1', [this.self]);
+      const { rows } = await this.pool.query<{ public_key: string }>('SELECT public_key FROM opsync_devices WHERE device_id = $1', [
+        this.self,
+      ]);
       if (rows[0]?.public_key !== publicKey) throw keyConflict(this.self);
     });
   }
 
   push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
     return this.transaction(async (client) => {
-      const { rows } = await client.query<{ public_key: string; floor: string }>('SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
+      const { rows } = await client.query<{ public_key: string; floor: string }>(
+        'SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE',
+        [this.self],
+      );
       const device = rows[0];
       const headOp = await this.ownHead(client);
       const plan = await planPush(
@@ -112,7 +130,10 @@ export class PostgresRelay implements Relay {
           head: headOp ? headOf(headOp) : null,
           floor: Number(device?.floor ?? 0),
           heldOpId: async (seq) => {
-            const held = await client.query<{ op_id: string }>('SELECT op_id FROM opsync_ops WHERE device_id = $1 AND seq = $2', [this.self, seq]);
+            const held = await client.query<{ op_id: string }>('SELECT op_id FROM opsync_ops WHERE device_id = $1 AND seq = $2', [
+              this.self,
+              seq,
+            ]);
             return held.rows[0]?.op_id as OpId | undefined;
           },
           checkpointHead: async (seq) => checkpointHead(await this.headers(), this.self, seq, authentic),
@@ -121,22 +142,24 @@ export class PostgresRelay implements Relay {
         this.crypto,
       );
       if (plan.fresh.length > 0) {
-        await client.query('INSERT INTO opsync_ops (device_id, seq, op_id, record) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])', [
-          this.self,
-          plan.fresh.map((op) => op.seq),
-          plan.fresh.map((op) => op.op_id),
-          plan.fresh.map((op) => canonicalRecord(op)),
-        ]);
+        await client.query(
+          'INSERT INTO opsync_ops (device_id, seq, op_id, record) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])',
+          [this.self, plan.fresh.map((op) => op.seq), plan.fresh.map((op) => op.op_id), plan.fresh.map((op) => canonicalRecord(op))],
+        );
         await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
       }
-      if (plan.floor !== undefined) await client.query('UPDATE opsync_devices SET floor = $2 WHERE device_id = $1', [this.self, plan.floor]);
+      if (plan.floor !== undefined)
+        await client.query('UPDATE opsync_devices SET floor = $2 WHERE device_id = $1', [this.self, plan.floor]);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     });
   }
 
   pull(since: SeqFrontier, limit: number): Promise<PullPage> {
     return this.db(async () => {
-      const { rows: devices } = await this.pool.query<{ device_id: string; floor: string }>('SELECT device_id, floor FROM opsync_devices WHERE device_id <> $1 ORDER BY device_id', [this.self]);
+      const { rows: devices } = await this.pool.query<{ device_id: string; floor: string }>(
+        'SELECT device_id, floor FROM opsync_devices WHERE device_id <> $1 ORDER BY device_id',
+        [this.self],
+      );
       const page = new PageBuilder(limit);
       for (const { device_id, floor } of devices) {
         if (!isDeviceId(device_id)) continue;
@@ -172,7 +195,9 @@ export class PostgresRelay implements Relay {
   head(device: DeviceId): Promise<number> {
     return this.db(async () => {
       if (device === this.self) return (await this.ownHead(this.pool))?.seq ?? -1;
-      const { rows } = await this.pool.query<{ head: string | null }>('SELECT max(seq) AS head FROM opsync_ops WHERE device_id = $1', [device]);
+      const { rows } = await this.pool.query<{ head: string | null }>('SELECT max(seq) AS head FROM opsync_ops WHERE device_id = $1', [
+        device,
+      ]);
       return rows[0]?.head === null || rows[0] === undefined ? -1 : Number(rows[0].head);
     });
   }
@@ -195,7 +220,9 @@ export class PostgresRelay implements Relay {
 
   ack(acked: SeqFrontier): Promise<void> {
     return this.transaction(async (client) => {
-      const { rows } = await client.query<{ acked: unknown }>('SELECT acked FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
+      const { rows } = await client.query<{ acked: unknown }>('SELECT acked FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [
+        this.self,
+      ]);
       if (!rows[0]) throw notRegistered(this.self);
       const current = parseSeqFrontier(rows[0].acked) ?? new Map<DeviceId, number>();
       for (const [of, seq] of acked) {
@@ -203,13 +230,25 @@ export class PostgresRelay implements Relay {
         if (seq < was) throw ackRegression(this.self, of, was, seq);
       }
       const next = seqFrontierToJson(new Map([...current, ...acked]));
-      await client.query(`UPDATE opsync_devices SET acked = $2, last_seen_ms = COALESCE($3, ${NOW_MS}) WHERE device_id = $1`, [this.self, JSON.stringify(next), this.now?.() ?? null]);
+      await client.query(`UPDATE opsync_devices SET acked = $2, last_seen_ms = COALESCE($3, ${NOW_MS}) WHERE device_id = $1`, [
+        this.self,
+        JSON.stringify(next),
+        this.now?.() ?? null,
+      ]);
     });
   }
 
   roster(): Promise<RosterView> {
     return this.db(async () => {
-      const { rows } = await this.pool.query<{ device_id: string; public_key: string | null; added_ms: string; last_seen_ms: string; acked: unknown; floor: string; now_ms: string }>(
+      const { rows } = await this.pool.query<{
+        device_id: string;
+        public_key: string | null;
+        added_ms: string;
+        last_seen_ms: string;
+        acked: unknown;
+        floor: string;
+        now_ms: string;
+      }>(
         // Bounded in SQL: a hand-written row cannot make a roster read hold megabytes.
         `SELECT device_id, CASE WHEN octet_length(public_key) <= 128 THEN public_key END AS public_key, added_ms, last_seen_ms,
            CASE WHEN pg_column_size(acked) <= ${MAX_JSON_FILE_BYTES} THEN acked END AS acked, floor, ${NOW_MS} AS now_ms
@@ -223,7 +262,13 @@ export class PostgresRelay implements Relay {
           this.count('device_row_invalid', row.device_id);
           continue;
         }
-        entries.push({ device_id: row.device_id, public_key: row.public_key, added_ms: Number(row.added_ms), last_seen_ms: Number(row.last_seen_ms), acked });
+        entries.push({
+          device_id: row.device_id,
+          public_key: row.public_key,
+          added_ms: Number(row.added_ms),
+          last_seen_ms: Number(row.last_seen_ms),
+          acked,
+        });
         floor.set(row.device_id, Number(row.floor));
       }
       // With no rows there is no status to decide, and the clock does not matter.
@@ -234,14 +279,17 @@ export class PostgresRelay implements Relay {
   putCheckpoint(file: CheckpointFile): Promise<boolean> {
     return this.transaction(async (client) => {
       const weight = frontierWeight(headerFrontier(file.header) ?? new Map());
-      const inserted = await client.query('INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
-        file.header.checkpoint_hash,
-        JSON.stringify(file.header),
-        weight,
-      ]);
+      const inserted = await client.query(
+        'INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+        [file.header.checkpoint_hash, JSON.stringify(file.header), weight],
+      );
       if (inserted.rowCount === 0) return false;
       for (const [index, chunk] of file.chunks.entries()) {
-        await client.query('INSERT INTO opsync_checkpoint_chunks (checkpoint_hash, idx, chunk) VALUES ($1, $2, $3)', [file.header.checkpoint_hash, index, chunk]);
+        await client.query('INSERT INTO opsync_checkpoint_chunks (checkpoint_hash, idx, chunk) VALUES ($1, $2, $3)', [
+          file.header.checkpoint_hash,
+          index,
+          chunk,
+        ]);
       }
       await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
       return true;
@@ -254,7 +302,10 @@ export class PostgresRelay implements Relay {
 
   readCheckpoint(hash: string): Promise<CheckpointStream | null> {
     return this.db(async () => {
-      const { rows } = await this.pool.query<{ header: CheckpointHeaderJson }>('SELECT header FROM opsync_checkpoints WHERE checkpoint_hash = $1', [hash]);
+      const { rows } = await this.pool.query<{ header: CheckpointHeaderJson }>(
+        'SELECT header FROM opsync_checkpoints WHERE checkpoint_hash = $1',
+        [hash],
+      );
       if (!rows[0]) return null;
       return { header: rows[0].header, chunks: this.chunks(hash) };
     });
@@ -274,7 +325,8 @@ export class PostgresRelay implements Relay {
       const view = await this.roster();
       const through = Math.min(collectableThrough(this.self, view, bounds.verified), (await this.head(this.self)) - 1);
       const deleted = await this.pool.query('DELETE FROM opsync_ops WHERE device_id = $1 AND seq <= $2', [this.self, through]);
-      if ((deleted.rowCount ?? 0) > 0) await this.pool.query('UPDATE opsync_devices SET floor = GREATEST(floor, $2) WHERE device_id = $1', [this.self, through + 1]);
+      if ((deleted.rowCount ?? 0) > 0)
+        await this.pool.query('UPDATE opsync_devices SET floor = GREATEST(floor, $2) WHERE device_id = $1', [this.self, through + 1]);
       const stale = staleCheckpoints(await this.headers(), bounds.authentic).map((h) => h.checkpoint_hash);
       if (stale.length > 0) {
         await this.pool.query('DELETE FROM opsync_checkpoint_chunks WHERE checkpoint_hash = ANY($1)', [stale]);
@@ -350,21 +402,28 @@ export class PostgresRelay implements Relay {
     );
     const headers: CheckpointHeaderJson[] = [];
     for (const row of rows) {
-      if (row.header === null || typeof row.header !== 'object' || row.header.checkpoint_hash !== row.checkpoint_hash) this.count('checkpoint_invalid', row.checkpoint_hash);
+      if (row.header === null || typeof row.header !== 'object' || row.header.checkpoint_hash !== row.checkpoint_hash)
+        this.count('checkpoint_invalid', row.checkpoint_hash);
       else headers.push(row.header);
     }
     return headers;
   }
 
   private async *chunks(hash: string): AsyncGenerator<string> {
-    const { rows } = await this.pool.query<{ idx: number }>('SELECT idx FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 ORDER BY idx', [hash]);
+    const { rows } = await this.pool.query<{ idx: number }>(
+      'SELECT idx FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 ORDER BY idx',
+      [hash],
+    );
     for (const { idx } of rows) {
       const chunk = await this.pool.query<{ chunk: string | null }>(
         'SELECT CASE WHEN octet_length(chunk) <= $3 THEN chunk END AS chunk FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 AND idx = $2',
         [hash, idx, MAX_CHUNK_LINE_BYTES],
       );
       const text = chunk.rows[0]?.chunk;
-      if (text === null) throw new OpsyncError('checkpoint_invalid', `Chunk ${idx} of checkpoint ${hash} is larger than any checkpoint chunk.`, { checkpoint_hash: hash });
+      if (text === null)
+        throw new OpsyncError('checkpoint_invalid', `Chunk ${idx} of checkpoint ${hash} is larger than any checkpoint chunk.`, {
+          checkpoint_hash: hash,
+        });
       if (text !== undefined) yield text;
     }
   }
@@ -377,7 +436,7 @@ export class PostgresRelay implements Relay {
   private async ownHead(client: pg.Pool | pg.PoolClient): Promise<OpRecord | null> {
     const publicKey = this.ownKey;
     if (publicKey === null) throw notRegistered(this.self);
-    for (let below = Number.MAX_SAFE_INTEGER; ; ) {
+    for (let below = Number.MAX_SAFE_INTEGER; ;) {
       const { rows } = await client.query<{ seq: string; record: string | null }>(
         'SELECT seq, CASE WHEN octet_length(record) <= $3 THEN record END AS record FROM opsync_ops WHERE device_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT 64',
         [this.self, below, MAX_RECORD_BYTES],
@@ -428,7 +487,9 @@ export class PostgresRelay implements Relay {
 
   private failed(error: unknown): OpsyncError {
     if (isOpsyncError(error)) return error;
-    return new OpsyncError('relay_unavailable', `The Postgres relay ${this.location} failed: ${(error as Error).message}.`, { relay: this.location });
+    return new OpsyncError('relay_unavailable', `The Postgres relay ${this.location} failed: ${(error as Error).message}.`, {
+      relay: this.location,
+    });
   }
 }
 
@@ -449,6 +510,10 @@ async function ensureSchema(pool: pg.Pool, location: string): Promise<void> {
   await createSchema(pool, statements);
   const { rows } = await pool.query<{ value: string }>(`SELECT value FROM opsync_meta WHERE key = 'schema_version'`);
   if (rows[0]?.value !== SCHEMA_VERSION) {
-    throw new OpsyncError('relay_invalid', `The Postgres relay ${location} has schema version ${rows[0]?.value ?? 'none'}; this opsync reads version ${SCHEMA_VERSION}.`, { relay: location });
+    throw new OpsyncError(
+      'relay_invalid',
+      `The Postgres relay ${location} has schema version ${rows[0]?.value ?? 'none'}; this opsync reads version ${SCHEMA_VERSION}.`,
+      { relay: location },
+    );
   }
 }

@@ -48,12 +48,16 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
     const op = ops[index]!;
     const held = op.seq < ctx.floor ? op.op_id : await ctx.heldOpId(op.seq);
     if (held !== op.op_id) {
-      throw new OpsyncError('relay_fork', `Device ${ctx.self} offered a different op at seq ${op.seq} than the relay holds: its chain forked.`, {
-        device_id: ctx.self,
-        seq: op.seq,
-        held: held ?? null,
-        offered: op.op_id,
-      });
+      throw new OpsyncError(
+        'relay_fork',
+        `Device ${ctx.self} offered a different op at seq ${op.seq} than the relay holds: its chain forked.`,
+        {
+          device_id: ctx.self,
+          seq: op.seq,
+          held: held ?? null,
+          offered: op.op_id,
+        },
+      );
     }
     deduped++;
   }
@@ -107,17 +111,24 @@ export function checkRestore(ctx: RestoreContext, run: readonly OpRecord[], cryp
   const first = run[0];
   const last = run.at(-1);
   if (!first || !last || first.seq !== range.first || last.seq !== range.last) {
-    throw new OpsyncError('relay_gap', `Device ${self} offered seqs ${first?.seq ?? '-'} to ${last?.seq ?? '-'} to restore its damaged seqs ${range.first} to ${range.last}.`, {
-      device_id: self,
-      first: range.first,
-      last: range.last,
-    });
+    throw new OpsyncError(
+      'relay_gap',
+      `Device ${self} offered seqs ${first?.seq ?? '-'} to ${last?.seq ?? '-'} to restore its damaged seqs ${range.first} to ${range.last}.`,
+      {
+        device_id: self,
+        first: range.first,
+        last: range.last,
+      },
+    );
   }
   const forked = run.find((op) => (ctx.held.get(op.seq) ?? op.op_id) !== op.op_id);
   const seam = ctx.afterPrev !== undefined && ctx.afterPrev !== last.op_id ? range.last + 1 : undefined;
   if (forked || seam !== undefined) {
     const seq = forked?.seq ?? seam!;
-    throw new OpsyncError('relay_fork', `Device ${self} offered a different op at seq ${seq} than the relay holds: its chain forked.`, { device_id: self, seq });
+    throw new OpsyncError('relay_fork', `Device ${self} offered a different op at seq ${seq} than the relay holds: its chain forked.`, {
+      device_id: self,
+      seq,
+    });
   }
   const check = verifyChain({ device: self, anchor: anchorFor(run, ctx.before), ops: run, publicKey: ctx.publicKey }, crypto);
   if (check.error) {
@@ -132,10 +143,14 @@ export function checkRestore(ctx: RestoreContext, run: readonly OpRecord[], cryp
 /** Refuses a restart above `anchor` that no stored checkpoint covers exactly. */
 export function checkRestartAnchor(self: DeviceId, anchor: ChainHead, covered: ChainHead | undefined): void {
   if (covered?.op_id === anchor.op_id) return;
-  throw new OpsyncError('relay_gap', `Device ${self} cannot restart its ops above seq ${anchor.seq}: no checkpoint on the relay covers it up to that op.`, {
-    device_id: self,
-    seq: anchor.seq,
-  });
+  throw new OpsyncError(
+    'relay_gap',
+    `Device ${self} cannot restart its ops above seq ${anchor.seq}: no checkpoint on the relay covers it up to that op.`,
+    {
+      device_id: self,
+      seq: anchor.seq,
+    },
+  );
 }
 
 /**

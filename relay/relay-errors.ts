@@ -12,12 +12,16 @@ export function frontierTruncated(device: DeviceId, since: number, floor: number
 }
 
 export function ackRegression(device: DeviceId, of: DeviceId, was: number, offered: number): OpsyncError {
-  return new OpsyncError('relay_ack_regression', `Device ${device} acked seq ${offered} of ${of} after acking ${was}: acks never go back.`, {
-    device_id: device,
-    of,
-    was,
-    offered,
-  });
+  return new OpsyncError(
+    'relay_ack_regression',
+    `Device ${device} acked seq ${offered} of ${of} after acking ${was}: acks never go back.`,
+    {
+      device_id: device,
+      of,
+      was,
+      offered,
+    },
+  );
 }
 
 export function keyConflict(device: DeviceId): OpsyncError {
@@ -29,7 +33,9 @@ export function keyConflict(device: DeviceId): OpsyncError {
 }
 
 export function notRegistered(device: DeviceId): OpsyncError {
-  return new OpsyncError('relay_not_registered', `Device ${device} must register its public key with the relay first.`, { device_id: device });
+  return new OpsyncError('relay_not_registered', `Device ${device} must register its public key with the relay first.`, {
+    device_id: device,
+  });
 }
 
 export function concurrentWriter(device: DeviceId, seq: number): OpsyncError {

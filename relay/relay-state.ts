@@ -2,7 +2,16 @@ import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/fro
 import type { DeviceId } from '../src/oplog/ids.js';
 import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
 import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
-import { CHECKPOINTS_KEPT, NO_REPAIRS, type CheckpointHeaderJson, type Covering, type HeaderCheck, type PullPage, type Repairs, type RosterView } from './relay.js';
+import {
+  CHECKPOINTS_KEPT,
+  NO_REPAIRS,
+  type CheckpointHeaderJson,
+  type Covering,
+  type HeaderCheck,
+  type PullPage,
+  type Repairs,
+  type RosterView,
+} from './relay.js';
 
 /** Pieces of relay logic that every backend computes the same way. */
 
@@ -56,7 +65,12 @@ export function headerFrontier(header: CheckpointHeaderJson): Frontier | null {
  * `device`'s op at `seq` as a stored checkpoint's frontier names it: the anchor a chain may
  * continue from when the relay holds none of the device's ops below it.
  */
-export function checkpointHead(headers: readonly CheckpointHeaderJson[], device: DeviceId, seq: number, authentic?: HeaderCheck): ChainHead | undefined {
+export function checkpointHead(
+  headers: readonly CheckpointHeaderJson[],
+  device: DeviceId,
+  seq: number,
+  authentic?: HeaderCheck,
+): ChainHead | undefined {
   for (const header of headers) {
     if (authentic && !authentic(header)) continue;
     const head = headerFrontier(header)?.get(device);
@@ -77,7 +91,11 @@ export function frontierWeight(frontier: Frontier): number {
  * `covering.seq` at least; with `authentic`, the newest it accepts (newest first, so a reader
  * checks only as many as it must).
  */
-export function latestCovering(headers: readonly CheckpointHeaderJson[], covering?: Covering, authentic?: HeaderCheck): CheckpointHeaderJson | null {
+export function latestCovering(
+  headers: readonly CheckpointHeaderJson[],
+  covering?: Covering,
+  authentic?: HeaderCheck,
+): CheckpointHeaderJson | null {
   const fit = covering ? headers.filter((header) => (headerFrontier(header)?.get(covering.device)?.seq ?? -1) >= covering.seq) : headers;
   return newestFirst(fit).find((header) => authentic?.(header) ?? true) ?? null;
 }
@@ -95,7 +113,12 @@ export function newestFirst(headers: readonly CheckpointHeaderJson[]): Checkpoin
     .map((entry) => entry.header);
 }
 
-export function rosterView(entries: ReadonlyArray<Omit<RosterEntry, 'status'>>, floor: SeqFrontier, nowMs: number, horizonMs: number): RosterView {
+export function rosterView(
+  entries: ReadonlyArray<Omit<RosterEntry, 'status'>>,
+  floor: SeqFrontier,
+  nowMs: number,
+  horizonMs: number,
+): RosterView {
   const withStatuses = withStatus(entries, floor, nowMs, horizonMs);
   return { entries: withStatuses, floor, stable: stableFrontier(withStatuses) };
 }

@@ -8,7 +8,15 @@ import { firstLine } from './checkpoint-files.js';
 import { fileIdentity, notRegular, readTextAtMost } from './durable-fs.js';
 import { isOwnSigned } from './push-rules.js';
 import { notRegistered } from './relay-errors.js';
-import { decodeHeader, decodeSegment, MAX_SEGMENT_BYTES, SEGMENT_NAME, segmentName, type DecodedSegment, type SegmentHeader } from './segment-codec.js';
+import {
+  decodeHeader,
+  decodeSegment,
+  MAX_SEGMENT_BYTES,
+  SEGMENT_NAME,
+  segmentName,
+  type DecodedSegment,
+  type SegmentHeader,
+} from './segment-codec.js';
 
 export interface Segment extends SegmentHeader {
   readonly device: DeviceId;
@@ -137,7 +145,8 @@ export class SegmentFolders {
       // Gone (collected while this read it) or unreadable: nothing to serve, nothing to count.
       return { header: null, ops: [], sizes: [], problem: 'segment_corrupt' };
     }
-    const decoded: DecodedSegment = text === null ? { header: null, ops: [], sizes: [], problem: 'segment_corrupt' } : decodeSegment(text, device, firstSeq);
+    const decoded: DecodedSegment =
+      text === null ? { header: null, ops: [], sizes: [], problem: 'segment_corrupt' } : decodeSegment(text, device, firstSeq);
     if (decoded.problem) this.anomalies.note(path, decoded.problem);
     return decoded;
   }

@@ -28,9 +28,16 @@ export function anchorTail(
   const error = check.error;
   if (error && check.valid.length === 0) {
     if (error.kind === 'unanchored') {
-      return { ok: false, code: 'unanchored', message: `device ${device}'s ops start at seq ${error.seq} but the checkpoint holds no head for it` };
+      return {
+        ok: false,
+        code: 'unanchored',
+        message: `device ${device}'s ops start at seq ${error.seq} but the checkpoint holds no head for it`,
+      };
     }
-    if (anchor && (error.kind === 'prev_mismatch' || error.kind === 'seq_gap' || error.kind === 'duplicate_seq' || error.kind === 'hlc_not_monotonic')) {
+    if (
+      anchor &&
+      (error.kind === 'prev_mismatch' || error.kind === 'seq_gap' || error.kind === 'duplicate_seq' || error.kind === 'hlc_not_monotonic')
+    ) {
       return {
         ok: false,
         code: 'anchor_mismatch',

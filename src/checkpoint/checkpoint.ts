@@ -89,7 +89,12 @@ export function isCheckpointHash(value: unknown): value is CheckpointHash {
  * Cuts `state` — which must be the fold of exactly the ops at or below `frontier` — into a
  * checkpoint. Deterministic: the same op-set gives byte-identical chunks and the same hash.
  */
-export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto: Pick<CoreCrypto, 'sha256Hex'>, digest: ChunkDigest = plainDigest(crypto)): PlainCheckpoint {
+export function assembleCheckpoint(
+  state: FoldState,
+  frontier: Frontier,
+  crypto: Pick<CoreCrypto, 'sha256Hex'>,
+  digest: ChunkDigest = plainDigest(crypto),
+): PlainCheckpoint {
   /** Each item with the key it is sorted by: op_id for records, run or agent id for the ledger. */
   type Keyed = { key: string; item: JsonValue[] };
   const byScope = new Map<string, { records: Keyed[]; runs: Keyed[]; agents: Keyed[] }>();
@@ -102,7 +107,10 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
     return s;
   };
   for (const r of state.allRecords()) {
-    section(scopeKey(r.scope)).records.push({ key: r.op_id, item: [r.surface, r.op_id, r.hlc.wall_ms, r.hlc.counter, r.device_id, r.payload] });
+    section(scopeKey(r.scope)).records.push({
+      key: r.op_id,
+      item: [r.surface, r.op_id, r.hlc.wall_ms, r.hlc.counter, r.device_id, r.payload],
+    });
   }
   for (const run of state.allRuns()) {
     const item = [run.run_id, run.agent_id, run.epoch, run.status, run.op_id, run.hlc.wall_ms, run.hlc.counter, run.device_id];
@@ -117,7 +125,11 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
   const texts: string[] = [];
   for (const scope of scopes) {
     const s = byScope.get(scope)!;
-    for (const [kind, items] of [['records', s.records], ['runs', s.runs], ['agents', s.agents]] as const) {
+    for (const [kind, items] of [
+      ['records', s.records],
+      ['runs', s.runs],
+      ['agents', s.agents],
+    ] as const) {
       items.sort((a, b) => compareStrings(a.key, b.key));
       // The canonical JSON of {kind: [items…]}, built from each item's canonical text.
       let run: string[] = [];
@@ -139,7 +151,13 @@ export function assembleCheckpoint(state: FoldState, frontier: Frontier, crypto:
     }
   }
   const stateHash = state.stateHash();
-  const header: Omit<CheckpointHeader, 'checkpoint_hash' | 'auth'> = { v: CHECKPOINT_VERSION, state_hash: stateHash, frontier, scopes, chunks: refs };
+  const header: Omit<CheckpointHeader, 'checkpoint_hash' | 'auth'> = {
+    v: CHECKPOINT_VERSION,
+    state_hash: stateHash,
+    frontier,
+    scopes,
+    chunks: refs,
+  };
   return { header: { ...header, checkpoint_hash: checkpointHashOf(header, crypto), auth: null }, chunks: texts };
 }
 
@@ -188,7 +206,8 @@ export function parseCheckpointHeader(value: unknown, crypto: Pick<CoreCrypto, '
   if (!Array.isArray(chunks)) throw invalid('chunks is not a list');
   const refs = chunks.map((c): ChunkRef => {
     if (!isJsonObject(c) || typeof c.scope !== 'string' || !scopes.includes(c.scope)) throw invalid('a chunk names no listed scope');
-    if (!Number.isSafeInteger(c.count) || typeof c.digest !== 'string' || !/^[0-9a-f]{64}$/.test(c.digest)) throw invalid('a chunk reference is malformed');
+    if (!Number.isSafeInteger(c.count) || typeof c.digest !== 'string' || !/^[0-9a-f]{64}$/.test(c.digest))
+      throw invalid('a chunk reference is malformed');
     return { scope: c.scope, count: c.count as number, digest: c.digest };
   });
   const header: CheckpointHeader = {
@@ -237,14 +256,16 @@ export class CheckpointLoader {
       throw invalid(`chunk ${this.next - 1} is not JSON`);
     }
     const items = chunkItems(value);
-    if (items.list.length !== ref.count) throw invalid(`chunk ${this.next - 1} holds ${items.list.length} items, its header says ${ref.count}`);
+    if (items.list.length !== ref.count)
+      throw invalid(`chunk ${this.next - 1} holds ${items.list.length} items, its header says ${ref.count}`);
     const scope = scopeFromKey(ref.scope);
     for (const item of items.list) this.restore(items.kind, ref.scope, scope, item);
   }
 
   finish(): FoldState {
     if (this.next !== this.header.chunks.length) throw invalid(`only ${this.next} of ${this.header.chunks.length} chunks arrived`);
-    if (this.state.stateHash() !== this.header.state_hash) throw invalid('the restored state does not have the state hash the checkpoint claims');
+    if (this.state.stateHash() !== this.header.state_hash)
+      throw invalid('the restored state does not have the state hash the checkpoint claims');
     return this.state;
   }
 
@@ -264,7 +285,8 @@ export class CheckpointLoader {
       this.state.restoreRun(parseRun(fields));
     } else {
       const [agent, epoch] = fields;
-      if (scopeName !== 'personal' || fields.length !== 2 || !isNameId(agent) || !isEpoch(epoch)) throw invalid('an agent entry is malformed');
+      if (scopeName !== 'personal' || fields.length !== 2 || !isNameId(agent) || !isEpoch(epoch))
+        throw invalid('an agent entry is malformed');
       this.state.restoreAgent(agent as AgentId, epoch);
     }
   }
@@ -277,7 +299,10 @@ export function restoreCheckpoint(checkpoint: PlainCheckpoint, crypto: Pick<Core
   return loader.finish();
 }
 
-function checkpointHashOf(header: Omit<CheckpointHeader, 'checkpoint_hash' | 'auth'>, crypto: Pick<CoreCrypto, 'sha256Hex'>): CheckpointHash {
+function checkpointHashOf(
+  header: Omit<CheckpointHeader, 'checkpoint_hash' | 'auth'>,
+  crypto: Pick<CoreCrypto, 'sha256Hex'>,
+): CheckpointHash {
   const covered = {
     v: header.v,
     frontier: frontierToJson(header.frontier),
@@ -300,7 +325,14 @@ function parseAuth(value: JsonObject): HeaderAuth {
 
 /** The fields of an HLC, checked without building it first. */
 function isStamp(wall: unknown, counter: unknown, device: unknown): device is DeviceId {
-  return Number.isSafeInteger(wall) && (wall as number) >= 0 && Number.isInteger(counter) && (counter as number) >= 0 && (counter as number) <= 0xffffffff && isDeviceId(device);
+  return (
+    Number.isSafeInteger(wall) &&
+    (wall as number) >= 0 &&
+    Number.isInteger(counter) &&
+    (counter as number) >= 0 &&
+    (counter as number) <= 0xffffffff &&
+    isDeviceId(device)
+  );
 }
 
 function chunkItems(value: unknown): { kind: 'records' | 'runs' | 'agents'; list: unknown[] } {
@@ -342,4 +374,3 @@ function parseRun(item: unknown[]): IntentCandidate {
 function invalid(reason: string): OpsyncError {
   return new OpsyncError('checkpoint_invalid', `The checkpoint cannot be used: ${reason}.`, { reason });
 }
-

@@ -17,7 +17,12 @@ export interface Covered {
  * `into.state` becomes the merged state. Null when the two disagree on a device's op at the
  * same seq — forked chains, which no merge may paper over.
  */
-export function mergeCheckpoints(into: Covered, other: Covered, crypto: Pick<CoreCrypto, 'sha256Hex'>, digest?: ChunkDigest): PlainCheckpoint | null {
+export function mergeCheckpoints(
+  into: Covered,
+  other: Covered,
+  crypto: Pick<CoreCrypto, 'sha256Hex'>,
+  digest?: ChunkDigest,
+): PlainCheckpoint | null {
   const frontier = new Map<DeviceId, ChainHead>(into.frontier);
   for (const [device, head] of other.frontier) {
     const mine = frontier.get(device);

@@ -128,7 +128,11 @@ async function stop(args: string[]): Promise<number> {
   process.kill(info.pid, 'SIGTERM');
   const deadline = Date.now() + timeoutMs;
   while (await stillRuns(info)) {
-    if (Date.now() > deadline) throw new OpsyncError('session_closed', `The daemon (pid ${info.pid}) has not exited ${timeoutMs} ms after SIGTERM; it may still be flushing, or stuck.`);
+    if (Date.now() > deadline)
+      throw new OpsyncError(
+        'session_closed',
+        `The daemon (pid ${info.pid}) has not exited ${timeoutMs} ms after SIGTERM; it may still be flushing, or stuck.`,
+      );
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return 0;
@@ -150,10 +154,15 @@ async function key(args: string[]): Promise<number> {
     const { dataDir, positionals } = dataDirFlags(rest, true);
     if (positionals.length !== 1) throw new UsageError('key import takes one FILE');
     const text = await readFile(positionals[0]!, 'utf8').catch((error: NodeJS.ErrnoException) => {
-      throw new OpsyncError('key_invalid', `Cannot read the key file ${positionals[0]!}: ${error.code === 'ENOENT' ? 'there is no such file' : error.message}.`, { path: positionals[0]! });
+      throw new OpsyncError(
+        'key_invalid',
+        `Cannot read the key file ${positionals[0]!}: ${error.code === 'ENOENT' ? 'there is no such file' : error.message}.`,
+        { path: positionals[0]! },
+      );
     });
     const running = await dataDir.readDaemonInfo();
-    if (running && (await stillRuns(running))) return withClient(dataDir, async (client) => (console.log(JSON.stringify(await client.call('sync.import_key', { key: text }))), 0));
+    if (running && (await stillRuns(running)))
+      return withClient(dataDir, async (client) => (console.log(JSON.stringify(await client.call('sync.import_key', { key: text }))), 0));
     const { parseKeyFile } = await import('../crypto/scope-key.js');
     const parsedKey = parseKeyFile(text, positionals[0]!);
     parseScope(parsedKey.scope);
@@ -195,7 +204,10 @@ async function runningDaemon(dataDir: DataDir): Promise<DaemonInfo> {
   const start = `start one with: opsync start --data-dir ${dataDir.root}`;
   if (!info) throw new OpsyncError('relay_unavailable', `No daemon is running for ${dataDir.root}; ${start}`);
   if (!(await stillRuns(info))) {
-    throw new OpsyncError('relay_unavailable', `No daemon is running for ${dataDir.root}: the one that wrote ${dataDir.daemonInfoPath} (pid ${info.pid}) did not stop cleanly; ${start}`);
+    throw new OpsyncError(
+      'relay_unavailable',
+      `No daemon is running for ${dataDir.root}: the one that wrote ${dataDir.daemonInfoPath} (pid ${info.pid}) did not stop cleanly; ${start}`,
+    );
   }
   return info;
 }

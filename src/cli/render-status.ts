@@ -10,11 +10,22 @@ export function renderStatus(status: unknown, nowMs: number): string {
     stable_frontier: Record<string, number>;
     base_checkpoint: string | null;
     roster: Array<{ device_id: string; status: string; last_seen_ms: number; lag: number }>;
-    counts: { records: number; unpushed: number; quarantined: number; undecryptable: number; skipped_payloads: number; rejected: Record<string, number>; ignored_relay_files: Record<string, number> };
+    counts: {
+      records: number;
+      unpushed: number;
+      quarantined: number;
+      undecryptable: number;
+      skipped_payloads: number;
+      rejected: Record<string, number>;
+      ignored_relay_files: Record<string, number>;
+    };
     last_error: string | null;
     clock_ahead_ms?: number;
   };
-  const frontier = (f: Record<string, number>) => Object.entries(f).map(([d, seq]) => `${d}:${seq}`).join('  ') || '-';
+  const frontier = (f: Record<string, number>) =>
+    Object.entries(f)
+      .map(([d, seq]) => `${d}:${seq}`)
+      .join('  ') || '-';
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   const lines = [
     `device       ${s.device_id}${s.url ? `  (${s.url})` : ''}`,
@@ -25,7 +36,10 @@ export function renderStatus(status: unknown, nowMs: number): string {
     'peers',
     ...s.roster
       .filter((peer) => peer.device_id !== s.device_id)
-      .map((peer) => `  ${peer.device_id.padEnd(38)} ${peer.status.padEnd(8)} lag ${String(peer.lag).padStart(6)} ops   last seen ${ago(nowMs - peer.last_seen_ms)}`),
+      .map(
+        (peer) =>
+          `  ${peer.device_id.padEnd(38)} ${peer.status.padEnd(8)} lag ${String(peer.lag).padStart(6)} ops   last seen ${ago(nowMs - peer.last_seen_ms)}`,
+      ),
     `unpushed     ${s.counts.unpushed}`,
     `quarantined  ${s.counts.quarantined}    undecryptable ${s.counts.undecryptable}    skipped payloads ${s.counts.skipped_payloads}`,
     `rejected     ${sum(s.counts.rejected)} ${JSON.stringify(s.counts.rejected)}    ignored relay files ${sum(s.counts.ignored_relay_files)} ${JSON.stringify(s.counts.ignored_relay_files)}`,
@@ -34,7 +48,9 @@ export function renderStatus(status: unknown, nowMs: number): string {
   if (s.last_error) lines.push(`last error   ${s.last_error}`);
   const ahead = s.clock_ahead_ms ?? 0;
   if (ahead > DEFAULT_SESSION_OPTIONS.maxSkewMs) {
-    lines.push(`clock        this device stamps ops ${duration(ahead)} ahead of its clock (it was set ahead once): peers hold its new ops in quarantine until their clocks get there`);
+    lines.push(
+      `clock        this device stamps ops ${duration(ahead)} ahead of its clock (it was set ahead once): peers hold its new ops in quarantine until their clocks get there`,
+    );
   }
   return lines.join('\n');
 }

@@ -73,7 +73,11 @@ export function toOpenAI({ system, messages }: Repaired): ProviderRequest {
     }
     const assistant: JsonObject = { role: 'assistant', content: message.texts.length > 0 ? openAIText(message.texts) : null };
     if (message.calls.length > 0) {
-      assistant.tool_calls = message.calls.map((call) => ({ id: call.id, type: 'function', function: { name: call.name, arguments: JSON.stringify(call.input) } }));
+      assistant.tool_calls = message.calls.map((call) => ({
+        id: call.id,
+        type: 'function',
+        function: { name: call.name, arguments: JSON.stringify(call.input) },
+      }));
     }
     out.push(assistant);
   }

@@ -184,7 +184,11 @@ function ownCalls(calls: readonly ToolCall[], index: number, callAt: Map<string,
  * Call id → its first result. A result is in place when only tool turns stand between it and
  * the turn that made its call; anything else (a late result, or one before its call) is moved.
  */
-function firstResults(toolTurns: ReadonlyArray<{ turn: TurnFields; after: number }>, callAt: ReadonlyMap<string, number>, repairs: RepairCounts): Map<string, ToolResult> {
+function firstResults(
+  toolTurns: ReadonlyArray<{ turn: TurnFields; after: number }>,
+  callAt: ReadonlyMap<string, number>,
+  repairs: RepairCounts,
+): Map<string, ToolResult> {
   const results = new Map<string, ToolResult>();
   for (const { turn, after } of toolTurns) {
     const id = turn.tool_use_id!;

@@ -20,6 +20,11 @@ parentPort!.on('message', ({ id, sealed, aad, what, keyed }: { id: number; seale
     const { plain, digest } = openChunk(keyring, sealed, aad, what, keyed);
     parentPort!.postMessage({ id, plain, digest }, [plain.buffer as ArrayBuffer]);
   } catch (error) {
-    parentPort!.postMessage({ id, error: isOpsyncError(error) ? { code: error.code, message: error.message, data: error.data } : { code: 'decrypt_failed', message: String(error), data: {} } });
+    parentPort!.postMessage({
+      id,
+      error: isOpsyncError(error)
+        ? { code: error.code, message: error.message, data: error.data }
+        : { code: 'decrypt_failed', message: String(error), data: {} },
+    });
   }
 });

@@ -36,12 +36,15 @@ export function createChunkOpener(keyring: Keyring): ChunkOpener {
     for (const waiter of pending.values()) waiter.reject(error);
     pending.clear();
   };
-  worker.on('message', (message: { id: number; plain?: Uint8Array; digest?: string; error?: { code: ErrorCode; message: string; data: JsonObject } }) => {
-    const waiter = pending.get(message.id);
-    pending.delete(message.id);
-    if (message.error) waiter?.reject(new OpsyncError(message.error.code, message.error.message, message.error.data));
-    else waiter?.resolve({ plain: message.plain!, digest: message.digest! });
-  });
+  worker.on(
+    'message',
+    (message: { id: number; plain?: Uint8Array; digest?: string; error?: { code: ErrorCode; message: string; data: JsonObject } }) => {
+      const waiter = pending.get(message.id);
+      pending.delete(message.id);
+      if (message.error) waiter?.reject(new OpsyncError(message.error.code, message.error.message, message.error.data));
+      else waiter?.resolve({ plain: message.plain!, digest: message.digest! });
+    },
+  );
   worker.on('error', failAll);
   worker.on('exit', (code) => failAll(new Error(`the chunk decryption worker exited with code ${code}`)));
   return {
@@ -74,6 +77,8 @@ export function openChunk(keyring: Keyring, sealed: string, aad: string, what: s
   }
   const plain = openBytes(keyring, envelope, aad, what);
   // It opened, so its key id names a key of the keyring: the digest is keyed with the sealing key.
-  const digest = keyed ? keyedChunkDigest(keyring.byId((envelope as { kid: string }).kid)!, plain) : createHash('sha256').update(plain).digest('hex');
+  const digest = keyed
+    ? keyedChunkDigest(keyring.byId((envelope as { kid: string }).kid)!, plain)
+    : createHash('sha256').update(plain).digest('hex');
   return { plain, digest };
 }

@@ -62,8 +62,7 @@ function fromPrivateKey(privateKey: KeyObject): DeviceKey {
   return {
     publicKey,
     sign: (message) => edSign(null, Buffer.from(message, 'utf8'), privateKey).toString('base64url'),
-    toFileText: () =>
-      JSON.stringify({ opsync_device_key: DEVICE_KEY_FILE_VERSION, public_key: publicKey, private_key: jwk.d }) + '\n',
+    toFileText: () => JSON.stringify({ opsync_device_key: DEVICE_KEY_FILE_VERSION, public_key: publicKey, private_key: jwk.d }) + '\n',
   };
 }
 

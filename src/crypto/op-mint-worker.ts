@@ -50,6 +50,8 @@ function mint(request: MintRequest): string | { error: { code: string; message: 
     const { body, bodyText } = chain(request);
     return recordFromBody(bodyText, body.op_id, deviceKey.sign(body.op_id));
   } catch (error) {
-    return { error: isOpsyncError(error) ? { code: error.code, message: error.message } : { code: 'session_closed', message: String(error) } };
+    return {
+      error: isOpsyncError(error) ? { code: error.code, message: error.message } : { code: 'session_closed', message: String(error) },
+    };
   }
 }

@@ -91,7 +91,10 @@ export function chainFunction(
   let last = prev;
   return ({ seq, hlc, scope, surface, plainText }) => {
     const key = keyFor(scope);
-    if (!key) throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}; import one first.`, { scope: scopeKey(scope) });
+    if (!key)
+      throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}; import one first.`, {
+        scope: scopeKey(scope),
+      });
     const payload = sealPayload(key, plainText, { device_id: device, seq, scope, surface }, nonce()) as unknown as JsonObject;
     const fields = { device_id: device, seq, prev: last, hlc, scope, surface, payload };
     const { op_id, text } = hashBody(fields, crypto);

@@ -51,11 +51,15 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
   const values = parseFlags(argv, START_OPTIONS);
   const dataDir = resolve(values['data-dir'] ?? defaultDataDir(env));
   const relayArg = values.relay ?? join(dataDir, 'relay');
-  const relay = /^postgres(ql)?:\/\//.test(relayArg) ? { kind: 'postgres' as const, url: relayArg } : { kind: 'dir' as const, path: resolve(relayArg) };
+  const relay = /^postgres(ql)?:\/\//.test(relayArg)
+    ? { kind: 'postgres' as const, url: relayArg }
+    : { kind: 'dir' as const, path: resolve(relayArg) };
   if (relay.kind === 'dir') checkRelayPlace(relay.path, dataDir);
   const deviceId = values['device-id'] ?? null;
   if (deviceId !== null && !isDeviceId(deviceId)) {
-    throw invalid(`--device-id ${JSON.stringify(deviceId)} is not a device id: use 1 to 64 characters of a-z, 0-9, "_" or "-", starting with a letter or digit`);
+    throw invalid(
+      `--device-id ${JSON.stringify(deviceId)} is not a device id: use 1 to 64 characters of a-z, 0-9, "_" or "-", starting with a letter or digit`,
+    );
   }
   const leaseBackend = values['lease-backend'] ?? (relay.kind === 'postgres' ? 'postgres' : 'dir');
   if (leaseBackend !== 'dir' && leaseBackend !== 'postgres' && leaseBackend !== 'memory') {
@@ -91,10 +95,14 @@ function checkRelayPlace(relayArg: string, dataArg: string): void {
   const [relayPath, dataDir] = [realOrNearest(relayArg), realOrNearest(dataArg)];
   const inside = (path: string, folder: string) => path === folder || path.startsWith(folder + sep);
   if (inside(dataDir, relayPath)) {
-    throw invalid(`the data directory ${dataDir} is inside the relay folder ${relayPath}: every device would read this device's private keys. Keep them apart`);
+    throw invalid(
+      `the data directory ${dataDir} is inside the relay folder ${relayPath}: every device would read this device's private keys. Keep them apart`,
+    );
   }
   if (inside(relayPath, dataDir) && relayPath !== join(dataDir, 'relay')) {
-    throw invalid(`the relay folder ${relayPath} is inside the data directory ${dataDir}; use ${join(dataDir, 'relay')} (the default) or a folder outside it`);
+    throw invalid(
+      `the relay folder ${relayPath} is inside the data directory ${dataDir}; use ${join(dataDir, 'relay')} (the default) or a folder outside it`,
+    );
   }
 }
 
@@ -113,7 +121,10 @@ export function parseOrigins(text: string | undefined): string[] {
     } catch {
       parsed = null;
     }
-    if (!parsed || parsed.origin !== trimmed) throw invalid(`--allow-origin ${JSON.stringify(trimmed)} is not an origin: give scheme://host[:port], with no path or trailing slash`);
+    if (!parsed || parsed.origin !== trimmed)
+      throw invalid(
+        `--allow-origin ${JSON.stringify(trimmed)} is not an origin: give scheme://host[:port], with no path or trailing slash`,
+      );
     return trimmed;
   });
 }
@@ -126,12 +137,16 @@ export function parseListen(text: string): Listen {
   if (text.includes('/')) {
     const socketPath = isAbsolute(text) ? text : resolve(text);
     const bytes = Buffer.byteLength(socketPath);
-    if (bytes > MAX_SOCKET_PATH_BYTES) throw invalid(`--listen ${socketPath} is ${bytes} bytes long; a Unix socket path can be at most ${MAX_SOCKET_PATH_BYTES} (choose a shorter one)`);
+    if (bytes > MAX_SOCKET_PATH_BYTES)
+      throw invalid(
+        `--listen ${socketPath} is ${bytes} bytes long; a Unix socket path can be at most ${MAX_SOCKET_PATH_BYTES} (choose a shorter one)`,
+      );
     return { socketPath };
   }
   const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
   const port = match ? Number(match[2]) : Number.NaN;
-  if (!match || port > 65535) throw invalid(`--listen ${JSON.stringify(text)} is neither host:port (port 0 to 65535) nor a Unix socket path`);
+  if (!match || port > 65535)
+    throw invalid(`--listen ${JSON.stringify(text)} is neither host:port (port 0 to 65535) nor a Unix socket path`);
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
@@ -154,7 +169,8 @@ export function parseFlags<O extends Record<string, { type: 'string' }>>(argv: r
     const { code, message } = error as NodeJS.ErrnoException;
     const name = /'(-[^' ]+)/.exec(message)?.[1] ?? '';
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw invalid(`${name} is not an option of this command (see opsync help)`);
-    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw invalid(`${name} needs a value (a value that starts with "-" is read as a flag)`);
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE')
+      throw invalid(`${name} needs a value (a value that starts with "-" is read as a flag)`);
     throw invalid(message.split('.')[0]!);
   }
 }

@@ -81,7 +81,13 @@ export class Daemon {
     const methods: MethodSpec[] = [
       ...syncMethods({
         session,
-        info: () => ({ version: VERSION, relay: relay.location, lease_backend: leases.kind, url: server?.url ?? null, uptime_ms: Date.now() - startedAt }),
+        info: () => ({
+          version: VERSION,
+          relay: relay.location,
+          lease_backend: leases.kind,
+          url: server?.url ?? null,
+          uptime_ms: Date.now() - startedAt,
+        }),
         rpcStats: () => ({ ...dispatcher.stats, ...(server?.stats ?? {}) }),
         importKey: async (text) => {
           const key = parseKeyFile(text, 'the imported key');
@@ -90,7 +96,8 @@ export class Daemon {
         },
         exportKey: (scope: Scope) => {
           const key = keyring.forScope(scope);
-          if (!key) throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
+          if (!key)
+            throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
           return encodeKeyFile(key);
         },
       }),
@@ -100,7 +107,10 @@ export class Daemon {
     methods.push(discoverMethod(() => methods, VERSION));
     const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
     try {
-      server = await startRpcServer(config.listen, token, dispatcher, LIMITS, { allowOrigins: config.allowOrigins, log: log.child({ component: 'rpc' }) });
+      server = await startRpcServer(config.listen, token, dispatcher, LIMITS, {
+        allowOrigins: config.allowOrigins,
+        log: log.child({ component: 'rpc' }),
+      });
     } catch (error) {
       await session.close();
       await leases.close();
@@ -126,7 +136,11 @@ export class Daemon {
   }
 }
 
-async function openRelay(config: DaemonConfig, device: Parameters<typeof DirectoryRelay.open>[0]['self'], crypto: ReturnType<typeof createNodeCoreCrypto>): Promise<Relay> {
+async function openRelay(
+  config: DaemonConfig,
+  device: Parameters<typeof DirectoryRelay.open>[0]['self'],
+  crypto: ReturnType<typeof createNodeCoreCrypto>,
+): Promise<Relay> {
   if (config.relay.kind === 'postgres') {
     return PostgresRelay.open({ url: config.relay.url, self: device, crypto, horizonMs: config.evictionHorizonMs });
   }
@@ -142,7 +156,10 @@ async function openLeases(config: DaemonConfig): Promise<LeaseCoordinator> {
       return pgCoordinator(config.pgUrl!);
     case 'dir': {
       if (config.relay.kind !== 'dir') {
-        throw new OpsyncError('config_invalid', '--lease-backend dir serves daemons on one host that share a relay folder; with a postgres:// relay use --lease-backend postgres.');
+        throw new OpsyncError(
+          'config_invalid',
+          '--lease-backend dir serves daemons on one host that share a relay folder; with a postgres:// relay use --lease-backend postgres.',
+        );
       }
       const dir = await leaseDirFor(config.relay.path, config.leaseDir, process.env);
       await ensureDir(dir, 0o700);

@@ -45,7 +45,9 @@ export class DataDir {
       await ensureDir(join(root, 'keys'), 0o700);
       await access(root, constants.W_OK);
     } catch (error) {
-      throw new OpsyncError('config_invalid', `The data directory ${root} cannot be created or written: ${whyNotWritable(error)}.`, { data_dir: root });
+      throw new OpsyncError('config_invalid', `The data directory ${root} cannot be created or written: ${whyNotWritable(error)}.`, {
+        data_dir: root,
+      });
     }
     return new DataDir(root, loose);
   }
@@ -85,9 +87,13 @@ export class DataDir {
       );
     }
     if (requested !== null && requested !== stored) {
-      throw new OpsyncError('config_invalid', `This data directory belongs to device ${stored}; --device-id ${requested} would make it another device. Use another --data-dir.`, {
-        device_id: stored,
-      });
+      throw new OpsyncError(
+        'config_invalid',
+        `This data directory belongs to device ${stored}; --device-id ${requested} would make it another device. Use another --data-dir.`,
+        {
+          device_id: stored,
+        },
+      );
     }
     return stored;
   }
@@ -142,7 +148,11 @@ export class DataDir {
       try {
         await chmod(path, 0o600);
       } catch {
-        throw new OpsyncError('config_invalid', `${path} can be read by other users (mode ${mode.toString(8)}) and this user cannot change that; it holds a secret. Run: chmod 600 ${path}`, { path });
+        throw new OpsyncError(
+          'config_invalid',
+          `${path} can be read by other users (mode ${mode.toString(8)}) and this user cannot change that; it holds a secret. Run: chmod 600 ${path}`,
+          { path },
+        );
       }
       this.loose!(path, mode);
     }
@@ -166,10 +176,20 @@ export class DataDir {
     const parsed = await readJsonObject(this.daemonInfoPath);
     if (parsed === undefined) return null;
     const identity = parseIdentity(parsed);
-    if (!parsed || !identity || typeof parsed.url !== 'string' || !isDeviceId(parsed.device_id) || typeof parsed.started_at_ms !== 'number') {
-      throw new OpsyncError('config_invalid', `${this.daemonInfoPath} is damaged (a daemon writes it when it starts); remove it if no daemon runs.`, {
-        path: this.daemonInfoPath,
-      });
+    if (
+      !parsed ||
+      !identity ||
+      typeof parsed.url !== 'string' ||
+      !isDeviceId(parsed.device_id) ||
+      typeof parsed.started_at_ms !== 'number'
+    ) {
+      throw new OpsyncError(
+        'config_invalid',
+        `${this.daemonInfoPath} is damaged (a daemon writes it when it starts); remove it if no daemon runs.`,
+        {
+          path: this.daemonInfoPath,
+        },
+      );
     }
     return { ...identity, url: parsed.url, device_id: parsed.device_id, started_at_ms: parsed.started_at_ms };
   }

@@ -22,9 +22,13 @@ export async function leaseDirFor(relayPath: string, explicit: string | null, en
   const dir = explicit ?? join(stateHome(env), 'opsync', 'leases', createHash('sha256').update(relay).digest('hex').slice(0, 32));
   const real = realOrNearest(dir);
   if (real === relay || real.startsWith(relay + sep)) {
-    throw new OpsyncError('config_invalid', `The lease folder ${dir} is inside the relay folder ${relayPath}: leases never live in a folder that may be synced or that other devices write. Use --lease-dir outside it.`, {
-      lease_dir: dir,
-    });
+    throw new OpsyncError(
+      'config_invalid',
+      `The lease folder ${dir} is inside the relay folder ${relayPath}: leases never live in a folder that may be synced or that other devices write. Use --lease-dir outside it.`,
+      {
+        lease_dir: dir,
+      },
+    );
   }
   const synced = await syncedBy(real);
   if (synced) {

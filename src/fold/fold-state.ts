@@ -183,7 +183,8 @@ export class FoldState {
    * is the better of the two winners; events and the ledger's candidates and epochs unite).
    */
   merge(other: FoldState): void {
-    for (const { op_id, device_id, hlc, scope, surface, payload } of other.allRecords()) this.apply({ op_id, device_id, hlc, scope, surface, payload });
+    for (const { op_id, device_id, hlc, scope, surface, payload } of other.allRecords())
+      this.apply({ op_id, device_id, hlc, scope, surface, payload });
     for (const run of other.allRuns()) this.restoreRun(run);
     for (const [agent, epoch] of other.allAgents()) this.restoreAgent(agent as AgentId, epoch);
   }
@@ -240,7 +241,12 @@ export class FoldState {
     let start = 0;
     if (after !== null) {
       const cursor = this.events.get(after);
-      if (!cursor) throw new OpsyncError('invalid_params', `The cursor ${JSON.stringify(after.slice(0, 80))} names no event on this device; pass the \`next\` of a previous page.`, { after });
+      if (!cursor)
+        throw new OpsyncError(
+          'invalid_params',
+          `The cursor ${JSON.stringify(after.slice(0, 80))} names no event on this device; pass the \`next\` of a previous page.`,
+          { after },
+        );
       start = upperBoundBy(items, cursor, compareOps);
     }
     const slice = items.slice(start, start + limit);

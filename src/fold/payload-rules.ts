@@ -33,7 +33,10 @@ export function payloadProblem(surface: Surface, scope: Scope, payload: JsonObje
     case 'set':
       return recordIdProblem(payload);
     case 'lww':
-      return recordIdProblem(payload) ?? (payload.deleted !== undefined && typeof payload.deleted !== 'boolean' ? 'deleted must be a boolean' : null);
+      return (
+        recordIdProblem(payload) ??
+        (payload.deleted !== undefined && typeof payload.deleted !== 'boolean' ? 'deleted must be a boolean' : null)
+      );
     case 'events':
       return surface === 'conversation' ? turnProblem(payload) : null;
     case 'intent':
@@ -74,7 +77,8 @@ function toolCallsProblem(calls: unknown): string | null {
   for (const [index, call] of calls.entries()) {
     if (!isJsonObject(call)) return `tool_calls[${index}] must be an object {id, name, input}`;
     if (!isToolCallId(call.id)) return `tool_calls[${index}].id must be 1 to 40 letters, digits, "_" or "-"`;
-    if (typeof call.name !== 'string' || !TOOL_NAME.test(call.name)) return `tool_calls[${index}].name must be 1 to 64 letters, digits, "_" or "-"`;
+    if (typeof call.name !== 'string' || !TOOL_NAME.test(call.name))
+      return `tool_calls[${index}].name must be 1 to 64 letters, digits, "_" or "-"`;
     if (!isJsonObject(call.input)) return `tool_calls[${index}].input must be an object`;
     const extra = Object.keys(call).filter((key) => key !== 'id' && key !== 'name' && key !== 'input');
     if (extra.length > 0) return `tool_calls[${index}] has unknown fields: ${extra.join(', ')}`;

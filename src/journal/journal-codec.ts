@@ -58,7 +58,10 @@ export function decodeHeader(json: string, location: string, expected: DeviceId)
   }
   if (!isDeviceId(header.device_id) || header.device_id !== expected) {
     const owner = JSON.stringify(header.device_id);
-    throw new OpsyncError('journal_mismatch', `${location} belongs to device ${owner}, not to ${expected}.`, { location, device_id: owner });
+    throw new OpsyncError('journal_mismatch', `${location} belongs to device ${owner}, not to ${expected}.`, {
+      location,
+      device_id: owner,
+    });
   }
 }
 
@@ -94,7 +97,15 @@ const SIG_MEMBER = Buffer.from('"sig":"');
 const OP_ID_MEMBER_LENGTH = 9 + 67 + 2;
 const SIG_MEMBER_LENGTH = 7 + 86 + 2;
 
-function decodeOp(buf: Buffer, start: number, tab: number, end: number, location: string, line: number, verifyDigest: boolean): JournalEntry {
+function decodeOp(
+  buf: Buffer,
+  start: number,
+  tab: number,
+  end: number,
+  location: string,
+  line: number,
+  verifyDigest: boolean,
+): JournalEntry {
   let op;
   let plain: unknown;
   try {
@@ -121,7 +132,13 @@ function decodeOp(buf: Buffer, start: number, tab: number, end: number, location
 export function opDigestProblem(buf: Buffer, start: number, tab: number): string | null {
   const idAt = buf.indexOf(OP_ID_MEMBER, start);
   const sigAt = buf.lastIndexOf(SIG_MEMBER, tab);
-  if (idAt === -1 || idAt >= tab || sigAt < idAt || buf[idAt + OP_ID_MEMBER_LENGTH - 1] !== 0x2c || buf[sigAt + SIG_MEMBER_LENGTH - 1] !== 0x2c) {
+  if (
+    idAt === -1 ||
+    idAt >= tab ||
+    sigAt < idAt ||
+    buf[idAt + OP_ID_MEMBER_LENGTH - 1] !== 0x2c ||
+    buf[sigAt + SIG_MEMBER_LENGTH - 1] !== 0x2c
+  ) {
     return 'the op is not in canonical form';
   }
   const digest = createHash('sha256')

@@ -20,11 +20,16 @@ export class MemoryJournalStore {
       throw new OpsyncError('journal_locked', `The journal ${name} is already open; only one writer may hold it.`, { lock: name });
     }
     file.entries.forEach((entry, index) => visit(entry, index + 1));
-    const journal = new MemoryJournal(name, file.entries, (replacement) => {
-      file.entries = replacement;
-    }, () => {
-      file.holder = null;
-    });
+    const journal = new MemoryJournal(
+      name,
+      file.entries,
+      (replacement) => {
+        file.entries = replacement;
+      },
+      () => {
+        file.holder = null;
+      },
+    );
     file.holder = journal;
     return journal;
   }

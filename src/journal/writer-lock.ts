@@ -54,10 +54,14 @@ export async function acquireWriterLock(lockPath: string, what: string): Promise
 
 function locked(what: string, lockPath: string, holder: ProcessIdentity | null): OpsyncError {
   const who = !holder ? 'another process' : holder.pid === process.pid ? 'this process' : `process ${holder.pid}`;
-  return new OpsyncError('journal_locked', `${what} is already open by ${who}; only one daemon may use a data directory at a time (lock: ${lockPath}).`, {
-    lock: lockPath,
-    ...(holder ? { pid: holder.pid } : {}),
-  });
+  return new OpsyncError(
+    'journal_locked',
+    `${what} is already open by ${who}; only one daemon may use a data directory at a time (lock: ${lockPath}).`,
+    {
+      lock: lockPath,
+      ...(holder ? { pid: holder.pid } : {}),
+    },
+  );
 }
 
 /**
@@ -68,7 +72,11 @@ function locked(what: string, lockPath: string, holder: ProcessIdentity | null):
 async function hostMutex(lockPath: string): Promise<Server | 'held' | null> {
   if (process.platform !== 'linux') return null;
   const where = join(await realpath(dirname(lockPath)), basename(lockPath));
-  const name = `\0opsync-lock-${createHash('sha256').update(where).update('\0').update(await lockSecret(lockPath)).digest('hex')}`;
+  const name = `\0opsync-lock-${createHash('sha256')
+    .update(where)
+    .update('\0')
+    .update(await lockSecret(lockPath))
+    .digest('hex')}`;
   // Nobody is meant to connect: a process that does is shut out at once.
   const server = createServer((socket) => socket.destroy());
   return new Promise((resolve) => {

@@ -45,7 +45,9 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
   const fileOf = (dir: string, version: number) => join(dir, `${String(version).padStart(12, '0')}.json`);
 
   async function newestVersion(dir: string): Promise<number> {
-    const versions = (await readdir(dir).catch(() => [] as string[])).map((name) => /^(\d{12})\.json$/.exec(name)?.[1]).filter((v): v is string => v !== undefined);
+    const versions = (await readdir(dir).catch(() => [] as string[]))
+      .map((name) => /^(\d{12})\.json$/.exec(name)?.[1])
+      .filter((v): v is string => v !== undefined);
     return versions.length === 0 ? 0 : Math.max(...versions.map(Number));
   }
 
@@ -61,7 +63,11 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') {
-        throw new OpsyncError('lease_backend_unavailable', `The lease folder ${root} is gone (deleted with the relay folder, or a share that is not mounted): no lease is granted, renewed or released until it is back, since epochs would start over.`, { location: root });
+        throw new OpsyncError(
+          'lease_backend_unavailable',
+          `The lease folder ${root} is gone (deleted with the relay folder, or a share that is not mounted): no lease is granted, renewed or released until it is back, since epochs would start over.`,
+          { location: root },
+        );
       }
       if (code !== 'EEXIST') throw error;
     }
@@ -120,7 +126,9 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
         // Linked into a slot freed by pruning, after the history had moved on: not an operation.
         await rm(path, { force: true });
       }
-      throw new OpsyncError('lease_backend_unavailable', `The lease directory ${root} is too contended for agent ${agent}; try again.`, { agent_id: agent });
+      throw new OpsyncError('lease_backend_unavailable', `The lease directory ${root} is too contended for agent ${agent}; try again.`, {
+        agent_id: agent,
+      });
     },
     async (agent) => ({ record: (await newest(agent)).state?.record ?? null, now_ms: now() }),
     () => Promise.resolve(),
@@ -141,10 +149,18 @@ function parseState(text: string, agent: AgentId): StateFile {
   return {
     id: value.id,
     prev: value.prev,
-    record: { agent_id: agent, holder, epoch: epoch as number, granted_at_ms: granted_at_ms as number, expires_at_ms: expires_at_ms as number },
+    record: {
+      agent_id: agent,
+      holder,
+      epoch: epoch as number,
+      granted_at_ms: granted_at_ms as number,
+      expires_at_ms: expires_at_ms as number,
+    },
   };
 }
 
 function damaged(agent: AgentId): OpsyncError {
-  return new OpsyncError('lease_backend_unavailable', `The lease state of agent ${agent} in the lease directory is damaged.`, { agent_id: agent });
+  return new OpsyncError('lease_backend_unavailable', `The lease state of agent ${agent} in the lease directory is damaged.`, {
+    agent_id: agent,
+  });
 }

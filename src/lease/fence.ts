@@ -19,9 +19,17 @@ export type FenceDecision =
   | { readonly decision: 'stale_epoch'; readonly current_epoch: number; readonly holder: DeviceId }
   | { readonly decision: 'proceed'; readonly epoch: number; readonly expires_at_ms: number };
 
-export function fenceDecision(run: RunRecord | undefined, lease: LeaseRecord | null, device: DeviceId, epoch: number, nowMs: number): FenceDecision {
-  if (run?.status === 'committed') return { decision: 'already_committed', op_id: run.op_id, committed_by: run.device_id, epoch: run.epoch };
+export function fenceDecision(
+  run: RunRecord | undefined,
+  lease: LeaseRecord | null,
+  device: DeviceId,
+  epoch: number,
+  nowMs: number,
+): FenceDecision {
+  if (run?.status === 'committed')
+    return { decision: 'already_committed', op_id: run.op_id, committed_by: run.device_id, epoch: run.epoch };
   if (!isLive(lease, nowMs)) return { decision: 'not_held' };
-  if (lease.holder !== device || lease.epoch !== epoch) return { decision: 'stale_epoch', current_epoch: lease.epoch, holder: lease.holder };
+  if (lease.holder !== device || lease.epoch !== epoch)
+    return { decision: 'stale_epoch', current_epoch: lease.epoch, holder: lease.holder };
   return { decision: 'proceed', epoch: lease.epoch, expires_at_ms: lease.expires_at_ms };
 }

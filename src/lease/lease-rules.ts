@@ -51,21 +51,36 @@ export function isLive(record: LeaseRecord | null, nowMs: number): record is Hel
 export function acquire(record: LeaseRecord | null, agent: AgentId, device: DeviceId, ttlMs: number, nowMs: number, floor = 0): HeldRecord {
   if (isLive(record, nowMs)) {
     const who = record.holder === device ? 'this device already holds it (renew it instead)' : `device ${record.holder} holds it`;
-    throw new OpsyncError('lease_held', `The lease of agent ${agent} is held: ${who} at epoch ${record.epoch} for another ${record.expires_at_ms - nowMs} ms.`, {
-      agent_id: agent,
-      holder: record.holder,
-      epoch: record.epoch,
-      expires_at_ms: record.expires_at_ms,
-    });
+    throw new OpsyncError(
+      'lease_held',
+      `The lease of agent ${agent} is held: ${who} at epoch ${record.epoch} for another ${record.expires_at_ms - nowMs} ms.`,
+      {
+        agent_id: agent,
+        holder: record.holder,
+        epoch: record.epoch,
+        expires_at_ms: record.expires_at_ms,
+      },
+    );
   }
   const last = Math.max(record?.epoch ?? 0, floor);
   if (last >= Number.MAX_SAFE_INTEGER) {
-    throw new OpsyncError('lease_epochs_exhausted', `Agent ${agent} has used every epoch up to ${last} (an intent was recorded at that epoch); its lease cannot be granted again, so use a new agent id.`, { agent_id: agent, epoch: last });
+    throw new OpsyncError(
+      'lease_epochs_exhausted',
+      `Agent ${agent} has used every epoch up to ${last} (an intent was recorded at that epoch); its lease cannot be granted again, so use a new agent id.`,
+      { agent_id: agent, epoch: last },
+    );
   }
   return { agent_id: agent, holder: device, epoch: last + 1, granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
 }
 
-export function renew(record: LeaseRecord | null, agent: AgentId, device: DeviceId, epoch: number, ttlMs: number, nowMs: number): HeldRecord {
+export function renew(
+  record: LeaseRecord | null,
+  agent: AgentId,
+  device: DeviceId,
+  epoch: number,
+  ttlMs: number,
+  nowMs: number,
+): HeldRecord {
   assertHolds(record, agent, device, epoch, nowMs, 'renew');
   return { ...record, granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
 }
@@ -76,7 +91,13 @@ export function release(record: LeaseRecord | null, agent: AgentId, device: Devi
 }
 
 export function toLease(record: HeldRecord): Lease {
-  return { agent_id: record.agent_id, holder: record.holder, epoch: record.epoch, granted_at_ms: record.granted_at_ms, expires_at_ms: record.expires_at_ms };
+  return {
+    agent_id: record.agent_id,
+    holder: record.holder,
+    epoch: record.epoch,
+    granted_at_ms: record.granted_at_ms,
+    expires_at_ms: record.expires_at_ms,
+  };
 }
 
 function assertHolds(

@@ -36,13 +36,10 @@ export async function pgCoordinator(url: string): Promise<LeaseCoordinator> {
           await client.query('INSERT INTO opsync_leases (agent_id) VALUES ($1) ON CONFLICT DO NOTHING', [agent]);
           const row = await selectForUpdate(client, agent);
           const { write, result } = step(toRecord(agent, row), Number(row.now_ms));
-          await client.query('UPDATE opsync_leases SET holder = $2, epoch = $3, granted_at_ms = $4, expires_at_ms = $5 WHERE agent_id = $1', [
-            agent,
-            write.holder,
-            write.epoch,
-            write.granted_at_ms,
-            write.expires_at_ms,
-          ]);
+          await client.query(
+            'UPDATE opsync_leases SET holder = $2, epoch = $3, granted_at_ms = $4, expires_at_ms = $5 WHERE agent_id = $1',
+            [agent, write.holder, write.epoch, write.granted_at_ms, write.expires_at_ms],
+          );
           return result;
         }),
       ),
@@ -80,7 +77,10 @@ function ensureSchema(pool: pg.Pool): Promise<void> {
 }
 
 async function selectForUpdate(client: pg.PoolClient, agent: AgentId): Promise<Row> {
-  const { rows } = await client.query<Row>(`SELECT holder, epoch, granted_at_ms, expires_at_ms, ${NOW_MS} AS now_ms FROM opsync_leases WHERE agent_id = $1 FOR UPDATE`, [agent]);
+  const { rows } = await client.query<Row>(
+    `SELECT holder, epoch, granted_at_ms, expires_at_ms, ${NOW_MS} AS now_ms FROM opsync_leases WHERE agent_id = $1 FOR UPDATE`,
+    [agent],
+  );
   return rows[0]!;
 }
 
@@ -102,9 +102,13 @@ async function backend<T>(url: string, operation: () => Promise<T>): Promise<T> 
     return await operation();
   } catch (error) {
     if (isOpsyncError(error)) throw error;
-    throw new OpsyncError('lease_backend_unavailable', `The Postgres lease backend failed: ${(error as Error).message}. No lease decision was made.`, {
-      backend: 'postgres',
-      url: maskedUrl(url),
-    });
+    throw new OpsyncError(
+      'lease_backend_unavailable',
+      `The Postgres lease backend failed: ${(error as Error).message}. No lease decision was made.`,
+      {
+        backend: 'postgres',
+        url: maskedUrl(url),
+      },
+    );
   }
 }

@@ -8,7 +8,10 @@ import { acquire, release, renew, toLease, type LeaseRecord } from './lease-rule
  * as one indivisible operation. Every backend provides only that (and a read); the rules are
  * the same pure functions everywhere.
  */
-export type Transact = <T>(agent: AgentId, step: (record: LeaseRecord | null, nowMs: number) => { write: LeaseRecord; result: T }) => Promise<T>;
+export type Transact = <T>(
+  agent: AgentId,
+  step: (record: LeaseRecord | null, nowMs: number) => { write: LeaseRecord; result: T },
+) => Promise<T>;
 
 export function ruleCoordinator(
   kind: LeaseCoordinator['kind'],

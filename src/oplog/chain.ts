@@ -18,14 +18,7 @@ import { opIdHolds, type ChainHead, type OpRecord } from './op-record.js';
  * | unanchored         | the chain starts above seq 0 with no checkpoint anchor            |
  */
 export type ChainErrorKind =
-  | 'id_mismatch'
-  | 'device_mismatch'
-  | 'duplicate_seq'
-  | 'seq_gap'
-  | 'prev_mismatch'
-  | 'hlc_not_monotonic'
-  | 'bad_signature'
-  | 'unanchored';
+  'id_mismatch' | 'device_mismatch' | 'duplicate_seq' | 'seq_gap' | 'prev_mismatch' | 'hlc_not_monotonic' | 'bad_signature' | 'unanchored';
 
 export interface ChainError {
   readonly kind: ChainErrorKind;

@@ -55,7 +55,15 @@ const recordTexts = new WeakMap<OpRecord, string>();
 
 /** The op id and the canonical text it hashes (the body: every field but `op_id` and `sig`). */
 export function hashBody(body: OpBody, crypto: Pick<CoreCrypto, 'sha256Hex'>): { op_id: OpId; text: string } {
-  const text = canonicalize({ device_id: body.device_id, hlc: body.hlc, payload: body.payload, prev: body.prev, scope: body.scope, seq: body.seq, surface: body.surface });
+  const text = canonicalize({
+    device_id: body.device_id,
+    hlc: body.hlc,
+    payload: body.payload,
+    prev: body.prev,
+    scope: body.scope,
+    seq: body.seq,
+    surface: body.surface,
+  });
   return { op_id: `op-${crypto.sha256Hex(text)}` as OpId, text };
 }
 

@@ -5,15 +5,7 @@ import { OpsyncError } from './opsync-error.js';
  * this closed list is refused, never defaulted.
  */
 export type Surface =
-  | 'conversation'
-  | 'knowledge'
-  | 'skill'
-  | 'trajectory'
-  | 'run'
-  | 'routing'
-  | 'declagent'
-  | 'intent'
-  | `registry:${string}`;
+  'conversation' | 'knowledge' | 'skill' | 'trajectory' | 'run' | 'routing' | 'declagent' | 'intent' | `registry:${string}`;
 
 export type Tier = 'set' | 'events' | 'lww' | 'intent';
 

@@ -17,7 +17,11 @@ import { integer, nameId, object, oneOf, optional, parsed, required, string } fr
 const conversationId = nameId(parseConversationId);
 /** Turn fields pass through as given; the fold's payload rules judge them, so the RPC and peers agree. */
 const anyValue = (json: JsonObject) => parsed(json, (value) => value as JsonValue);
-const toolCall = { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, input: { type: 'object' } }, required: ['id', 'name', 'input'] };
+const toolCall = {
+  type: 'object',
+  properties: { id: { type: 'string' }, name: { type: 'string' }, input: { type: 'object' } },
+  required: ['id', 'name', 'input'],
+};
 
 export function conversationMethods(session: Session): MethodSpec[] {
   return [
@@ -27,31 +31,46 @@ export function conversationMethods(session: Session): MethodSpec[] {
       params: object({
         conversation_id: optional(conversationId, `the conversation (default "${DEFAULT_CONVERSATION}")`),
         role: required(anyValue({ type: 'string', enum: [...ROLES] }), 'who speaks'),
-        content: required(anyValue({ type: 'string' }), 'the text of the turn (a tool turn: the tool\'s result)'),
+        content: required(anyValue({ type: 'string' }), "the text of the turn (a tool turn: the tool's result)"),
         tool_calls: optional(anyValue({ type: 'array', items: toolCall }), 'assistant turns: the tools it calls, [{id, name, input}]'),
         tool_use_id: optional(anyValue({ type: 'string' }), 'tool turns: the id of the call this result answers'),
         is_error: optional(anyValue({ type: 'boolean' }), 'tool turns: the tool failed'),
-        timestamp: optional(anyValue({ oneOf: [{ type: 'integer' }, { type: 'string', format: 'date-time' }] }), 'when the turn happened: epoch ms or ISO 8601 (default: now)'),
+        timestamp: optional(
+          anyValue({ oneOf: [{ type: 'integer' }, { type: 'string', format: 'date-time' }] }),
+          'when the turn happened: epoch ms or ISO 8601 (default: now)',
+        ),
       }),
       result: resultObject({ op_id: { type: 'string' }, seq: { type: 'integer' }, hlc: { type: 'object' } }),
       errors: ['invalid_turn', 'payload_too_large', 'journal_failed'],
       handler: (p) => {
-        const payload: JsonObject = { conversation_id: p.conversation_id ?? DEFAULT_CONVERSATION, role: p.role, content: p.content, timestamp: p.timestamp ?? Date.now() };
+        const payload: JsonObject = {
+          conversation_id: p.conversation_id ?? DEFAULT_CONVERSATION,
+          role: p.role,
+          content: p.content,
+          timestamp: p.timestamp ?? Date.now(),
+        };
         for (const field of ['tool_calls', 'tool_use_id', 'is_error'] as const) if (p[field] !== undefined) payload[field] = p[field];
-        const problem = payloadProblem('conversation', 'personal', payload) ?? (jsonDepth(payload) > LIMITS.maxJsonDepth ? `tool inputs are nested deeper than ${LIMITS.maxJsonDepth} levels` : null);
+        const problem =
+          payloadProblem('conversation', 'personal', payload) ??
+          (jsonDepth(payload) > LIMITS.maxJsonDepth ? `tool inputs are nested deeper than ${LIMITS.maxJsonDepth} levels` : null);
         if (problem !== null) throw new OpsyncError('invalid_turn', `The turn was not recorded: ${problem}.`, { reason: problem });
         return session.append({ surface: 'conversation', payload, scope: 'personal' });
       },
     }),
     defineMethod({
       name: 'sync.transcript',
-      summary: 'A page of a conversation\'s turns in (hlc, op_id) order: the same on every device that folded the same ops.',
+      summary: "A page of a conversation's turns in (hlc, op_id) order: the same on every device that folded the same ops.",
       params: object({
         conversation_id: optional(conversationId, `the conversation (default "${DEFAULT_CONVERSATION}")`),
         after: optional(string({ maxLength: LIMITS.maxIdLength }), 'the `next` cursor of the previous page'),
         limit: optional(integer({ min: 1, max: 10_000 }), 'turns per page (default 1000)'),
       }),
-      result: resultObject({ conversation_id: { type: 'string' }, turns: { type: 'array' }, next: { type: ['string', 'null'] }, total: { type: 'integer' } }),
+      result: resultObject({
+        conversation_id: { type: 'string' },
+        turns: { type: 'array' },
+        next: { type: ['string', 'null'] },
+        total: { type: 'integer' },
+      }),
       handler: (p) => {
         const id = p.conversation_id ?? DEFAULT_CONVERSATION;
         const page = session.state.conversationPage(id, p.after ?? null, p.limit ?? 1000);
@@ -64,7 +83,10 @@ export function conversationMethods(session: Session): MethodSpec[] {
       params: object({
         conversation_id: optional(conversationId, `the conversation (default "${DEFAULT_CONVERSATION}")`),
         format: optional(oneOf(RESUME_FORMATS), 'anthropic (Messages API, default) or openai (Chat Completions)'),
-        max_turns: optional(integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), 'only the latest this many turns, with every system turn (default: all)'),
+        max_turns: optional(
+          integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+          'only the latest this many turns, with every system turn (default: all)',
+        ),
       }),
       result: resultObject({
         conversation_id: { type: 'string' },
@@ -83,7 +105,14 @@ export function conversationMethods(session: Session): MethodSpec[] {
         const all = records.map((record) => record.payload as unknown as TurnFields);
         const turns = p.max_turns === undefined ? all : latestTurns(all, p.max_turns);
         const repaired = repair(turns);
-        return { conversation_id: id, format, ...formatFor(format, repaired), turns: turns.length, omitted_turns: all.length - turns.length, repairs: repaired.repairs };
+        return {
+          conversation_id: id,
+          format,
+          ...formatFor(format, repaired),
+          turns: turns.length,
+          omitted_turns: all.length - turns.length,
+          repairs: repaired.repairs,
+        };
       },
     }),
     defineMethod({

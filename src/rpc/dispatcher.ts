@@ -1,7 +1,20 @@
-import { JSONRPCServer, createJSONRPCErrorResponse, createJSONRPCSuccessResponse, type JSONRPCRequest, type JSONRPCResponse } from 'json-rpc-2.0';
+import {
+  JSONRPCServer,
+  createJSONRPCErrorResponse,
+  createJSONRPCSuccessResponse,
+  type JSONRPCRequest,
+  type JSONRPCResponse,
+} from 'json-rpc-2.0';
 import { isJsonObject, parseJsonText, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
-import { ERROR_NUMBERS, RPC_INTERNAL_ERROR, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, toRpcError } from './error-codes.js';
+import {
+  ERROR_NUMBERS,
+  RPC_INTERNAL_ERROR,
+  RPC_INVALID_REQUEST,
+  RPC_METHOD_NOT_FOUND,
+  RPC_PARSE_ERROR,
+  toRpcError,
+} from './error-codes.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import type { Connection, MethodSpec } from './method.js';
 
@@ -35,7 +48,8 @@ export class Dispatcher {
     readonly methods: readonly MethodSpec[],
     private readonly log: DispatcherLog,
   ) {
-    for (const method of methods) this.server.addMethodAdvanced(method.name, (request, connection) => this.call(method, request, connection));
+    for (const method of methods)
+      this.server.addMethodAdvanced(method.name, (request, connection) => this.call(method, request, connection));
   }
 
   /** The answer to one incoming message, or null when none is due (notifications). */
@@ -54,7 +68,8 @@ export class Dispatcher {
     }
     if (message.length === 0 || message.length > LIMITS.maxBatchLength) {
       this.stats.errors++;
-      const why = message.length === 0 ? 'Invalid Request: empty batch' : `Invalid Request: a batch holds at most ${LIMITS.maxBatchLength} requests`;
+      const why =
+        message.length === 0 ? 'Invalid Request: empty batch' : `Invalid Request: a batch holds at most ${LIMITS.maxBatchLength} requests`;
       return JSON.stringify(createJSONRPCErrorResponse(null, RPC_INVALID_REQUEST, why, { code: 'invalid_request' }));
     }
     const responses = (await Promise.all(message.map((element) => this.single(element, connection)))).filter((r) => r !== null);
@@ -67,8 +82,11 @@ export class Dispatcher {
     } catch (error) {
       this.stats.errors++;
       if (error instanceof RangeError) {
-        const message = 'The answer is too large to send in one message (over 512 MiB of JSON); ask for less, with limit and after where the method has them.';
-        return JSON.stringify(createJSONRPCErrorResponse(response.id, ERROR_NUMBERS.answer_too_large, message, { code: 'answer_too_large' }));
+        const message =
+          'The answer is too large to send in one message (over 512 MiB of JSON); ask for less, with limit and after where the method has them.';
+        return JSON.stringify(
+          createJSONRPCErrorResponse(response.id, ERROR_NUMBERS.answer_too_large, message, { code: 'answer_too_large' }),
+        );
       }
       this.stats.internal_errors++;
       this.log.error({ err: error }, 'an answer could not be serialized');
@@ -88,7 +106,12 @@ export class Dispatcher {
     if (!this.server.hasMethod(request.method)) {
       this.stats.errors++;
       const why = `Method not found: ${JSON.stringify(request.method.slice(0, 128))} (rpc.discover lists every method)`;
-      return request.id === undefined ? null : createJSONRPCErrorResponse(request.id, RPC_METHOD_NOT_FOUND, why, { code: 'method_not_found', method: request.method.slice(0, 128) });
+      return request.id === undefined
+        ? null
+        : createJSONRPCErrorResponse(request.id, RPC_METHOD_NOT_FOUND, why, {
+            code: 'method_not_found',
+            method: request.method.slice(0, 128),
+          });
     }
     const response = await this.server.receive(request, connection);
     if (response && 'error' in response) this.stats.errors++;

@@ -18,11 +18,13 @@ export interface SyncServices {
   exportKey(scope: Scope): string;
 }
 
-const surface = parsed({ type: 'string', description: 'conversation, knowledge, skill, trajectory, run, routing, declagent, intent or registry:<kind>' }, (value, path) =>
-  parseSurface(value, path),
+const surface = parsed(
+  { type: 'string', description: 'conversation, knowledge, skill, trajectory, run, routing, declagent, intent or registry:<kind>' },
+  (value, path) => parseSurface(value, path),
 );
-const scope = parsed({ oneOf: [{ const: 'personal' }, { type: 'object', properties: { org: { type: 'string' } }, required: ['org'] }] }, (value, path) =>
-  parseScope(value, path),
+const scope = parsed(
+  { oneOf: [{ const: 'personal' }, { type: 'object', properties: { org: { type: 'string' } }, required: ['org'] }] },
+  (value, path) => parseScope(value, path),
 );
 const orgName = string({ maxLength: 64, pattern: /^[a-z0-9][a-z0-9_-]{0,63}$/ });
 const hlc = resultObject({ wall_ms: { type: 'integer' }, counter: { type: 'integer' }, device_id: { type: 'string' } });
@@ -35,7 +37,15 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
       name: 'sync.status',
       summary: 'Device, state hash, frontiers, base checkpoint, roster and counts of quarantined, undecryptable and ignored items.',
       params: none,
-      result: resultObject({ device_id: { type: 'string' }, state_hash: { type: 'string' }, journal_frontier: { type: 'object' }, stable_frontier: { type: 'object' }, base_checkpoint: { type: ['string', 'null'] }, roster: { type: 'array' }, counts: { type: 'object' } }),
+      result: resultObject({
+        device_id: { type: 'string' },
+        state_hash: { type: 'string' },
+        journal_frontier: { type: 'object' },
+        stable_frontier: { type: 'object' },
+        base_checkpoint: { type: ['string', 'null'] },
+        roster: { type: 'array' },
+        counts: { type: 'object' },
+      }),
       handler: () => ({ ...session.status(), ...services.info() }),
     }),
     defineMethod({
@@ -62,7 +72,14 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
       name: 'sync.pump',
       summary: 'One sync round now: push own ops, pull, verify, journal, fold, ack.',
       params: none,
-      result: resultObject({ pushed: { type: 'integer' }, push_deduped: { type: 'integer' }, folded: { type: 'integer' }, acked: { type: 'integer' }, state_hash: { type: 'string' }, rebased: { type: 'boolean' } }),
+      result: resultObject({
+        pushed: { type: 'integer' },
+        push_deduped: { type: 'integer' },
+        folded: { type: 'integer' },
+        acked: { type: 'integer' },
+        state_hash: { type: 'string' },
+        rebased: { type: 'boolean' },
+      }),
       errors: ['relay_unavailable', 'relay_gap', 'relay_fork', 'chain_broken'],
       handler: () => session.pump(),
     }),
@@ -75,14 +92,20 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
     }),
     defineMethod({
       name: 'sync.compact',
-      summary: 'Compacts the journal behind the latest checkpoint and lets the relay drop this device\'s covered ops.',
+      summary: "Compacts the journal behind the latest checkpoint and lets the relay drop this device's covered ops.",
       params: none,
-      result: resultObject({ compacted: { type: 'boolean' }, base_checkpoint: { type: 'string' }, relay_dropped_ops: { type: 'integer' }, reason: { type: 'string' } }),
+      result: resultObject({
+        compacted: { type: 'boolean' },
+        base_checkpoint: { type: 'string' },
+        relay_dropped_ops: { type: 'integer' },
+        reason: { type: 'string' },
+      }),
       handler: () => session.compact(),
     }),
     defineMethod({
       name: 'sync.rebase',
-      summary: 'Rebases onto the latest checkpoint, keeping own ops it does not cover; one that covers some device less far than the base is first merged with it, and the merge published.',
+      summary:
+        'Rebases onto the latest checkpoint, keeping own ops it does not cover; one that covers some device less far than the base is first merged with it, and the merge published.',
       params: none,
       result: resultObject({ rebased: { type: 'boolean' }, base_checkpoint: { type: ['string', 'null'] }, reason: { type: 'string' } }),
       errors: ['device_cloned', 'checkpoint_invalid', 'anchor_mismatch', 'unanchored'],
@@ -126,7 +149,11 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
       name: 'sync.verify',
       summary: 'Re-reads and re-verifies the whole journal: checksums, chains, op ids, head signatures and cached plaintexts.',
       params: none,
-      result: resultObject({ ok: { type: 'boolean' }, entries: { type: 'integer' }, problems: { type: 'array', items: { type: 'string' } } }),
+      result: resultObject({
+        ok: { type: 'boolean' },
+        entries: { type: 'integer' },
+        problems: { type: 'array', items: { type: 'string' } },
+      }),
       handler: () => session.verify(),
     }),
     defineMethod({
@@ -139,7 +166,9 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
     defineMethod({
       name: 'sync.import_key',
       summary: 'Imports a scope key (the text of an exported key file), keeps it in the data directory and folds the ops it opens.',
-      params: object({ key: required(string({ maxLength: 4096 }), 'the key file text, as sync.export_key or `opsync key export` print it') }),
+      params: object({
+        key: required(string({ maxLength: 4096 }), 'the key file text, as sync.export_key or `opsync key export` print it'),
+      }),
       result: resultObject({ scope: { type: 'string' }, kid: { type: 'string' }, folded: { type: 'integer' } }),
       errors: ['key_invalid'],
       handler: (p) => services.importKey(p.key),

@@ -74,16 +74,32 @@ const MAX_UNAUTHENTICATED = 64;
 /** How long a connection may take to complete its authenticated upgrade before it is closed. */
 const HANDSHAKE_MS = 10_000;
 
-export async function startRpcServer(listen: Listen, token: string, dispatcher: Dispatcher, limits: ConnectionLimits = LIMITS, access: AccessOptions = { allowOrigins: [] }): Promise<RpcServer> {
+export async function startRpcServer(
+  listen: Listen,
+  token: string,
+  dispatcher: Dispatcher,
+  limits: ConnectionLimits = LIMITS,
+  access: AccessOptions = { allowOrigins: [] },
+): Promise<RpcServer> {
   const expected = Buffer.from(token);
   const http: Server = createServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
   });
   http.maxConnections = MAX_CONNECTIONS;
-  http.on('drop', (data?: { remoteAddress?: string }) => warn('connections', { limit: MAX_CONNECTIONS, peer: data?.remoteAddress ?? 'local' }, 'too many connections: dropping new ones'));
+  http.on('drop', (data?: { remoteAddress?: string }) =>
+    warn('connections', { limit: MAX_CONNECTIONS, peer: data?.remoteAddress ?? 'local' }, 'too many connections: dropping new ones'),
+  );
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
   const peers = new Map<WebSocket, Peer>();
-  const stats: TransportStats = { connections: 0, rejected_auth: 0, rejected_origin: 0, rejected_unauthenticated: 0, oversize_frames: 0, held_back: 0, coalesced_notifications: 0 };
+  const stats: TransportStats = {
+    connections: 0,
+    rejected_auth: 0,
+    rejected_origin: 0,
+    rejected_unauthenticated: 0,
+    oversize_frames: 0,
+    held_back: 0,
+    coalesced_notifications: 0,
+  };
   const warn = throttledWarn(access.log);
   const pending = new Map<Socket, NodeJS.Timeout>();
   let nextId = 1;
@@ -93,7 +109,11 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
   http.on('connection', (socket: Socket) => {
     if (pending.size >= MAX_UNAUTHENTICATED) {
       stats.rejected_unauthenticated++;
-      warn('capacity', { limit: MAX_UNAUTHENTICATED, peer: socket.remoteAddress ?? 'local' }, 'too many unauthenticated connections at once: closing new ones');
+      warn(
+        'capacity',
+        { limit: MAX_UNAUTHENTICATED, peer: socket.remoteAddress ?? 'local' },
+        'too many unauthenticated connections at once: closing new ones',
+      );
       socket.destroy();
       return;
     }
@@ -111,9 +131,16 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
     if (refusal) {
       if (refusal.status === 401) stats.rejected_auth++;
       else stats.rejected_origin++;
-      warn(`refused-${refusal.status}`, { peer: socket.remoteAddress ?? 'local', status: refusal.status, why: refusal.why }, 'refused a connection');
+      warn(
+        `refused-${refusal.status}`,
+        { peer: socket.remoteAddress ?? 'local', status: refusal.status, why: refusal.why },
+        'refused a connection',
+      );
       // Destroyed once the answer is written: a client that never closes its end cannot hold the socket.
-      socket.end(`HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized\r\nWWW-Authenticate: Bearer' : 'Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+      socket.end(
+        `HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized\r\nWWW-Authenticate: Bearer' : 'Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+        () => socket.destroy(),
+      );
       return;
     }
     clearTimeout(pending.get(socket));
@@ -127,7 +154,14 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
     peers.set(ws, peer);
     stats.connections = peers.size;
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
-      if (isBinary) peer.send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } } }));
+      if (isBinary)
+        peer.send(
+          JSON.stringify({
+            jsonrpc: '2.0',
+            id: null,
+            error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } },
+          }),
+        );
       else peer.request(rawText(data));
     });
     ws.on('error', (error: Error & { code?: string }) => {
@@ -167,12 +201,19 @@ export async function startRpcServer(listen: Listen, token: string, dispatcher: 
  * not the address the daemon listens on (403: DNS rebinding). `hosts` null: a Unix socket, or an
  * address that takes any name.
  */
-function refuse(request: IncomingMessage, token: Buffer, origins: readonly string[], hosts: ReadonlySet<string> | null): { status: 401 | 403; why: string } | null {
+function refuse(
+  request: IncomingMessage,
+  token: Buffer,
+  origins: readonly string[],
+  hosts: ReadonlySet<string> | null,
+): { status: 401 | 403; why: string } | null {
   const [scheme, given, ...rest] = (request.headers.authorization ?? '').split(' ');
   const presented = Buffer.from(given ?? '');
-  if (scheme?.toLowerCase() !== 'bearer' || rest.length > 0 || presented.length !== token.length || !timingSafeEqual(presented, token)) return { status: 401, why: 'no valid token' };
+  if (scheme?.toLowerCase() !== 'bearer' || rest.length > 0 || presented.length !== token.length || !timingSafeEqual(presented, token))
+    return { status: 401, why: 'no valid token' };
   const origin = request.headers.origin;
-  if (origin !== undefined && !origins.includes(origin)) return { status: 403, why: `origin ${origin.slice(0, 200)} is not allowed (--allow-origin)` };
+  if (origin !== undefined && !origins.includes(origin))
+    return { status: 403, why: `origin ${origin.slice(0, 200)} is not allowed (--allow-origin)` };
   const host = (request.headers.host ?? '').toLowerCase();
   if (hosts && !hosts.has(host)) return { status: 403, why: `host ${host.slice(0, 200)} is not the address this daemon listens on` };
   return null;
@@ -182,7 +223,8 @@ function refuse(request: IncomingMessage, token: Buffer, origins: readonly strin
 function allowedHosts(host: string, port: number): ReadonlySet<string> | null {
   if (host === '0.0.0.0' || host === '::') return null;
   const names = new Set([host.includes(':') ? `[${host}]` : host]);
-  if (host === '127.0.0.1' || host === '::1' || host === 'localhost') for (const name of ['localhost', '127.0.0.1', '[::1]']) names.add(name);
+  if (host === '127.0.0.1' || host === '::1' || host === 'localhost')
+    for (const name of ['localhost', '127.0.0.1', '[::1]']) names.add(name);
   // The name alone too: a client may leave the port out, and the names are this host's own.
   return new Set([...names].flatMap((name) => [`${name}:${port}`.toLowerCase(), name.toLowerCase()]));
 }
@@ -281,7 +323,12 @@ class Peer {
       for (const text of this.coalesced.values()) this.send(text);
       this.coalesced.clear();
     }
-    while (!lagging && this.next < this.waiting.length && this.inFlight < this.limits.maxInFlight && this.startedThisTurn < MAX_STARTS_PER_TURN) {
+    while (
+      !lagging &&
+      this.next < this.waiting.length &&
+      this.inFlight < this.limits.maxInFlight &&
+      this.startedThisTurn < MAX_STARTS_PER_TURN
+    ) {
       this.start(this.waiting[this.next++]!);
       lagging = this.lags();
     }
@@ -336,7 +383,12 @@ async function listenOn(http: Server, listen: Listen): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     http.once('error', (error: NodeJS.ErrnoException) => {
       const where = 'socketPath' in listen ? listen.socketPath : `${listen.host}:${listen.port}`;
-      if (error.code === 'EADDRINUSE') reject(new OpsyncError('config_invalid', `${where} is already in use; choose another --listen address (port 0 picks a free one).`, { listen: where }));
+      if (error.code === 'EADDRINUSE')
+        reject(
+          new OpsyncError('config_invalid', `${where} is already in use; choose another --listen address (port 0 picks a free one).`, {
+            listen: where,
+          }),
+        );
       else if (error.code === 'EACCES') reject(new OpsyncError('config_invalid', `Not allowed to listen on ${where}.`, { listen: where }));
       else reject(new OpsyncError('config_invalid', `Cannot listen on ${where}: ${error.message}.`, { listen: where }));
     });
@@ -353,7 +405,11 @@ async function clearStaleSocket(path: string): Promise<void> {
   const seen = await lstat(path).catch(() => null);
   if (seen === null) return;
   if (!seen.isSocket()) {
-    throw new OpsyncError('config_invalid', `--listen ${path}: something that is not a socket stands there; opsync replaces only a socket a crashed daemon left behind. Choose another path.`, { listen: path });
+    throw new OpsyncError(
+      'config_invalid',
+      `--listen ${path}: something that is not a socket stands there; opsync replaces only a socket a crashed daemon left behind. Choose another path.`,
+      { listen: path },
+    );
   }
   const live = await new Promise<boolean>((resolve) => {
     const probe = netConnect(path);
@@ -408,9 +464,16 @@ export class RpcClient {
       ws.once('upgrade', (response) => (socket = response.socket));
       ws.once('open', () => resolve(new RpcClient(ws, corked(socket!))));
       ws.once('unexpected-response', (_request, response) => {
-        reject(new OpsyncError('unauthorized', response.statusCode === 401 ? 'The daemon refused the token.' : `The daemon answered HTTP ${response.statusCode}.`));
+        reject(
+          new OpsyncError(
+            'unauthorized',
+            response.statusCode === 401 ? 'The daemon refused the token.' : `The daemon answered HTTP ${response.statusCode}.`,
+          ),
+        );
       });
-      ws.once('error', (error: Error) => reject(new OpsyncError('relay_unavailable', `Cannot reach the daemon at ${url}: ${error.message}.`, { url })));
+      ws.once('error', (error: Error) =>
+        reject(new OpsyncError('relay_unavailable', `Cannot reach the daemon at ${url}: ${error.message}.`, { url })),
+      );
     });
   }
 

@@ -3,7 +3,14 @@ import type { FoldState } from '../fold/fold-state.js';
 import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, HeaderCheck, Relay } from '../../relay/relay.js';
-import { DAMAGED_CHECKPOINT, mergeAndSeal, openCheckpoint, verifiedFileBytes, type HeaderTrust, type Publisher } from './checkpoint-seal.js';
+import {
+  DAMAGED_CHECKPOINT,
+  mergeAndSeal,
+  openCheckpoint,
+  verifiedFileBytes,
+  type HeaderTrust,
+  type Publisher,
+} from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
 
@@ -62,7 +69,10 @@ export class BaseCheckpoints {
     } catch (error) {
       if (!isOpsyncError(error) || !DAMAGED_CHECKPOINT.has(error.code)) throw error;
       // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
-      this.deps.log?.warn({ err: error, checkpoint_hash: hash }, "this device's copy of its base checkpoint is damaged; reading the relay's");
+      this.deps.log?.warn(
+        { err: error, checkpoint_hash: hash },
+        "this device's copy of its base checkpoint is damaged; reading the relay's",
+      );
       await this.deps.store.discard(hash);
     }
     const remote = await this.deps.relay.readCheckpoint(hash);
@@ -103,7 +113,10 @@ export class BaseCheckpoints {
     if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${hash} is no longer on the relay.`, { checkpoint_hash: hash });
     const header = parseCheckpointHeader(read.header, this.deps.publisher.crypto);
     const problem = await this.deps.trust(header);
-    if (problem !== null) throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${hash} on the relay is not used: ${problem}.`, { checkpoint_hash: hash });
+    if (problem !== null)
+      throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${hash} on the relay is not used: ${problem}.`, {
+        checkpoint_hash: hash,
+      });
     await this.deps.store.put(hash, verifiedFileBytes(read, header, this.deps.publisher.keyring));
   }
 
@@ -145,7 +158,11 @@ export class BaseCheckpoints {
     const hash = this.uncopied;
     if (hash === null) return;
     const copy = this.ensureCopied().catch((error: unknown) => {
-      if (this.warned !== hash) this.deps.log?.warn({ err: error, checkpoint_hash: hash }, 'could not keep a local copy of a checkpoint; trying again after each pump');
+      if (this.warned !== hash)
+        this.deps.log?.warn(
+          { err: error, checkpoint_hash: hash },
+          'could not keep a local copy of a checkpoint; trying again after each pump',
+        );
       this.warned = hash;
     });
     this.background.add(copy);
@@ -165,7 +182,9 @@ export class BaseCheckpoints {
    */
   async prune(temps = false): Promise<void> {
     const keep = new Set([this.current?.hash, this.published?.hash].filter((hash) => hash !== undefined));
-    await this.deps.store.keepOnly(keep, temps).catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
+    await this.deps.store
+      .keepOnly(keep, temps)
+      .catch((error: unknown) => this.deps.log?.warn({ err: error }, 'could not remove checkpoint copies this device no longer needs'));
   }
 
   /**
@@ -183,7 +202,11 @@ export class BaseCheckpoints {
       throw error;
     }
     const theirs = await this.adopt(header);
-    const merged = mergeAndSeal({ frontier: mine.header.frontier, state: mine.state }, { frontier: theirs.header.frontier, state: theirs.state }, this.deps.publisher);
+    const merged = mergeAndSeal(
+      { frontier: mine.header.frontier, state: mine.state },
+      { frontier: theirs.header.frontier, state: theirs.state },
+      this.deps.publisher,
+    );
     return merged ?? 'the two name different ops at the same seq of one device (a forked chain)';
   }
 
@@ -202,7 +225,10 @@ export class BaseCheckpoints {
     if (further.length === 0 || further.some(([device]) => device === this.deps.relay.self)) return null;
     const merged = await this.mergedWith(header).catch((error: unknown) => (error as Error).message);
     if (typeof merged !== 'string') return merged;
-    this.deps.log?.warn({ checkpoint_hash: header.checkpoint_hash, reason: merged }, "could not merge the relay's latest checkpoint with this device's base");
+    this.deps.log?.warn(
+      { checkpoint_hash: header.checkpoint_hash, reason: merged },
+      "could not merge the relay's latest checkpoint with this device's base",
+    );
     return null;
   }
 
@@ -211,7 +237,8 @@ export class BaseCheckpoints {
     try {
       return await openCheckpoint(read, this.deps.publisher.keyring, this.deps.publisher.crypto, this.deps.trust);
     } catch (error) {
-      if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code)) await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});
+      if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code))
+        await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});
       throw error;
     }
   }

@@ -41,17 +41,24 @@ export function signHeader(header: CheckpointHeader, keyring: Keyring, publisher
  * under its publisher's key (`publicKeyOf`, null when the publisher is unknown). A version-1
  * header carries no proof: it is used only where the device verifies the state itself.
  */
-export function headerProblem(header: CheckpointHeader, keyring: Keyring, publicKeyOf: (device: DeviceId) => string | null, crypto: CoreCrypto): string | null {
+export function headerProblem(
+  header: CheckpointHeader,
+  keyring: Keyring,
+  publicKeyOf: (device: DeviceId) => string | null,
+  crypto: CoreCrypto,
+): string | null {
   const { auth } = header;
   if (!auth) return 'it is a version-1 checkpoint, which carries no proof of who cut it';
   const key = keyring.byId(auth.kid);
-  if (!key || scopeKey(key.scope) !== 'personal') return `it is authenticated with key ${auth.kid}, which is not a personal key this device holds`;
+  if (!key || scopeKey(key.scope) !== 'personal')
+    return `it is authenticated with key ${auth.kid}, which is not a personal key this device holds`;
   const body = canonicalize(unsignedHeaderJson(header));
   const expected = Buffer.from(headerMac(key, body), 'hex');
   if (!timingSafeEqual(expected, Buffer.from(auth.mac, 'hex'))) return 'its MAC does not verify: no member device cut it';
   const publicKey = publicKeyOf(auth.publisher);
   if (publicKey === null) return `its publisher ${auth.publisher} is not a known device`;
-  if (!crypto.verify(publicKey, signedText(body, auth.mac), auth.sig)) return `its signature does not verify under the key of ${auth.publisher}`;
+  if (!crypto.verify(publicKey, signedText(body, auth.mac), auth.sig))
+    return `its signature does not verify under the key of ${auth.publisher}`;
   return null;
 }
 
@@ -65,7 +72,10 @@ function signedText(body: string, mac: string): string {
 
 function sealingKey(keyring: Keyring, scope: string): ScopeKey {
   const key = keyring.forScope(scopeFromKey(scope));
-  if (!key) throw new OpsyncError('key_missing', `Cannot publish a checkpoint with a chunk of scope ${scope}: this device holds no key for it.`, { scope });
+  if (!key)
+    throw new OpsyncError('key_missing', `Cannot publish a checkpoint with a chunk of scope ${scope}: this device holds no key for it.`, {
+      scope,
+    });
   return key;
 }
 

@@ -1,4 +1,11 @@
-import { assembleCheckpoint, CheckpointLoader, headerToJson, parseCheckpointHeader, plainDigest, type CheckpointHeader } from '../checkpoint/checkpoint.js';
+import {
+  assembleCheckpoint,
+  CheckpointLoader,
+  headerToJson,
+  parseCheckpointHeader,
+  plainDigest,
+  type CheckpointHeader,
+} from '../checkpoint/checkpoint.js';
 import { mergeCheckpoints, type Covered } from '../checkpoint/merge.js';
 import { createChunkOpener, type OpenedChunk } from '../crypto/chunk-opener.js';
 import type { DeviceKey } from '../crypto/device-key.js';
@@ -34,7 +41,11 @@ export type HeaderTrust = 'local' | ((header: CheckpointHeader) => string | null
  * may read) and each chunk sealed with its scope's key (proposals/envelope.md §Checkpoint
  * sections). A relay never holds a plaintext payload.
  */
-export function cutCheckpoint(state: FoldState, frontier: Frontier, publisher: Publisher): { header: CheckpointHeader; file: CheckpointFile } {
+export function cutCheckpoint(
+  state: FoldState,
+  frontier: Frontier,
+  publisher: Publisher,
+): { header: CheckpointHeader; file: CheckpointFile } {
   const plain = assembleCheckpoint(state, frontier, publisher.crypto, chunkDigester(publisher.keyring));
   return seal(plain.header, plain.chunks, publisher);
 }
@@ -45,12 +56,19 @@ export function mergeAndSeal(into: Covered, other: Covered, publisher: Publisher
   return plain && seal(plain.header, plain.chunks, publisher).file;
 }
 
-function seal(unsigned: CheckpointHeader, texts: readonly string[], publisher: Publisher): { header: CheckpointHeader; file: CheckpointFile } {
+function seal(
+  unsigned: CheckpointHeader,
+  texts: readonly string[],
+  publisher: Publisher,
+): { header: CheckpointHeader; file: CheckpointFile } {
   const { keyring } = publisher;
   const header = signHeader(unsigned, keyring, publisher.device, publisher.deviceKey);
   const chunks = header.chunks.map((ref, index) => {
     const key = keyring.forScope(scopeFromKey(ref.scope));
-    if (!key) throw new OpsyncError('key_missing', `Cannot seal a checkpoint chunk of scope ${ref.scope}: this device holds no key for it.`, { scope: ref.scope });
+    if (!key)
+      throw new OpsyncError('key_missing', `Cannot seal a checkpoint chunk of scope ${ref.scope}: this device holds no key for it.`, {
+        scope: ref.scope,
+      });
     return JSON.stringify(sealDeterministic(key, Buffer.from(texts[index]!, 'utf8'), chunkAad(header, index)));
   });
   return { header, file: { header: headerToJson(header) as CheckpointHeaderJson, chunks } };
@@ -60,7 +78,12 @@ function seal(unsigned: CheckpointHeader, texts: readonly string[], publisher: P
 export const DAMAGED_CHECKPOINT: ReadonlySet<ErrorCode> = new Set(['checkpoint_invalid', 'decrypt_failed']);
 
 /** Whether a checkpoint fails to open as damaged; null when there is none, or it cannot be judged (a key is missing). */
-export async function checkpointDamaged(read: CheckpointStream | null, keyring: Keyring, crypto: CoreCrypto, trust: HeaderTrust): Promise<boolean | null> {
+export async function checkpointDamaged(
+  read: CheckpointStream | null,
+  keyring: Keyring,
+  crypto: CoreCrypto,
+  trust: HeaderTrust,
+): Promise<boolean | null> {
   if (!read) return null;
   try {
     await openCheckpoint(read, keyring, crypto, trust);
@@ -71,11 +94,18 @@ export async function checkpointDamaged(read: CheckpointStream | null, keyring: 
 }
 
 /** Opens and verifies a published checkpoint: its authenticity (`trust`), header hash, every chunk, and the state hash. */
-export async function openCheckpoint(source: CheckpointStream, keyring: Keyring, crypto: CoreCrypto, trust: HeaderTrust): Promise<{ header: CheckpointHeader; state: FoldState }> {
+export async function openCheckpoint(
+  source: CheckpointStream,
+  keyring: Keyring,
+  crypto: CoreCrypto,
+  trust: HeaderTrust,
+): Promise<{ header: CheckpointHeader; state: FoldState }> {
   const header = parseCheckpointHeader(source.header, crypto);
   const problem = trust === 'local' ? null : await trust(header);
   if (problem !== null) {
-    throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${header.checkpoint_hash} on the relay is not used: ${problem}.`, { checkpoint_hash: header.checkpoint_hash });
+    throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${header.checkpoint_hash} on the relay is not used: ${problem}.`, {
+      checkpoint_hash: header.checkpoint_hash,
+    });
   }
   const keyed = header.v !== 1;
   const loader = new CheckpointLoader(header, crypto, keyed ? chunkDigester(keyring) : plainDigest(crypto));
@@ -118,13 +148,27 @@ export async function* verifiedFileBytes(source: CheckpointStream, header: Check
     let index = 0;
     for await (const sealed of source.chunks) {
       const ref = header.chunks[index];
-      if (!ref || sealed.includes('\n')) throw new OpsyncError('checkpoint_invalid', `Checkpoint ${header.checkpoint_hash} has more chunks than its header lists, or a chunk of more than one line.`);
-      const { digest } = await opener.open(sealed, chunkAad(header, index), `chunk ${index} of checkpoint ${header.checkpoint_hash}`, header.v !== 1);
-      if (digest !== ref.digest) throw new OpsyncError('checkpoint_invalid', `Chunk ${index} of checkpoint ${header.checkpoint_hash} does not match its digest.`);
+      if (!ref || sealed.includes('\n'))
+        throw new OpsyncError(
+          'checkpoint_invalid',
+          `Checkpoint ${header.checkpoint_hash} has more chunks than its header lists, or a chunk of more than one line.`,
+        );
+      const { digest } = await opener.open(
+        sealed,
+        chunkAad(header, index),
+        `chunk ${index} of checkpoint ${header.checkpoint_hash}`,
+        header.v !== 1,
+      );
+      if (digest !== ref.digest)
+        throw new OpsyncError('checkpoint_invalid', `Chunk ${index} of checkpoint ${header.checkpoint_hash} does not match its digest.`);
       index++;
       yield Buffer.from(sealed + '\n');
     }
-    if (index !== header.chunks.length) throw new OpsyncError('checkpoint_invalid', `Only ${index} of the ${header.chunks.length} chunks of checkpoint ${header.checkpoint_hash} arrived.`);
+    if (index !== header.chunks.length)
+      throw new OpsyncError(
+        'checkpoint_invalid',
+        `Only ${index} of the ${header.chunks.length} chunks of checkpoint ${header.checkpoint_hash} arrived.`,
+      );
   } finally {
     await opener.close();
   }

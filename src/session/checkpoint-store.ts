@@ -1,6 +1,12 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CHECKPOINT_FILE, checkpointFileName, readCheckpointChunks, readCheckpointHeader, writeCheckpointBytes } from '../../relay/checkpoint-files.js';
+import {
+  CHECKPOINT_FILE,
+  checkpointFileName,
+  readCheckpointChunks,
+  readCheckpointHeader,
+  writeCheckpointBytes,
+} from '../../relay/checkpoint-files.js';
 import { ensureDir, TEMP_PREFIX } from '../../relay/durable-fs.js';
 import type { CheckpointHeaderJson, CheckpointStream } from '../../relay/relay.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
@@ -88,4 +94,3 @@ export async function* iterate(chunks: readonly string[]): AsyncGenerator<string
   await Promise.resolve();
   yield* chunks;
 }
-

@@ -63,7 +63,12 @@ export function intake(ops: readonly OpRecord[], ctx: IntakeContext): IntakeResu
     const publicKey = ctx.keys.get(device);
     if (publicKey === undefined) {
       if (fresh.ops.length > 0) {
-        rejected.push({ kind: 'unknown_device', device_id: device, seq: fresh.ops[0]!.seq, message: `device ${device} is not registered with the relay` });
+        rejected.push({
+          kind: 'unknown_device',
+          device_id: device,
+          seq: fresh.ops[0]!.seq,
+          message: `device ${device} is not registered with the relay`,
+        });
         stalled.add(device);
       }
       continue;
@@ -97,8 +102,18 @@ function freshRun(run: readonly OpRecord[], head: ChainHead | null): { ops: OpRe
   const ops: OpRecord[] = [];
   for (const op of run) {
     const previous = ops.at(-1);
-    const clash = (head && op.seq === head.seq && op.op_id !== head.op_id) || (previous && previous.seq === op.seq && previous.op_id !== op.op_id);
-    if (clash) return { ops, fork: { kind: 'fork', device_id: op.device_id, seq: op.seq, message: `device ${op.device_id} seq ${op.seq}: two different ops claim this seq` } };
+    const clash =
+      (head && op.seq === head.seq && op.op_id !== head.op_id) || (previous && previous.seq === op.seq && previous.op_id !== op.op_id);
+    if (clash)
+      return {
+        ops,
+        fork: {
+          kind: 'fork',
+          device_id: op.device_id,
+          seq: op.seq,
+          message: `device ${op.device_id} seq ${op.seq}: two different ops claim this seq`,
+        },
+      };
     if ((head && op.seq <= head.seq) || previous?.seq === op.seq) continue;
     ops.push(op);
   }

@@ -44,7 +44,8 @@ export async function auditJournal(journal: Journal, context: AuditContext): Pro
   }
   for (const [device, op] of lastOf) {
     const key = context.keys.get(device);
-    if (key && !context.crypto.verify(key, op.op_id, op.sig)) problems.push(`device ${device} seq ${op.seq}: the newest op's signature does not verify`);
+    if (key && !context.crypto.verify(key, op.op_id, op.sig))
+      problems.push(`device ${device} seq ${op.seq}: the newest op's signature does not verify`);
   }
   return { ok: problems.length === 0, entries, problems };
 }

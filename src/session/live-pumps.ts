@@ -48,11 +48,19 @@ export class LivePumps {
    */
   async start(): Promise<void> {
     if (this.live || this.stopped) return;
-    const watch = await this.deps.relay.watch(() => this.request()).catch((error: unknown) => {
-      this.deps.log?.warn({ err: error, every_ms: WATCHLESS_PUMP_MS }, 'cannot watch the relay for changes: pumping at a fixed interval instead');
-      return null;
-    });
-    const timer = setInterval(() => this.request(), watch ? this.deps.periodicPumpMs : Math.min(WATCHLESS_PUMP_MS, this.deps.periodicPumpMs));
+    const watch = await this.deps.relay
+      .watch(() => this.request())
+      .catch((error: unknown) => {
+        this.deps.log?.warn(
+          { err: error, every_ms: WATCHLESS_PUMP_MS },
+          'cannot watch the relay for changes: pumping at a fixed interval instead',
+        );
+        return null;
+      });
+    const timer = setInterval(
+      () => this.request(),
+      watch ? this.deps.periodicPumpMs : Math.min(WATCHLESS_PUMP_MS, this.deps.periodicPumpMs),
+    );
     timer.unref();
     this.live = { watch, timer };
     this.request();
@@ -71,7 +79,8 @@ export class LivePumps {
       } catch (error) {
         const message = (error as Error).message;
         this.deps.failed(message);
-        if (message !== this.loggedError) this.deps.log?.warn({ err: error }, 'background pump failed (logged once until it changes or recovers)');
+        if (message !== this.loggedError)
+          this.deps.log?.warn({ err: error }, 'background pump failed (logged once until it changes or recovers)');
         this.loggedError = message;
       }
     });

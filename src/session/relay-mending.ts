@@ -81,7 +81,10 @@ export class RelayMending {
       if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
       for (const range of wanted) {
         this.unrestorable.add(rangeKey(range));
-        this.deps.log?.warn({ range }, `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and the relay refuses them again: ${error.message}`);
+        this.deps.log?.warn(
+          { range },
+          `readers cannot read this device's ops ${range.first} to ${range.last} on the relay, and the relay refuses them again: ${error.message}`,
+        );
       }
       throw error;
     }
@@ -128,7 +131,10 @@ export class RelayMending {
     const anchor = latest?.head ?? (await this.anchorOnBase(base, why));
     await this.deps.known(() => relay.restartAbove(anchor, this.deps.authentic));
     // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
-    this.deps.requeue(anchor.seq + 1, own.filter((op) => op.seq > anchor.seq));
+    this.deps.requeue(
+      anchor.seq + 1,
+      own.filter((op) => op.seq > anchor.seq),
+    );
     this.deps.log?.warn(
       { checkpoint_hash: latest?.hash ?? base.hash, from_seq: anchor.seq + 1 },
       `${why}, and the journal was compacted past them: restarted this device's ops on the relay above a checkpoint`,
@@ -184,7 +190,10 @@ export class RelayMending {
     } catch {
       return null;
     }
-    return (await checkpointDamaged({ header: copy.header, chunks: iterate(chunks) }, this.deps.keyring, this.deps.crypto, 'local')) === false ? { header: copy.header, chunks } : null;
+    return (await checkpointDamaged({ header: copy.header, chunks: iterate(chunks) }, this.deps.keyring, this.deps.crypto, 'local')) ===
+      false
+      ? { header: copy.header, chunks }
+      : null;
   }
 }
 

@@ -117,7 +117,12 @@ export interface SessionDeps {
 }
 
 /** A checkpoint a new device cannot start from: damaged, gone, or sealed with a key it lacks. */
-const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([...DAMAGED_CHECKPOINT, 'checkpoint_not_found', 'checkpoint_unauthenticated', 'key_missing']);
+const UNUSABLE_CHECKPOINT: ReadonlySet<ErrorCode> = new Set([
+  ...DAMAGED_CHECKPOINT,
+  'checkpoint_not_found',
+  'checkpoint_unauthenticated',
+  'key_missing',
+]);
 
 /** Acks are re-sent at least this often so the device stays "seen" even when nothing changes. */
 const ACK_REFRESH_MS = 60_000;
@@ -195,7 +200,9 @@ export class Session {
     this.options = { ...DEFAULT_SESSION_OPTIONS, ...deps.options };
     this.fold = new FoldState(deps.crypto);
     this.publisher = { device: deps.device, deviceKey: deps.deviceKey, keyring: deps.keyring, crypto: deps.crypto };
-    this.authority = new CheckpointAuthority(deps.keyring, deps.crypto, (device) => (device === this.device ? deps.deviceKey.publicKey : (this.keys.get(device) ?? null)));
+    this.authority = new CheckpointAuthority(deps.keyring, deps.crypto, (device) =>
+      device === this.device ? deps.deviceKey.publicKey : (this.keys.get(device) ?? null),
+    );
     const { authentic } = this.authority;
     // A publisher the roster read last did not show yet: the roster is read again, once.
     const trust = async (header: CheckpointHeader): Promise<string | null> => {
@@ -205,7 +212,14 @@ export class Session {
       await this.refreshRoster(true);
       return this.authority.problem(header);
     };
-    this.bases = new BaseCheckpoints({ relay: deps.relay, store: deps.checkpoints, publisher: this.publisher, trust, authentic, log: deps.log });
+    this.bases = new BaseCheckpoints({
+      relay: deps.relay,
+      store: deps.checkpoints,
+      publisher: this.publisher,
+      trust,
+      authentic,
+      log: deps.log,
+    });
     this.livePumps = new LivePumps({
       relay: deps.relay,
       serial: this.serial,
@@ -274,14 +288,21 @@ export class Session {
     const started = performance.now();
     const { surface, payload, scope } = input;
     const problem = payloadProblem(surface, scope, payload);
-    if (problem !== null) throw new OpsyncError('invalid_payload', `The ${surface} payload cannot be appended: ${problem}.`, { surface, reason: problem });
+    if (problem !== null)
+      throw new OpsyncError('invalid_payload', `The ${surface} payload cannot be appended: ${problem}.`, { surface, reason: problem });
     const plainText = canonicalize(payload);
     const size = Buffer.byteLength(plainText);
     if (size > LIMITS.maxPayloadBytes) {
-      throw new OpsyncError('payload_too_large', `The ${surface} payload is ${size} bytes of canonical JSON; the limit is ${LIMITS.maxPayloadBytes}.`, { bytes: size, limit: LIMITS.maxPayloadBytes });
+      throw new OpsyncError(
+        'payload_too_large',
+        `The ${surface} payload is ${size} bytes of canonical JSON; the limit is ${LIMITS.maxPayloadBytes}.`,
+        { bytes: size, limit: LIMITS.maxPayloadBytes },
+      );
     }
     if (!this.deps.keyring.forScope(scope)) {
-      throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, { scope: JSON.stringify(scope) });
+      throw new OpsyncError('key_missing', `This device holds no key for scope ${JSON.stringify(scope)}; import one first.`, {
+        scope: JSON.stringify(scope),
+      });
     }
     if (this.bases.needsCopy) await this.baseCopied();
     await this.gate.pass();
@@ -346,10 +367,11 @@ export class Session {
    * starts from the ops.
    */
   private async baseCopied(): Promise<void> {
-    const attempt = () => this.bases.ensureCopied().then(
-      () => null,
-      (error: unknown) => error,
-    );
+    const attempt = () =>
+      this.bases.ensureCopied().then(
+        () => null,
+        (error: unknown) => error,
+      );
     let failure = await attempt();
     if (failure !== null && isOpsyncError(failure) && failure.code === 'checkpoint_not_found' && this.ownSeq === -1) {
       const gone = failure;
@@ -429,7 +451,10 @@ export class Session {
         undecryptable: this.held.size,
         skipped_payloads: this.fold.skipped.count,
         rejected: Object.fromEntries(this.rejectedCounts),
-        ignored_relay_files: { ...anomalies, ...(this.authority.refused.size > 0 ? { checkpoint_unauthenticated: this.authority.refused.size } : {}) },
+        ignored_relay_files: {
+          ...anomalies,
+          ...(this.authority.refused.size > 0 ? { checkpoint_unauthenticated: this.authority.refused.size } : {}),
+        },
       },
       quarantine: this.quarantine,
       undecryptable_kids: [...new Set([...this.held.values()].map((h) => h.kid ?? 'malformed'))].sort(),
@@ -498,7 +523,10 @@ export class Session {
       this.clock = new HlcClock(this.device, this.deps.now, latest ?? undefined);
       const ahead = this.clock.aheadOfWall();
       if (ahead > this.options.maxSkewMs) {
-        this.deps.log?.warn({ clock_ahead_ms: ahead }, "this device's stamps run ahead of its clock (it was set ahead once): peers quarantine its new ops until their clocks get there");
+        this.deps.log?.warn(
+          { clock_ahead_ms: ahead },
+          "this device's stamps run ahead of its clock (it was set ahead once): peers quarantine its new ops until their clocks get there",
+        );
       }
       this.minter = (this.deps.createMinter ?? inlineMinter)({
         device: this.device,
@@ -526,7 +554,10 @@ export class Session {
       await this.bases.prune(true);
       if (relayHead === null) {
         this.uncontacted = { seq: this.ownSeq };
-        this.deps.log?.warn({ err: this.lastError }, 'the relay cannot be reached: this device works from its journal and syncs once the relay is back');
+        this.deps.log?.warn(
+          { err: this.lastError },
+          'the relay cannot be reached: this device works from its journal and syncs once the relay is back',
+        );
       } else {
         this.assertNotCloned(relayHead, this.ownSeq);
         if (verifier.ops === 0 && !found && (await this.latestCheckpoint())) await this.bootstrap();
@@ -550,10 +581,17 @@ export class Session {
       const unreachable = isOpsyncError(error) && error.code === 'relay_unavailable';
       if (this.ownSeq === -1 && !unreachable) return null;
       // Named as the relay being out of reach, so that whoever starts the device knows to try again.
-      throw new OpsyncError(unreachable ? 'relay_unavailable' : missing.code, `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`, missing.data);
+      throw new OpsyncError(
+        unreachable ? 'relay_unavailable' : missing.code,
+        `${missing.message} The relay's latest checkpoint cannot stand in for it either: ${(error as Error).message}`,
+        missing.data,
+      );
     });
     if (report?.rebased) {
-      this.deps.log?.warn({ missing: missing.data, base_checkpoint: report.base_checkpoint }, "this device's base checkpoint is gone; rebased onto the relay's latest");
+      this.deps.log?.warn(
+        { missing: missing.data, base_checkpoint: report.base_checkpoint },
+        "this device's base checkpoint is gone; rebased onto the relay's latest",
+      );
       return;
     }
     if (this.ownSeq !== -1) throw missing;
@@ -570,7 +608,10 @@ export class Session {
     this.heads.clear();
     this.held.clear();
     this.bases.rebased(null, true);
-    this.deps.log?.warn({ missing: missing.data }, "this device's base checkpoint is gone and it never wrote an op: it starts over from the relay");
+    this.deps.log?.warn(
+      { missing: missing.data },
+      "this device's base checkpoint is gone and it never wrote an op: it starts over from the relay",
+    );
     if (await this.latestCheckpoint()) await this.bootstrap();
   }
 
@@ -588,7 +629,7 @@ export class Session {
     } catch (error) {
       if (!isOpsyncError(error) || !UNUSABLE_CHECKPOINT.has(error.code)) throw error;
       this.lastError = error.message;
-      this.deps.log?.warn({ err: error }, 'the relay\'s latest checkpoint cannot be used; syncing from the ops instead');
+      this.deps.log?.warn({ err: error }, "the relay's latest checkpoint cannot be used; syncing from the ops instead");
     }
   }
 
@@ -690,7 +731,7 @@ export class Session {
     await this.mending.restoreCheckpoints(repairs.checkpoints);
     // Push what is durable now; ops appended meanwhile wait for the next pump, so a steady stream
     // of appends cannot keep a pump from pulling.
-    for (let remaining = this.unpushed.length; remaining > 0; ) {
+    for (let remaining = this.unpushed.length; remaining > 0;) {
       const batch = this.unpushed.slice(0, Math.min(remaining, this.options.pushBatchSize));
       let result;
       try {
@@ -730,7 +771,8 @@ export class Session {
         const latest = rebasedOnto.size > 0 ? await this.latestCheckpoint() : null;
         const why = latest && rebasedOnto.has(latest.checkpoint_hash) ? await this.mergeCovering(error, rebasedOnto) : null;
         const result = why ? { rebased: false, reason: why } : await this.rebaseLocked();
-        if (!result.rebased) throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
+        if (!result.rebased)
+          throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
         rebasedOnto.add(this.bases.current!.hash);
         continue;
       }
@@ -871,12 +913,17 @@ export class Session {
     if (cut.size === 0) return { published: false, reason: 'no op is acked by every active device yet' };
     const base = this.bases.current;
     for (const [device, seq] of cut) {
-      if ((this.heads.get(device)?.seq ?? -1) < seq) return { published: false, reason: `this device has not yet folded device ${device} up to seq ${seq}` };
+      if ((this.heads.get(device)?.seq ?? -1) < seq)
+        return { published: false, reason: `this device has not yet folded device ${device} up to seq ${seq}` };
       const baseSeq = base?.frontier.get(device)?.seq ?? -1;
       if (seq < baseSeq) return { published: false, reason: `the stable frontier for ${device} is behind this device's base checkpoint` };
     }
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (cut.get(h.device) ?? -1));
-    if (heldBelow) return { published: false, reason: `this device cannot decrypt op ${heldBelow.seq} of ${heldBelow.device} (key ${heldBelow.kid ?? 'unknown'})` };
+    if (heldBelow)
+      return {
+        published: false,
+        reason: `this device cannot decrypt op ${heldBelow.seq} of ${heldBelow.device} (key ${heldBelow.kid ?? 'unknown'})`,
+      };
     if (base && [...cut].every(([device, seq]) => base.frontier.get(device)?.seq === seq) && cut.size === base.frontier.size) {
       return { published: false, reason: 'the stable frontier has not moved since the base checkpoint' };
     }
@@ -890,7 +937,8 @@ export class Session {
     if (ownSeen === (this.ownHead?.seq ?? -1)) {
       for (const op of above) state.apply(op);
       if (state.stateHash() !== this.fold.stateHash()) {
-        const reason = "this device's state does not match its journal, so its checkpoint would lose or invent records; restart the daemon to rebuild the state from the journal";
+        const reason =
+          "this device's state does not match its journal, so its checkpoint would lose or invent records; restart the daemon to rebuild the state from the journal";
         this.deps.log?.warn({ journal_state: state.stateHash(), memory_state: this.fold.stateHash() }, reason);
         return { published: false, reason };
       }
@@ -908,7 +956,9 @@ export class Session {
    * journal: with the frontier of heads it names, the ops above it (plaintext), and the newest own
    * op the journal held (to tell whether appends landed meanwhile).
    */
-  private async foldCut(cut: ReadonlyMap<DeviceId, number>): Promise<{ state: FoldState; frontier: Map<DeviceId, ChainHead>; above: FoldOp[]; ownSeen: number }> {
+  private async foldCut(
+    cut: ReadonlyMap<DeviceId, number>,
+  ): Promise<{ state: FoldState; frontier: Map<DeviceId, ChainHead>; above: FoldOp[]; ownSeen: number }> {
     const base = this.bases.current;
     const state = base ? (await this.bases.load(base.hash)).state : new FoldState(this.deps.crypto);
     const frontier = new Map<DeviceId, ChainHead>();
@@ -943,7 +993,12 @@ export class Session {
     const base = this.bases.current;
     if (header.checkpoint_hash === base?.hash) {
       const { droppedOps } = await relay.gc({ verified: base.frontier, authentic: this.authority.authentic });
-      return { compacted: false, base_checkpoint: base.hash, relay_dropped_ops: droppedOps, reason: 'the journal is already based on the latest checkpoint' };
+      return {
+        compacted: false,
+        base_checkpoint: base.hash,
+        relay_dropped_ops: droppedOps,
+        reason: 'the journal is already based on the latest checkpoint',
+      };
     }
     const behind = this.behindBase(header);
     if (behind) return { compacted: false, reason: behind };
@@ -952,10 +1007,12 @@ export class Session {
     const frontier = this.bases.published?.hash === hash ? this.bases.published.frontier : parseFrontier(header.frontier);
     if (!frontier) return { compacted: false, reason: `checkpoint ${hash} names a malformed frontier` };
     for (const [device, head] of frontier) {
-      if ((this.heads.get(device)?.seq ?? -1) < head.seq) return { compacted: false, reason: `this device has not yet folded device ${device} up to the checkpoint` };
+      if ((this.heads.get(device)?.seq ?? -1) < head.seq)
+        return { compacted: false, reason: `this device has not yet folded device ${device} up to the checkpoint` };
     }
     const heldBelow = [...this.held.values()].find((h) => h.seq <= (frontier.get(h.device)?.seq ?? -1));
-    if (heldBelow) return { compacted: false, reason: `this device holds an op of ${heldBelow.device} it cannot decrypt below the checkpoint` };
+    if (heldBelow)
+      return { compacted: false, reason: `this device holds an op of ${heldBelow.device} it cannot decrypt below the checkpoint` };
     // Another device's checkpoint is never trusted for the state it claims: this device compares it
     // with the state its own journal folds to at that frontier (proposals/checkpoint.md
     // §Compaction). The journal will name the checkpoint as its base, so a verified copy is made
@@ -990,7 +1047,9 @@ export class Session {
    */
   private async mismatch(header: CheckpointHeaderJson, frontier: Frontier): Promise<string | null> {
     const ahead = [...this.heads].some(([device, head]) => head.seq > (frontier.get(device)?.seq ?? -1));
-    const mine = ahead ? await this.foldCut(new Map([...frontier].map(([device, head]) => [device, head.seq]))) : { state: this.fold, frontier: this.heads };
+    const mine = ahead
+      ? await this.foldCut(new Map([...frontier].map(([device, head]) => [device, head.seq])))
+      : { state: this.fold, frontier: this.heads };
     const differs =
       [...frontier].find(([device, head]) => mine.frontier.get(device)?.op_id !== head.op_id)?.[0] ??
       (mine.state.stateHash() !== header.state_hash ? 'the state hash' : null);
@@ -1025,7 +1084,8 @@ export class Session {
     // Quiet: this pump moved nothing, no append is in flight (a slow fdatasync holds a burst
     // back without ending it) and none started since the previous pump.
     const inFlight = this.ownSeq !== (this.ownHead?.seq ?? -1);
-    const quiet = report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && !inFlight && this.ownSeq === this.ownSeqAtLastPump;
+    const quiet =
+      report.pushed === 0 && report.folded === 0 && this.unpushed.length === 0 && !inFlight && this.ownSeq === this.ownSeqAtLastPump;
     this.ownSeqAtLastPump = this.ownSeq;
     const every = this.options.autoCheckpointOps;
     if (!this.livePumps.isLive || every === 0 || this.opsSinceCheckpoint < every) return;
@@ -1052,8 +1112,12 @@ export class Session {
    */
   private async mergeCovering(truncated: OpsyncError, tried: ReadonlySet<string>): Promise<string | null> {
     const { device_id, floor } = truncated.data as { device_id?: unknown; floor?: unknown };
-    const covering = typeof device_id === 'string' && typeof floor === 'number' ? await this.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 }) : null;
-    if (!covering || tried.has(covering.checkpoint_hash)) return `no checkpoint on the relay it has not just rebased onto covers device ${String(device_id)} up to where it starts`;
+    const covering =
+      typeof device_id === 'string' && typeof floor === 'number'
+        ? await this.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 })
+        : null;
+    if (!covering || tried.has(covering.checkpoint_hash))
+      return `no checkpoint on the relay it has not just rebased onto covers device ${String(device_id)} up to where it starts`;
     const merged = await this.publishMerge(covering);
     return typeof merged === 'string' ? merged : null;
   }
@@ -1064,7 +1128,10 @@ export class Session {
     if (typeof merged === 'string') return merged;
     await this.deps.relay.putCheckpoint(merged);
     this.stats.counters.checkpoints_merged++;
-    this.deps.log?.info({ checkpoint_hash: merged.header.checkpoint_hash, merged: [this.bases.current?.hash, header.checkpoint_hash] }, "published the merge of this device's base and a checkpoint");
+    this.deps.log?.info(
+      { checkpoint_hash: merged.header.checkpoint_hash, merged: [this.bases.current?.hash, header.checkpoint_hash] },
+      "published the merge of this device's base and a checkpoint",
+    );
     return merged.header;
   }
 
@@ -1083,7 +1150,11 @@ export class Session {
     const kid = this.authority.missingKid;
     if (!header && kid !== null) {
       // As adopting one would: a device without the key cannot use the relay's checkpoints.
-      throw new OpsyncError('key_missing', `The relay's checkpoints are authenticated with key ${kid}, which this device does not hold; import it to use them.`, { kid });
+      throw new OpsyncError(
+        'key_missing',
+        `The relay's checkpoints are authenticated with key ${kid}, which this device does not hold; import it to use them.`,
+        { kid },
+      );
     }
     if (!header) return { rebased: false, base_checkpoint: unchanged, reason: 'the relay holds no checkpoint' };
     const behind = this.behindBase(header);
@@ -1108,9 +1179,13 @@ export class Session {
       const { header: parsed, state } = await this.bases.adopt(target);
       const frontier = parsed.frontier;
       if ((frontier.get(this.device)?.seq ?? -1) > (this.ownHead?.seq ?? -1)) {
-        throw new OpsyncError('device_cloned', `Checkpoint ${parsed.checkpoint_hash} covers ops of ${this.device} this device never wrote: it is a clone.`, {
-          device_id: this.device,
-        });
+        throw new OpsyncError(
+          'device_cloned',
+          `Checkpoint ${parsed.checkpoint_hash} covers ops of ${this.device} this device never wrote: it is a clone.`,
+          {
+            device_id: this.device,
+          },
+        );
       }
       const above = (entry: JournalEntry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1);
       const base: BaseEntry = { kind: 'base', checkpoint_hash: parsed.checkpoint_hash, frontier };
@@ -1118,10 +1193,16 @@ export class Session {
       await this.journal.replay((entry) => {
         if (entry.kind === 'op' && above(entry)) kept.push(entry);
       });
-      for (const [device, ops] of groupBy(kept.map((entry) => entry.op), (op) => op.device_id)) {
+      for (const [device, ops] of groupBy(
+        kept.map((entry) => entry.op),
+        (op) => op.device_id,
+      )) {
         const anchored = anchorTail(frontier, device, ops, null, this.deps.crypto);
-        const problem = !anchored.ok ? anchored : anchored.check.error && { code: 'chain_broken' as const, message: anchored.check.error.message };
-        if (problem) throw new OpsyncError(problem.code, `Cannot rebase onto ${parsed.checkpoint_hash}: ${problem.message}.`, { device_id: device });
+        const problem = !anchored.ok
+          ? anchored
+          : anchored.check.error && { code: 'chain_broken' as const, message: anchored.check.error.message };
+        if (problem)
+          throw new OpsyncError(problem.code, `Cannot rebase onto ${parsed.checkpoint_hash}: ${problem.message}.`, { device_id: device });
       }
       const verifier = new JournalVerifier(this.deps.journalLocation);
       [base, ...kept].forEach((entry, index) => verifier.check(entry, index + 2));
@@ -1129,7 +1210,11 @@ export class Session {
       const shorter = [...this.heads].find(([device, head]) => (verifier.heads.get(device)?.seq ?? -1) < head.seq);
       if (shorter) {
         await copied?.catch(() => undefined);
-        return { rebased: false, base_checkpoint: unchanged, reason: `checkpoint ${parsed.checkpoint_hash} and the ops above it reach device ${shorter[0]} only below seq ${shorter[1].seq}, which this device holds` };
+        return {
+          rebased: false,
+          base_checkpoint: unchanged,
+          reason: `checkpoint ${parsed.checkpoint_hash} and the ops above it reach device ${shorter[0]} only below seq ${shorter[1].seq}, which this device holds`,
+        };
       }
       await copied;
       await this.journal.rewrite({ head: [base], keep: above });
@@ -1196,4 +1281,3 @@ function foldInput(op: OpRecord, plain: JsonObject): FoldOp {
 function later(a: Hlc | null, b: Hlc): Hlc {
   return a === null || compareHlc(b, a) > 0 ? b : a;
 }
-

@@ -26,7 +26,11 @@ export function renderTable(rows: readonly Row[]): string {
   const cells = rows.map((r) => [r.name, formatValue(r.value), r.unit, r.target, verdict(r), r.note ?? '']);
   const header = ['figure', 'value', 'unit', 'target', '', 'note'];
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const line = (c: string[]) => c.map((x, i) => (i === 1 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((x, i) => (i === 1 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)].join('\n');
 }
 

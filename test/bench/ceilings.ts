@@ -21,7 +21,13 @@ export function rawFdatasyncRate(dir: string, seconds = 2): Row {
   });
   closeSync(fd);
   rmSync(path);
-  return { name: 'ceiling.fdatasync', value: Math.round(rate), unit: 'syncs/s', target: 'reference', note: 'one 512 B write + one fdatasync, single writer' };
+  return {
+    name: 'ceiling.fdatasync',
+    value: Math.round(rate),
+    unit: 'syncs/s',
+    target: 'reference',
+    note: 'one 512 B write + one fdatasync, single writer',
+  };
 }
 
 /** The machine's raw Ed25519 signing rate on one core (every append signs its op once). */
@@ -29,7 +35,13 @@ export function rawSignRate(seconds = 1): Row {
   const key = generateDeviceKey();
   const message = `op-${'0'.repeat(64)}`;
   const rate = timedRate(seconds, () => key.sign(message));
-  return { name: 'ceiling.ed25519_sign', value: Math.round(rate), unit: 'signs/s', target: 'reference', note: 'one core, node:crypto (OpenSSL); every append signs its op id once' };
+  return {
+    name: 'ceiling.ed25519_sign',
+    value: Math.round(rate),
+    unit: 'signs/s',
+    target: 'reference',
+    note: 'one core, node:crypto (OpenSSL); every append signs its op id once',
+  };
 }
 
 /**
@@ -47,10 +59,21 @@ export function rawMintRate(seconds = 1): Row {
     return { surface, plainText: canonicalize(payload) };
   });
   const rate = timedRate(seconds, (i) => {
-    const { body } = chain({ ...payloads[i % payloads.length]!, seq: i, hlc: { wall_ms: i + 1, counter: 0, device_id: device }, scope: 'personal' });
+    const { body } = chain({
+      ...payloads[i % payloads.length]!,
+      seq: i,
+      hlc: { wall_ms: i + 1, counter: 0, device_id: device },
+      scope: 'personal',
+    });
     deviceKey.sign(body.op_id);
   });
-  return { name: 'ceiling.op_mint', value: Math.round(rate), unit: 'ops/s', target: 'reference', note: 'one core: seal (XChaCha20-Poly1305) + canonical hash (SHA-256) + Ed25519 signature of the appends\' ops' };
+  return {
+    name: 'ceiling.op_mint',
+    value: Math.round(rate),
+    unit: 'ops/s',
+    target: 'reference',
+    note: "one core: seal (XChaCha20-Poly1305) + canonical hash (SHA-256) + Ed25519 signature of the appends' ops",
+  };
 }
 
 /** Runs `step` (given its index) for `seconds` on this thread; its rate per second. */

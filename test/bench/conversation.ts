@@ -24,7 +24,15 @@ function turn(i: number): [Surface, JsonObject] {
     case 0:
       return ['conversation', { ...base, role: 'user', content }];
     case 1:
-      return ['conversation', { ...base, role: 'assistant', content, tool_calls: [{ id: `call_${i}`, name: 'read_file', input: { path: `src/module-${i % 97}.ts` } }] }];
+      return [
+        'conversation',
+        {
+          ...base,
+          role: 'assistant',
+          content,
+          tool_calls: [{ id: `call_${i}`, name: 'read_file', input: { path: `src/module-${i % 97}.ts` } }],
+        },
+      ];
     case 2:
       return i % 200 === 2 || (i - 1) % 50 === 0
         ? ['conversation', { ...base, role: 'user', content: `(typed on the phone) ${content}` }]
@@ -73,7 +81,9 @@ async function resume(client: RpcClient): Promise<Row[]> {
     for (let i = 0; i < 12; i++) {
       // Each sample starts from a clean client heap, as an app resuming once does.
       settle();
-      const [ms, result] = await timed(() => client.call<{ messages: unknown[]; turns: number }>('sync.resume', { conversation_id: CHAT, format }));
+      const [ms, result] = await timed(() =>
+        client.call<{ messages: unknown[]; turns: number }>('sync.resume', { conversation_id: CHAT, format }),
+      );
       if (i >= 2) samples.push(ms);
       if (i === 0) [messages, size] = [result.messages.length, JSON.stringify(result).length];
     }
@@ -93,12 +103,18 @@ async function transcriptPage(client: RpcClient): Promise<Row[]> {
   progress('conversation: sync.transcript pages from the middle');
   let cursor: string | null = null;
   for (let seen = 0; seen < TURNS / 2; seen += 10_000) {
-    const page: { next: string | null } = await client.call('sync.transcript', { conversation_id: CHAT, limit: 10_000, ...(cursor ? { after: cursor } : {}) });
+    const page: { next: string | null } = await client.call('sync.transcript', {
+      conversation_id: CHAT,
+      limit: 10_000,
+      ...(cursor ? { after: cursor } : {}),
+    });
     cursor = page.next;
   }
   const samples: number[] = [];
   for (let i = 0; i < 220; i++) {
-    const [ms, page] = await timed(() => client.call<{ turns: unknown[] }>('sync.transcript', { conversation_id: CHAT, limit: 100, after: cursor }));
+    const [ms, page] = await timed(() =>
+      client.call<{ turns: unknown[] }>('sync.transcript', { conversation_id: CHAT, limit: 100, after: cursor }),
+    );
     if (page.turns.length !== 100) throw new Error('a page from the middle came back short');
     if (i >= 20) samples.push(ms);
   }

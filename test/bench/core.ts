@@ -55,7 +55,13 @@ function foldBench(): Row[] {
   hashMs.sort((a, b) => a - b);
   progressDone();
   return [
-    { name: 'core.fold_1m_ops', value: Math.round(MILLION / (foldMs / 1000)), unit: 'ops/s', target: '>= 300000', note: `mixed surfaces, ~200 B payloads, ${state.recordCount.toLocaleString('en-US')} records` },
+    {
+      name: 'core.fold_1m_ops',
+      value: Math.round(MILLION / (foldMs / 1000)),
+      unit: 'ops/s',
+      target: '>= 300000',
+      note: `mixed surfaces, ~200 B payloads, ${state.recordCount.toLocaleString('en-US')} records`,
+    },
     { name: 'core.fold_1k_onto_1m_p50', value: percentile(applyMs, 50), unit: 'ms', target: '<= 20', note: '30 batches of 1,000 new ops' },
     { name: 'core.fold_1k_onto_1m_max', value: applyMs.at(-1)!, unit: 'ms', target: '<= 20' },
     { name: 'core.state_hash_read_max', value: hashMs.at(-1)!, unit: 'ms', target: '<= 1', note: 'first read after each batch (uncached)' },
@@ -112,12 +118,28 @@ async function journalReopenBench(dir: string): Promise<Row[]> {
   await journal.close();
   progress('core: reopening the 1,000,000-op journal');
   const child = join(process.cwd(), 'dist', 'test', 'bench', 'reopen-child.js');
-  const out = JSON.parse(execFileSync(process.execPath, [child, path, device], { encoding: 'utf8' })) as { ms: number; ops: number; maxRssMiB: number };
+  const out = JSON.parse(execFileSync(process.execPath, [child, path, device], { encoding: 'utf8' })) as {
+    ms: number;
+    ops: number;
+    maxRssMiB: number;
+  };
   const { size } = await import('node:fs/promises').then((fs) => fs.stat(path));
   progressDone();
   if (out.ops !== MILLION) throw new Error(`reopen saw ${out.ops} ops, expected ${MILLION}`);
   return [
-    { name: 'core.journal_reopen_1m', value: out.ms / 1000, unit: 's', target: '<= 5', note: `load + checksum + chain verification (op ids re-hashed), ${(size / 2 ** 20).toFixed(0)} MiB file` },
-    { name: 'core.journal_reopen_peak_rss', value: Math.round(out.maxRssMiB), unit: 'MiB', target: 'report', note: 'separate process, whole run' },
+    {
+      name: 'core.journal_reopen_1m',
+      value: out.ms / 1000,
+      unit: 's',
+      target: '<= 5',
+      note: `load + checksum + chain verification (op ids re-hashed), ${(size / 2 ** 20).toFixed(0)} MiB file`,
+    },
+    {
+      name: 'core.journal_reopen_peak_rss',
+      value: Math.round(out.maxRssMiB),
+      unit: 'MiB',
+      target: 'report',
+      note: 'separate process, whole run',
+    },
   ];
 }

@@ -54,7 +54,9 @@ async function withCpu(pid: number, calls: number, run: () => Promise<number>): 
 
 async function echoCeiling(): Promise<{ rows: Row[]; rate: number }> {
   progress('daemon: raw JSON-RPC echo over ws');
-  const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'test', 'bench', 'echo-server-child.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'test', 'bench', 'echo-server-child.js')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   try {
     const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
     const client = await RpcClient.connect(url, '');
@@ -63,11 +65,23 @@ async function echoCeiling(): Promise<{ rows: Row[]; rate: number }> {
     const { rate, cpu } = await withCpu(child.pid!, 50_000, () => pipelined(client, 50_000, 256, () => ({ surface, payload }), 'echo'));
     await client.close();
     const rows: Row[] = [
-      { name: 'ceiling.jsonrpc_echo_ws', value: Math.round(rate), unit: 'calls/s', target: 'reference', note: 'bare ws + json-rpc-2.0 in a separate process, one connection, 256 in flight, same params as the appends' },
+      {
+        name: 'ceiling.jsonrpc_echo_ws',
+        value: Math.round(rate),
+        unit: 'calls/s',
+        target: 'reference',
+        note: 'bare ws + json-rpc-2.0 in a separate process, one connection, 256 in flight, same params as the appends',
+      },
     ];
     if (cpu) {
       const value = cpu.server.total + cpu.client;
-      rows.push({ name: 'ceiling.jsonrpc_echo_cpu', value, unit: 'µs/call', target: 'reference', note: `CPU per echo, both processes: server ${cpu.server.total.toFixed(1)}, client ${cpu.client.toFixed(1)}` });
+      rows.push({
+        name: 'ceiling.jsonrpc_echo_cpu',
+        value,
+        unit: 'µs/call',
+        target: 'reference',
+        note: `CPU per echo, both processes: server ${cpu.server.total.toFixed(1)}, client ${cpu.client.toFixed(1)}`,
+      });
     }
     return { rows, rate };
   } finally {
@@ -86,7 +100,9 @@ async function appendThroughput(echoRate: number, mintRate: number): Promise<Row
       return { surface, payload };
     };
     await pipelined(client, 5_000, 256, append, 'sync.append');
-    const { rate, cpu } = await withCpu(daemon.process.pid!, 50_000, () => pipelined(client, 50_000, 256, (i) => append(5_000 + i), 'sync.append'));
+    const { rate, cpu } = await withCpu(daemon.process.pid!, 50_000, () =>
+      pipelined(client, 50_000, 256, (i) => append(5_000 + i), 'sync.append'),
+    );
     await client.close();
     progressDone();
     const rows: Row[] = [
@@ -178,7 +194,13 @@ async function holdingAMillion(): Promise<Row> {
       const status = await readFile(`/proc/${daemon.process.pid}/status`, 'utf8');
       const peakKiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
       progressDone();
-      return { name: 'daemon.rss_holding_1m_ops', value: Math.round(peakKiB / 1024), unit: 'MiB', target: 'report', note: `peak RSS (VmHWM) after start and a pump; ${records.toLocaleString('en-US')} records folded` };
+      return {
+        name: 'daemon.rss_holding_1m_ops',
+        value: Math.round(peakKiB / 1024),
+        unit: 'MiB',
+        target: 'report',
+        note: `peak RSS (VmHWM) after start and a pump; ${records.toLocaleString('en-US')} records folded`,
+      };
     } finally {
       await daemon.stop();
     }

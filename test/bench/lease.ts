@@ -24,15 +24,23 @@ async function backendRows(backend: string, extra: string[]): Promise<Row[]> {
   try {
     const client = await daemon.connect();
     progress(`lease: acquire + release pairs (${backend})`);
-    const pairs = await timed(2_000, async (i) => {
-      const { epoch } = await client.call<{ epoch: number }>('lease.acquire', { agent_id: `bench-${i % 8}`, ttl_ms: 60_000 });
-      await client.call('lease.release', { agent_id: `bench-${i % 8}`, epoch });
-    }, 8);
+    const pairs = await timed(
+      2_000,
+      async (i) => {
+        const { epoch } = await client.call<{ epoch: number }>('lease.acquire', { agent_id: `bench-${i % 8}`, ttl_ms: 60_000 });
+        await client.call('lease.release', { agent_id: `bench-${i % 8}`, epoch });
+      },
+      8,
+    );
     const { epoch } = await client.call<{ epoch: number }>('lease.acquire', { agent_id: 'bench-fence', ttl_ms: 600_000 });
     progress(`lease: fence checks (${backend})`);
-    const fences = await timed(5_000, async (i) => {
-      await client.call('sync.fence_check', { agent_id: 'bench-fence', run_id: `run-${i}`, epoch });
-    }, 8);
+    const fences = await timed(
+      5_000,
+      async (i) => {
+        await client.call('sync.fence_check', { agent_id: 'bench-fence', run_id: `run-${i}`, epoch });
+      },
+      8,
+    );
     await client.close();
     progressDone();
     const note = `one daemon, 8 concurrent callers, ${backend} backend`;
@@ -51,7 +59,11 @@ async function backendRows(backend: string, extra: string[]): Promise<Row[]> {
 }
 
 /** Runs `count` operations from `concurrency` callers; rate and latency percentiles. */
-async function timed(count: number, operation: (i: number) => Promise<void>, concurrency: number): Promise<{ rate: number; p50: number; p99: number }> {
+async function timed(
+  count: number,
+  operation: (i: number) => Promise<void>,
+  concurrency: number,
+): Promise<{ rate: number; p50: number; p99: number }> {
   const latencies: number[] = [];
   let next = 0;
   const start = performance.now();
@@ -68,4 +80,3 @@ async function timed(count: number, operation: (i: number) => Promise<void>, con
   latencies.sort((a, b) => a - b);
   return { rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
 }
-

@@ -31,7 +31,12 @@ for (const op of foldOps(count)) {
 // The writer registers first: the checkpoint is its, signed with its device key.
 const writer = await openDirSession(relayDir!, writerDir!, 'bench-writer');
 const deviceKey = parseDeviceKeyFile(await readFile(join(writerDir!, 'device-key.json'), 'utf8'), 'device-key.json');
-const { file } = cutCheckpoint(state, frontier, { device: 'bench-writer' as DeviceId, deviceKey, keyring: new Keyring([PERSONAL_KEY]), crypto: coreCrypto });
+const { file } = cutCheckpoint(state, frontier, {
+  device: 'bench-writer' as DeviceId,
+  deviceKey,
+  keyring: new Keyring([PERSONAL_KEY]),
+  crypto: coreCrypto,
+});
 const relay = await DirectoryRelay.open({ root: relayDir!, self: 'bench-writer' as DeviceId, crypto: coreCrypto });
 await relay.putCheckpoint(file);
 await appendMany(writer, 10_000, count);

@@ -36,14 +36,20 @@ async function compactBench(): Promise<Row> {
     for (let round = 0; round < 2; round++) for (const device of [a, b]) await device.pump();
     const published = await a.checkpoint();
     if (!published.published) throw new Error(`no checkpoint: ${published.reason}`);
-    progress("relay: compacting the other device onto that checkpoint");
+    progress('relay: compacting the other device onto that checkpoint');
     const start = performance.now();
     const report = await b.compact();
     const seconds = (performance.now() - start) / 1000;
     if (!report.compacted) throw new Error(`no compaction: ${report.reason}`);
     await Promise.all([a.close(), b.close()]);
     progressDone();
-    return { name: 'relay.compact_onto_peer_100k', value: seconds, unit: 's', target: 'report', note: "verify another device's checkpoint of 100,000 ops, rewrite the journal onto it, collect the relay" };
+    return {
+      name: 'relay.compact_onto_peer_100k',
+      value: seconds,
+      unit: 's',
+      target: 'report',
+      note: "verify another device's checkpoint of 100,000 ops, rewrite the journal onto it, collect the relay",
+    };
   } finally {
     await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
   }
@@ -66,7 +72,13 @@ async function convergeBench(): Promise<Row> {
     const seconds = (performance.now() - start) / 1000;
     await Promise.all([a.close(), b.close()]);
     progressDone();
-    return { name: 'relay.converge_2x50k', value: seconds, unit: 's', target: '<= 10', note: `directory relay, file journals, live sync; ${Math.round((2 * OPS) / seconds).toLocaleString('en-US')} ops/s end to end` };
+    return {
+      name: 'relay.converge_2x50k',
+      value: seconds,
+      unit: 's',
+      target: '<= 10',
+      note: `directory relay, file journals, live sync; ${Math.round((2 * OPS) / seconds).toLocaleString('en-US')} ops/s end to end`,
+    };
   } finally {
     await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
   }
@@ -97,18 +109,36 @@ async function bootstrapBench(): Promise<Row[]> {
   const [relayDir, writerDir, newcomerDir] = dirs as [string, string, string];
   try {
     progress('relay: building a 1,000,000-op checkpoint and a 10,000-op tail');
-    execFileSync(process.execPath, ['--max-old-space-size=8192', join(process.cwd(), 'dist', 'test', 'bench', 'prepare-bootstrap-child.js'), relayDir, writerDir, String(MILLION)], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    execFileSync(
+      process.execPath,
+      [
+        '--max-old-space-size=8192',
+        join(process.cwd(), 'dist', 'test', 'bench', 'prepare-bootstrap-child.js'),
+        relayDir,
+        writerDir,
+        String(MILLION),
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
     const writer = await openDirSession(relayDir, writerDir, 'bench-writer');
     progress('relay: bootstrapping a new device');
-    const child = spawn(process.execPath, ['--max-old-space-size=8192', join(process.cwd(), 'dist', 'test', 'bench', 'bootstrap-child.js'), relayDir, newcomerDir], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--max-old-space-size=8192', join(process.cwd(), 'dist', 'test', 'bench', 'bootstrap-child.js'), relayDir, newcomerDir],
+      {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    );
     const events = createInterface({ input: child.stdout });
-    const nextEvent = () => new Promise<Record<string, number | string>>((resolve) => events.once('line', (line) => resolve(JSON.parse(line) as Record<string, number | string>)));
+    const nextEvent = () =>
+      new Promise<Record<string, number | string>>((resolve) =>
+        events.once('line', (line) => resolve(JSON.parse(line) as Record<string, number | string>)),
+      );
     const boot = await nextEvent();
-    if (Number(boot.folded) !== 10_000 || !boot.base) throw new Error(`bootstrap did not use the checkpoint and tail: ${JSON.stringify(boot)}`);
+    if (Number(boot.folded) !== 10_000 || !boot.base)
+      throw new Error(`bootstrap did not use the checkpoint and tail: ${JSON.stringify(boot)}`);
     await nextEvent();
 
     const pumpMs: number[] = [];
@@ -127,9 +157,27 @@ async function bootstrapBench(): Promise<Row[]> {
     progressDone();
     pumpMs.sort((x, y) => x - y);
     return [
-      { name: 'relay.bootstrap_1m_plus_10k', value: Number(boot.ms) / 1000, unit: 's', target: '<= 5', note: 'load + verify the checkpoint (decrypt, digests, state hash), pull and fold the tail' },
-      { name: 'relay.bootstrap_peak_rss', value: Math.round(Number(boot.maxRssMiB)), unit: 'MiB', target: 'report', note: 'separate process' },
-      { name: 'relay.pump_1k_into_1m_p50', value: percentile(pumpMs, 50), unit: 'ms', target: '<= 100', note: '10 pumps, each bringing 1,000 new ops, after the bootstrap settled' },
+      {
+        name: 'relay.bootstrap_1m_plus_10k',
+        value: Number(boot.ms) / 1000,
+        unit: 's',
+        target: '<= 5',
+        note: 'load + verify the checkpoint (decrypt, digests, state hash), pull and fold the tail',
+      },
+      {
+        name: 'relay.bootstrap_peak_rss',
+        value: Math.round(Number(boot.maxRssMiB)),
+        unit: 'MiB',
+        target: 'report',
+        note: 'separate process',
+      },
+      {
+        name: 'relay.pump_1k_into_1m_p50',
+        value: percentile(pumpMs, 50),
+        unit: 'ms',
+        target: '<= 100',
+        note: '10 pumps, each bringing 1,000 new ops, after the bootstrap settled',
+      },
       { name: 'relay.pump_1k_into_1m_max', value: pumpMs.at(-1)!, unit: 'ms', target: '<= 100' },
     ];
   } finally {

@@ -21,24 +21,41 @@ const FILLER = 'The quick brown fox jumps over the lazy dog while the relay keep
 export function payloadFor(i: number): [Surface, JsonObject] {
   const text = FILLER.slice(0, 120 + (i % 40));
   switch (i % 20) {
-    case 0: case 1: case 2: case 3: case 4:
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 4:
       return ['knowledge', { id: `k-${i % 400_000}`, text, n: i }];
-    case 5: case 6:
+    case 5:
+    case 6:
       return ['skill', { id: `s-${i}`, text, n: i }];
     case 7:
       return ['trajectory', { id: `t-${i}`, text, n: i }];
     case 8:
       return ['run', { id: `r-${i}`, text, n: i }];
-    case 9: case 10: case 11: case 12:
+    case 9:
+    case 10:
+    case 11:
+    case 12:
       return ['conversation', { conversation_id: `c-${i % 1000}`, role: i % 2 ? 'user' : 'assistant', content: text, timestamp: i }];
     case 13:
       return ['routing', { route: `route-${i % 100}`, text }];
-    case 14: case 15:
+    case 14:
+    case 15:
       return ['declagent', { id: `a-${i % 50_000}`, text, n: i }];
     case 16:
       return ['registry:tools', { id: `tool-${i % 50_000}`, text, n: i }];
     case 17:
-      return ['intent', { id: `run-${i}`, agent_id: `agent-${i % 100}`, epoch: Math.floor(i / 1000), status: (['pending', 'committed', 'failed'] as const)[i % 3]! }];
+      return [
+        'intent',
+        {
+          id: `run-${i}`,
+          agent_id: `agent-${i % 100}`,
+          epoch: Math.floor(i / 1000),
+          status: (['pending', 'committed', 'failed'] as const)[i % 3]!,
+        },
+      ];
     default:
       return ['knowledge', { id: `u-${i}`, text, n: i }];
   }
@@ -73,7 +90,11 @@ export function foldOps(count: number, start = 0, devices = 4): FoldOp[] {
  * object (random bytes of the ciphertext's length; nothing here decrypts), op ids computed,
  * and a placeholder signature of the real length (reopening a journal checks hashes, not signatures).
  */
-export function* chainEntries(deviceName: string, count: number, payloadOf: (i: number) => [Surface, JsonObject] = payloadFor): Generator<{ op: OpRecord; plain: JsonObject }> {
+export function* chainEntries(
+  deviceName: string,
+  count: number,
+  payloadOf: (i: number) => [Surface, JsonObject] = payloadFor,
+): Generator<{ op: OpRecord; plain: JsonObject }> {
   const device = parseDeviceId(deviceName);
   let wall = 1_700_000_000_000;
   const clock = new HlcClock(device, () => wall);
@@ -83,7 +104,13 @@ export function* chainEntries(deviceName: string, count: number, payloadOf: (i: 
     if (seq % 10 === 0) wall++;
     const [surface, plain] = payloadOf(seq);
     const ctLength = Buffer.byteLength(JSON.stringify(plain)) + 16;
-    const payload = { v: ENVELOPE_VERSION, alg: ENVELOPE_ALG, kid: 'k-0123456789abcdef', nonce: randomBytes(24).toString('base64url'), ct: randomBytes(ctLength).toString('base64url') };
+    const payload = {
+      v: ENVELOPE_VERSION,
+      alg: ENVELOPE_ALG,
+      kid: 'k-0123456789abcdef',
+      nonce: randomBytes(24).toString('base64url'),
+      ct: randomBytes(ctLength).toString('base64url'),
+    };
     const body = { device_id: device, seq, prev, hlc: clock.tick(), scope: 'personal' as const, surface, payload };
     const op_id = opIdOf(body, coreCrypto);
     yield { op: { op_id, ...body, sig }, plain };
@@ -92,7 +119,12 @@ export function* chainEntries(deviceName: string, count: number, payloadOf: (i: 
 }
 
 /** Writes `entries` as the journal of a data directory for `device`, in batches of 10 000. */
-export async function writeJournal(dataDir: string, device: string, entries: Iterable<{ op: OpRecord; plain: JsonObject }>, onBatch: (written: number) => void = () => {}): Promise<void> {
+export async function writeJournal(
+  dataDir: string,
+  device: string,
+  entries: Iterable<{ op: OpRecord; plain: JsonObject }>,
+  onBatch: (written: number) => void = () => {},
+): Promise<void> {
   await mkdir(dataDir, { recursive: true });
   const { journal } = await FileJournal.open(join(dataDir, 'journal.log'), parseDeviceId(device), () => {});
   let batch: JournalEntry[] = [];

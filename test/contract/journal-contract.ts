@@ -48,7 +48,11 @@ export function runJournalContract(name: string, setup: () => Promise<JournalHar
       const d = device();
       const journal = await harness.open();
       const op = d.op('knowledge', { id: 'k' });
-      const base: JournalEntry = { kind: 'base', checkpoint_hash: 'ck-' + 'a'.repeat(64), frontier: new Map([[d.id, { seq: 0, op_id: op.op_id, hlc: op.hlc }]]) };
+      const base: JournalEntry = {
+        kind: 'base',
+        checkpoint_hash: 'ck-' + 'a'.repeat(64),
+        frontier: new Map([[d.id, { seq: 0, op_id: op.op_id, hlc: op.hlc }]]),
+      };
       await journal.rewrite({ head: [base], keep: () => false });
       await journal.append([entry(op, null)]);
       await journal.close();
@@ -75,7 +79,11 @@ export function runJournalContract(name: string, setup: () => Promise<JournalHar
       const journal = await harness.open();
       const ops = Array.from({ length: 6 }, (_, i) => d.op('knowledge', { id: `k${i}` }));
       await journal.append(ops.slice(0, 4).map((op) => entry(op)));
-      const base: JournalEntry = { kind: 'base', checkpoint_hash: 'ck-' + 'b'.repeat(64), frontier: new Map([[d.id, { seq: 1, op_id: ops[1]!.op_id, hlc: ops[1]!.hlc }]]) };
+      const base: JournalEntry = {
+        kind: 'base',
+        checkpoint_hash: 'ck-' + 'b'.repeat(64),
+        frontier: new Map([[d.id, { seq: 1, op_id: ops[1]!.op_id, hlc: ops[1]!.hlc }]]),
+      };
       const rewriting = journal.rewrite({ head: [base], keep: (e) => e.kind === 'op' && e.op.seq > 1 });
       const during = journal.append(ops.slice(4).map((op) => entry(op)));
       await Promise.all([rewriting, during]);

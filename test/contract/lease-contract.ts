@@ -42,7 +42,10 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
       withCoordinator(async (c) => {
         const id = agent();
         const lease = await c.acquire(id, A, 30_000);
-        await expect(c.acquire(id, B, 30_000)).rejects.toMatchObject({ code: 'lease_held', data: { holder: A, epoch: 1, expires_at_ms: lease.expires_at_ms } });
+        await expect(c.acquire(id, B, 30_000)).rejects.toMatchObject({
+          code: 'lease_held',
+          data: { holder: A, epoch: 1, expires_at_ms: lease.expires_at_ms },
+        });
         await expect(c.acquire(id, A, 30_000)).rejects.toMatchObject({ code: 'lease_held', data: { holder: A, epoch: 1 } });
       }));
 
@@ -53,7 +56,10 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
         const renewed = await c.renew(id, A, 1, 60_000);
         expect(renewed.epoch).toBe(1);
         expect(renewed.expires_at_ms).toBeGreaterThan(lease.expires_at_ms);
-        await expect(c.renew(id, B, 1, 60_000)).rejects.toMatchObject({ code: 'lease_lost', data: { claimed_epoch: 1, current_epoch: 1, holder: A } });
+        await expect(c.renew(id, B, 1, 60_000)).rejects.toMatchObject({
+          code: 'lease_lost',
+          data: { claimed_epoch: 1, current_epoch: 1, holder: A },
+        });
         await expect(c.renew(id, A, 7, 60_000)).rejects.toMatchObject({ code: 'lease_lost', data: { claimed_epoch: 7, current_epoch: 1 } });
       }));
 
@@ -67,14 +73,17 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
         expect(await c.acquire(id, B, 30_000)).toMatchObject({ holder: B, epoch: 2 });
       }));
 
-    it('lets another device take an expired lease at epoch + 1; the old holder\'s renew then fails naming the current epoch', () =>
+    it("lets another device take an expired lease at epoch + 1; the old holder's renew then fails naming the current epoch", () =>
       withCoordinator(async (c, h) => {
         const id = agent();
         await c.acquire(id, A, 200);
         await expect(c.acquire(id, B, 30_000)).rejects.toMatchObject({ code: 'lease_held' });
         await h.pass(c, 200);
         expect(await c.acquire(id, B, 30_000)).toMatchObject({ holder: B, epoch: 2 });
-        await expect(c.renew(id, A, 1, 30_000)).rejects.toMatchObject({ code: 'lease_lost', data: { claimed_epoch: 1, current_epoch: 2, holder: B } });
+        await expect(c.renew(id, A, 1, 30_000)).rejects.toMatchObject({
+          code: 'lease_lost',
+          data: { claimed_epoch: 1, current_epoch: 2, holder: B },
+        });
       }));
 
     it('never reuses or lowers an epoch, across coordinators on the same store', () =>
@@ -96,7 +105,7 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
         expect(epochs).toEqual([1, 2, 3, 4, 5, 6]);
       }));
 
-    it('mints above the ledger\'s floor when it exceeds the stored epoch, and above the stored epoch otherwise', () =>
+    it("mints above the ledger's floor when it exceeds the stored epoch, and above the stored epoch otherwise", () =>
       withCoordinator(async (c) => {
         const id = agent();
         // A store that lost the agent's record, while the synced ledger saw epoch 7.
@@ -110,7 +119,10 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
     it('refuses, naming the epoch, once the floor is the largest safe integer', () =>
       withCoordinator(async (c) => {
         const id = agent();
-        await expect(c.acquire(id, A, 30_000, Number.MAX_SAFE_INTEGER)).rejects.toMatchObject({ code: 'lease_epochs_exhausted', data: { epoch: Number.MAX_SAFE_INTEGER } });
+        await expect(c.acquire(id, A, 30_000, Number.MAX_SAFE_INTEGER)).rejects.toMatchObject({
+          code: 'lease_epochs_exhausted',
+          data: { epoch: Number.MAX_SAFE_INTEGER },
+        });
         expect((await c.read(id)).record).toBeNull();
       }));
 
@@ -130,7 +142,11 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
           const results = await Promise.allSettled(devices.map((d, i) => [c, ...others][i % 3]!.acquire(id, d, 30_000)));
           const granted = results.filter((r) => r.status === 'fulfilled');
           expect(granted).toHaveLength(1);
-          expect(results.filter((r) => r.status === 'rejected').every((r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'lease_held')).toBe(true);
+          expect(
+            results
+              .filter((r) => r.status === 'rejected')
+              .every((r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'lease_held'),
+          ).toBe(true);
         } finally {
           await Promise.all(others.map((o) => o.close()));
         }

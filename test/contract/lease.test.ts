@@ -105,7 +105,10 @@ describe('directory leases: damaged state', () => {
     const coordinator = dirCoordinator(root);
     expect((await coordinator.acquire(agent, device, 60_000)).epoch).toBe(1);
     await rm(root, { recursive: true, force: true });
-    await expect(coordinator.acquire(parseAgentId('agent-2'), device, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringContaining('is gone') as unknown });
+    await expect(coordinator.acquire(parseAgentId('agent-2'), device, 60_000)).rejects.toMatchObject({
+      code: 'lease_backend_unavailable',
+      message: expect.stringContaining('is gone') as unknown,
+    });
     await expect(coordinator.renew(agent, device, 1, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable' });
     expect(existsSync(root)).toBe(false);
     await coordinator.close();
@@ -120,7 +123,10 @@ describe('directory leases: damaged state', () => {
     // The next version's slot holds a folder: it cannot be read as a state file.
     const folder = (await readdir(root))[0]!;
     await mkdir(join(root, folder, '000000000002.json'));
-    await expect(coordinator.renew(agent, device, lease.epoch, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable', message: expect.stringContaining('damaged') as unknown });
+    await expect(coordinator.renew(agent, device, lease.epoch, 60_000)).rejects.toMatchObject({
+      code: 'lease_backend_unavailable',
+      message: expect.stringContaining('damaged') as unknown,
+    });
     await coordinator.close();
   });
 });

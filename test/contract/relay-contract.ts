@@ -26,7 +26,12 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const device = new TestDevice(id, seed);
       const relay = await harness.connect(device.id);
       await relay.register(device.publicKey);
-      return { device, relay, ops: (n: number) => Array.from({ length: n }, (_, i) => device.op('knowledge', { id: `${id}-${device.head ? device.head.seq + 1 : 0}-${i}` })) };
+      return {
+        device,
+        relay,
+        ops: (n: number) =>
+          Array.from({ length: n }, (_, i) => device.op('knowledge', { id: `${id}-${device.head ? device.head.seq + 1 : 0}-${i}` })),
+      };
     }
 
     const since = (entries: Array<[DeviceId, number]> = []) => new Map(entries);
@@ -60,14 +65,20 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       await expect(a.relay.push(skipped)).rejects.toMatchObject({ code: 'relay_gap', data: { head: 2, offered: 5 } });
     });
 
-    it('refuses another device\'s ops, a broken chain and a bad signature', async () => {
+    it("refuses another device's ops, a broken chain and a bad signature", async () => {
       const h = await setup();
       const a = await joined(h, 'device-a', 1);
       const b = await joined(h, 'device-b', 2);
       await expect(a.relay.push(b.ops(1))).rejects.toMatchObject({ code: 'relay_foreign_ops' });
       const [op] = a.ops(1);
-      await expect(a.relay.push([{ ...op!, payload: { id: 'tampered' } }])).rejects.toMatchObject({ code: 'chain_broken', data: { kind: 'id_mismatch' } });
-      await expect(a.relay.push([{ ...op!, sig: b.device.resign(op!).sig }])).rejects.toMatchObject({ code: 'chain_broken', data: { kind: 'bad_signature' } });
+      await expect(a.relay.push([{ ...op!, payload: { id: 'tampered' } }])).rejects.toMatchObject({
+        code: 'chain_broken',
+        data: { kind: 'id_mismatch' },
+      });
+      await expect(a.relay.push([{ ...op!, sig: b.device.resign(op!).sig }])).rejects.toMatchObject({
+        code: 'chain_broken',
+        data: { kind: 'bad_signature' },
+      });
       expect(await a.relay.push([op!])).toEqual({ pushed: 1, deduped: 0 });
     });
 
@@ -140,15 +151,30 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const h = await setup();
       const a = await joined(h, 'device-a', 1);
       const b = await joined(h, 'device-b', 2);
-      await a.relay.ack(new Map([[a.device.id, 5], [b.device.id, 2]]));
-      await b.relay.ack(new Map([[a.device.id, 3], [b.device.id, 4]]));
+      await a.relay.ack(
+        new Map([
+          [a.device.id, 5],
+          [b.device.id, 2],
+        ]),
+      );
+      await b.relay.ack(
+        new Map([
+          [a.device.id, 3],
+          [b.device.id, 4],
+        ]),
+      );
       await expect(a.relay.ack(new Map([[a.device.id, 4]]))).rejects.toMatchObject({ code: 'relay_ack_regression' });
       const view = await b.relay.roster();
       expect(view.entries.map((e) => [e.device_id, e.status, e.public_key])).toEqual([
         ['device-a', 'active', a.device.publicKey],
         ['device-b', 'active', b.device.publicKey],
       ]);
-      expect(view.stable).toEqual(new Map([[a.device.id, 3], [b.device.id, 2]]));
+      expect(view.stable).toEqual(
+        new Map([
+          [a.device.id, 3],
+          [b.device.id, 2],
+        ]),
+      );
     });
 
     it('evicts a device silent past the horizon and reinstates it on a caught-up ack', async () => {
@@ -193,13 +219,21 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const a = await joined(h, 'device-a', 1);
       const b = await joined(h, 'device-b', 2);
       const [mine, theirs] = [a.ops(3), b.ops(6)];
-      const file = (op: OpRecord, n: number): CheckpointFile => ({ header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(op) }, chunks: [] });
+      const file = (op: OpRecord, n: number): CheckpointFile => ({
+        header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(op) },
+        chunks: [],
+      });
       await a.relay.putCheckpoint(file(mine[1]!, 1));
       await b.relay.putCheckpoint(file(theirs[5]!, 2));
       expect((await a.relay.latestCheckpoint())?.checkpoint_hash).toBe(file(theirs[5]!, 2).header.checkpoint_hash);
-      for (const seq of [0, 1]) expect((await b.relay.latestCheckpoint({ device: a.device.id, seq }))?.checkpoint_hash).toBe(file(mine[1]!, 1).header.checkpoint_hash);
+      for (const seq of [0, 1])
+        expect((await b.relay.latestCheckpoint({ device: a.device.id, seq }))?.checkpoint_hash).toBe(
+          file(mine[1]!, 1).header.checkpoint_hash,
+        );
       expect(await b.relay.latestCheckpoint({ device: a.device.id, seq: 2 })).toBeNull();
-      expect((await a.relay.latestCheckpoint({ device: b.device.id, seq: 5 }))?.checkpoint_hash).toBe(file(theirs[5]!, 2).header.checkpoint_hash);
+      expect((await a.relay.latestCheckpoint({ device: b.device.id, seq: 5 }))?.checkpoint_hash).toBe(
+        file(theirs[5]!, 2).header.checkpoint_hash,
+      );
     });
 
     it('tells every device that a checkpoint another device collected is gone, and takes it back', async () => {
@@ -209,7 +243,10 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const a = await joined(h, 'device-a', 1);
       const b = await joined(h, 'device-b', 2);
       const ops = a.ops(3);
-      const file = (n: number): CheckpointFile => ({ header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[n]!) }, chunks: [JSON.stringify({ n })] });
+      const file = (n: number): CheckpointFile => ({
+        header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[n]!) },
+        chunks: [JSON.stringify({ n })],
+      });
       await a.relay.putCheckpoint(file(0));
       expect((await a.relay.readCheckpoint(file(0).header.checkpoint_hash))?.header).toEqual(file(0).header);
       await b.relay.putCheckpoint(file(1));
@@ -246,7 +283,10 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(done.droppedOps).toBe(floor - early);
       expect(floor).toBeGreaterThan(early);
       expect(floor).toBeLessThanOrEqual(6);
-      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { device_id: 'device-a', floor } });
+      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({
+        code: 'relay_frontier_truncated',
+        data: { device_id: 'device-a', floor },
+      });
       const tail = await b.relay.pull(new Map([[a.device.id, floor - 1]]), 100);
       expect(tail.ops.at(-1)?.seq).toBe(8);
       expect(await a.relay.head(a.device.id)).toBe(8);
@@ -274,7 +314,10 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       const b = await joined(h, 'device-b', 2);
       const ops = a.ops(4);
       const accepted = { header: { checkpoint_hash: `ck-${'5'.repeat(64)}`, frontier: frontierJson(ops[0]!) }, chunks: [] };
-      const forged = (n: number) => ({ header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[1]!) }, chunks: [] });
+      const forged = (n: number) => ({
+        header: { checkpoint_hash: `ck-${String(n).repeat(64)}`, frontier: frontierJson(ops[1]!) },
+        chunks: [],
+      });
       for (const file of [accepted, forged(6), forged(7), forged(8)]) await b.relay.putCheckpoint(file);
       const authentic = (header: { checkpoint_hash: string }) => header.checkpoint_hash === accepted.header.checkpoint_hash;
       expect((await a.relay.latestCheckpoint())?.checkpoint_hash).not.toBe(accepted.header.checkpoint_hash);
@@ -285,7 +328,7 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(await b.relay.readCheckpoint(accepted.header.checkpoint_hash)).not.toBeNull();
     });
 
-    it('restarts a device\'s chain above an op a checkpoint covers: earlier readers rebase, later ones read on', async () => {
+    it("restarts a device's chain above an op a checkpoint covers: earlier readers rebase, later ones read on", async () => {
       const h = await setup();
       const a = await joined(h, 'device-a', 1);
       const b = await joined(h, 'device-b', 2);
@@ -296,7 +339,9 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'3'.repeat(64)}`, frontier: frontierJson(anchor) }, chunks: [] });
       // A device the relay does not know (it was re-created meanwhile) is told to register first.
       const stranger = await h.connect(parseDeviceId('device-x'));
-      await expect(stranger.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc })).rejects.toMatchObject({ code: 'relay_not_registered' });
+      await expect(stranger.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc })).rejects.toMatchObject({
+        code: 'relay_not_registered',
+      });
       await a.relay.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc });
       expect(await a.relay.head(a.device.id)).toBe(-1);
 
@@ -305,7 +350,10 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       await expect(a.relay.push(later)).rejects.toMatchObject({ code: 'relay_gap' });
       expect(await a.relay.push([...first.slice(4), ...later])).toEqual({ pushed: 4, deduped: 0 });
       expect((await b.relay.pull(new Map([[a.device.id, 3]]), 100)).ops.map((op) => op.seq)).toEqual([4, 5, 6, 7]);
-      await expect(b.relay.pull(new Map([[a.device.id, 1]]), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { floor: 4 } });
+      await expect(b.relay.pull(new Map([[a.device.id, 1]]), 100)).rejects.toMatchObject({
+        code: 'relay_frontier_truncated',
+        data: { floor: 4 },
+      });
     });
 
     it('tells a reader behind a chain restarted with nothing above its anchor yet to rebase, rather than serve it nothing', async () => {
@@ -318,7 +366,10 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       await a.relay.putCheckpoint({ header: { checkpoint_hash: `ck-${'5'.repeat(64)}`, frontier: frontierJson(anchor) }, chunks: [] });
       await a.relay.restartAbove({ seq: anchor.seq, op_id: anchor.op_id, hlc: anchor.hlc });
       // The device's ops are in the checkpoint only: a reader that lacks them must rebase.
-      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({ code: 'relay_frontier_truncated', data: { device_id: 'device-a', floor: 4 } });
+      await expect(b.relay.pull(new Map(), 100)).rejects.toMatchObject({
+        code: 'relay_frontier_truncated',
+        data: { device_id: 'device-a', floor: 4 },
+      });
       expect((await b.relay.pull(new Map([[a.device.id, 3]]), 100)).ops).toEqual([]);
     });
   });

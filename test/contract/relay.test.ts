@@ -104,7 +104,11 @@ describe('directory relay restores', () => {
 
   it('asks the writer for exactly the damaged range, and the reader then reads on', async () => {
     const { root, writer, reader, ops, first } = await damaged(async (path) => truncate(path, (await readFile(path)).length - 30));
-    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: { writer: 5 }, checkpoints: [] });
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({
+      opsync_damage: 1,
+      stopped: { writer: 5 },
+      checkpoints: [],
+    });
     expect(first.ops.map((op) => op.seq)).toEqual([0, 1, 2, 3, 4]);
     expect((await writer.repairs()).ops).toEqual([{ first: 3, last: 5 }]);
     expect(await writer.push(ops.slice(3, 6))).toEqual({ pushed: 0, deduped: 3 });
@@ -113,7 +117,11 @@ describe('directory relay restores', () => {
     const rest = await reader.pull(new Map([[parseDeviceId('writer'), 4]]), 100);
     expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(5).map((op) => op.op_id));
     await reader.ack(new Map([[parseDeviceId('writer'), 8]]));
-    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({ opsync_damage: 1, stopped: {}, checkpoints: [] });
+    expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({
+      opsync_damage: 1,
+      stopped: {},
+      checkpoints: [],
+    });
   });
 
   it('asks a watching writer for the hole that a folder restored from a partial backup left in its chain', async () => {
@@ -179,7 +187,7 @@ describe('directory relay restores', () => {
     await expectWholeChain(root, ops);
   });
 
-  it('takes a device\'s first segments, gone with no checkpoint covering them, for damage to report, not history to rebase past', async () => {
+  it("takes a device's first segments, gone with no checkpoint covering them, for damage to report, not history to rebase past", async () => {
     const { root, writer, ops } = await sixOpWriter();
     for (let i = 0; i < 6; i += 2) await writer.push(ops.slice(i, i + 2));
     await rm(join(root, 'devices', 'writer', 'ops', '000000000000.jsonl'));
@@ -199,7 +207,9 @@ describe('directory relay restores', () => {
     const more = [...ops, ...Array.from({ length: 4 }, (_, i) => device.op('knowledge', { id: `m${i}` }))];
     await writer.push(ops.slice(0, 2));
     await writer.push(ops.slice(2, 4));
-    const readers = await Promise.all(['reader-a', 'reader-b'].map((name) => DirectoryRelay.open({ root, self: parseDeviceId(name), crypto: coreCrypto })));
+    const readers = await Promise.all(
+      ['reader-a', 'reader-b'].map((name) => DirectoryRelay.open({ root, self: parseDeviceId(name), crypto: coreCrypto })),
+    );
     for (const reader of readers) expect((await reader.pull(new Map(), 100)).ops).toHaveLength(4);
     // The relay loses the writer's newest segment; the writer pushes its ops again from seq 2,
     // in one segment under the same name.
@@ -235,7 +245,10 @@ describe('checkpoint files', () => {
     const read = async () => {
       for await (const chunk of readCheckpointChunks(path)) void chunk;
     };
-    await expect(read()).rejects.toMatchObject({ code: 'checkpoint_invalid', message: expect.stringContaining('longer than any checkpoint chunk') as unknown });
+    await expect(read()).rejects.toMatchObject({
+      code: 'checkpoint_invalid',
+      message: expect.stringContaining('longer than any checkpoint chunk') as unknown,
+    });
   });
 });
 
@@ -267,7 +280,9 @@ runRelayContract('postgres', async () => {
 describe('Postgres relay schema', () => {
   it('is created once when many devices and lease backends open a fresh database at the same moment', async () => {
     const url = await postgres().createDatabase(`relay_${process.pid}_race`);
-    const relays = Promise.all(Array.from({ length: 6 }, (_, i) => PostgresRelay.open({ url, self: parseDeviceId(`device-${i}`), crypto: coreCrypto })));
+    const relays = Promise.all(
+      Array.from({ length: 6 }, (_, i) => PostgresRelay.open({ url, self: parseDeviceId(`device-${i}`), crypto: coreCrypto })),
+    );
     const leases = Promise.all(Array.from({ length: 6 }, () => pgCoordinator(url)));
     const [openedRelays, coordinators] = await Promise.all([relays, leases]);
     opened.push(...openedRelays);

@@ -52,7 +52,20 @@ export class DaemonProcess {
   ): Promise<DaemonProcess> {
     await mkdir(join(dataDir, 'keys'), { recursive: true });
     await writeFile(join(dataDir, 'keys', 'personal.json'), encodeKeyFile(PERSONAL_KEY), { mode: 0o600 });
-    const argv = [process.execPath, cli(), 'start', '--data-dir', dataDir, '--relay', relay, '--listen', '127.0.0.1:0', '--log-level', 'info', ...extra];
+    const argv = [
+      process.execPath,
+      cli(),
+      'start',
+      '--data-dir',
+      dataDir,
+      '--relay',
+      relay,
+      '--listen',
+      '127.0.0.1:0',
+      '--log-level',
+      'info',
+      ...extra,
+    ];
     const limits = [
       ...(fileSizeLimitKiB === undefined ? [] : [`trap '' XFSZ; ulimit -f ${fileSizeLimitKiB}`]),
       ...(openFilesLimit === undefined ? [] : [`ulimit -n ${openFilesLimit}`]),

@@ -27,7 +27,13 @@ async function deviceKeyIn(dataDir: string): Promise<DeviceKey> {
 }
 
 /** Opens an in-process session on a real file journal and a directory relay. */
-export async function openDirSession(relayRoot: string, dataDir: string, name: string, options: Partial<SessionOptions> = {}, log?: SessionLog): Promise<Session> {
+export async function openDirSession(
+  relayRoot: string,
+  dataDir: string,
+  name: string,
+  options: Partial<SessionOptions> = {},
+  log?: SessionLog,
+): Promise<Session> {
   const device = parseDeviceId(name);
   const relay = await DirectoryRelay.open({ root: relayRoot, self: device, crypto: coreCrypto });
   const journalPath = join(dataDir, 'journal.log');
@@ -74,7 +80,13 @@ export class DirRelayWorld extends World {
 
   protected override connectRelay(device: DeviceId): Promise<Relay> {
     const now = () => this.now + (this.skew.get(device) ?? 0);
-    return DirectoryRelay.open({ root: this.root, self: device, crypto: coreCrypto, now, ...(this.horizonMs === undefined ? {} : { horizonMs: this.horizonMs }) });
+    return DirectoryRelay.open({
+      root: this.root,
+      self: device,
+      crypto: coreCrypto,
+      now,
+      ...(this.horizonMs === undefined ? {} : { horizonMs: this.horizonMs }),
+    });
   }
 
   override async snapshotRelay(): Promise<() => Promise<void>> {

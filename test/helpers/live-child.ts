@@ -6,7 +6,10 @@ import { childScript } from './children.js';
 export class LiveChild {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
-  private readonly waiters: Array<{ match: (event: Record<string, unknown>) => boolean; resolve: (event: Record<string, unknown>) => void }> = [];
+  private readonly waiters: Array<{
+    match: (event: Record<string, unknown>) => boolean;
+    resolve: (event: Record<string, unknown>) => void;
+  }> = [];
   private stderr = '';
   /** Change events seen so far. */
   changes = 0;
@@ -21,7 +24,9 @@ export class LiveChild {
 
   /** Starts a device and resolves once it is live, with its ready event. */
   static async start(relay: string, dataDir: string, device: string): Promise<{ child: LiveChild; ready: Record<string, unknown> }> {
-    const child = new LiveChild(spawn(process.execPath, [childScript('live-session'), relay, dataDir, device], { stdio: ['pipe', 'pipe', 'pipe'] }));
+    const child = new LiveChild(
+      spawn(process.execPath, [childScript('live-session'), relay, dataDir, device], { stdio: ['pipe', 'pipe', 'pipe'] }),
+    );
     const ready = await child.next((event) => event.event === 'ready');
     return { child, ready };
   }

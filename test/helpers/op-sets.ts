@@ -58,7 +58,15 @@ function payloadFor({ kind, key, value }: OpSpec): [Surface, JsonObject] {
       return ['routing', { route: value }];
     case 6:
     case 7:
-      return ['intent', { id: `run-${key}`, agent_id: `agent-${value % 2}`, epoch: value, status: (['pending', 'committed', 'failed'] as const)[(key + value) % 3]! }];
+      return [
+        'intent',
+        {
+          id: `run-${key}`,
+          agent_id: `agent-${value % 2}`,
+          epoch: value,
+          status: (['pending', 'committed', 'failed'] as const)[(key + value) % 3]!,
+        },
+      ];
     case 8:
       return ['knowledge', { text: 'no id: skipped on every device' }];
     default:

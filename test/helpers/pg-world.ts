@@ -11,7 +11,10 @@ export const RELAY_TABLES = ['opsync_ops', 'opsync_devices', 'opsync_checkpoints
 
 /** Statements that back the relay's tables up as `<name>_<table>`: run them in one REPEATABLE READ transaction, one snapshot, as pg_dump reads. */
 export function backupStatements(name: string): string[] {
-  return RELAY_TABLES.flatMap((table) => [`DROP TABLE IF EXISTS ${name}_${table}`, `CREATE TABLE ${name}_${table} AS SELECT * FROM ${table}`]);
+  return RELAY_TABLES.flatMap((table) => [
+    `DROP TABLE IF EXISTS ${name}_${table}`,
+    `CREATE TABLE ${name}_${table} AS SELECT * FROM ${table}`,
+  ]);
 }
 
 /** Statements that restore the relay's tables from the backup `name`, in one transaction. */
@@ -68,7 +71,13 @@ export class PgRelayWorld extends World {
   }
 
   protected override connectRelay(device: DeviceId): Promise<Relay> {
-    return PostgresRelay.open({ url: this.url, self: device, crypto: coreCrypto, now: () => this.now, ...(this.horizonMs === undefined ? {} : { horizonMs: this.horizonMs }) });
+    return PostgresRelay.open({
+      url: this.url,
+      self: device,
+      crypto: coreCrypto,
+      now: () => this.now,
+      ...(this.horizonMs === undefined ? {} : { horizonMs: this.horizonMs }),
+    });
   }
 
   override async snapshotRelay(): Promise<() => Promise<void>> {

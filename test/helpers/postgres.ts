@@ -34,11 +34,18 @@ export async function startPostgres(options: { fsync?: boolean } = {}): Promise<
     await chown(root, uid, gid);
     await chmod(root, 0o700);
   }
-  const as = (command: string, args: string[]) => (asRoot ? run('runuser', ['-u', 'postgres', '--', join(bin, command), ...args]) : run(join(bin, command), args));
+  const as = (command: string, args: string[]) =>
+    asRoot ? run('runuser', ['-u', 'postgres', '--', join(bin, command), ...args]) : run(join(bin, command), args);
   const data = join(root, 'data');
   const port = 20_000 + Math.floor(Math.random() * 40_000);
   await as('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']);
-  const settings = [`-c listen_addresses=''`, `-k ${root}`, `-p ${port}`, `-c fsync=${options.fsync ? 'on' : 'off'}`, '-c max_connections=200'];
+  const settings = [
+    `-c listen_addresses=''`,
+    `-k ${root}`,
+    `-p ${port}`,
+    `-c fsync=${options.fsync ? 'on' : 'off'}`,
+    '-c max_connections=200',
+  ];
   const start = () => as('pg_ctl', ['-D', data, '-o', settings.join(' '), '-l', join(root, 'log'), '-w', '-t', '60', 'start']);
   const halt = () => as('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
   await start();
@@ -83,6 +90,8 @@ async function postgresBin(): Promise<string> {
 
 function run(command: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: 120_000 }, (error, stdout, stderr) => (error ? reject(new Error(`${command} ${args.join(' ')} failed: ${stderr || error.message}`)) : resolve(stdout)));
+    execFile(command, args, { timeout: 120_000 }, (error, stdout, stderr) =>
+      error ? reject(new Error(`${command} ${args.join(' ')} failed: ${stderr || error.message}`)) : resolve(stdout),
+    );
   });
 }

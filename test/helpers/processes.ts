@@ -32,7 +32,7 @@ export async function unreapedZombie(): Promise<{ parent: ChildProcess; identity
 
 /** Waits until a /proc file reads as `wanted` says (bounded): no event tells another process's state. */
 async function procUntil(path: string, wanted: (text: string) => boolean, failure: string): Promise<void> {
-  for (const deadline = Date.now() + 10_000; !wanted(await readFile(path, 'utf8')); ) {
+  for (const deadline = Date.now() + 10_000; !wanted(await readFile(path, 'utf8'));) {
     if (Date.now() > deadline) throw new Error(failure);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }

@@ -22,7 +22,8 @@ const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 export function anthropicProblems(request: { system?: unknown; messages: unknown[] }): string[] {
   const problems: string[] = [];
   const messages = request.messages as Msg[];
-  if (request.system !== undefined && (typeof request.system !== 'string' || request.system.trim() === '')) problems.push('system must be a non-empty string');
+  if (request.system !== undefined && (typeof request.system !== 'string' || request.system.trim() === ''))
+    problems.push('system must be a non-empty string');
   const seen = new Set<string>();
   let pending: string[] = [];
   messages.forEach((message, i) => {
@@ -48,7 +49,8 @@ export function anthropicProblems(request: { system?: unknown; messages: unknown
         if (seen.has(id)) problems.push(`${where}: tool_use id ${id} repeats`);
         seen.add(id);
         if (!TOOL_NAME.test(block.name as string)) problems.push(`${where}: tool name ${String(block.name)}`);
-        if (typeof block.input !== 'object' || block.input === null || Array.isArray(block.input)) problems.push(`${where}: tool input must be an object`);
+        if (typeof block.input !== 'object' || block.input === null || Array.isArray(block.input))
+          problems.push(`${where}: tool input must be an object`);
       } else if (block.type === 'tool_result') {
         if (message.role !== 'user') problems.push(`${where}: tool_result outside a user message`);
         if (textSeen) problems.push(`${where}: tool_result after text`);
@@ -100,18 +102,22 @@ export function openAIProblems(request: { messages: unknown[] }): string[] {
       case 'assistant': {
         if (firstSpeaker) problems.push(`${where}: the first message after the system prompt must be from the user`);
         const calls = (message.tool_calls as Msg[] | undefined) ?? [];
-        if (calls.length === 0 && !hasText(message.content)) problems.push(`${where}: assistant message with neither content nor tool_calls`);
+        if (calls.length === 0 && !hasText(message.content))
+          problems.push(`${where}: assistant message with neither content nor tool_calls`);
         if (message.content !== null && !hasText(message.content)) problems.push(`${where}: assistant content must be text or null`);
         for (const call of calls) {
           const id = call.id as string;
           const fn = call.function as Msg;
-          if (typeof id !== 'string' || id.length === 0 || id.length > 40) problems.push(`${where}: tool call id ${String(id)} is not 1 to 40 characters`);
+          if (typeof id !== 'string' || id.length === 0 || id.length > 40)
+            problems.push(`${where}: tool call id ${String(id)} is not 1 to 40 characters`);
           if (seen.has(id)) problems.push(`${where}: tool call id ${id} repeats`);
           seen.add(id);
-          if (call.type !== 'function' || !TOOL_NAME.test(fn.name as string)) problems.push(`${where}: tool call must be a function with a valid name`);
+          if (call.type !== 'function' || !TOOL_NAME.test(fn.name as string))
+            problems.push(`${where}: tool call must be a function with a valid name`);
           try {
             const args: unknown = JSON.parse(fn.arguments as string);
-            if (typeof args !== 'object' || args === null || Array.isArray(args)) problems.push(`${where}: arguments must be a JSON object`);
+            if (typeof args !== 'object' || args === null || Array.isArray(args))
+              problems.push(`${where}: arguments must be a JSON object`);
           } catch {
             problems.push(`${where}: arguments are not JSON`);
           }
@@ -121,7 +127,8 @@ export function openAIProblems(request: { messages: unknown[] }): string[] {
       }
       case 'tool': {
         const id = message.tool_call_id as string;
-        if (!pending.delete(id)) problems.push(`${where}: tool message for ${id}, which the previous assistant message did not call (or already answered)`);
+        if (!pending.delete(id))
+          problems.push(`${where}: tool message for ${id}, which the previous assistant message did not call (or already answered)`);
         if (typeof message.content !== 'string') problems.push(`${where}: tool content must be a string`);
         // A tool message keeps `pending` open for the rest of the group.
         return;
@@ -137,7 +144,11 @@ export function openAIProblems(request: { messages: unknown[] }): string[] {
 
 function hasText(content: unknown): boolean {
   if (typeof content === 'string') return content.trim() !== '';
-  return Array.isArray(content) && content.length > 0 && content.every((part: Msg) => part.type === 'text' && typeof part.text === 'string' && part.text.trim() !== '');
+  return (
+    Array.isArray(content) &&
+    content.length > 0 &&
+    content.every((part: Msg) => part.type === 'text' && typeof part.text === 'string' && part.text.trim() !== '')
+  );
 }
 
 /** The user and assistant texts a request carries, in order, per role. */
@@ -147,7 +158,11 @@ export function textsOf(messages: unknown[]): { user: string[]; assistant: strin
     if (message.role !== 'user' && message.role !== 'assistant') continue;
     const content = message.content;
     const texts =
-      typeof content === 'string' ? [content] : Array.isArray(content) ? (content as Msg[]).filter((b) => b.type === 'text').map((b) => b.text as string) : [];
+      typeof content === 'string'
+        ? [content]
+        : Array.isArray(content)
+          ? (content as Msg[]).filter((b) => b.type === 'text').map((b) => b.text as string)
+          : [];
     out[message.role].push(...texts);
   }
   return out;

@@ -29,7 +29,10 @@ export class World {
     this.relays = new MemoryRelayStore(coreCrypto, () => this.now, horizonMs);
   }
 
-  async open(name: string, options: { relay?: (relay: Relay) => Relay; session?: Partial<SessionOptions>; keys?: ScopeKey[]; log?: SessionLog } = {}): Promise<Session> {
+  async open(
+    name: string,
+    options: { relay?: (relay: Relay) => Relay; session?: Partial<SessionOptions>; keys?: ScopeKey[]; log?: SessionLog } = {},
+  ): Promise<Session> {
     const device = parseDeviceId(name);
     let disk = this.disks.get(device);
     if (!disk) {
@@ -113,6 +116,8 @@ export class World {
 export type RelayBackup = Pick<MemoryRelayStore, 'devices' | 'checkpoints'>;
 
 function copyRelay(from: RelayBackup): RelayBackup {
-  const devices = new Map([...from.devices].map(([device, record]) => [device, { ...record, ops: [...record.ops], acked: new Map(record.acked) }]));
+  const devices = new Map(
+    [...from.devices].map(([device, record]) => [device, { ...record, ops: [...record.ops], acked: new Map(record.acked) }]),
+  );
   return { devices, checkpoints: new Map(from.checkpoints) };
 }

@@ -59,7 +59,13 @@ describe("a device's base checkpoint", () => {
     await rm(join(relay, 'checkpoints', `${first.checkpoint_hash!}.jsonl`));
 
     const logged: string[] = [];
-    const again = await openDirSession(relay, laptopDir, 'laptop', {}, { info: () => {}, warn: (_fields, message) => logged.push(message) });
+    const again = await openDirSession(
+      relay,
+      laptopDir,
+      'laptop',
+      {},
+      { info: () => {}, warn: (_fields, message) => logged.push(message) },
+    );
     expect(logged).toContain("this device's base checkpoint is gone; rebased onto the relay's latest");
     expect(again.status().base_checkpoint).toBe(second.checkpoint_hash);
     expect(again.state.stateHash()).toBe(state);

@@ -41,7 +41,13 @@ describe('conversations across two daemon processes', () => {
     await a.call('sync.record_turn', { conversation_id: chat, role: 'assistant', content: 'Searching.', tool_calls, timestamp: 3 });
     await holds(b, chat, 3);
     // The laptop went to sleep; the tool finished and its result was recorded on the desktop.
-    await b.call('sync.record_turn', { conversation_id: chat, role: 'tool', tool_use_id: 'toolu_01', content: '07:58 Oslo S → Bergen', timestamp: 4 });
+    await b.call('sync.record_turn', {
+      conversation_id: chat,
+      role: 'tool',
+      tool_use_id: 'toolu_01',
+      content: '07:58 Oslo S → Bergen',
+      timestamp: 4,
+    });
     await holds(a, chat, 4);
 
     for (const format of ['anthropic', 'openai'] as const) {
@@ -57,7 +63,13 @@ describe('conversations across two daemon processes', () => {
       turns: 4,
       messages: [
         { role: 'user', content: 'Find me a train to Bergen.' },
-        { role: 'assistant', content: [{ type: 'text', text: 'Searching.' }, { type: 'tool_use', id: 'toolu_01', name: 'search_trains', input: { to: 'Bergen' } }] },
+        {
+          role: 'assistant',
+          content: [
+            { type: 'text', text: 'Searching.' },
+            { type: 'tool_use', id: 'toolu_01', name: 'search_trains', input: { to: 'Bergen' } },
+          ],
+        },
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: '07:58 Oslo S → Bergen' }] },
       ],
     });
@@ -65,13 +77,23 @@ describe('conversations across two daemon processes', () => {
     const latest = await a.call<Resume>('sync.resume', { conversation_id: chat, max_turns: 2 });
     expect(latest).toEqual(await b.call<Resume>('sync.resume', { conversation_id: chat, max_turns: 2 }));
     expect(anthropicProblems(latest)).toEqual([]);
-    expect(latest).toMatchObject({ system: 'You plan trips.', turns: 3, omitted_turns: 1, messages: [{ role: 'user', content: BOUNDARY_TEXT }, anthropic.messages[1], anthropic.messages[2]] });
+    expect(latest).toMatchObject({
+      system: 'You plan trips.',
+      turns: 3,
+      omitted_turns: 1,
+      messages: [{ role: 'user', content: BOUNDARY_TEXT }, anthropic.messages[1], anthropic.messages[2]],
+    });
   });
 
   it('a call whose result never arrived resumes with the synthetic interrupted result', async () => {
     const chat = 'interrupted';
     await a.call('sync.record_turn', { conversation_id: chat, role: 'user', content: 'Run the migration.' });
-    await a.call('sync.record_turn', { conversation_id: chat, role: 'assistant', content: '', tool_calls: [{ id: 'call_7', name: 'migrate', input: {} }] });
+    await a.call('sync.record_turn', {
+      conversation_id: chat,
+      role: 'assistant',
+      content: '',
+      tool_calls: [{ id: 'call_7', name: 'migrate', input: {} }],
+    });
     await holds(b, chat, 2);
     const { messages } = await b.call<Resume>('sync.resume', { conversation_id: chat, format: 'openai' });
     expect(messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_7', content: INTERRUPTED_RESULT });
@@ -79,7 +101,8 @@ describe('conversations across two daemon processes', () => {
 
   it('pages the transcript in (hlc, op_id) order with limit and after, and refuses an unknown cursor', async () => {
     const chat = 'paged';
-    for (let i = 0; i < 25; i++) await (i % 2 ? a : b).call('sync.record_turn', { conversation_id: chat, role: i % 2 ? 'assistant' : 'user', content: `turn ${i}` });
+    for (let i = 0; i < 25; i++)
+      await (i % 2 ? a : b).call('sync.record_turn', { conversation_id: chat, role: i % 2 ? 'assistant' : 'user', content: `turn ${i}` });
     await holds(a, chat, 25);
     const whole = await a.call<Page>('sync.transcript', { conversation_id: chat });
     const pages: Page['turns'] = [];
@@ -92,7 +115,10 @@ describe('conversations across two daemon processes', () => {
     expect(pages).toEqual(whole.turns);
     expect(whole.turns.map((t) => t.content)).toEqual(Array.from({ length: 25 }, (_, i) => `turn ${i}`));
     expect(await b.call<Page>('sync.transcript', { conversation_id: chat })).toEqual(whole);
-    await expect(a.call('sync.transcript', { conversation_id: chat, after: 'no-such-turn' })).rejects.toMatchObject({ code: -32602, data: { code: 'invalid_params' } });
+    await expect(a.call('sync.transcript', { conversation_id: chat, after: 'no-such-turn' })).rejects.toMatchObject({
+      code: -32602,
+      data: { code: 'invalid_params' },
+    });
     const { conversations } = await a.call<{ conversations: Array<{ conversation_id: string; turns: number }> }>('sync.conversations');
     expect(conversations).toContainEqual(expect.objectContaining({ conversation_id: chat, turns: 25 }));
   });
@@ -116,13 +142,19 @@ describe('conversations across two daemon processes', () => {
         () => null,
         (e: unknown) => e,
       );
-      expect(error, JSON.stringify(params)).toMatchObject({ code: -32602, data: { code: 'invalid_turn' }, message: expect.stringMatching(message) as unknown });
+      expect(error, JSON.stringify(params)).toMatchObject({
+        code: -32602,
+        data: { code: 'invalid_turn' },
+        message: expect.stringMatching(message) as unknown,
+      });
     }
-    await expect(a.call('sync.record_turn', { conversation_id: chat, role: 'user', content: 'x'.repeat(1_100_000) })).rejects.toMatchObject({
-      code: -32602,
-      data: { code: 'payload_too_large' },
-      message: expect.stringMatching(/conversation payload is \d+ bytes.*limit is 1048576/) as unknown,
-    });
+    await expect(a.call('sync.record_turn', { conversation_id: chat, role: 'user', content: 'x'.repeat(1_100_000) })).rejects.toMatchObject(
+      {
+        code: -32602,
+        data: { code: 'payload_too_large' },
+        message: expect.stringMatching(/conversation payload is \d+ bytes.*limit is 1048576/) as unknown,
+      },
+    );
     expect(await a.call('sync.hash_state')).toEqual(before);
     expect(await a.call<Page>('sync.transcript', { conversation_id: chat })).toMatchObject({ turns: [], total: 0 });
   });

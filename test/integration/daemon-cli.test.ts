@@ -63,13 +63,29 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
 
   it('a relay folder and a data directory inside one another (the relay would carry the private keys)', async () => {
     const root = await tempDir();
-    const insideRelay = await run(['start', '--data-dir', join(root, 'relay', 'laptop'), '--relay', join(root, 'relay'), '--listen', '127.0.0.1:0']);
+    const insideRelay = await run([
+      'start',
+      '--data-dir',
+      join(root, 'relay', 'laptop'),
+      '--relay',
+      join(root, 'relay'),
+      '--listen',
+      '127.0.0.1:0',
+    ]);
     expect(insideRelay.code).toBe(1);
     expect(oneSentence(insideRelay.stderr)).toContain("every device would read this device's private keys");
     const sameFolder = await run(['start', '--data-dir', join(root, 'data'), '--relay', join(root, 'data'), '--listen', '127.0.0.1:0']);
     expect(sameFolder.code).toBe(1);
     expect(oneSentence(sameFolder.stderr)).toContain('is inside the relay folder');
-    const insideData = await run(['start', '--data-dir', join(root, 'data'), '--relay', join(root, 'data', 'checkpoints'), '--listen', '127.0.0.1:0']);
+    const insideData = await run([
+      'start',
+      '--data-dir',
+      join(root, 'data'),
+      '--relay',
+      join(root, 'data', 'checkpoints'),
+      '--listen',
+      '127.0.0.1:0',
+    ]);
     expect(insideData.code).toBe(1);
     expect(oneSentence(insideData.stderr)).toContain('(the default) or a folder outside it');
   });
@@ -82,7 +98,9 @@ describe('opsync start refuses bad configuration with one clear sentence and a n
     expect(oneSentence(result.stderr)).toContain('cannot be created or written: a part of the path is a file, not a directory');
     const relayIsFile = await run(['start', '--data-dir', await tempDir(), '--relay', file, '--listen', '127.0.0.1:0']);
     expect(relayIsFile.code).toBe(1);
-    expect(oneSentence(relayIsFile.stderr)).toContain(`The relay folder ${file} cannot be created or written: a part of the path is a file`);
+    expect(oneSentence(relayIsFile.stderr)).toContain(
+      `The relay folder ${file} cannot be created or written: a part of the path is a file`,
+    );
     // A folder that exists but cannot hold folders (Node's own recursive mkdir spins forever on it).
     const underProc = await run(['start', '--data-dir', await tempDir(), '--relay', '/proc/self/opsync-relay', '--listen', '127.0.0.1:0']);
     expect(underProc.code).toBe(1);
@@ -178,7 +196,7 @@ describe('the daemon lifecycle and the CLI', () => {
     expect(oneSentence(missingKey.stderr)).toContain('there is no such file');
   });
 
-  it('after a kill -9, never signals the process that now has the daemon\'s pid, and names a damaged daemon.json', async () => {
+  it("after a kill -9, never signals the process that now has the daemon's pid, and names a damaged daemon.json", async () => {
     const relay = await tempDir();
     const dataDir = await tempDir();
     const daemon = await DaemonProcess.start(dataDir, relay);
@@ -215,9 +233,13 @@ describe('the daemon lifecycle and the CLI', () => {
       const status = await client.call<{ relay: string; last_error: string }>('sync.status');
       expect(status.relay).toBe('postgres://opsync:***@127.0.0.1:1/opsync?password=***&sslmode=disable');
       expect(status.last_error).toContain('127.0.0.1:1');
-      const refusal = await client.call('lease.acquire', { agent_id: 'agent-1', ttl_ms: 1000 }).catch((error: unknown) => error as RpcCallError);
+      const refusal = await client
+        .call('lease.acquire', { agent_id: 'agent-1', ttl_ms: 1000 })
+        .catch((error: unknown) => error as RpcCallError);
       expect(refusal).toMatchObject({ data: { code: 'lease_backend_unavailable' } });
-      expect(JSON.stringify([status, refusal, (refusal as RpcCallError).message, daemon.logs()])).not.toMatch(/user-part-secret|param-secret/);
+      expect(JSON.stringify([status, refusal, (refusal as RpcCallError).message, daemon.logs()])).not.toMatch(
+        /user-part-secret|param-secret/,
+      );
     } finally {
       await client.close();
       await daemon.stop();
@@ -233,7 +255,10 @@ describe('the daemon lifecycle and the CLI', () => {
     const again = await DaemonProcess.start(dataDir, relay);
     expect((await again.stop()).code).toBe(0);
     for (const path of secrets) expect((await stat(path)).mode & 0o777).toBe(0o600);
-    const warnings = again.logs().split('\n').filter((line) => line.includes('could be read by other users'));
+    const warnings = again
+      .logs()
+      .split('\n')
+      .filter((line) => line.includes('could be read by other users'));
     expect(warnings.map((line) => (JSON.parse(line) as { path: string }).path).sort()).toEqual([...secrets].sort());
   });
 

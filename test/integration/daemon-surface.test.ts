@@ -42,7 +42,14 @@ describe('the RPC surface', () => {
     try {
       for (let i = 0; i < 200; i++) idle.push(connect(Number(port), '127.0.0.1'));
       await Promise.all(idle.map((socket) => new Promise((resolve) => socket.once('connect', resolve).once('error', resolve))));
-      const closed = await Promise.all(idle.map((socket) => closedByPeer(socket).then(() => true, () => false)));
+      const closed = await Promise.all(
+        idle.map((socket) =>
+          closedByPeer(socket).then(
+            () => true,
+            () => false,
+          ),
+        ),
+      );
       expect(closed.filter(Boolean).length).toBeGreaterThan(100);
       const client = await daemon.connect();
       expect(await client.call('sync.hash_state')).toMatchObject({ records: 0 });
@@ -103,16 +110,23 @@ describe('the RPC surface', () => {
 });
 
 describe('the intent ledger', () => {
-  it('keys runs by agent: agent X committing run r1 does not make agent Y\'s r1 already committed', async () => {
+  it("keys runs by agent: agent X committing run r1 does not make agent Y's r1 already committed", async () => {
     const daemon = await DaemonProcess.start(await tempDir(), await tempDir());
     const client = await daemon.connect();
     try {
       const x = await client.call<{ epoch: number }>('lease.acquire', { agent_id: 'agent-x', ttl_ms: 60_000 });
       await client.call('sync.record_intent', { agent_id: 'agent-x', run_id: 'r1', epoch: x.epoch, status: 'committed' });
       const y = await client.call<{ epoch: number }>('lease.acquire', { agent_id: 'agent-y', ttl_ms: 60_000 });
-      expect(await client.call('sync.fence_check', { agent_id: 'agent-y', run_id: 'r1', epoch: y.epoch })).toMatchObject({ decision: { decision: 'proceed' }, may_dispatch: true });
-      expect(await client.call('sync.record_intent', { agent_id: 'agent-y', run_id: 'r1', epoch: y.epoch, status: 'pending' })).toMatchObject({ recorded: true });
-      expect(await client.call('sync.fence_check', { agent_id: 'agent-x', run_id: 'r1', epoch: x.epoch })).toMatchObject({ decision: { decision: 'already_committed' } });
+      expect(await client.call('sync.fence_check', { agent_id: 'agent-y', run_id: 'r1', epoch: y.epoch })).toMatchObject({
+        decision: { decision: 'proceed' },
+        may_dispatch: true,
+      });
+      expect(
+        await client.call('sync.record_intent', { agent_id: 'agent-y', run_id: 'r1', epoch: y.epoch, status: 'pending' }),
+      ).toMatchObject({ recorded: true });
+      expect(await client.call('sync.fence_check', { agent_id: 'agent-x', run_id: 'r1', epoch: x.epoch })).toMatchObject({
+        decision: { decision: 'already_committed' },
+      });
     } finally {
       await client.close();
       await daemon.stop();
@@ -122,7 +136,14 @@ describe('the intent ledger', () => {
 
 /** Sends a WebSocket upgrade request with `headers` and resolves with the status line of the answer. */
 function upgrade(socket: Socket, headers: Record<string, string>): Promise<string> {
-  const lines = ['GET / HTTP/1.1', 'Host: 127.0.0.1', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='];
+  const lines = [
+    'GET / HTTP/1.1',
+    'Host: 127.0.0.1',
+    'Connection: Upgrade',
+    'Upgrade: websocket',
+    'Sec-WebSocket-Version: 13',
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+  ];
   for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
   socket.write(lines.join('\r\n') + '\r\n\r\n');
   return new Promise((resolve, reject) => {

@@ -12,7 +12,10 @@ describe('real daemons on one relay directory, driven only through their WebSock
     const daemons = await Promise.all([DaemonProcess.start(await tempDir(), relay), DaemonProcess.start(await tempDir(), relay)]);
     const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
     try {
-      const changedOn = new Map<RpcClient, unknown[]>([[a!, []], [b!, []]]);
+      const changedOn = new Map<RpcClient, unknown[]>([
+        [a!, []],
+        [b!, []],
+      ]);
       for (const client of [a!, b!]) {
         client.onNotification((method, params) => method === 'sync.changed' && changedOn.get(client)!.push(params));
         await client.call('sync.subscribe');
@@ -25,7 +28,10 @@ describe('real daemons on one relay directory, driven only through their WebSock
       expect(final.records).toBe(30);
       expect(changedOn.get(a!)!.length).toBeGreaterThan(0);
       expect(changedOn.get(b!)!.length).toBeGreaterThan(0);
-      expect(changedOn.get(b!)![0]).toMatchObject({ folded: expect.any(Number) as unknown, state_hash: expect.stringMatching(/^sh-/) as unknown });
+      expect(changedOn.get(b!)![0]).toMatchObject({
+        folded: expect.any(Number) as unknown,
+        state_hash: expect.stringMatching(/^sh-/) as unknown,
+      });
     } finally {
       await Promise.all([a!.close(), b!.close()]);
       await Promise.all(daemons.map((d) => d.stop()));
@@ -41,7 +47,11 @@ describe('real daemons on one relay directory, driven only through their WebSock
         clients.map(async (client, n) => {
           for (let i = 0; i < 30; i++) {
             await client.call('sync.append', { surface: 'declagent', payload: { id: `agent-${i % 7}`, by: n, i } });
-            if (i % 3 === 0) await client.call('sync.append', { surface: 'conversation', payload: { conversation_id: 'shared', role: 'user', content: `${n}:${i}`, timestamp: i } });
+            if (i % 3 === 0)
+              await client.call('sync.append', {
+                surface: 'conversation',
+                payload: { conversation_id: 'shared', role: 'user', content: `${n}:${i}`, timestamp: i },
+              });
           }
         }),
       );
@@ -101,7 +111,11 @@ async function allKeys(client: RpcClient, surface: string): Promise<Set<string>>
   const keys = new Set<string>();
   let after: string | null = null;
   do {
-    const page: { records: Array<{ key: string }>; next: string | null } = await client.call('sync.records', { surface, limit: 1000, ...(after ? { after } : {}) });
+    const page: { records: Array<{ key: string }>; next: string | null } = await client.call('sync.records', {
+      surface,
+      limit: 1000,
+      ...(after ? { after } : {}),
+    });
     for (const record of page.records) keys.add(record.key);
     after = page.next;
   } while (after !== null);

@@ -19,10 +19,12 @@ describe('a daemon whose journal cannot be written', () => {
     const client = await daemon.connect();
     const outcomes: Array<{ op_id: string } | RpcCallError> = [];
     for (let i = 0; i < 200; i++) {
-      const outcome = await client.call<{ op_id: string }>('sync.append', { surface: 'knowledge', payload: { id: `k${i}`, text: 'x'.repeat(300) } }).catch((error: unknown) => {
-        if (error instanceof RpcCallError) return error;
-        throw error;
-      });
+      const outcome = await client
+        .call<{ op_id: string }>('sync.append', { surface: 'knowledge', payload: { id: `k${i}`, text: 'x'.repeat(300) } })
+        .catch((error: unknown) => {
+          if (error instanceof RpcCallError) return error;
+          throw error;
+        });
       outcomes.push(outcome);
     }
     const firstRefusal = outcomes.findIndex((outcome) => outcome instanceof RpcCallError);
@@ -32,7 +34,11 @@ describe('a daemon whose journal cannot be written', () => {
     // Once a write failed, nothing more is accepted, and each refusal says why.
     for (const refusal of refused) {
       expect(refusal).toBeInstanceOf(RpcCallError);
-      expect(refusal).toMatchObject({ code: -32014, data: { code: 'journal_failed' }, message: expect.stringContaining('journal.log') as unknown });
+      expect(refusal).toMatchObject({
+        code: -32014,
+        data: { code: 'journal_failed' },
+        message: expect.stringContaining('journal.log') as unknown,
+      });
     }
     const before = await client.call<Hash>('sync.hash_state');
     expect(before.records).toBe(answered.length);

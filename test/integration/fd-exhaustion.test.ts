@@ -38,8 +38,12 @@ describe('a daemon out of file descriptors', () => {
       }
       expect(attempts.filter((opened) => !opened).length).toBeGreaterThan(0);
 
-      for (let i = 0; i < 20; i++) expect(await client.call('sync.append', { surface: 'knowledge', payload: { id: `k${i}` } })).toMatchObject({ seq: i });
-      await expect(client.call('sync.pump')).rejects.toMatchObject({ data: { code: 'relay_unavailable' }, message: expect.stringContaining('too many files are open') as unknown });
+      for (let i = 0; i < 20; i++)
+        expect(await client.call('sync.append', { surface: 'knowledge', payload: { id: `k${i}` } })).toMatchObject({ seq: i });
+      await expect(client.call('sync.pump')).rejects.toMatchObject({
+        data: { code: 'relay_unavailable' },
+        message: expect.stringContaining('too many files are open') as unknown,
+      });
 
       await Promise.all(
         flood.map(

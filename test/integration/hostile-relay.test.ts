@@ -22,7 +22,7 @@ type Head = { seq: number; op_id: string; hlc: { wall_ms: number; counter: numbe
  * no file outside the relay touched, no pump failing or hanging, the device keeping its identity.
  */
 describe('a hostile relay folder', () => {
-  it('cannot delete everyone\'s data with a forged checkpoint: compaction, restart and a new device keep every record', async () => {
+  it("cannot delete everyone's data with a forged checkpoint: compaction, restart and a new device keep every record", async () => {
     const relay = await tempDir();
     await survivesForgedCheckpoint(relay, async () => {
       // The heads are public in the segments; the empty state's hash is a constant.
@@ -67,7 +67,7 @@ describe('a hostile relay folder', () => {
     }
   });
 
-  it('cannot redirect a device\'s segment, ack and damage writes outside the relay through a symlinked folder', async () => {
+  it("cannot redirect a device's segment, ack and damage writes outside the relay through a symlinked folder", async () => {
     const relay = await tempDir();
     const outside = await tempDir();
     const dataDir = await tempDir();
@@ -109,7 +109,9 @@ describe('a hostile relay folder', () => {
       // A pump that hung on the FIFO would time out here; one that failed would reject.
       await cv.call('sync.pump');
       await cv.call('sync.checkpoint');
-      expect(await cv.call('sync.records', { surface: 'knowledge' })).toMatchObject({ records: [expect.objectContaining({ key: 'honest' })] });
+      expect(await cv.call('sync.records', { surface: 'knowledge' })).toMatchObject({
+        records: [expect.objectContaining({ key: 'honest' })],
+      });
       const status = await cv.call<{ counts: { ignored_relay_files: Record<string, number> } }>('sync.status');
       expect(Object.values(status.counts.ignored_relay_files).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(4);
     } finally {
@@ -130,7 +132,8 @@ describe('a hostile relay folder', () => {
     await daemon.stop();
     // A well-formed record of this device at seq 1000, which no signature of its key covers.
     const ops = join(relay, 'devices', device, 'ops');
-    const mine = JSON.parse((await readFile(join(ops, (await readdir(ops)).sort()[0]!), 'utf8')).trim().split('\n').at(-1)!) as Head & Record<string, unknown>;
+    const mine = JSON.parse((await readFile(join(ops, (await readdir(ops)).sort()[0]!), 'utf8')).trim().split('\n').at(-1)!) as Head &
+      Record<string, unknown>;
     const header = JSON.stringify({ opsync_segment: 1, device_id: device, first_seq: 1000, count: 1 });
     await writeFile(join(ops, '000000001000.jsonl'), `${header}\n${JSON.stringify({ ...mine, seq: 1000 })}\n`);
     daemon = await DaemonProcess.start(dataDir, relay);
@@ -155,12 +158,18 @@ describe('a hostile relay folder', () => {
       // What an attacker (or a sync tool delivering an old copy) writes into the relay folder.
       for (const dir of [join(relay, 'leases'), relay]) {
         await mkdir(dir, { recursive: true }).catch(() => undefined);
-        for (const name of await readdir(dir)) if (name !== 'devices' && name !== 'checkpoints' && name !== 'relay.json') await rm(join(dir, name), { recursive: true, force: true });
+        for (const name of await readdir(dir))
+          if (name !== 'devices' && name !== 'checkpoints' && name !== 'relay.json')
+            await rm(join(dir, name), { recursive: true, force: true });
       }
-      const second = await c2.call<{ epoch: number }>('lease.acquire', { agent_id: 'payroll-bot', ttl_ms: 60_000 }).catch((error: Error) => error);
+      const second = await c2
+        .call<{ epoch: number }>('lease.acquire', { agent_id: 'payroll-bot', ttl_ms: 60_000 })
+        .catch((error: Error) => error);
       const fences = await Promise.all([
         c1.call<{ may_dispatch: boolean }>('sync.fence_check', { agent_id: 'payroll-bot', run_id: 'r1', epoch: first.epoch }),
-        ...(second instanceof Error ? [] : [c2.call<{ may_dispatch: boolean }>('sync.fence_check', { agent_id: 'payroll-bot', run_id: 'r1', epoch: second.epoch })]),
+        ...(second instanceof Error
+          ? []
+          : [c2.call<{ may_dispatch: boolean }>('sync.fence_check', { agent_id: 'payroll-bot', run_id: 'r1', epoch: second.epoch })]),
       ]);
       expect(fences.filter((f) => f.may_dispatch)).toHaveLength(1);
       expect(second).toBeInstanceOf(Error);
@@ -187,12 +196,19 @@ describe('a hostile relay folder', () => {
 });
 
 describe('a hostile Postgres relay', () => {
-  it('cannot delete everyone\'s data with a forged checkpoint row', async () => {
+  it("cannot delete everyone's data with a forged checkpoint row", async () => {
     const url = await postgres().createDatabase('forged_checkpoint');
     await survivesForgedCheckpoint(url, async () => {
-      const { rows } = await pgQuery<{ device_id: string; record: string }>(url, 'SELECT DISTINCT ON (device_id) device_id, record FROM opsync_ops ORDER BY device_id, seq DESC');
+      const { rows } = await pgQuery<{ device_id: string; record: string }>(
+        url,
+        'SELECT DISTINCT ON (device_id) device_id, record FROM opsync_ops ORDER BY device_id, seq DESC',
+      );
       const header = forgedHeader(Object.fromEntries(rows.map((row) => [row.device_id, headOf(JSON.parse(row.record) as Head)])));
-      await pgQuery(url, 'INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3)', [header.checkpoint_hash, header, 1_000_000]);
+      await pgQuery(url, 'INSERT INTO opsync_checkpoints (checkpoint_hash, header, weight) VALUES ($1, $2, $3)', [
+        header.checkpoint_hash,
+        header,
+        1_000_000,
+      ]);
     });
   });
 
@@ -201,10 +217,14 @@ describe('a hostile Postgres relay', () => {
     const [one, two] = await Promise.all([DaemonProcess.start(await tempDir(), url), DaemonProcess.start(await tempDir(), url)]);
     const [c1, c2] = await Promise.all([one.connect(), two.connect()]);
     try {
-      await pgQuery(url, 
+      await pgQuery(
+        url,
         `INSERT INTO opsync_devices (device_id, public_key, added_ms, last_seen_ms, acked, floor) VALUES ('mallory', 'AAAA', 0, 0, '{}', 0) ON CONFLICT DO NOTHING`,
       );
-      await pgQuery(url, `INSERT INTO opsync_ops (device_id, seq, op_id, record) VALUES ('mallory', 0, 'x', repeat('x', 64 * 1024 * 1024))`);
+      await pgQuery(
+        url,
+        `INSERT INTO opsync_ops (device_id, seq, op_id, record) VALUES ('mallory', 0, 'x', repeat('x', 64 * 1024 * 1024))`,
+      );
       await c1.call('sync.append', { surface: 'knowledge', payload: { id: 'honest' } });
       await c1.call('sync.pump');
       await c2.call('sync.pump');

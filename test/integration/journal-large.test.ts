@@ -31,7 +31,8 @@ describe('large journal reopen', () => {
     return path;
   }
 
-  const open = (path: string) => JSON.parse(execFileSync(process.execPath, [childScript('journal-open'), path, 'big'], { encoding: 'utf8' })) as Record<string, unknown>;
+  const open = (path: string) =>
+    JSON.parse(execFileSync(process.execPath, [childScript('journal-open'), path, 'big'], { encoding: 'utf8' })) as Record<string, unknown>;
 
   it('opens and verifies every op', async () => {
     expect(open(await largeJournal())).toEqual({ ok: true, ops: 40_000 });

@@ -43,18 +43,29 @@ async function contend(extra: string[]): Promise<Event[]> {
           const roll = random();
           try {
             if (epoch === undefined) {
-              const lease = await client.call<{ epoch: number; granted_at_ms: number; expires_at_ms: number }>('lease.acquire', { agent_id: agent, ttl_ms: 100 + Math.floor(random() * 200) });
+              const lease = await client.call<{ epoch: number; granted_at_ms: number; expires_at_ms: number }>('lease.acquire', {
+                agent_id: agent,
+                ttl_ms: 100 + Math.floor(random() * 200),
+              });
               held.set(agent, lease.epoch);
               events.push({ kind: 'grant', agent, device, epoch: lease.epoch, at: lease.granted_at_ms, expires: lease.expires_at_ms });
             } else if (roll < 0.35) {
-              const lease = await client.call<{ granted_at_ms: number; expires_at_ms: number }>('lease.renew', { agent_id: agent, epoch, ttl_ms: 100 + Math.floor(random() * 200) });
+              const lease = await client.call<{ granted_at_ms: number; expires_at_ms: number }>('lease.renew', {
+                agent_id: agent,
+                epoch,
+                ttl_ms: 100 + Math.floor(random() * 200),
+              });
               events.push({ kind: 'renew', agent, device, epoch, at: lease.granted_at_ms, expires: lease.expires_at_ms });
             } else if (roll < 0.5) {
               const { released_at_ms } = await client.call<{ released_at_ms: number }>('lease.release', { agent_id: agent, epoch });
               held.delete(agent);
               events.push({ kind: 'release', agent, device, epoch, at: released_at_ms });
             } else if (roll < 0.9) {
-              const fence = await client.call<{ may_dispatch: boolean; checked_at_ms: number }>('sync.fence_check', { agent_id: agent, run_id: `run-${n}-${events.length}`, epoch });
+              const fence = await client.call<{ may_dispatch: boolean; checked_at_ms: number }>('sync.fence_check', {
+                agent_id: agent,
+                run_id: `run-${n}-${events.length}`,
+                epoch,
+              });
               if (fence.may_dispatch) events.push({ kind: 'proceed', agent, device, epoch, at: fence.checked_at_ms });
             } else {
               held.delete(agent);
@@ -88,7 +99,10 @@ function checkHistory(events: Event[]): { grants: number; proceeds: number } {
     const interval = new Map<number, { device: string; start: number; end: number; released: boolean }>();
     for (const grant of granted) {
       // A renewal sets a new expiry (now + ttl, which may be sooner): the last one counts.
-      const renewals = mine.filter((e) => (e.kind === 'renew' || e.kind === 'grant') && e.epoch === grant.epoch) as Array<{ at: number; expires: number }>;
+      const renewals = mine.filter((e) => (e.kind === 'renew' || e.kind === 'grant') && e.epoch === grant.epoch) as Array<{
+        at: number;
+        expires: number;
+      }>;
       const last = renewals.reduce((a, b) => (b.at >= a.at ? b : a));
       const release = mine.find((e) => e.kind === 'release' && e.epoch === grant.epoch);
       const released = release !== undefined && release.at < last.expires;
@@ -97,7 +111,9 @@ function checkHistory(events: Event[]): { grants: number; proceeds: number } {
     for (let i = 1; i < granted.length; i++) {
       const before = interval.get(granted[i - 1]!.epoch)!;
       const after = interval.get(granted[i]!.epoch)!;
-      expect(after.start, `${agent}: epoch ${granted[i]!.epoch} began before epoch ${granted[i - 1]!.epoch} ended`).toBeGreaterThanOrEqual(before.end);
+      expect(after.start, `${agent}: epoch ${granted[i]!.epoch} began before epoch ${granted[i - 1]!.epoch} ended`).toBeGreaterThanOrEqual(
+        before.end,
+      );
     }
     for (const proceed of mine.filter((e) => e.kind === 'proceed')) {
       proceeds++;
@@ -105,7 +121,8 @@ function checkHistory(events: Event[]): { grants: number; proceeds: number } {
       expect(lease, `${agent}: proceed at an epoch never granted`).toBeDefined();
       expect(lease!.device, `${agent}: proceed for a device that did not hold epoch ${proceed.epoch}`).toBe(proceed.device);
       expect(proceed.at).toBeGreaterThanOrEqual(lease!.start);
-      if (lease!.released) expect(proceed.at, `${agent}: proceed after epoch ${proceed.epoch} was released`).toBeLessThanOrEqual(lease!.end);
+      if (lease!.released)
+        expect(proceed.at, `${agent}: proceed after epoch ${proceed.epoch} was released`).toBeLessThanOrEqual(lease!.end);
       else expect(proceed.at, `${agent}: proceed after epoch ${proceed.epoch} expired`).toBeLessThan(lease!.end);
     }
   }

@@ -9,7 +9,11 @@ import { usePostgres } from '../helpers/use-postgres.js';
 
 const tempDir = useTempDirs();
 
-type Fence = { decision: { decision: string; op_id?: string; current_epoch?: number; holder?: string }; may_dispatch: boolean; checked_at_ms: number };
+type Fence = {
+  decision: { decision: string; op_id?: string; current_epoch?: number; holder?: string };
+  may_dispatch: boolean;
+  checked_at_ms: number;
+};
 type Lease = { agent_id: string; holder: string; epoch: number; granted_at_ms: number; expires_at_ms: number };
 
 async function pair(extra: string[] = []) {
@@ -49,11 +53,24 @@ describe('leases, intents and the fence across two daemons (directory backend)',
     try {
       const lease = await a.call<Lease>('lease.acquire', { agent_id: 'agent-1', ttl_ms: 60_000 });
       expect(lease).toMatchObject({ holder: idA, epoch: 1 });
-      expect(await a.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).toMatchObject({ decision: { decision: 'proceed' }, may_dispatch: true });
-      const committed = await a.call<{ recorded: boolean; op_id: string }>('sync.record_intent', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1, status: 'committed' });
+      expect(await a.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).toMatchObject({
+        decision: { decision: 'proceed' },
+        may_dispatch: true,
+      });
+      const committed = await a.call<{ recorded: boolean; op_id: string }>('sync.record_intent', {
+        agent_id: 'agent-1',
+        run_id: 'run-1',
+        epoch: 1,
+        status: 'committed',
+      });
       expect(committed.recorded).toBe(true);
 
-      await untilTrue(b, async () => (await b.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).decision.decision === 'already_committed');
+      await untilTrue(
+        b,
+        async () =>
+          (await b.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).decision.decision ===
+          'already_committed',
+      );
       for (const client of [a, b]) {
         expect(await client.call<Fence>('sync.fence_check', { agent_id: 'agent-1', run_id: 'run-1', epoch: 1 })).toMatchObject({
           decision: { decision: 'already_committed', op_id: committed.op_id },
@@ -78,16 +95,21 @@ describe('leases, intents and the fence across two daemons (directory backend)',
     try {
       await a.call('lease.acquire', { agent_id: 'agent-x', ttl_ms: 60_000 });
       expect(await b.call('lease.status', { agent_id: 'agent-x' })).toMatchObject({ lease: { holder: idA, epoch: 1 } });
-      await expect(b.call('lease.acquire', { agent_id: 'agent-x', ttl_ms: 60_000 })).rejects.toMatchObject({ code: -32060, data: { code: 'lease_held', holder: idA, epoch: 1 } });
+      await expect(b.call('lease.acquire', { agent_id: 'agent-x', ttl_ms: 60_000 })).rejects.toMatchObject({
+        code: -32060,
+        data: { code: 'lease_held', holder: idA, epoch: 1 },
+      });
       expect(await a.call('lease.release', { agent_id: 'agent-x', epoch: 1 })).toMatchObject({ released: true });
       expect(await b.call('lease.acquire', { agent_id: 'agent-x', ttl_ms: 60_000 })).toMatchObject({ holder: idB, epoch: 2 });
-      expect(await a.call<Fence>('sync.fence_check', { agent_id: 'agent-x', run_id: 'r', epoch: 1 })).toMatchObject({ decision: { decision: 'stale_epoch', current_epoch: 2, holder: idB } });
+      expect(await a.call<Fence>('sync.fence_check', { agent_id: 'agent-x', run_id: 'r', epoch: 1 })).toMatchObject({
+        decision: { decision: 'stale_epoch', current_epoch: 2, holder: idB },
+      });
     } finally {
       await close();
     }
   });
 
-  it('a paused holder is fenced out after expiry, and its late commit does not replace the new holder\'s', async () => {
+  it("a paused holder is fenced out after expiry, and its late commit does not replace the new holder's", async () => {
     const { a, b, idB, close } = await pair();
     try {
       await a.call('lease.acquire', { agent_id: 'agent-p', ttl_ms: 300 });
@@ -97,7 +119,12 @@ describe('leases, intents and the fence across two daemons (directory backend)',
       await untilExpired(b, 'agent-p');
       expect(await b.call('lease.acquire', { agent_id: 'agent-p', ttl_ms: 60_000 })).toMatchObject({ holder: idB, epoch: 2 });
       expect((await b.call<Fence>('sync.fence_check', { agent_id: 'agent-p', run_id: 'run-p', epoch: 2 })).may_dispatch).toBe(true);
-      const byB = await b.call<{ op_id: string }>('sync.record_intent', { agent_id: 'agent-p', run_id: 'run-p', epoch: 2, status: 'committed' });
+      const byB = await b.call<{ op_id: string }>('sync.record_intent', {
+        agent_id: 'agent-p',
+        run_id: 'run-p',
+        epoch: 2,
+        status: 'committed',
+      });
 
       // A resumes: its fence at epoch 1 is refused, whether or not B's commit has reached it yet.
       const resumed = await a.call<Fence>('sync.fence_check', { agent_id: 'agent-p', run_id: 'run-p', epoch: 1 });
@@ -106,13 +133,18 @@ describe('leases, intents and the fence across two daemons (directory backend)',
       await a.call('sync.record_intent', { agent_id: 'agent-p', run_id: 'run-p', epoch: 1, status: 'committed' });
 
       const committedByB = async (client: RpcClient) => {
-        const page = await client.call<{ records: Array<{ key: string; op_id: string; device_id: string; payload: { status: string; epoch: number } }> }>('sync.records', { surface: 'intent' });
+        const page = await client.call<{
+          records: Array<{ key: string; op_id: string; device_id: string; payload: { status: string; epoch: number } }>;
+        }>('sync.records', { surface: 'intent' });
         const run = page.records.find((r) => r.key === 'agent-p/run-p');
         return run?.op_id === byB.op_id && run.device_id === idB && run.payload.status === 'committed' && run.payload.epoch === 2;
       };
       await untilTrue(a, () => committedByB(a));
       await untilTrue(b, async () => {
-        const [ha, hb] = await Promise.all([a.call<{ state_hash: string }>('sync.hash_state'), b.call<{ state_hash: string }>('sync.hash_state')]);
+        const [ha, hb] = await Promise.all([
+          a.call<{ state_hash: string }>('sync.hash_state'),
+          b.call<{ state_hash: string }>('sync.hash_state'),
+        ]);
         return ha.state_hash === hb.state_hash;
       });
       expect(await committedByB(b)).toBe(true);
@@ -147,8 +179,13 @@ describe('a lost lease folder (directory backend)', () => {
 
       const taken = await cb.call<Lease>('lease.acquire', { agent_id: 'agent-z', ttl_ms: 60_000 });
       expect(taken.epoch).toBe(3);
-      expect(await ca.call<Fence>('sync.fence_check', { agent_id: 'agent-z', run_id: 'run-3', epoch: 2 })).toMatchObject({ decision: { decision: 'stale_epoch', current_epoch: 3 }, may_dispatch: false });
-      expect(await cb.call<Fence>('sync.fence_check', { agent_id: 'agent-z', run_id: 'run-3', epoch: 3 })).toMatchObject({ may_dispatch: true });
+      expect(await ca.call<Fence>('sync.fence_check', { agent_id: 'agent-z', run_id: 'run-3', epoch: 2 })).toMatchObject({
+        decision: { decision: 'stale_epoch', current_epoch: 3 },
+        may_dispatch: false,
+      });
+      expect(await cb.call<Fence>('sync.fence_check', { agent_id: 'agent-z', run_id: 'run-3', epoch: 3 })).toMatchObject({
+        may_dispatch: true,
+      });
     } finally {
       await Promise.all([ca.close(), cb.close()]);
       await Promise.all([a.stop(), b.stop()]);
@@ -163,12 +200,19 @@ describe('leases with the Postgres backend', () => {
     const { a, b, idA, idB, close } = await pair(['--lease-backend', 'postgres', '--pg-url', postgres().url]);
     try {
       expect(await a.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).toMatchObject({ holder: idA, epoch: 1 });
-      await expect(b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).rejects.toMatchObject({ data: { code: 'lease_held' } });
+      await expect(b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).rejects.toMatchObject({
+        data: { code: 'lease_held' },
+      });
       await a.call('lease.release', { agent_id: 'agent-pg', epoch: 1 });
 
       await postgres().pause();
-      await expect(b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).rejects.toMatchObject({ code: -32062, data: { code: 'lease_backend_unavailable' } });
-      await expect(a.call('sync.fence_check', { agent_id: 'agent-pg', run_id: 'run-x', epoch: 1 })).rejects.toMatchObject({ data: { code: 'lease_backend_unavailable' } });
+      await expect(b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).rejects.toMatchObject({
+        code: -32062,
+        data: { code: 'lease_backend_unavailable' },
+      });
+      await expect(a.call('sync.fence_check', { agent_id: 'agent-pg', run_id: 'run-x', epoch: 1 })).rejects.toMatchObject({
+        data: { code: 'lease_backend_unavailable' },
+      });
       await postgres().resume();
 
       expect(await b.call('lease.acquire', { agent_id: 'agent-pg', ttl_ms: 60_000 })).toMatchObject({ holder: idB, epoch: 2 });

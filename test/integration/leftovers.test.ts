@@ -58,7 +58,12 @@ describe('what a long-lived device leaves behind', () => {
 
     const again = await openDirSession(relay, dataDir, 'laptop');
     const names = async (dir: string) => (await readdir(dir)).filter((name) => name.startsWith('.tmp-')).map((name) => join(dir, name));
-    const left = [join(dataDir, 'checkpoints'), join(relay, 'devices', 'laptop', 'ops'), join(relay, 'devices', 'laptop'), join(relay, 'checkpoints')];
+    const left = [
+      join(dataDir, 'checkpoints'),
+      join(relay, 'devices', 'laptop', 'ops'),
+      join(relay, 'devices', 'laptop'),
+      join(relay, 'checkpoints'),
+    ];
     expect((await Promise.all(left.map(names))).flat()).toEqual([underWay]);
     expect(again.status().base_checkpoint).toBe(base);
     await again.close();

@@ -43,7 +43,10 @@ describe('live sync between processes through a relay directory', () => {
 async function waitForEqual(a: LiveChild, b: LiveChild): Promise<{ state_hash: string; records: number }> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const seen = [a.changes, b.changes] as const;
-    const [ha, hb] = await Promise.all([a.call<{ state_hash: string; records: number }>('hash'), b.call<{ state_hash: string; records: number }>('hash')]);
+    const [ha, hb] = await Promise.all([
+      a.call<{ state_hash: string; records: number }>('hash'),
+      b.call<{ state_hash: string; records: number }>('hash'),
+    ]);
     if (ha.state_hash === hb.state_hash) return ha;
     if (!(await Promise.race([a.changedSince(seen[0]), b.changedSince(seen[1])]))) break;
   }

@@ -12,7 +12,10 @@ const postgres = usePostgres();
 
 describe('real daemons on a Postgres relay (several machines, one database)', () => {
   it('converge with no sync.pump call, share leases through the same database, and a third bootstraps from a checkpoint', async () => {
-    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), postgres().url), DaemonProcess.start(await tempDir(), postgres().url)]);
+    const daemons = await Promise.all([
+      DaemonProcess.start(await tempDir(), postgres().url),
+      DaemonProcess.start(await tempDir(), postgres().url),
+    ]);
     const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
     let late: DaemonProcess | null = null;
     try {
@@ -45,7 +48,10 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
   });
 
   it('keeps syncing without a pump call after the database restarts (the watch reconnects)', async () => {
-    const daemons = await Promise.all([DaemonProcess.start(await tempDir(), postgres().url), DaemonProcess.start(await tempDir(), postgres().url)]);
+    const daemons = await Promise.all([
+      DaemonProcess.start(await tempDir(), postgres().url),
+      DaemonProcess.start(await tempDir(), postgres().url),
+    ]);
     const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
     try {
       await a!.call('sync.append', { surface: 'knowledge', payload: { id: 'before' } });
@@ -62,7 +68,7 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
     }
   });
 
-  it('refills a database that lost every row from the devices\' journals, with no restart', async () => {
+  it("refills a database that lost every row from the devices' journals, with no restart", async () => {
     const url = await postgres().createDatabase(`reset_${process.pid}`);
     const daemons = await Promise.all([DaemonProcess.start(await tempDir(), url), DaemonProcess.start(await tempDir(), url)]);
     const [a, b] = await Promise.all(daemons.map((d) => d.connect()));
@@ -112,7 +118,9 @@ describe('real daemons on a Postgres relay (several machines, one database)', ()
         try {
           await offline.call('sync.append', { surface: 'knowledge', payload: { id: 'offline' } });
           expect((await offline.call<{ last_error: string | null }>('sync.status')).last_error).toContain('Postgres relay');
-          await expect(offline.call('lease.acquire', { agent_id: 'agent-off', ttl_ms: 60_000 })).rejects.toMatchObject({ data: { code: 'lease_backend_unavailable' } });
+          await expect(offline.call('lease.acquire', { agent_id: 'agent-off', ttl_ms: 60_000 })).rejects.toMatchObject({
+            data: { code: 'lease_backend_unavailable' },
+          });
         } finally {
           await offline.close();
         }

@@ -46,13 +46,16 @@ describe('README', () => {
     }
   });
 
-  it('the quick start\'s `npm start` runs a daemon on the defaults', async () => {
+  it("the quick start's `npm start` runs a daemon on the defaults", async () => {
     const readme = await readFile('README.md', 'utf8');
     expect(readme).toContain('npm ci && npm start');
     const home = await tempDir();
     const env = { ...process.env, XDG_DATA_HOME: home };
     try {
-      const result = await bash('npm start > "$XDG_DATA_HOME/start.log" 2>&1 & npx opsync wait && npx opsync status && npx opsync stop', env);
+      const result = await bash(
+        'npm start > "$XDG_DATA_HOME/start.log" 2>&1 & npx opsync wait && npx opsync status && npx opsync stop',
+        env,
+      );
       expect(result.code, result.stderr).toBe(0);
       expect(result.stdout).toMatch(/^device +\S+ +\(ws:\/\/127\.0\.0\.1:7420\)/m);
       expect(await readFile(join(home, 'start.log'), 'utf8')).toContain('opsync listening on ws://127.0.0.1:7420');
@@ -69,7 +72,11 @@ describe('README', () => {
       await client.close();
       const readme = await readFile('README.md', 'utf8');
       const table = readme.slice(readme.indexOf('## RPC methods'), readme.indexOf('\n## ', readme.indexOf('## RPC methods') + 1));
-      const documented = new Set([...table.matchAll(/^\| `([a-z_.]+)`(?: \/ `([a-z_.]+)`)?/gm)].flatMap((m) => [m[1]!, m[2]].filter((x): x is string => x !== undefined)));
+      const documented = new Set(
+        [...table.matchAll(/^\| `([a-z_.]+)`(?: \/ `([a-z_.]+)`)?/gm)].flatMap((m) =>
+          [m[1]!, m[2]].filter((x): x is string => x !== undefined),
+        ),
+      );
       expect([...documented].sort()).toEqual(methods.map((m) => m.name).sort());
     } finally {
       await daemon.stop();

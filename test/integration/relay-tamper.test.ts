@@ -43,7 +43,10 @@ describe('a tampered relay directory', () => {
   }
 
   function synced(reader: Session): string[] {
-    return [...reader.state.page('knowledge', null, 100).items.map((r) => r.key), ...reader.state.page('skill', null, 100).items.map((r) => r.key)];
+    return [
+      ...reader.state.page('knowledge', null, 100).items.map((r) => r.key),
+      ...reader.state.page('skill', null, 100).items.map((r) => r.key),
+    ];
   }
 
   async function rewriteLine(path: string, line: number, edit: (text: string) => string): Promise<void> {
@@ -73,7 +76,8 @@ describe('a tampered relay directory', () => {
 
   it('rejects a run whose head signature is forged and keeps the signed prefix', async () => {
     const { relay, segments } = await scene();
-    const sigOf = async (path: string, line: number) => (JSON.parse((await readFile(path, 'utf8')).split('\n')[line]!) as { sig: string }).sig;
+    const sigOf = async (path: string, line: number) =>
+      (JSON.parse((await readFile(path, 'utf8')).split('\n')[line]!) as { sig: string }).sig;
     const other = await sigOf(segments[0]!, 1);
     await rewriteLine(segments[2]!, 3, (line) => line.replace(/"sig":"[^"]+"/, `"sig":"${other}"`));
     const reader = await read(relay);
@@ -82,13 +86,16 @@ describe('a tampered relay directory', () => {
     await reader.close();
   });
 
-  it('ignores and counts garbage, sync-conflict copies and a segment holding another device\'s ops', async () => {
+  it("ignores and counts garbage, sync-conflict copies and a segment holding another device's ops", async () => {
     const { relay, opsDir, segments } = await scene();
     await writeFile(join(opsDir, 'notes.txt~'), 'editor leftover');
     await copyFile(segments[0]!, join(opsDir, '000000000000.sync-conflict-20261124-120000-ABCDEF.jsonl'));
     const thief = join(relay, 'devices', 'thief', 'ops');
     await mkdir(thief, { recursive: true });
-    await writeFile(join(relay, 'devices', 'thief', 'device.json'), JSON.stringify({ opsync_device: 1, device_id: 'thief', public_key: 'x', added_ms: 0 }));
+    await writeFile(
+      join(relay, 'devices', 'thief', 'device.json'),
+      JSON.stringify({ opsync_device: 1, device_id: 'thief', public_key: 'x', added_ms: 0 }),
+    );
     await copyFile(segments[0]!, join(thief, '000000000000.jsonl'));
     await writeFile(join(relay, 'devices', 'Not A Device'), 'junk');
     const reader = await read(relay);
@@ -127,9 +134,19 @@ describe('a tampered relay directory', () => {
     await writer.pump();
     const { checkpoint_hash } = await writer.checkpoint();
     await writer.close();
-    await rewriteLine(join(relay, 'checkpoints', `${checkpoint_hash!}.jsonl`), 1, (line) => line.slice(0, 40) + (line[40] === 'A' ? 'B' : 'A') + line.slice(41));
+    await rewriteLine(
+      join(relay, 'checkpoints', `${checkpoint_hash!}.jsonl`),
+      1,
+      (line) => line.slice(0, 40) + (line[40] === 'A' ? 'B' : 'A') + line.slice(41),
+    );
     const logged: string[] = [];
-    const reader = await openDirSession(relay, await tempDir(), 'reader', {}, { info: () => {}, warn: (_fields, message) => logged.push(message) });
+    const reader = await openDirSession(
+      relay,
+      await tempDir(),
+      'reader',
+      {},
+      { info: () => {}, warn: (_fields, message) => logged.push(message) },
+    );
     expect(logged).toContain("the relay's latest checkpoint cannot be used; syncing from the ops instead");
     expect(reader.status()).toMatchObject({ base_checkpoint: null, last_error: expect.stringContaining(checkpoint_hash!) as unknown });
     await reader.pump();
@@ -181,7 +198,13 @@ describe('a tampered relay directory', () => {
     await rewriteLine(copy, 1, (line) => line.slice(0, 40) + (line[40] === 'A' ? 'B' : 'A') + line.slice(41));
 
     const logged: string[] = [];
-    const restarted = await openDirSession(relay, dataDir, 'laptop', {}, { info: () => {}, warn: (_fields, message) => logged.push(message) });
+    const restarted = await openDirSession(
+      relay,
+      dataDir,
+      'laptop',
+      {},
+      { info: () => {}, warn: (_fields, message) => logged.push(message) },
+    );
     expect(logged).toContain("this device's copy of its base checkpoint is damaged; reading the relay's");
     expect(restarted.state.stateHash()).toBe(state);
     await restarted.pump();
@@ -249,7 +272,8 @@ describe('a tampered relay directory', () => {
       return { before, after };
     }
 
-    const sigOf = async (path: string, line: number) => (JSON.parse((await readFile(path, 'utf8')).split('\n')[line]!) as { sig: string }).sig;
+    const sigOf = async (path: string, line: number) =>
+      (JSON.parse((await readFile(path, 'utf8')).split('\n')[line]!) as { sig: string }).sig;
     const cases: Array<[string, (segments: string[]) => Promise<void>, number]> = [
       ['a truncated segment', async ([, middle]) => truncate(middle!, (await readFile(middle!)).length - 40), 5],
       ['a segment whose header is damaged', async ([, middle]) => rewriteLine(middle!, 0, (line) => line.replace('{', '[')), 3],
@@ -258,52 +282,62 @@ describe('a tampered relay directory', () => {
       ['the oldest segment, deleted', async ([oldest]) => rm(oldest!), 0],
       ['the newest segment, its header damaged', async ([, , newest]) => rewriteLine(newest!, 0, (line) => line.replace('{', '[')), 6],
       ['a changed payload', async ([, middle]) => rewriteLine(middle!, 2, (line) => line.replace('"ct":"', '"ct":"AAAA')), 4],
-      ['a forged signature', async ([first, , newest]) => {
-        const other = await sigOf(first!, 1);
-        await rewriteLine(newest!, 3, (line) => line.replace(/"sig":"[^"]+"/, `"sig":"${other}"`));
-      }, 8],
+      [
+        'a forged signature',
+        async ([first, , newest]) => {
+          const other = await sigOf(first!, 1);
+          await rewriteLine(newest!, 3, (line) => line.replace(/"sig":"[^"]+"/, `"sig":"${other}"`));
+        },
+        8,
+      ],
     ];
 
-    it.each(cases)('%s: the reader stops at it, the writer pushes those ops again, the reader then has every op', async (_name, damage, reachable) => {
-      const relay = await tempDir();
-      const { writer, segments } = await live(relay);
-      await damage(segments);
-      const { before, after } = await restored(relay, writer);
-      expect(before).toEqual(chain.slice(0, reachable));
-      expect(after).toEqual([...chain, 'w3-0']);
-      await writer.close();
-    });
+    it.each(cases)(
+      '%s: the reader stops at it, the writer pushes those ops again, the reader then has every op',
+      async (_name, damage, reachable) => {
+        const relay = await tempDir();
+        const { writer, segments } = await live(relay);
+        await damage(segments);
+        const { before, after } = await restored(relay, writer);
+        expect(before).toEqual(chain.slice(0, reachable));
+        expect(after).toEqual([...chain, 'w3-0']);
+        await writer.close();
+      },
+    );
 
     it.each([
       ['cut', async (path: string) => truncate(path, (await readFile(path)).length - 40)],
       ['deleted', (path: string) => rm(path)],
-    ])('when the writer compacted past the damaged ops (%s), it restarts them on the relay above its base: readers rebase, a new device starts', async (_kind, damage) => {
-      const relay = await tempDir();
-      const { writer, dataDir, segments } = await live(relay);
-      const reader = await openDirSession(relay, await tempDir(), 'reader');
-      await reader.pump();
-      await writer.pump();
-      await writer.checkpoint();
-      expect(await writer.compact()).toMatchObject({ compacted: true });
-      await writer.settled();
-      await writer.close();
-      const left = (await readdir(join(relay, 'devices', 'writer', 'ops'))).filter((name) => name.endsWith('.jsonl'));
-      expect(left).toEqual([segments.at(-1)!.split('/').at(-1)]);
-      await damage(segments.at(-1)!);
+    ])(
+      'when the writer compacted past the damaged ops (%s), it restarts them on the relay above its base: readers rebase, a new device starts',
+      async (_kind, damage) => {
+        const relay = await tempDir();
+        const { writer, dataDir, segments } = await live(relay);
+        const reader = await openDirSession(relay, await tempDir(), 'reader');
+        await reader.pump();
+        await writer.pump();
+        await writer.checkpoint();
+        expect(await writer.compact()).toMatchObject({ compacted: true });
+        await writer.settled();
+        await writer.close();
+        const left = (await readdir(join(relay, 'devices', 'writer', 'ops'))).filter((name) => name.endsWith('.jsonl'));
+        expect(left).toEqual([segments.at(-1)!.split('/').at(-1)]);
+        await damage(segments.at(-1)!);
 
-      const again = await openDirSession(relay, dataDir, 'writer');
-      await again.append({ surface: 'knowledge', payload: { id: 'w3-0' }, scope: 'personal' });
-      await again.pump();
-      expect(again.status().counts.unpushed).toBe(0);
-      await reader.pump();
-      const newcomer = await openDirSession(relay, await tempDir(), 'newcomer');
-      await newcomer.pump();
-      for (const device of [reader, newcomer]) {
-        expect(synced(device)).toEqual([...chain, 'w3-0']);
-        expect(device.state.stateHash()).toBe(again.state.stateHash());
-      }
-      await Promise.all([again.close(), reader.close(), newcomer.close()]);
-    });
+        const again = await openDirSession(relay, dataDir, 'writer');
+        await again.append({ surface: 'knowledge', payload: { id: 'w3-0' }, scope: 'personal' });
+        await again.pump();
+        expect(again.status().counts.unpushed).toBe(0);
+        await reader.pump();
+        const newcomer = await openDirSession(relay, await tempDir(), 'newcomer');
+        await newcomer.pump();
+        for (const device of [reader, newcomer]) {
+          expect(synced(device)).toEqual([...chain, 'w3-0']);
+          expect(device.state.stateHash()).toBe(again.state.stateHash());
+        }
+        await Promise.all([again.close(), reader.close(), newcomer.close()]);
+      },
+    );
 
     it('whatever the damage to one segment, the reader ends with the whole chain once the writer pumps, whether it was running or starts after', async () => {
       const pristine = await tempDir();

@@ -37,8 +37,14 @@ describe('a relay folder that vanishes under running devices', () => {
 
     await rm(relay, { recursive: true, force: true });
     await append(laptop, ['l3', 'l4']);
-    await expect(laptop.pump()).rejects.toMatchObject({ code: 'relay_unavailable', message: expect.stringContaining('is gone') as unknown });
-    await expect(desktop.pump()).rejects.toMatchObject({ code: 'relay_unavailable', message: expect.stringContaining('is gone') as unknown });
+    await expect(laptop.pump()).rejects.toMatchObject({
+      code: 'relay_unavailable',
+      message: expect.stringContaining('is gone') as unknown,
+    });
+    await expect(desktop.pump()).rejects.toMatchObject({
+      code: 'relay_unavailable',
+      message: expect.stringContaining('is gone') as unknown,
+    });
     expect(laptop.status().last_error).toContain('is gone');
     expect(laptop.status().counts.unpushed).toBe(2);
 
@@ -101,7 +107,12 @@ describe('a relay folder that vanishes under running devices', () => {
     await restarted.pump();
     expect(keys(reader)).toEqual(['r0', 'r1', 'w0', 'w1', 'w2', 'w3', 'x0']);
     expect(keys(restarted)).toEqual(['r0', 'r1', 'x0']);
-    expect(reader.status().roster.map((entry) => entry.device_id).sort()).toEqual(['reader', 'writer-2']);
+    expect(
+      reader
+        .status()
+        .roster.map((entry) => entry.device_id)
+        .sort(),
+    ).toEqual(['reader', 'writer-2']);
     await Promise.all([reader.close(), restarted.close()]);
   });
 
@@ -157,9 +168,16 @@ describe('a daemon whose relay folder is deleted', () => {
       for (let i = 0; i < 40; i++) await a.call('sync.append', { surface: 'knowledge', payload: { id: `while-gone-${i}` } });
       const failure = await a.call('sync.pump').catch((error: unknown) => error);
       expect(failure).toBeInstanceOf(RpcCallError);
-      expect(failure).toMatchObject({ code: -32027, data: { code: 'relay_unavailable' }, message: expect.stringContaining('is gone') as unknown });
+      expect(failure).toMatchObject({
+        code: -32027,
+        data: { code: 'relay_unavailable' },
+        message: expect.stringContaining('is gone') as unknown,
+      });
       // Forty appends each asked for a push; the log says it once, not forty times.
-      const warnings = first.logs().split('\n').filter((line) => line.includes('background pump failed'));
+      const warnings = first
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes('background pump failed'));
       expect(warnings.length).toBeLessThanOrEqual(2);
 
       third = await DaemonProcess.start(await tempDir(), relay);

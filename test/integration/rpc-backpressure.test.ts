@@ -19,7 +19,13 @@ describe('output backpressure on a WebSocket connection', () => {
   const open: WebSocket[] = [];
 
   async function start(): Promise<void> {
-    const method = defineMethod({ name: 'test.big', summary: 'answers 64 KiB', params: object({}), result: resultObject({}), handler: () => ((calls += 1), ANSWER) });
+    const method = defineMethod({
+      name: 'test.big',
+      summary: 'answers 64 KiB',
+      params: object({}),
+      result: resultObject({}),
+      handler: () => ((calls += 1), ANSWER),
+    });
     const dispatcher = new Dispatcher([method], { error: () => {} });
     server = await startRpcServer({ host: '127.0.0.1', port: 0 }, 'token', dispatcher, LIMITS);
   }

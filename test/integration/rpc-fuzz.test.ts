@@ -21,8 +21,21 @@ describe('random requests to every method', () => {
       // session, the fold's rules and the lease rules), sometimes anything at all.
       const paramsFor = (method: MethodDoc) =>
         fc.oneof(
-          { weight: 8, arbitrary: fc.record(Object.fromEntries(method.params.map((param) => [param.name, HINTS[param.name] ?? shaped(param.schema)])), { requiredKeys: method.params.filter((param) => param.required).map((param) => param.name) }) },
-          { weight: 1, arbitrary: fc.dictionary(fc.constantFrom('surface', 'payload', 'agent_id', 'epoch', ...method.params.map((param) => param.name)), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 }) },
+          {
+            weight: 8,
+            arbitrary: fc.record(
+              Object.fromEntries(method.params.map((param) => [param.name, HINTS[param.name] ?? shaped(param.schema)])),
+              { requiredKeys: method.params.filter((param) => param.required).map((param) => param.name) },
+            ),
+          },
+          {
+            weight: 1,
+            arbitrary: fc.dictionary(
+              fc.constantFrom('surface', 'payload', 'agent_id', 'epoch', ...method.params.map((param) => param.name)),
+              fc.jsonValue({ maxDepth: 3 }),
+              { maxKeys: 5 },
+            ),
+          },
           { weight: 1, arbitrary: fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constant(undefined)) },
         );
       const request = fc.oneof(
@@ -53,21 +66,74 @@ describe('random requests to every method', () => {
   });
 });
 
-type Schema = { type?: string; enum?: unknown[]; const?: unknown; oneOf?: Schema[]; items?: Schema; properties?: Record<string, Schema>; minimum?: number; maximum?: number; pattern?: string };
+type Schema = {
+  type?: string;
+  enum?: unknown[];
+  const?: unknown;
+  oneOf?: Schema[];
+  items?: Schema;
+  properties?: Record<string, Schema>;
+  minimum?: number;
+  maximum?: number;
+  pattern?: string;
+};
 type MethodDoc = { name: string; params: Array<{ name: string; required?: boolean; schema: Schema }> };
 
 const ids = fc.constantFrom('agent-1', 'agent-2', 'run-1', 'run-2', 'c1', 'k1', 'call_1', 'call_2', 'x', '../x', 'a/b', 'nul\u0000');
-const surfaces = fc.constantFrom('knowledge', 'skill', 'trajectory', 'run', 'routing', 'declagent', 'intent', 'conversation', 'registry:tools', 'registry:', 'bogus');
+const surfaces = fc.constantFrom(
+  'knowledge',
+  'skill',
+  'trajectory',
+  'run',
+  'routing',
+  'declagent',
+  'intent',
+  'conversation',
+  'registry:tools',
+  'registry:',
+  'bogus',
+);
 const roles = fc.constantFrom('user', 'assistant', 'tool', 'system', 'robot');
 const toolCall = fc.record({ id: ids, name: fc.constantFrom('read_file', 'bad name'), input: fc.jsonValue({ maxDepth: 2 }) });
 /** Payloads shaped like each surface's (so some pass the fold's rules), then anything with their field names. */
 const payload = fc.oneof(
   fc.record({ id: ids, text: fc.string({ maxLength: 20 }), deleted: fc.boolean() }, { requiredKeys: ['id'] }),
-  fc.record({ conversation_id: ids, role: roles, content: fc.string({ maxLength: 20 }), timestamp: fc.integer({ min: -1, max: 2e12 }), tool_calls: fc.array(toolCall, { maxLength: 2 }), tool_use_id: ids }, { requiredKeys: ['role', 'content'] }),
-  fc.record({ id: ids, agent_id: ids, epoch: fc.integer({ min: 0, max: 3 }), status: fc.constantFrom('pending', 'committed', 'failed', 'lost') }),
+  fc.record(
+    {
+      conversation_id: ids,
+      role: roles,
+      content: fc.string({ maxLength: 20 }),
+      timestamp: fc.integer({ min: -1, max: 2e12 }),
+      tool_calls: fc.array(toolCall, { maxLength: 2 }),
+      tool_use_id: ids,
+    },
+    { requiredKeys: ['role', 'content'] },
+  ),
+  fc.record({
+    id: ids,
+    agent_id: ids,
+    epoch: fc.integer({ min: 0, max: 3 }),
+    status: fc.constantFrom('pending', 'committed', 'failed', 'lost'),
+  }),
   fc.record({ route: ids, text: fc.string({ maxLength: 20 }) }),
   fc.dictionary(
-    fc.constantFrom('id', 'text', 'role', 'content', 'conversation_id', 'timestamp', 'tool_calls', 'tool_use_id', 'is_error', 'agent_id', 'run_id', 'epoch', 'status', 'deleted', 'route'),
+    fc.constantFrom(
+      'id',
+      'text',
+      'role',
+      'content',
+      'conversation_id',
+      'timestamp',
+      'tool_calls',
+      'tool_use_id',
+      'is_error',
+      'agent_id',
+      'run_id',
+      'epoch',
+      'status',
+      'deleted',
+      'route',
+    ),
     fc.oneof(ids, roles, fc.integer({ min: -2, max: 5 }), fc.boolean(), fc.jsonValue({ maxDepth: 2 })),
     { maxKeys: 8 },
   ),
@@ -78,9 +144,16 @@ const HINTS: Record<string, fc.Arbitrary<unknown>> = {
   surface: surfaces,
   payload,
   timestamp: fc.oneof(fc.integer({ min: 0, max: 2e12 }), fc.constant('2026-11-25T03:00:00Z')),
-  tool_calls: fc.oneof({ weight: 3, arbitrary: fc.constant([]) }, { weight: 1, arbitrary: fc.array(toolCall, { minLength: 1, maxLength: 2 }) }),
+  tool_calls: fc.oneof(
+    { weight: 3, arbitrary: fc.constant([]) },
+    { weight: 1, arbitrary: fc.array(toolCall, { minLength: 1, maxLength: 2 }) },
+  ),
   content: fc.string({ maxLength: 40 }),
-  scope: fc.oneof({ weight: 3, arbitrary: fc.constant('personal') }, { weight: 1, arbitrary: fc.record({ org: ids }) }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 1 }) }),
+  scope: fc.oneof(
+    { weight: 3, arbitrary: fc.constant('personal') },
+    { weight: 1, arbitrary: fc.record({ org: ids }) },
+    { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 1 }) },
+  ),
 };
 
 /** Values shaped by a parameter's JSON Schema in the OpenRPC document. */
@@ -90,13 +163,18 @@ function shaped(schema: Schema): fc.Arbitrary<unknown> {
   if (schema.oneOf) return fc.oneof(...schema.oneOf.map(shaped));
   switch (schema.type) {
     case 'integer':
-      return fc.oneof(fc.integer({ min: schema.minimum ?? -3, max: Math.min(schema.maximum ?? 10, (schema.minimum ?? 0) + 10) }), fc.constantFrom(schema.maximum ?? 1e9, 0, -1));
+      return fc.oneof(
+        fc.integer({ min: schema.minimum ?? -3, max: Math.min(schema.maximum ?? 10, (schema.minimum ?? 0) + 10) }),
+        fc.constantFrom(schema.maximum ?? 1e9, 0, -1),
+      );
     case 'boolean':
       return fc.boolean();
     case 'array':
       return fc.array(schema.items ? shaped(schema.items) : fc.jsonValue({ maxDepth: 1 }), { maxLength: 3 });
     case 'object':
-      return schema.properties ? fc.record(Object.fromEntries(Object.entries(schema.properties).map(([name, property]) => [name, shaped(property)]))) : payload;
+      return schema.properties
+        ? fc.record(Object.fromEntries(Object.entries(schema.properties).map(([name, property]) => [name, shaped(property)])))
+        : payload;
     default:
       return schema.pattern ? ids : fc.oneof(surfaces, ids, roles, fc.string({ maxLength: 20 }));
   }

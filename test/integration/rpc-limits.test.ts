@@ -67,7 +67,9 @@ describe('RPC limits and bad input', () => {
   });
 
   it('answers garbage with a parse error and binary frames with an invalid request', async () => {
-    expect(await raw('{"jsonrpc":"2.0", oops')).toEqual([{ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error', data: { code: 'parse_error' } } }]);
+    expect(await raw('{"jsonrpc":"2.0", oops')).toEqual([
+      { jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error', data: { code: 'parse_error' } } },
+    ]);
     expect(await raw(Buffer.from([1, 2, 3]))).toMatchObject([{ id: null, error: { code: -32600 } }]);
     await stillServing();
   });
@@ -75,14 +77,19 @@ describe('RPC limits and bad input', () => {
   it('refuses JSON nested too deeply before parsing it', async () => {
     const deep = '['.repeat(5000) + ']'.repeat(5000);
     expect(await raw(deep)).toMatchObject([{ id: null, error: { code: -32600, data: { code: 'invalid_json' } } }]);
-    const deepParams = { surface: 'knowledge', payload: { id: 'x', nest: JSON.parse('{"a":'.repeat(70) + '1' + '}'.repeat(70)) as unknown } };
+    const deepParams = {
+      surface: 'knowledge',
+      payload: { id: 'x', nest: JSON.parse('{"a":'.repeat(70) + '1' + '}'.repeat(70)) as unknown },
+    };
     expect(await rpcError('sync.append', deepParams)).toMatchObject({ code: -32602, data: { field: 'params.payload' } });
     await stillServing();
   });
 
   it('closes a connection that sends an oversize frame, and keeps serving others', async () => {
     const client = await RpcClient.connect(url, token);
-    const closed = new Promise<void>((resolve) => (client as unknown as { ws: { once(e: string, f: () => void): void } }).ws.once('close', resolve));
+    const closed = new Promise<void>((resolve) =>
+      (client as unknown as { ws: { once(e: string, f: () => void): void } }).ws.once('close', resolve),
+    );
     client.sendRaw(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'sync.hash_state', params: { pad: 'x'.repeat(5 * 1024 * 1024) } }));
     await closed;
     // A call on the closed connection is refused at once, not left waiting for an answer that cannot come.
@@ -103,7 +110,11 @@ describe('RPC limits and bad input', () => {
     ['a bad scope', { surface: 'knowledge', payload: { id: 'x' }, scope: 'team' }, 'invalid_scope'],
     ['an org like a path', { surface: 'knowledge', payload: { id: 'x' }, org: '../x' }, 'invalid_params'],
     ['an org with a NUL', { surface: 'knowledge', payload: { id: 'x' }, org: 'a\u0000b' }, 'invalid_params'],
-    ['a conversation id like a path', { surface: 'conversation', payload: { conversation_id: 'a/b', role: 'user', content: 'x', timestamp: 1 } }, 'invalid_payload'],
+    [
+      'a conversation id like a path',
+      { surface: 'conversation', payload: { conversation_id: 'a/b', role: 'user', content: 'x', timestamp: 1 } },
+      'invalid_payload',
+    ],
     ['a payload missing its id', { surface: 'knowledge', payload: { text: 'x' } }, 'invalid_payload'],
     ['a wrongly typed param', { surface: 5, payload: { id: 'x' } }, 'invalid_surface'],
     ['an unknown param', { surface: 'knowledge', payload: { id: 'x' }, extra: true }, 'invalid_params'],
@@ -113,30 +124,69 @@ describe('RPC limits and bad input', () => {
   });
 
   it('refuses positional params, wrong types in other methods, and unknown methods', async () => {
-    expect(await raw(JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'sync.records', params: ['knowledge'] }))).toMatchObject([{ id: 7, error: { code: -32602 } }]);
-    expect(await rpcError('sync.records', { surface: 'knowledge', limit: 'ten' })).toMatchObject({ code: -32602, data: { field: 'params.limit' } });
+    expect(await raw(JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'sync.records', params: ['knowledge'] }))).toMatchObject([
+      { id: 7, error: { code: -32602 } },
+    ]);
+    expect(await rpcError('sync.records', { surface: 'knowledge', limit: 'ten' })).toMatchObject({
+      code: -32602,
+      data: { field: 'params.limit' },
+    });
     expect(await rpcError('sync.nope', {})).toMatchObject({ code: -32601 });
     await stillServing();
   });
 
   it('honours batches and notifications exactly', async () => {
-    const batch = await raw(JSON.stringify([{ jsonrpc: '2.0', id: 'a', method: 'sync.hash_state' }, { jsonrpc: '2.0', method: 'sync.hash_state' }]));
+    const batch = await raw(
+      JSON.stringify([
+        { jsonrpc: '2.0', id: 'a', method: 'sync.hash_state' },
+        { jsonrpc: '2.0', method: 'sync.hash_state' },
+      ]),
+    );
     expect(batch).toHaveLength(1);
     expect(Array.isArray(batch[0])).toBe(true);
     expect(batch[0]).toMatchObject([{ id: 'a', result: { state_hash: expect.any(String) as unknown } }]);
-    expect(await raw(JSON.stringify([{ jsonrpc: '2.0', method: 'sync.hash_state' }, { jsonrpc: '2.0', method: 'sync.pump' }]))).toEqual([]);
+    expect(
+      await raw(
+        JSON.stringify([
+          { jsonrpc: '2.0', method: 'sync.hash_state' },
+          { jsonrpc: '2.0', method: 'sync.pump' },
+        ]),
+      ),
+    ).toEqual([]);
     expect(await raw('[]')).toMatchObject([{ id: null, error: { code: -32600 } }]);
-    expect(await raw(JSON.stringify([1, { jsonrpc: '1.0', id: 3, method: 'x' }]))).toMatchObject([[{ id: null, error: { code: -32600 } }, { id: 3, error: { code: -32600 } }]]);
+    expect(await raw(JSON.stringify([1, { jsonrpc: '1.0', id: 3, method: 'x' }]))).toMatchObject([
+      [
+        { id: null, error: { code: -32600 } },
+        { id: 3, error: { code: -32600 } },
+      ],
+    ]);
     const huge = JSON.stringify(Array.from({ length: 300 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'sync.hash_state' })));
     expect(await raw(huge)).toMatchObject([{ id: null, error: { code: -32600 } }]);
     await stillServing();
   });
 
   it('describes every method it serves in an OpenRPC document', async () => {
-    const doc = await bystander.call<{ openrpc: string; methods: Array<{ name: string; params: Array<{ name: string; schema: object }>; result: { schema: object } }>; 'x-error-codes': Record<string, number> }>('rpc.discover');
+    const doc = await bystander.call<{
+      openrpc: string;
+      methods: Array<{ name: string; params: Array<{ name: string; schema: object }>; result: { schema: object } }>;
+      'x-error-codes': Record<string, number>;
+    }>('rpc.discover');
     expect(doc.openrpc).toBe('1.2.6');
     const names = doc.methods.map((m) => m.name);
-    for (const name of ['sync.status', 'sync.hash_state', 'sync.append', 'sync.pump', 'sync.checkpoint', 'sync.rebase', 'sync.subscribe', 'sync.records', 'sync.verify', 'sync.stats', 'sync.compact', 'rpc.discover']) {
+    for (const name of [
+      'sync.status',
+      'sync.hash_state',
+      'sync.append',
+      'sync.pump',
+      'sync.checkpoint',
+      'sync.rebase',
+      'sync.subscribe',
+      'sync.records',
+      'sync.verify',
+      'sync.stats',
+      'sync.compact',
+      'rpc.discover',
+    ]) {
       expect(names).toContain(name);
     }
     const append = doc.methods.find((m) => m.name === 'sync.append')!;

@@ -38,13 +38,21 @@ const HORIZON_MS = 5 * 60_000;
 const EXPECTED = new Set(['relay_unavailable']);
 
 describe('seeded simulation', () => {
-  it(`converges after ${SCHEDULES} seeded schedules of faults, crashes, checkpoints and GC`, async () => {
-    await runSchedules(SCHEDULES, 'in memory', inMemory);
-  }, scaledTimeout());
+  it(
+    `converges after ${SCHEDULES} seeded schedules of faults, crashes, checkpoints and GC`,
+    async () => {
+      await runSchedules(SCHEDULES, 'in memory', inMemory);
+    },
+    scaledTimeout(),
+  );
 
-  it(`converges after ${FOLDER_SCHEDULES} seeded schedules on a real relay folder, each device stamping it with its own clock`, async () => {
-    await runSchedules(FOLDER_SCHEDULES, 'folder', () => DirRelayWorld.create(HORIZON_MS));
-  }, scaledTimeout());
+  it(
+    `converges after ${FOLDER_SCHEDULES} seeded schedules on a real relay folder, each device stamping it with its own clock`,
+    async () => {
+      await runSchedules(FOLDER_SCHEDULES, 'folder', () => DirRelayWorld.create(HORIZON_MS));
+    },
+    scaledTimeout(),
+  );
 
   // Schedules that once found a bug, replayed on every run: each fails on the code before its fix
   // (a change to how schedules are drawn turns them into ordinary random schedules).
@@ -54,7 +62,10 @@ describe('seeded simulation', () => {
     [805646883, 'a pump that rebased met a floor another device moved by restarting its chain, and could not rebase again'],
     [1738716845, 'a chain restarted above a base the relay held, lighter than the latest, which did not cover it'],
     [654764040, 'a start whose base was gone everywhere, with the relay out of reach, failed as though nothing could stand in for it'],
-    [72134455, 'two devices restarted their chains at once, each putting back a checkpoint without the other, and a device behind both could not rebase past them'],
+    [
+      72134455,
+      'two devices restarted their chains at once, each putting back a checkpoint without the other, and a device behind both could not rebase past them',
+    ],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });
@@ -63,9 +74,13 @@ describe('seeded simulation', () => {
 describe('seeded simulation on a Postgres relay', () => {
   const postgres = usePostgres();
 
-  it(`converges after ${POSTGRES_SCHEDULES} seeded schedules on a real Postgres relay`, async () => {
-    await runSchedules(POSTGRES_SCHEDULES, 'on Postgres', () => PgRelayWorld.create(postgres(), HORIZON_MS));
-  }, scaledTimeout());
+  it(
+    `converges after ${POSTGRES_SCHEDULES} seeded schedules on a real Postgres relay`,
+    async () => {
+      await runSchedules(POSTGRES_SCHEDULES, 'on Postgres', () => PgRelayWorld.create(postgres(), HORIZON_MS));
+    },
+    scaledTimeout(),
+  );
 });
 
 /** Runs `count` schedules from a fresh seed, or the one OPSYNC_SEED names, each on a world of its own. */
@@ -98,7 +113,10 @@ function forgedCheckpoint(heads: ReadonlyMap<string, unknown>, v2: boolean): Che
   const frontier = Object.fromEntries([...heads].sort(([a], [b]) => (a < b ? -1 : 1)));
   const body = { v: v2 ? 2 : 1, frontier, scopes: [], state_hash: new FoldState(coreCrypto).stateHash(), chunks: [] };
   const auth = v2 ? { publisher: [...heads.keys()][0]!, kid: 'k-0000000000000000', mac: '0'.repeat(64), sig: 'A'.repeat(86) } : {};
-  return { header: { ...body, checkpoint_hash: `ck-${coreCrypto.sha256Hex(canonicalize(body))}`, ...auth } as unknown as CheckpointHeaderJson, chunks: [] };
+  return {
+    header: { ...body, checkpoint_hash: `ck-${coreCrypto.sha256Hex(canonicalize(body))}`, ...auth } as unknown as CheckpointHeaderJson,
+    chunks: [],
+  };
 }
 
 async function simulate(seed: number, world: World): Promise<void> {
@@ -123,7 +141,9 @@ async function simulate(seed: number, world: World): Promise<void> {
     }
   };
   const start = async (name: string) => {
-    const session = await attempt(name, 'open', () => world.open(name, { relay: (relay) => net.wrap(relay), ...(keyless.has(name) ? { keys: [] } : {}) }));
+    const session = await attempt(name, 'open', () =>
+      world.open(name, { relay: (relay) => net.wrap(relay), ...(keyless.has(name) ? { keys: [] } : {}) }),
+    );
     if (session) live.set(name, session);
   };
   const importKey = async (name: string) => {
@@ -156,13 +176,16 @@ async function simulate(seed: number, world: World): Promise<void> {
       const [surface, payload] = randomOp(random);
       if (keyless.has(name)) continue;
       const result = await attempt(name, 'append on', () => live.get(name)!.append({ surface, payload, scope: 'personal' }));
-      if (result) appended.push({ op_id: result.op_id, device_id: live.get(name)!.device, hlc: result.hlc, scope: 'personal', surface, payload });
+      if (result)
+        appended.push({ op_id: result.op_id, device_id: live.get(name)!.device, hlc: result.hlc, scope: 'personal', surface, payload });
       if (result) heads.set(live.get(name)!.device, { seq: result.seq, op_id: result.op_id, hlc: result.hlc });
       log.push(`${step} append ${name} ${surface} → ${result ? `seq ${result.seq}` : 'failed'}`);
     } else if (roll < 0.6 && running.length > 0) {
       const chosen = running.filter(() => random() < 0.5);
       const reports = await Promise.all(chosen.map((name) => attempt(name, 'pump', () => live.get(name)!.pump())));
-      log.push(`${step} pump ${chosen.map((name, i) => `${name}${reports[i] ? (reports[i].rebased ? ' (rebased)' : '') : ' (failed)'}`).join(',')}`);
+      log.push(
+        `${step} pump ${chosen.map((name, i) => `${name}${reports[i] ? (reports[i].rebased ? ' (rebased)' : '') : ' (failed)'}`).join(',')}`,
+      );
     } else if (roll < 0.67 && running.length > 1) {
       const name = pick(running);
       world.crash(name);
@@ -204,14 +227,17 @@ async function simulate(seed: number, world: World): Promise<void> {
         const [faults, partitioned] = [net.faults, [...net.partitioned]];
         net.calm();
         for (const down of names.filter((other) => !live.has(other) && !late.has(other))) await start(down);
-        for (let round = 0; round < 2; round++) await Promise.all([...live.keys()].map((other) => attempt(other, 'pump', () => live.get(other)!.pump())));
+        for (let round = 0; round < 2; round++)
+          await Promise.all([...live.keys()].map((other) => attempt(other, 'pump', () => live.get(other)!.pump())));
         net.faults = faults;
         for (const device of partitioned) net.partitioned.add(device);
       }
       const session = live.get(name)!;
       const published = await attempt(name, 'checkpoint', () => session.checkpoint());
       const compacted = published ? await attempt(name, 'compact', () => session.compact()) : undefined;
-      log.push(`  → ${published?.checkpoint_hash?.slice(0, 11) ?? published?.reason ?? 'failed'}; ${compacted?.compacted ? `compacted onto ${compacted.base_checkpoint?.slice(0, 11)}` : (compacted?.reason ?? '-')}`);
+      log.push(
+        `  → ${published?.checkpoint_hash?.slice(0, 11) ?? published?.reason ?? 'failed'}; ${compacted?.compacted ? `compacted onto ${compacted.base_checkpoint?.slice(0, 11)}` : (compacted?.reason ?? '-')}`,
+      );
     } else if (roll < 0.93) {
       world.now += Math.floor(random() * 120_000);
       log.push(`${step} time ${world.now}`);
@@ -224,7 +250,13 @@ async function simulate(seed: number, world: World): Promise<void> {
       const waiting = [...keyless].filter((name) => live.has(name));
       if (waiting.length > 0) await importKey(pick(waiting));
     } else {
-      net.faults = { drop: random() * 0.3, lostResponse: random() * 0.3, delay: random() * 0.6, duplicate: random() * 0.4, reorder: random() };
+      net.faults = {
+        drop: random() * 0.3,
+        lostResponse: random() * 0.3,
+        delay: random() * 0.6,
+        duplicate: random() * 0.4,
+        reorder: random(),
+      };
       log.push(`${step} faults ${JSON.stringify(net.faults)}`);
     }
   }
@@ -251,7 +283,9 @@ async function simulate(seed: number, world: World): Promise<void> {
       // relay, concurrent pumps interleave by timing) is read from this message alone.
       const [mine, all] = [recordLines(session.state), recordLines(reference)];
       const differs = (from: Set<string>, other: Set<string>) => [...from].filter((line) => !other.has(line)).slice(0, 8);
-      const frontiers = sessions.map((other) => `${other.device}: ${JSON.stringify(other.status().journal_frontier)} base ${other.status().base_checkpoint ?? '-'}`);
+      const frontiers = sessions.map(
+        (other) => `${other.device}: ${JSON.stringify(other.status().journal_frontier)} base ${other.status().base_checkpoint ?? '-'}`,
+      );
       throw new Error(
         `${session.device} state hash differs from the reference fold\nmissing: ${differs(all, mine).join(' | ')}\nextra: ${differs(mine, all).join(' | ')}\n${frontiers.join('\n')}\nlast steps:\n${log.slice(-60).join('\n')}`,
       );
@@ -283,7 +317,10 @@ function randomOp(random: () => number): [Surface, JsonObject] {
     case 3:
       return ['conversation', { conversation_id: `c${value % 2}`, role: 'user', content: `m${value}`, timestamp: value }];
     case 4:
-      return ['intent', { id: `run-${key}`, agent_id: 'agent-1', epoch: value % 4, status: (['pending', 'committed', 'failed'] as const)[value % 3]! }];
+      return [
+        'intent',
+        { id: `run-${key}`, agent_id: 'agent-1', epoch: value % 4, status: (['pending', 'committed', 'failed'] as const)[value % 3]! },
+      ];
     default:
       return ['routing', { route: value }];
   }

@@ -25,7 +25,10 @@ async function lintProbe(relative: string, code: string, also?: [string, string]
 
 describe('architecture rules', () => {
   it('refuses an upward import between layers', async () => {
-    const messages = await lintProbe('src/oplog/zz-probe-layer.ts', "import { FoldState } from '../fold/fold-state.js';\nexport const probe = FoldState;\n");
+    const messages = await lintProbe(
+      'src/oplog/zz-probe-layer.ts',
+      "import { FoldState } from '../fold/fold-state.js';\nexport const probe = FoldState;\n",
+    );
     expect(messages.join('\n')).toContain('import-x/no-restricted-paths');
   });
 
@@ -41,7 +44,10 @@ describe('architecture rules', () => {
   });
 
   it('refuses relay code importing anything from src/ but oplog', async () => {
-    const messages = await lintProbe('relay/zz-probe-relay.ts', "import { Keyring } from '../src/crypto/keyring.js';\nexport const probe = Keyring;\n");
+    const messages = await lintProbe(
+      'relay/zz-probe-relay.ts',
+      "import { Keyring } from '../src/crypto/keyring.js';\nexport const probe = Keyring;\n",
+    );
     expect(messages.join('\n')).toContain('relay/ may import only');
   });
 
@@ -55,10 +61,7 @@ describe('architecture rules', () => {
   });
 
   it('refuses floating promises and any', async () => {
-    const messages = await lintProbe(
-      'src/crypto/zz-probe-promise.ts',
-      'export function probe(x: any): void {\n  Promise.resolve(x);\n}\n',
-    );
+    const messages = await lintProbe('src/crypto/zz-probe-promise.ts', 'export function probe(x: any): void {\n  Promise.resolve(x);\n}\n');
     const text = messages.join('\n');
     expect(text).toContain('no-floating-promises');
     expect(text).toContain('no-explicit-any');

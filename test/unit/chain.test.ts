@@ -32,7 +32,15 @@ describe('chain verification', () => {
 
   const cases: Array<[ChainErrorKind, (ops: OpRecord[], device: TestDevice) => OpRecord[], number]> = [
     ['id_mismatch', (ops) => [ops[0]!, { ...ops[1]!, payload: { id: 'forged' } }, ops[2]!], 1],
-    ['device_mismatch', (ops, d) => [ops[0]!, rehash(d, { ...ops[1]!, hlc: { ...ops[1]!.hlc, device_id: d.id === 'laptop' ? ('phone' as typeof d.id) : d.id } }), ops[2]!], 1],
+    [
+      'device_mismatch',
+      (ops, d) => [
+        ops[0]!,
+        rehash(d, { ...ops[1]!, hlc: { ...ops[1]!.hlc, device_id: d.id === 'laptop' ? ('phone' as typeof d.id) : d.id } }),
+        ops[2]!,
+      ],
+      1,
+    ],
     ['duplicate_seq', (ops) => [ops[0]!, ops[1]!, ops[1]!, ops[2]!], 2],
     ['seq_gap', (ops) => [ops[0]!, ops[2]!], 1],
     ['prev_mismatch', (ops, d) => [ops[0]!, rehash(d, { ...ops[1]!, prev: ops[1]!.op_id })], 1],

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { anchorTail } from '../../src/checkpoint/anchor.js';
-import { assembleCheckpoint, CHUNK_TEXT, headerToJson, parseCheckpointHeader, restoreCheckpoint, type CheckpointHeader, type PlainCheckpoint } from '../../src/checkpoint/checkpoint.js';
+import {
+  assembleCheckpoint,
+  CHUNK_TEXT,
+  headerToJson,
+  parseCheckpointHeader,
+  restoreCheckpoint,
+  type CheckpointHeader,
+  type PlainCheckpoint,
+} from '../../src/checkpoint/checkpoint.js';
 import { generateDeviceKey } from '../../src/crypto/device-key.js';
 import { Keyring } from '../../src/crypto/keyring.js';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
@@ -30,7 +38,12 @@ function frontierOf(ops: readonly OpRecord[]): Map<DeviceId, ChainHead> {
   return frontier;
 }
 
-const publisher: Publisher = { device: 'laptop' as DeviceId, deviceKey: generateDeviceKey(), keyring: new Keyring([PERSONAL_KEY]), crypto: coreCrypto };
+const publisher: Publisher = {
+  device: 'laptop' as DeviceId,
+  deviceKey: generateDeviceKey(),
+  keyring: new Keyring([PERSONAL_KEY]),
+  crypto: coreCrypto,
+};
 
 const specs = Array.from({ length: 120 }, (_, i) => ({ device: i % 3, advance: i % 2, kind: i % 10, key: i % 4, value: i % 6 }));
 const ops = materialize(specs);
@@ -61,7 +74,10 @@ describe('checkpoint', () => {
 
   it('refuses a chunk that does not match its digest', () => {
     const checkpoint = assembleCheckpoint(foldAll(ops), frontierOf(ops), coreCrypto);
-    const tampered: PlainCheckpoint = { ...checkpoint, chunks: [checkpoint.chunks[0]!.replace('"v":1', '"v":9'), ...checkpoint.chunks.slice(1)] };
+    const tampered: PlainCheckpoint = {
+      ...checkpoint,
+      chunks: [checkpoint.chunks[0]!.replace('"v":1', '"v":9'), ...checkpoint.chunks.slice(1)],
+    };
     expect(() => restoreCheckpoint(tampered, coreCrypto)).toThrow(expect.objectContaining({ code: 'checkpoint_invalid' }));
   });
 
@@ -102,7 +118,17 @@ describe('checkpoint authentication (a relay that holds no key)', () => {
       ['no personal key of ours', cutCheckpoint(foldAll(ops), frontierOf(ops), stranger).header, /not a personal key/],
       ['the empty state with the real MAC', { ...empty, auth }, /MAC does not verify/],
       ['another publisher named', { ...cut, auth: { ...auth, publisher: 'mallory' as DeviceId } }, /MAC does not verify/],
-      ['a signature of another key', { ...cut, auth: { ...auth, sig: cutCheckpoint(foldAll(ops), frontierOf(ops), { ...publisher, deviceKey: generateDeviceKey() }).header.auth!.sig } }, /signature does not verify/],
+      [
+        'a signature of another key',
+        {
+          ...cut,
+          auth: {
+            ...auth,
+            sig: cutCheckpoint(foldAll(ops), frontierOf(ops), { ...publisher, deviceKey: generateDeviceKey() }).header.auth!.sig,
+          },
+        },
+        /signature does not verify/,
+      ],
     ];
     for (const [what, header, reason] of cases) expect(headerProblem(header, publisher.keyring, keys, coreCrypto), what).toMatch(reason);
   });
@@ -111,15 +137,21 @@ describe('checkpoint authentication (a relay that holds no key)', () => {
     const big = cutCheckpoint(foldAll(ops), frontierOf(ops), publisher).file;
     const other = cutCheckpoint(foldAll(ops.slice(0, 60)), frontierOf(ops.slice(0, 60)), publisher).file;
     const trust = (header: CheckpointHeader) => headerProblem(header, publisher.keyring, keys, coreCrypto);
-    const open = (file: CheckpointFile) => openCheckpoint({ header: file.header, chunks: iterate(file.chunks) }, publisher.keyring, coreCrypto, trust);
+    const open = (file: CheckpointFile) =>
+      openCheckpoint({ header: file.header, chunks: iterate(file.chunks) }, publisher.keyring, coreCrypto, trust);
     expect((await open(big)).state.stateHash()).toBe(foldAll(ops).stateHash());
-    await expect(open({ header: big.header, chunks: [other.chunks[0]!, ...big.chunks.slice(1)] })).rejects.toMatchObject({ code: 'decrypt_failed' });
+    await expect(open({ header: big.header, chunks: [other.chunks[0]!, ...big.chunks.slice(1)] })).rejects.toMatchObject({
+      code: 'decrypt_failed',
+    });
   });
 
   it('digests chunks with a key: the same plaintext under two scope keys gives unrelated digests, neither its SHA-256', () => {
     const state = foldAll(ops);
     const mine = cutCheckpoint(state, frontierOf(ops), publisher).header.chunks[0]!.digest;
-    const theirs = cutCheckpoint(state, frontierOf(ops), { ...publisher, keyring: new Keyring([scopeKeyFromBytes('personal', new Uint8Array(32).fill(9))]) }).header.chunks[0]!.digest;
+    const theirs = cutCheckpoint(state, frontierOf(ops), {
+      ...publisher,
+      keyring: new Keyring([scopeKeyFromBytes('personal', new Uint8Array(32).fill(9))]),
+    }).header.chunks[0]!.digest;
     const plain = assembleCheckpoint(state, frontierOf(ops), coreCrypto);
     expect(mine).not.toBe(theirs);
     expect(mine).not.toBe(plain.header.chunks[0]!.digest);
@@ -162,7 +194,12 @@ describe('roster, stable frontier and compaction plan', () => {
 
   it('takes the minimum of what active devices acked', () => {
     const roster = withStatus([entry(a, 100, { [a]: 9, [b]: 4 }), entry(b, 100, { [a]: 6, [b]: 8 })], new Map(), 200, 30 * DAY);
-    expect(stableFrontier(roster)).toEqual(new Map([[a, 6], [b, 4]]));
+    expect(stableFrontier(roster)).toEqual(
+      new Map([
+        [a, 6],
+        [b, 4],
+      ]),
+    );
   });
 
   it('stops counting a device silent past the eviction horizon', () => {

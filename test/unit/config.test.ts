@@ -50,6 +50,8 @@ describe('where the relay folder may be', () => {
     await mkdir(join(dataDir, 'shared'), { recursive: true });
     await symlink(join(dataDir, 'shared'), join(root, 'relay-link'));
     expect(() => parseStartArgs(['--data-dir', dataDir, '--relay', join(root, 'relay-link')], {})).toThrow(/inside the data directory/);
-    expect(() => parseStartArgs(['--data-dir', join(root, 'relay-link', 'nested'), '--relay', dataDir], {})).toThrow(/inside the relay folder/);
+    expect(() => parseStartArgs(['--data-dir', join(root, 'relay-link', 'nested'), '--relay', dataDir], {})).toThrow(
+      /inside the relay folder/,
+    );
   });
 });

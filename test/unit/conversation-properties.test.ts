@@ -27,7 +27,13 @@ const text = fc.integer({ min: 0, max: TEXTS.length - 1 });
 
 const action: fc.Arbitrary<Action> = fc.oneof(
   fc.record({ kind: fc.constantFrom('user' as const, 'assistant' as const, 'system' as const), device, advance, text }),
-  fc.record({ kind: fc.constant('calls' as const), device, advance, text, ids: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 3 }) }),
+  fc.record({
+    kind: fc.constant('calls' as const),
+    device,
+    advance,
+    text,
+    ids: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 3 }),
+  }),
   fc.record({ kind: fc.constant('result' as const), device, advance, text, id: fc.integer({ min: 0, max: 6 }) }),
 );
 
@@ -115,8 +121,12 @@ describe('resume properties over two devices writing one conversation, delivered
           // Every call answered in the transcript carries its first recorded result.
           const called = new Set(onA.flatMap((t) => (t.tool_calls ?? []).map((c) => c.id)));
           const firstResult = new Map<string, string>();
-          for (const t of onA) if (t.role === 'tool' && called.has(t.tool_use_id!) && !firstResult.has(t.tool_use_id!)) firstResult.set(t.tool_use_id!, t.content);
-          expect(resultsOf(request.messages)).toEqual(new Map([...called].map((id) => [id, firstResult.get(id) ?? expect.stringMatching(/interrupted/)])));
+          for (const t of onA)
+            if (t.role === 'tool' && called.has(t.tool_use_id!) && !firstResult.has(t.tool_use_id!))
+              firstResult.set(t.tool_use_id!, t.content);
+          expect(resultsOf(request.messages)).toEqual(
+            new Map([...called].map((id) => [id, firstResult.get(id) ?? expect.stringMatching(/interrupted/)])),
+          );
 
           const out = textsOf(request.messages);
           for (const role of ['user', 'assistant'] as const) {
@@ -132,7 +142,8 @@ describe('resume properties over two devices writing one conversation, delivered
 
 function callIds(message: JsonObject): string[] {
   if (Array.isArray(message.tool_calls)) return (message.tool_calls as JsonObject[]).map((c) => c.id as string);
-  if (Array.isArray(message.content)) return (message.content as JsonObject[]).filter((b) => b.type === 'tool_use').map((b) => b.id as string);
+  if (Array.isArray(message.content))
+    return (message.content as JsonObject[]).filter((b) => b.type === 'tool_use').map((b) => b.id as string);
   return [];
 }
 

@@ -40,14 +40,26 @@ function fired(counts: Record<RepairRule, number>): Partial<Record<RepairRule, n
 describe('resume repair rules (proposals/conversation.md), one test per rule', () => {
   it('a well-formed conversation passes through unchanged, with no rule firing', () => {
     const { repaired, anthropic, openai } = resume(
-      transcript(['system', 'Be brief.'], ['user', 'Weather in Oslo?'], ['assistant', 'Checking.', { tool_calls: [call('toolu_1', 'weather')] }], ['tool', '3°C, rain', { tool_use_id: 'toolu_1' }], ['assistant', 'Cold and wet.']),
+      transcript(
+        ['system', 'Be brief.'],
+        ['user', 'Weather in Oslo?'],
+        ['assistant', 'Checking.', { tool_calls: [call('toolu_1', 'weather')] }],
+        ['tool', '3°C, rain', { tool_use_id: 'toolu_1' }],
+        ['assistant', 'Cold and wet.'],
+      ),
     );
     expect(fired(repaired.repairs)).toEqual({});
     expect(anthropic).toEqual({
       system: 'Be brief.',
       messages: [
         { role: 'user', content: 'Weather in Oslo?' },
-        { role: 'assistant', content: [{ type: 'text', text: 'Checking.' }, { type: 'tool_use', id: 'toolu_1', name: 'weather', input: { q: 'toolu_1' } }] },
+        {
+          role: 'assistant',
+          content: [
+            { type: 'text', text: 'Checking.' },
+            { type: 'tool_use', id: 'toolu_1', name: 'weather', input: { q: 'toolu_1' } },
+          ],
+        },
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: '3°C, rain' }] },
         { role: 'assistant', content: 'Cold and wet.' },
       ],
@@ -55,14 +67,20 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
     expect(openai.messages).toEqual([
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'Weather in Oslo?' },
-      { role: 'assistant', content: 'Checking.', tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'weather', arguments: '{"q":"toolu_1"}' } }] },
+      {
+        role: 'assistant',
+        content: 'Checking.',
+        tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'weather', arguments: '{"q":"toolu_1"}' } }],
+      },
       { role: 'tool', tool_call_id: 'toolu_1', content: '3°C, rain' },
       { role: 'assistant', content: 'Cold and wet.' },
     ]);
   });
 
   it('dangling_call_completed: a call with no result gets a synthetic error result right after its assistant turn', () => {
-    const { repaired, anthropic, openai } = resume(transcript(['user', 'Deploy it.'], ['assistant', '', { tool_calls: [call('call_1', 'deploy')] }], ['user', 'Are you there?']));
+    const { repaired, anthropic, openai } = resume(
+      transcript(['user', 'Deploy it.'], ['assistant', '', { tool_calls: [call('call_1', 'deploy')] }], ['user', 'Are you there?']),
+    );
     expect(fired(repaired.repairs)).toEqual({ dangling_call_completed: 1 });
     expect(anthropic.messages[2]).toEqual({
       role: 'user',
@@ -72,7 +90,11 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
       ],
     });
     expect(openai.messages.slice(1, 4)).toEqual([
-      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'deploy', arguments: '{"q":"call_1"}' } }] },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'deploy', arguments: '{"q":"call_1"}' } }],
+      },
       { role: 'tool', tool_call_id: 'call_1', content: INTERRUPTED_RESULT },
       { role: 'user', content: 'Are you there?' },
     ]);
@@ -80,7 +102,9 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
   });
 
   it('orphan_result_dropped: a tool result whose call is nowhere in the transcript is dropped', () => {
-    const { repaired, anthropic } = resume(transcript(['tool', 'stale output', { tool_use_id: 'call_9' }], ['user', 'Hi'], ['assistant', 'Hello']));
+    const { repaired, anthropic } = resume(
+      transcript(['tool', 'stale output', { tool_use_id: 'call_9' }], ['user', 'Hi'], ['assistant', 'Hello']),
+    );
     expect(fired(repaired.repairs)).toEqual({ orphan_result_dropped: 1 });
     expect(JSON.stringify(anthropic)).not.toContain('stale output');
   });
@@ -120,11 +144,35 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
   });
 
   it('same_role_merged: turns typed at once on two devices become one message each, in order', () => {
-    const { repaired, anthropic, openai } = resume(transcript(['user', 'From the laptop'], ['user', 'From the phone'], ['assistant', 'One'], ['assistant', 'Two', { tool_calls: [call('call_1')] }], ['tool', 'ok', { tool_use_id: 'call_1' }]));
+    const { repaired, anthropic, openai } = resume(
+      transcript(
+        ['user', 'From the laptop'],
+        ['user', 'From the phone'],
+        ['assistant', 'One'],
+        ['assistant', 'Two', { tool_calls: [call('call_1')] }],
+        ['tool', 'ok', { tool_use_id: 'call_1' }],
+      ),
+    );
     expect(fired(repaired.repairs)).toEqual({ same_role_merged: 2 });
-    expect(anthropic.messages[0]).toEqual({ role: 'user', content: [{ type: 'text', text: 'From the laptop' }, { type: 'text', text: 'From the phone' }] });
-    expect(anthropic.messages[1]!.content).toEqual([{ type: 'text', text: 'One' }, { type: 'text', text: 'Two' }, { type: 'tool_use', id: 'call_1', name: 'search', input: { q: 'call_1' } }]);
-    expect(openai.messages[0]).toEqual({ role: 'user', content: [{ type: 'text', text: 'From the laptop' }, { type: 'text', text: 'From the phone' }] });
+    expect(anthropic.messages[0]).toEqual({
+      role: 'user',
+      content: [
+        { type: 'text', text: 'From the laptop' },
+        { type: 'text', text: 'From the phone' },
+      ],
+    });
+    expect(anthropic.messages[1]!.content).toEqual([
+      { type: 'text', text: 'One' },
+      { type: 'text', text: 'Two' },
+      { type: 'tool_use', id: 'call_1', name: 'search', input: { q: 'call_1' } },
+    ]);
+    expect(openai.messages[0]).toEqual({
+      role: 'user',
+      content: [
+        { type: 'text', text: 'From the laptop' },
+        { type: 'text', text: 'From the phone' },
+      ],
+    });
   });
 
   it('boundary_inserted: a list that would start with the assistant starts with a user turn', () => {
@@ -138,7 +186,9 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
   });
 
   it('system_hoisted: system turns become the system prompt, in order, wherever they were', () => {
-    const { repaired, anthropic, openai } = resume(transcript(['system', 'First rule.'], ['user', 'Hi'], ['system', 'Second rule.'], ['assistant', 'Hello']));
+    const { repaired, anthropic, openai } = resume(
+      transcript(['system', 'First rule.'], ['user', 'Hi'], ['system', 'Second rule.'], ['assistant', 'Hello']),
+    );
     expect(fired(repaired.repairs)).toEqual({ system_hoisted: 1 });
     expect(anthropic.system).toBe('First rule.\n\nSecond rule.');
     expect(anthropic.messages.map((m) => m.role)).toEqual(['user', 'assistant']);
@@ -146,7 +196,9 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
   });
 
   it('blank_dropped: whitespace-only turns add nothing (the API refuses empty text)', () => {
-    const { repaired, anthropic } = resume(transcript(['user', 'Hi'], ['user', '  \n'], ['assistant', ''], ['system', ' '], ['assistant', 'Hello']));
+    const { repaired, anthropic } = resume(
+      transcript(['user', 'Hi'], ['user', '  \n'], ['assistant', ''], ['system', ' '], ['assistant', 'Hello']),
+    );
     expect(fired(repaired.repairs)).toEqual({ blank_dropped: 3 });
     expect(anthropic.messages).toHaveLength(2);
     expect(anthropic.system).toBeUndefined();
@@ -170,8 +222,21 @@ describe('resume repair rules (proposals/conversation.md), one test per rule', (
           { role: 'assistant', content: [{ type: 'text', text: ' ' }] },
         ],
       }),
-    ).toEqual(expect.arrayContaining([expect.stringMatching(/expected user/), expect.stringMatching(/characters the API refuses/), expect.stringMatching(/empty text/)]));
-    expect(openAIProblems({ messages: [{ role: 'user', content: 'x' }, { role: 'tool', tool_call_id: 'c', content: 'r' }] })).toHaveLength(1);
+    ).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/expected user/),
+        expect.stringMatching(/characters the API refuses/),
+        expect.stringMatching(/empty text/),
+      ]),
+    );
+    expect(
+      openAIProblems({
+        messages: [
+          { role: 'user', content: 'x' },
+          { role: 'tool', tool_call_id: 'c', content: 'r' },
+        ],
+      }),
+    ).toHaveLength(1);
   });
 });
 

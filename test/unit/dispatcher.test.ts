@@ -10,10 +10,15 @@ import { object } from '../../src/rpc/schema.js';
  */
 describe('answers that cannot be sent', () => {
   const errors: string[] = [];
-  const method = (name: string, result: () => unknown) => defineMethod({ name, summary: name, params: object({}), result: resultObject({}), handler: result });
+  const method = (name: string, result: () => unknown) =>
+    defineMethod({ name, summary: name, params: object({}), result: resultObject({}), handler: result });
   const dispatcher = new Dispatcher(
     [
-      method('test.huge', () => ({ toJSON: () => { throw new RangeError('Invalid string length'); } })),
+      method('test.huge', () => ({
+        toJSON: () => {
+          throw new RangeError('Invalid string length');
+        },
+      })),
       method('test.bigint', () => ({ n: 10n })),
       method('test.fine', () => ({ ok: true })),
     ],
@@ -24,7 +29,10 @@ describe('answers that cannot be sent', () => {
 
   it('answers answer_too_large for one past the string limit, naming what to do', async () => {
     const answer = JSON.parse((await dispatcher.handle(JSON.stringify(call('test.huge', 1)), connection))!) as unknown;
-    expect(answer).toMatchObject({ id: 1, error: { code: -32072, data: { code: 'answer_too_large' }, message: expect.stringContaining('ask for less') as unknown } });
+    expect(answer).toMatchObject({
+      id: 1,
+      error: { code: -32072, data: { code: 'answer_too_large' }, message: expect.stringContaining('ask for less') as unknown },
+    });
   });
 
   it('answers an internal error for one that is not JSON, and logs it', async () => {
@@ -35,7 +43,11 @@ describe('answers that cannot be sent', () => {
 
   it('keeps the other answers of a batch', async () => {
     const text = JSON.stringify([call('test.fine', 3), call('test.huge', 4), call('test.fine', 5)]);
-    const answers = JSON.parse((await dispatcher.handle(text, connection))!) as Array<{ id: number; result?: unknown; error?: { code: number } }>;
+    const answers = JSON.parse((await dispatcher.handle(text, connection))!) as Array<{
+      id: number;
+      result?: unknown;
+      error?: { code: number };
+    }>;
     expect(answers.map((a) => [a.id, a.result ?? a.error!.code])).toEqual([
       [3, { ok: true }],
       [4, -32072],

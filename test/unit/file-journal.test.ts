@@ -102,7 +102,10 @@ describe('file journal recovery', () => {
     const record = lines[2]!.slice(9).replace('"k1"', '"kX"');
     lines[2] = `${crc32(record).toString(16).padStart(8, '0')} ${record}`;
     await writeFile(path, lines.join('\n'));
-    await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_corrupt', message: expect.stringContaining('line 3 is corrupt: device laptop seq 1: op_id is not the hash') as unknown });
+    await expect(reopen(path)).rejects.toMatchObject({
+      code: 'journal_corrupt',
+      message: expect.stringContaining('line 3 is corrupt: device laptop seq 1: op_id is not the hash') as unknown,
+    });
   });
 
   it('refuses a journal written for another device', async () => {
@@ -114,12 +117,17 @@ describe('file journal recovery', () => {
     const path = join(await tempDir(), 'journal.log');
     const header = JSON.stringify({ opsync_journal: 99, device_id: 'laptop' });
     await writeFile(path, `${crc32(header).toString(16).padStart(8, '0')} ${header}\n`);
-    await expect(FileJournal.open(path, laptop, () => {})).rejects.toMatchObject({ code: 'journal_version', message: expect.stringContaining('version 99') as unknown });
+    await expect(FileJournal.open(path, laptop, () => {})).rejects.toMatchObject({
+      code: 'journal_version',
+      message: expect.stringContaining('version 99') as unknown,
+    });
   });
 
   it('opens though another process holds the abstract socket name a lock would have without its secret (another user squatting it)', async () => {
     const { path } = await journalWith(1);
-    const predictable = `\0opsync-lock-${createHash('sha256').update(join(await realpath(dirname(path)), 'journal.log.lock')).digest('hex')}`;
+    const predictable = `\0opsync-lock-${createHash('sha256')
+      .update(join(await realpath(dirname(path)), 'journal.log.lock'))
+      .digest('hex')}`;
     const squatter = createServer();
     await new Promise<void>((resolve) => squatter.listen(predictable, resolve));
     try {
@@ -142,10 +150,19 @@ describe('file journal recovery', () => {
     try {
       const identity = (await identityOf(other.pid!))!;
       await writeFile(`${path}.lock`, JSON.stringify({ ...identity, host: hostname() }));
-      await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_locked', message: expect.stringContaining(`process ${other.pid}`) as unknown });
-      await writeFile(`${path}.lock`, JSON.stringify({ pid: other.pid!, started: `${identity.started!.split('/')[0]}/1`, host: hostname() }));
+      await expect(reopen(path)).rejects.toMatchObject({
+        code: 'journal_locked',
+        message: expect.stringContaining(`process ${other.pid}`) as unknown,
+      });
+      await writeFile(
+        `${path}.lock`,
+        JSON.stringify({ pid: other.pid!, started: `${identity.started!.split('/')[0]}/1`, host: hostname() }),
+      );
       expect((await reopen(path)).entries).toHaveLength(1);
-      await writeFile(`${path}.lock`, JSON.stringify({ pid: other.pid!, started: `an-earlier-boot/${identity.started!.split('/')[1]}`, host: hostname() }));
+      await writeFile(
+        `${path}.lock`,
+        JSON.stringify({ pid: other.pid!, started: `an-earlier-boot/${identity.started!.split('/')[1]}`, host: hostname() }),
+      );
       expect((await reopen(path)).entries).toHaveLength(1);
     } finally {
       other.kill('SIGKILL');
@@ -169,9 +186,15 @@ describe('file journal recovery', () => {
       await writeFile(`${path}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname() }));
       const children = Array.from({ length: 4 }, () => spawnLines(childScript('journal-hold'), [path, 'laptop']));
       try {
-        const outcomes = await Promise.all(children.map(async (child) => JSON.parse(await child.waitForLine(() => true)) as { ok: boolean; code?: string }));
+        const outcomes = await Promise.all(
+          children.map(async (child) => JSON.parse(await child.waitForLine(() => true)) as { ok: boolean; code?: string }),
+        );
         expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(1);
-        expect(outcomes.filter((outcome) => !outcome.ok).map((outcome) => outcome.code)).toEqual(['journal_locked', 'journal_locked', 'journal_locked']);
+        expect(outcomes.filter((outcome) => !outcome.ok).map((outcome) => outcome.code)).toEqual([
+          'journal_locked',
+          'journal_locked',
+          'journal_locked',
+        ]);
       } finally {
         for (const child of children) child.process.stdin!.end();
         await Promise.all(children.map((child) => child.exited));
@@ -224,7 +247,10 @@ describe('a line longer than any journal line (damage, such as a run of garbage)
     const { path } = await journalWith(3);
     const lines = (await readFile(path, 'utf8')).split('\n');
     await writeFile(path, [...lines.slice(0, 3), GARBAGE.toString('latin1'), ...lines.slice(3)].join('\n'));
-    await expect(reopen(path)).rejects.toMatchObject({ code: 'journal_corrupt', message: expect.stringContaining(`${path} line 4`) as unknown });
+    await expect(reopen(path)).rejects.toMatchObject({
+      code: 'journal_corrupt',
+      message: expect.stringContaining(`${path} line 4`) as unknown,
+    });
   });
 });
 

@@ -43,7 +43,9 @@ describe('fold tiers', () => {
     const fromB = b.op('conversation', turn);
     const fromA = a.op('conversation', turn);
     const state = foldAll(fromB, fromA, fromB);
-    expect(state.conversation('c1').map((r) => r.op_id)).toEqual([fromA, fromB].sort((x, y) => (x.op_id < y.op_id ? -1 : 1)).map((o) => o.op_id));
+    expect(state.conversation('c1').map((r) => r.op_id)).toEqual(
+      [fromA, fromB].sort((x, y) => (x.op_id < y.op_id ? -1 : 1)).map((o) => o.op_id),
+    );
     expect(state.conversation('c1')).toHaveLength(2);
   });
 
@@ -56,7 +58,13 @@ describe('fold tiers', () => {
   it('keeps the winning op id, stamp, device and payload on every record', () => {
     const { a } = devices();
     const op = a.op('registry:tools', { id: 'grep', v: 1 });
-    expect(foldAll(op).record('registry:tools', 'grep')).toEqual({ op_id: op.op_id, hlc: op.hlc, device_id: op.device_id, scope: 'personal', payload: op.payload });
+    expect(foldAll(op).record('registry:tools', 'grep')).toEqual({
+      op_id: op.op_id,
+      hlc: op.hlc,
+      device_id: op.device_id,
+      scope: 'personal',
+      payload: op.payload,
+    });
   });
 
   it('counts and skips a peer op whose payload misses a required field, on every device alike', () => {
@@ -102,12 +110,15 @@ describe('intent ledger', () => {
     const byB = intent(b, 'run-1', 2, 'committed');
     setA(500);
     const zombie = intent(a, 'run-1', 1, 'committed');
-    for (const order of [[byB, zombie], [zombie, byB]]) {
+    for (const order of [
+      [byB, zombie],
+      [zombie, byB],
+    ]) {
       expect(foldAll(...order).run('agent-1', 'run-1')).toMatchObject({ status: 'committed', op_id: byB.op_id, device_id: 'device-b' });
     }
   });
 
-  it('keeps runs of different agents apart: one agent committing run r1 leaves another agent\'s r1 alone', () => {
+  it("keeps runs of different agents apart: one agent committing run r1 leaves another agent's r1 alone", () => {
     const { a, b } = devices();
     const state = foldAll(intent(a, 'r1', 1, 'committed', 'agent-x'), intent(b, 'r1', 1, 'pending', 'agent-y'));
     expect(state.run('agent-x', 'r1')?.status).toBe('committed');

@@ -57,7 +57,12 @@ describe('golden fixtures (format versions 1 and 2)', () => {
     const [header, ...chunks] = (await readFile(fixture('checkpoint-v2.jsonl'), 'utf8')).trim().split('\n');
     const publicKeyOf = (device: string) => (device === f.publisher ? (f.public_key as string) : null);
     const trust = (parsed: CheckpointHeader) => headerProblem(parsed, keyring, publicKeyOf, coreCrypto);
-    const opened = await openCheckpoint({ header: JSON.parse(header!) as CheckpointHeaderJson, chunks: iterate(chunks) }, keyring, coreCrypto, trust);
+    const opened = await openCheckpoint(
+      { header: JSON.parse(header!) as CheckpointHeaderJson, chunks: iterate(chunks) },
+      keyring,
+      coreCrypto,
+      trust,
+    );
     expect(opened.header.v).toBe(2);
     expect(opened.state.stateHash()).toBe(opened.header.state_hash);
     expect(opened.state.run('agent-1', 'run-1')?.status).toBe('committed');

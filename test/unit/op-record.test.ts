@@ -32,12 +32,20 @@ describe('op record', () => {
 });
 
 describe('surfaces, scopes and ids', () => {
-  it.each(['conversation', 'knowledge', 'skill', 'trajectory', 'run', 'routing', 'declagent', 'intent', 'registry:tools', 'registry:a_b-9'])(
-    'accepts the surface %s',
-    (surface) => {
-      expect(parseSurface(surface)).toBe(surface);
-    },
-  );
+  it.each([
+    'conversation',
+    'knowledge',
+    'skill',
+    'trajectory',
+    'run',
+    'routing',
+    'declagent',
+    'intent',
+    'registry:tools',
+    'registry:a_b-9',
+  ])('accepts the surface %s', (surface) => {
+    expect(parseSurface(surface)).toBe(surface);
+  });
 
   it.each(['Knowledge', 'registry:', 'registry:UPPER', 'registry:a/b', 'registry:' + 'x'.repeat(65), '', 'notes'])(
     'refuses the surface %j instead of defaulting it',

@@ -119,9 +119,15 @@ describe('session', () => {
   it('refuses a bad payload, an oversize payload and a scope without a key, and writes nothing', async () => {
     const world = new World();
     const a = await world.open('device-a');
-    await expect(a.append({ surface: 'knowledge', payload: { text: 'no id' }, scope: 'personal' })).rejects.toMatchObject({ code: 'invalid_payload' });
-    await expect(a.append({ surface: 'knowledge', payload: { id: 'x', text: 'y'.repeat(1_100_000) }, scope: 'personal' })).rejects.toMatchObject({ code: 'payload_too_large' });
-    await expect(a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: { org: 'acme' } })).rejects.toMatchObject({ code: 'key_missing' });
+    await expect(a.append({ surface: 'knowledge', payload: { text: 'no id' }, scope: 'personal' })).rejects.toMatchObject({
+      code: 'invalid_payload',
+    });
+    await expect(
+      a.append({ surface: 'knowledge', payload: { id: 'x', text: 'y'.repeat(1_100_000) }, scope: 'personal' }),
+    ).rejects.toMatchObject({ code: 'payload_too_large' });
+    await expect(a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: { org: 'acme' } })).rejects.toMatchObject({
+      code: 'key_missing',
+    });
     expect(world.journals.entries('device-a')).toHaveLength(0);
     expect((await a.append({ surface: 'knowledge', payload: { id: 'x' }, scope: 'personal' })).seq).toBe(0);
   });
@@ -201,7 +207,7 @@ describe('session', () => {
     expect(again.status().base_checkpoint).toBe(published.checkpoint_hash);
   });
 
-  it('never compacts onto a member\'s signed checkpoint that loses a record: it keeps its history and counts the refusal', async () => {
+  it("never compacts onto a member's signed checkpoint that loses a record: it keeps its history and counts the refusal", async () => {
     const world = new World();
     const a = await world.open('device-a');
     const b = await world.open('device-b');
@@ -216,9 +222,17 @@ describe('session', () => {
       frontier.set(entry.op.device_id, { seq: entry.op.seq, op_id: entry.op.op_id, hlc: entry.op.hlc });
       if (entry.plain?.id !== 'k1') state.apply({ ...entry.op, payload: entry.plain! });
     }
-    const publisher = { device: a.device, deviceKey: world.deviceKeyOf('device-a'), keyring: world.keyringOf('device-a'), crypto: coreCrypto };
+    const publisher = {
+      device: a.device,
+      deviceKey: world.deviceKeyOf('device-a'),
+      keyring: world.keyringOf('device-a'),
+      crypto: coreCrypto,
+    };
     await world.relays.connect(a.device).putCheckpoint(cutCheckpoint(state, frontier, publisher).file);
-    expect(await b.compact()).toMatchObject({ compacted: false, reason: expect.stringMatching(/not what this device folds from its own journal/) as unknown });
+    expect(await b.compact()).toMatchObject({
+      compacted: false,
+      reason: expect.stringMatching(/not what this device folds from its own journal/) as unknown,
+    });
     expect(b.stats.counters.checkpoints_refused).toBe(1);
     await b.close();
     expect((await world.open('device-b')).status().counts.records).toBe(3);
@@ -231,8 +245,14 @@ describe('session', () => {
     await a.pump();
     // The journal loses an op under the running session (edited by hand, a backup restored over it).
     const journal = world.journals.entries('device-a') as JournalEntry[];
-    journal.splice(journal.findIndex((entry) => entry.kind === 'op' && entry.op.seq === 0), 1);
-    expect(await a.checkpoint()).toMatchObject({ published: false, reason: expect.stringContaining('does not match its journal') as unknown });
+    journal.splice(
+      journal.findIndex((entry) => entry.kind === 'op' && entry.op.seq === 0),
+      1,
+    );
+    expect(await a.checkpoint()).toMatchObject({
+      published: false,
+      reason: expect.stringContaining('does not match its journal') as unknown,
+    });
     expect(await a.compact()).toMatchObject({ compacted: false, reason: 'the relay holds no checkpoint this device can authenticate' });
   });
 
@@ -330,7 +350,7 @@ describe('session', () => {
     expect(again.state.stateHash()).toBe(b.state.stateHash());
   });
 
-  it('puts its base back on a relay that lost it merged with the relay\'s latest checkpoint, so a device behind both can sync', async () => {
+  it("puts its base back on a relay that lost it merged with the relay's latest checkpoint, so a device behind both can sync", async () => {
     const world = new World();
     const empty = world.backupRelay();
     const c = await world.open('device-c');
@@ -369,7 +389,13 @@ describe('session', () => {
     // Another device collects right after each checkpoint put: a base put back on the relay,
     // covering less than the two checkpoints after it, would be gone again before the restart.
     let collector: Relay | null = null;
-    const { world, a, b, write } = await worldPastItsBase((relay) => Object.assign(Object.create(relay) as Relay, { putCheckpoint: async (file: CheckpointFile) => ((await relay.putCheckpoint(file)) && (await collector?.gc({ verified: parseFrontier(file.header.frontier) ?? new Map(), authentic: () => true }), true)) }));
+    const { world, a, b, write } = await worldPastItsBase((relay) =>
+      Object.assign(Object.create(relay) as Relay, {
+        putCheckpoint: async (file: CheckpointFile) =>
+          (await relay.putCheckpoint(file)) &&
+          (await collector?.gc({ verified: parseFrontier(file.header.frontier) ?? new Map(), authentic: () => true }), true),
+      }),
+    );
     collector = world.relays.connect(b.device);
     await write(a, ['a3']);
 
@@ -419,7 +445,9 @@ describe('session', () => {
     let pulls = 0;
     // device-c's second pull waits for device-a's pump, which restarts a's chain above a checkpoint.
     const racing = (relay: Relay) =>
-      Object.assign(Object.create(relay) as Relay, { pull: async (...args: Parameters<Relay['pull']>) => (++pulls === 2 && (await a!.pump()), relay.pull(...args)) });
+      Object.assign(Object.create(relay) as Relay, {
+        pull: async (...args: Parameters<Relay['pull']>) => (++pulls === 2 && (await a!.pump()), relay.pull(...args)),
+      });
     const { b, c, ...rest } = await worldRestoredUnderSharedBase(racing);
     a = rest.a;
     // c pulls b's chain from its start: truncated, it rebases onto b's checkpoint. Then a's chain
@@ -440,7 +468,8 @@ describe('session', () => {
     let racing = false;
     const late = (relay: Relay) =>
       Object.assign(Object.create(relay) as Relay, {
-        latestCheckpoint: (...args: Parameters<Relay['latestCheckpoint']>) => (racing ? Promise.resolve(null) : relay.latestCheckpoint(...args)),
+        latestCheckpoint: (...args: Parameters<Relay['latestCheckpoint']>) =>
+          racing ? Promise.resolve(null) : relay.latestCheckpoint(...args),
         putCheckpoint: (file: CheckpointFile) => ((racing = false), relay.putCheckpoint(file)),
       });
     const a = await world.open('device-a');
@@ -518,7 +547,9 @@ describe('session', () => {
     // The relay says the base is gone, then drops the request for the latest checkpoint. A start
     // that cannot ask is not one that has nothing to ask for: it is named as the relay being out of reach.
     const dropping = (relay: Relay) =>
-      Object.assign(Object.create(relay) as Relay, { latestCheckpoint: () => Promise.reject(new OpsyncError('relay_unavailable', 'The relay is out of reach: the request was dropped.')) });
+      Object.assign(Object.create(relay) as Relay, {
+        latestCheckpoint: () => Promise.reject(new OpsyncError('relay_unavailable', 'The relay is out of reach: the request was dropped.')),
+      });
     await expect(world.open('device-a', { relay: dropping })).rejects.toMatchObject({ code: 'relay_unavailable' });
     const back = await world.open('device-a');
     expect(back.status().base_checkpoint).toBe((await world.relays.connect(b.device).latestCheckpoint())!.checkpoint_hash);
@@ -581,7 +612,9 @@ describe('session', () => {
     world.crash('device-c');
     const again = await world.open('device-c', { relay: (relay) => unreachableWhileDown(relay, link) });
     expect(again.status().base_checkpoint).toBe(base);
-    await expect(again.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).rejects.toMatchObject({ code: 'relay_unavailable' });
+    await expect(again.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).rejects.toMatchObject({
+      code: 'relay_unavailable',
+    });
     link.down = false;
     expect((await again.append({ surface: 'knowledge', payload: { id: 'mine' }, scope: 'personal' })).seq).toBe(0);
     // The relay then loses the checkpoint, and the device is killed: its copy is what it starts from.
@@ -657,7 +690,9 @@ function unreachableWhileDown(relay: Relay, link: { down: boolean; only?: readon
       if (typeof value !== 'function' || ['anomalies', 'close'].includes(String(property))) return value;
       if (link.only && !link.only.includes(String(property))) return value;
       return (...args: unknown[]) =>
-        link.down ? Promise.reject(new OpsyncError('relay_unavailable', 'The relay cannot be reached.')) : (value as (...a: unknown[]) => unknown).apply(target, args);
+        link.down
+          ? Promise.reject(new OpsyncError('relay_unavailable', 'The relay cannot be reached.'))
+          : (value as (...a: unknown[]) => unknown).apply(target, args);
     },
   });
 }
@@ -685,7 +720,9 @@ describe('live sync', () => {
     const unwatchable = (relay: Relay): Relay =>
       new Proxy(relay, {
         get: (target, property, receiver) =>
-          property === 'watch' ? () => Promise.reject(new Error('ENOSPC: System limit for number of file watchers reached')) : (Reflect.get(target, property, receiver) as unknown),
+          property === 'watch'
+            ? () => Promise.reject(new Error('ENOSPC: System limit for number of file watchers reached'))
+            : (Reflect.get(target, property, receiver) as unknown),
       });
     const a = await world.open('device-a');
     const b = await world.open('device-b', { relay: unwatchable, log });
@@ -757,7 +794,9 @@ describe('starting while the relay cannot be reached', () => {
     await clone.append({ surface: 'knowledge', payload: { id: 'forked' }, scope: 'personal' });
     link.down = false;
     await expect(clone.pump()).rejects.toMatchObject({ code: 'device_cloned' });
-    await expect(clone.append({ surface: 'knowledge', payload: { id: 'more' }, scope: 'personal' })).rejects.toMatchObject({ code: 'device_cloned' });
+    await expect(clone.append({ surface: 'knowledge', payload: { id: 'more' }, scope: 'personal' })).rejects.toMatchObject({
+      code: 'device_cloned',
+    });
     const other = await world.open('device-b');
     await other.pump();
     expect(other.state.record('knowledge', 'y')).toBeDefined();

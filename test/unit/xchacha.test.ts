@@ -8,7 +8,8 @@ const nonce = fc.uint8Array({ minLength: 24, maxLength: 24 });
 const bytes = fc.uint8Array({ maxLength: 600 });
 
 /** Inputs at any offset of a larger buffer, as Buffer slices of a pool arrive. */
-const offset = (arb: fc.Arbitrary<Uint8Array>) => fc.tuple(arb, fc.nat(7)).map(([b, at]) => Uint8Array.from([...new Uint8Array(at), ...b]).subarray(at));
+const offset = (arb: fc.Arbitrary<Uint8Array>) =>
+  fc.tuple(arb, fc.nat(7)).map(([b, at]) => Uint8Array.from([...new Uint8Array(at), ...b]).subarray(at));
 
 describe('XChaCha20-Poly1305 (HChaCha20 from noble, AEAD from OpenSSL)', () => {
   it('seals byte for byte as noble xchacha20poly1305 does, and each opens the other', () => {
@@ -41,9 +42,14 @@ describe('XChaCha20-Poly1305 (HChaCha20 from noble, AEAD from OpenSSL)', () => {
     fc.assert(
       fc.property(key, nonce, bytes, bytes, fc.nat(), fc.constantFrom('sealed', 'nonce', 'key', 'aad'), (k, n, aad, plain, at, where) => {
         const sealed = xchachaSeal(k, n, aad, plain);
-        const inputs = { sealed: Uint8Array.from(sealed), nonce: Uint8Array.from(n), key: Uint8Array.from(k), aad: Uint8Array.from([...aad, 0]) };
+        const inputs = {
+          sealed: Uint8Array.from(sealed),
+          nonce: Uint8Array.from(n),
+          key: Uint8Array.from(k),
+          aad: Uint8Array.from([...aad, 0]),
+        };
         const target = inputs[where];
-        target[at % target.length]! ^= 1 << at % 8;
+        target[at % target.length]! ^= 1 << (at % 8);
         expect(xchachaOpen(inputs.key, inputs.nonce, where === 'aad' ? inputs.aad : aad, inputs.sealed)).toBeNull();
       }),
       { numRuns: 300 },
