@@ -1,5 +1,5 @@
 // Lint is part of `npm test`. It enforces the architecture mechanically:
-//  - layers inside src/ import downward only (design §1), and nothing imports in a cycle;
+//  - layers inside src/ import downward only (README.md §Layout and specs), and nothing imports in a cycle;
 //  - the pure core imports no Node module, no I/O library, and reads no clock or randomness;
 //  - relay/ sees only src/oplog (record types and chain checks);
 //  - no floating promises, no `any`, no console outside the CLI.
@@ -23,7 +23,7 @@ const layers = [
   ['cli'],
 ];
 
-/** Pure core: no I/O, no clock, no randomness (design §1, style 2). */
+/** Pure core: no I/O, no clock, no randomness (README.md §Layout and specs). */
 const pureCore = ['src/util', 'src/oplog', 'src/fold', 'src/checkpoint', 'src/conversation'];
 /** The pure files of layers that also hold adapters. */
 const pureFiles = ['src/lease/lease-rules.ts', 'src/lease/fence.ts'];
@@ -34,7 +34,7 @@ const layerZones = layers.flatMap((group, index) => {
   return group.map((name) => ({
     target: `./src/${name}`,
     from: higher.map((h) => `./src/${h}`),
-    message: `src/${name} sits below these layers and may not import them (design §1 layering).`,
+    message: `src/${name} sits below these layers and may not import them (README.md §Layout and specs).`,
   }));
 });
 
@@ -42,7 +42,7 @@ const relayZone = {
   target: './relay',
   from: './src',
   except: ['./oplog'],
-  message: 'relay/ may import only record types and chain checks from src/oplog (design §1).',
+  message: 'relay/ may import only record types and chain checks from src/oplog (README.md §Layout and specs).',
 };
 
 const ioModules = ['node:*', 'fs', 'path', 'os', 'crypto', 'child_process', 'ws', 'pg', 'chokidar', 'pino', 'uuid'];
@@ -73,7 +73,7 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ioModules, message: 'The pure core does no I/O: inject a port instead (design §1).' }] },
+        { patterns: [{ group: ioModules, message: 'The pure core does no I/O: inject a port instead (README.md §Layout and specs).' }] },
       ],
       'no-restricted-globals': [
         'error',

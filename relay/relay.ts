@@ -180,6 +180,3 @@ export interface Covering {
   readonly device: DeviceId;
   readonly seq: number;
 }
-
-/** The frontier of a stored checkpoint header, as the relay needs it for GC and "latest". */
-export type CheckpointFrontier = Frontier;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `opsync` command (design §10). Every failure ends in one sentence on stderr and a
+ * The `opsync` command (proposals/daemon.md §CLI). Every failure ends in one sentence on stderr and a
  * non-zero exit: 1 for an error, 2 for a usage mistake.
  */
 import { readFile } from 'node:fs/promises';

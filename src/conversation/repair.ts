@@ -4,7 +4,7 @@ import type { ToolCall, Turn } from './turn.js';
 export type TurnFields = Pick<Turn, 'role' | 'content' | 'tool_calls' | 'tool_use_id' | 'is_error'>;
 
 /**
- * The resume repair (design §6, proposals/conversation.md): turns in (hlc, op_id) order in, a
+ * The resume repair (proposals/conversation.md §Repair rules): turns in (hlc, op_id) order in, a
  * message list every provider accepts out. A pure function of the turn list, so devices that
  * folded the same op-set resume identically. Each rule counts how often it fired.
  *

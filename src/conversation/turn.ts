@@ -10,7 +10,7 @@ export interface ToolCall {
   readonly input: JsonObject;
 }
 
-/** One recorded turn of a conversation, as `sync.transcript` returns it (design §6). */
+/** One recorded turn of a conversation, as `sync.transcript` returns it (proposals/conversation.md §Turns). */
 export interface Turn {
   readonly op_id: OpId;
   readonly hlc: Hlc;

@@ -8,7 +8,7 @@ import { DEFAULT_SESSION_OPTIONS } from '../session/session.js';
 import { realOrNearest } from './real-path.js';
 
 /**
- * `opsync start` configuration (design §10). Every value is untrusted: a bad one is refused with
+ * `opsync start` configuration (proposals/daemon.md §Start). Every value is untrusted: a bad one is refused with
  * one sentence naming the flag (`config_invalid`), before anything starts.
  */
 export interface DaemonConfig {

@@ -32,7 +32,7 @@ import { leaseDirFor } from './lease-place.js';
 export const VERSION = '0.1.0';
 
 /**
- * The composition root (style 12): the only place that builds the real adapters and wires them
+ * The composition root (proposals/daemon.md §Composition): the only place that builds the real adapters and wires them
  * together. Everything it starts, `close()` stops: the RPC server and its sockets, the session
  * (journal flushed, watcher closed) and the relay.
  */

@@ -14,7 +14,7 @@ export interface FoldOp {
   readonly payload: JsonObject;
 }
 
-/** A folded record keeps its winning op's id, stamp, device, scope and payload (design §3). */
+/** A folded record keeps its winning op's id, stamp, device, scope and payload (proposals/fold.md §Rule). */
 export interface FoldedRecord {
   readonly op_id: OpId;
   readonly hlc: Hlc;

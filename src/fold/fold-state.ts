@@ -32,7 +32,7 @@ export interface Page<T> {
 }
 
 /**
- * The materialized state: a pure function of the op-set (design §3, proposals/fold.md).
+ * The materialized state: a pure function of the op-set (proposals/fold.md).
  *
  * | tier     | surfaces                               | rule                                            |
  * |----------|----------------------------------------|-------------------------------------------------|

@@ -3,7 +3,7 @@ import type { DeviceId } from '../oplog/ids.js';
 import { isLive, type LeaseRecord } from './lease-rules.js';
 
 /**
- * The dispatch fence (design §7): may this device perform run `run_id` of an agent at `epoch`?
+ * The dispatch fence (proposals/leases.md §Fence): may this device perform run `run_id` of an agent at `epoch`?
  * Checked in this order, and only `proceed` allows the side effect:
  *
  * 1. the run is already committed → `already_committed`, whatever the epoch. The committed

@@ -2,7 +2,7 @@ import type { AgentId, DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../oplog/opsync-error.js';
 
 /**
- * Execution leases (design §7, proposals/leases.md): the rules every coordinator applies, as pure
+ * Execution leases (proposals/leases.md §Lease rules): the rules every coordinator applies, as pure
  * functions of the stored record and the coordinator's clock. Backends differ only in how they
  * make "read the record, apply a rule, write the result" atomic.
  *

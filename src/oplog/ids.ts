@@ -35,11 +35,6 @@ export function isOpId(value: unknown): value is OpId {
   return isCharsetString(value, LOWER_HEX, 64, 'op-');
 }
 
-export function parseOpId(value: unknown, field = 'op_id'): OpId {
-  if (isOpId(value)) return value;
-  throw invalidId(field, value, '"op-" followed by 64 lowercase hex digits');
-}
-
 export function isNameId(value: unknown): value is string {
   return typeof value === 'string' && NAME_ID.test(value);
 }
@@ -58,11 +53,6 @@ export function parseConversationId(value: unknown, field = 'conversation_id'): 
 
 export function isEpoch(value: unknown): value is Epoch {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-}
-
-export function parseEpoch(value: unknown, field = 'epoch'): Epoch {
-  if (isEpoch(value)) return value;
-  throw new OpsyncError('invalid_params', `${field} must be a non-negative integer.`, { field });
 }
 
 function parseNameId(value: unknown, field: string): string {

@@ -11,7 +11,7 @@ import { defineMethod, resultObject, type MethodSpec } from './method.js';
 import { integer, nameId, object, oneOf, optional, parsed, required, string } from './schema.js';
 
 /**
- * Conversations (design §6, proposals/conversation.md): record turns, read the transcript in
+ * Conversations (proposals/conversation.md §Methods): record turns, read the transcript in
  * (hlc, op_id) order, and resume as a provider-valid message list.
  */
 const conversationId = nameId(parseConversationId);

@@ -2,7 +2,7 @@ import { isOpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
 import type { JsonObject } from '../util/json.js';
 
 /**
- * The one mapping from named failures to JSON-RPC errors (style 5; proposals/rpc.md §Errors).
+ * The one mapping from named failures to JSON-RPC errors (proposals/rpc.md §Errors).
  * Bad parameters use the standard -32602; everything else a documented code in -32000..-32099.
  * The compiler checks that every ErrorCode has a number.
  */

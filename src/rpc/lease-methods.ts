@@ -8,7 +8,7 @@ import { defineMethod, resultObject, type MethodSpec } from './method.js';
 import { integer, nameId, object, oneOf, required } from './schema.js';
 
 /**
- * Leases, the intent ledger and the dispatch fence (design §7, proposals/leases.md). A host calls
+ * Leases, the intent ledger and the dispatch fence (proposals/leases.md §Protocol). A host calls
  * `lease.acquire`, then `sync.fence_check` right before the side effect, and
  * `sync.record_intent(committed)` after it.
  */

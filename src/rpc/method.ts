@@ -2,7 +2,7 @@ import type { JsonObject } from '../util/json.js';
 import type { ObjectSchema } from './schema.js';
 
 /**
- * A typed RPC method descriptor (style 6): name, parameter schema, result description and
+ * A typed RPC method descriptor (proposals/rpc.md §Methods): name, parameter schema, result description and
  * handler, in one place. The dispatcher serves these and rpc.discover documents them.
  */
 export interface MethodSpec<P = unknown> {

@@ -12,7 +12,7 @@ import type { Connection } from './method.js';
 
 /**
  * JSON-RPC over WebSocket: the server the daemon exposes and the client the CLI, the demo and
- * the tests use. The only module that imports `ws` (style 6).
+ * the tests use. The only module that imports `ws` (proposals/rpc.md §Transport).
  *
  * - listens on host:port (port 0 picks one) or a Unix socket path;
  * - refuses the upgrade with 401 unless `Authorization: Bearer <token>` matches, so no method

@@ -8,7 +8,7 @@ import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { groupBy } from '../util/group.js';
 
 /**
- * What a device accepts from a pull (design §5 pump steps "verify chains, signatures and skew"):
+ * What a device accepts from a pull (proposals/session.md §Pump: verify chains, signatures and skew):
  * per device, the ops that continue its chain from this device's head, authenticated by the
  * registered key, not too far in the future, decrypted where a key opens them. Nothing here
  * writes: the caller journals `accepted` durably before folding or acking it.

@@ -35,8 +35,8 @@ export interface MendingDeps {
 }
 
 /**
- * What a device does when the relay lost or damaged what it was given (design §11: the relay is
- * untrusted storage, and this device still holds its own ops and its checkpoint copies):
+ * What a device does when the relay lost or damaged what it was given (the relay is untrusted
+ * storage, and this device still holds its own ops and its checkpoint copies):
  * queue lost ops again, push damaged ranges again, put damaged checkpoints back, and restart its
  * chain on the relay above its base checkpoint when its journal was compacted past what the
  * relay lacks (proposals/session.md §A relay that lost this device's ops).

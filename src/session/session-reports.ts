@@ -6,7 +6,7 @@ import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';
 import type { Quarantined } from './intake.js';
 
-/** What a session is asked, and what it answers: the shapes behind the `sync.*` methods (design §9). */
+/** What a session is asked, and what it answers: the shapes behind the `sync.*` methods (proposals/rpc.md §Methods). */
 
 export interface AppendInput {
   readonly surface: Surface;
@@ -85,7 +85,7 @@ export interface SessionStatus {
   /**
    * How far this device's stamps run ahead of its wall clock (0 normally). Past `maxSkewMs`,
    * peers quarantine its new ops until their clocks get there: its clock was set ahead once, and
-   * stamps never go back (design §2).
+   * stamps never go back (proposals/op-record.md §HLC).
    */
   readonly clock_ahead_ms: number;
 }

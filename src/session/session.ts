@@ -12,7 +12,7 @@ import type { BaseEntry, Journal, JournalEntry, JournalVisitor, OpEntry } from '
 import { JournalVerifier } from '../journal/journal-verifier.js';
 import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import { frontierToJson, parseFrontier, seqFrontierToJson, type Frontier } from '../oplog/frontier.js';
+import { frontierToJson, parseFrontier, seqFrontierToJson, seqsOf, type Frontier } from '../oplog/frontier.js';
 import { compareHlc, HlcClock, type Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { rememberRecordText, type ChainHead, type OpRecord } from '../oplog/op-record.js';
@@ -47,7 +47,7 @@ import type {
 import { SessionStats } from './session-stats.js';
 
 export interface SessionOptions {
-  /** Remote ops stamped further than this ahead of local wall time are quarantined (design §2). */
+  /** Remote ops stamped further than this ahead of local wall time are quarantined (proposals/op-record.md §HLC). */
   readonly maxSkewMs: number;
   /** Ops per pull page. */
   readonly pullPageSize: number;
@@ -129,7 +129,7 @@ const ACK_REFRESH_MS = 60_000;
 const RECENT_REJECTIONS = 16;
 
 /**
- * One device's sync engine (design §5): appends, the pump, checkpoints, compaction and rebase
+ * One device's sync engine (proposals/session.md): appends, the pump, checkpoints, compaction and rebase
  * over a journal and a relay. The daemon puts it behind JSON-RPC; tests and the simulation
  * drive it directly.
  *
@@ -192,7 +192,7 @@ export class Session {
   private opsSinceCheckpoint = 0;
   /** `ownSeq` when the previous background pump ended: a burst of appends defers maintenance. */
   private ownSeqAtLastPump = -1;
-  /** performance.now() before which automatic maintenance is not retried after it could not publish. */
+  /** Wall time (`deps.now`) before which automatic maintenance is not retried after it could not publish. */
   private maintenanceRetryAt = 0;
 
   private constructor(private readonly deps: SessionDeps) {
@@ -344,7 +344,7 @@ export class Session {
     return this.openHeld();
   }
 
-  /** One pump round (design §5): durable → push → pull → verify → journal → fold → ack. */
+  /** One pump round (proposals/session.md §Pump): durable → push → pull → verify → journal → fold → ack. */
   pump(): Promise<PumpReport> {
     return this.locked(() => this.pumpLocked(true));
   }
@@ -395,7 +395,7 @@ export class Session {
   }
 
   /**
-   * Folds held ops that a newly imported key opens (design §8). Returns how many were folded.
+   * Folds held ops that a newly imported key opens (proposals/envelope.md §Keys). Returns how many were folded.
    * Their journal entries keep `plain: null`; a restart decrypts them again while loading.
    */
   openHeld(): Promise<number> {
@@ -818,8 +818,10 @@ export class Session {
    * `rosterRefreshMs` ago; `force` reads it regardless (an op from a device not yet known).
    */
   private async refreshRoster(force: boolean): Promise<void> {
-    const now = performance.now();
-    if (!force && this.roster && now - this.rosterReadAt < this.options.rosterRefreshMs) return;
+    // Through the injected clock, as every decision is; a clock set back counts as due.
+    const now = this.deps.now();
+    const age = now - this.rosterReadAt;
+    if (!force && this.roster && age >= 0 && age < this.options.rosterRefreshMs) return;
     this.roster = await this.deps.relay.roster();
     this.rosterReadAt = now;
     for (const entry of this.roster.entries) this.keys.set(entry.device_id, entry.public_key);
@@ -1047,9 +1049,7 @@ export class Session {
    */
   private async mismatch(header: CheckpointHeaderJson, frontier: Frontier): Promise<string | null> {
     const ahead = [...this.heads].some(([device, head]) => head.seq > (frontier.get(device)?.seq ?? -1));
-    const mine = ahead
-      ? await this.foldCut(new Map([...frontier].map(([device, head]) => [device, head.seq])))
-      : { state: this.fold, frontier: this.heads };
+    const mine = ahead ? await this.foldCut(seqsOf(frontier)) : { state: this.fold, frontier: this.heads };
     const differs =
       [...frontier].find(([device, head]) => mine.frontier.get(device)?.op_id !== head.op_id)?.[0] ??
       (mine.state.stateHash() !== header.state_hash ? 'the state hash' : null);
@@ -1090,7 +1090,13 @@ export class Session {
     const every = this.options.autoCheckpointOps;
     if (!this.livePumps.isLive || every === 0 || this.opsSinceCheckpoint < every) return;
     if (!quiet && this.opsSinceCheckpoint < OVERDUE * every) this.livePumps.later(QUIET_CHECK_MS);
-    else if (performance.now() >= this.maintenanceRetryAt) await this.maintainLocked();
+    else if (this.maintenanceDue()) await this.maintainLocked();
+  }
+
+  /** Whether maintenance may be tried again: its retry time passed, or the clock was set back past when it was set. */
+  private maintenanceDue(): boolean {
+    const now = this.deps.now();
+    return now >= this.maintenanceRetryAt || now < this.maintenanceRetryAt - MAINTENANCE_RETRY_MS;
   }
 
   private async maintainLocked(): Promise<void> {
@@ -1100,7 +1106,7 @@ export class Session {
       await this.compactLocked();
       return;
     }
-    this.maintenanceRetryAt = performance.now() + MAINTENANCE_RETRY_MS;
+    this.maintenanceRetryAt = this.deps.now() + MAINTENANCE_RETRY_MS;
     this.deps.log?.info({ reason: published.reason }, 'no automatic checkpoint yet');
   }
 
@@ -1136,7 +1142,7 @@ export class Session {
   }
 
   /**
-   * Rebase (design §5): adopt the relay's latest checkpoint as the base. The journal keeps every
+   * Rebase (proposals/session.md §Rebase): adopt the relay's latest checkpoint as the base. The journal keeps every
    * op above the checkpoint's frontier — own ops it does not cover, which still chain onto its
    * head, and remote ops already held above it (so acks never go back) — behind a base marker,
    * and the state becomes the checkpoint's state plus those ops. A checkpoint that covers some
@@ -1264,7 +1270,7 @@ export class Session {
     if (this.closed) throw new OpsyncError('session_closed', 'The session is closed.');
   }
 
-  /** A failed journal write leaves the file's state unknown: stop accepting work (design §4). */
+  /** A failed journal write leaves the file's state unknown: stop accepting work (proposals/session.md §Journal failure). */
   private fail(error: unknown): OpsyncError {
     if (this.failure) return this.failure;
     this.failure = isOpsyncError(error) ? error : new OpsyncError('journal_failed', `The journal failed: ${(error as Error).message}.`);

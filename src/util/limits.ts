@@ -1,5 +1,5 @@
 /**
- * Every external input has a limit (design §11). The values are chosen so that a real
+ * Every external input has a limit (proposals/threat-model.md, proposals/rpc.md §Requests). The values are chosen so that a real
  * conversation turn or knowledge record fits with room to spare, while one client or peer
  * cannot make the daemon hold unbounded memory for a single request.
  */

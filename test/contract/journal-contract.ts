@@ -9,7 +9,7 @@ export interface JournalHarness {
   open(visit?: (entry: JournalEntry) => void): Promise<Journal>;
 }
 
-/** The journal port's guarantees, run against every implementation (style 1). */
+/** The journal port's guarantees, run against every implementation (proposals/journal.md). */
 export function runJournalContract(name: string, setup: () => Promise<JournalHarness>): void {
   describe(`journal contract: ${name}`, () => {
     const device = () => new TestDevice('laptop', 1);

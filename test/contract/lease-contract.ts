@@ -15,7 +15,7 @@ const B = 'device-b' as DeviceId;
 let agents = 0;
 const agent = () => `agent-${process.pid}-${agents++}` as AgentId;
 
-/** The coordinator port's guarantees (design §7), run against every backend. */
+/** The coordinator port's guarantees (proposals/leases.md §Coordinators and why each is linearizable), run against every backend. */
 export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness>): void {
   describe(`lease contract: ${name}`, () => {
     async function withCoordinator(test: (c: LeaseCoordinator, h: LeaseHarness) => Promise<void>): Promise<void> {

@@ -19,7 +19,7 @@ function frontierJson(op: OpRecord): JsonObject {
   return { [op.device_id]: { seq: op.seq, op_id: op.op_id, hlc: { ...op.hlc } } };
 }
 
-/** The relay port's guarantees, run against every backend (style 1, design §5). */
+/** The relay port's guarantees, run against every backend (proposals/relay.md §Port). */
 export function runRelayContract(name: string, setup: () => Promise<RelayHarness>): void {
   describe(`relay contract: ${name}`, () => {
     async function joined(harness: RelayHarness, id: string, seed: number) {

@@ -8,7 +8,7 @@ const tempDir = useTempDirs();
 
 /**
  * A journal write that fails (a full disk; here a real EFBIG from `ulimit -f`) leaves the file's
- * state unknown (design §4): the daemon must not answer an op it could not make durable, must
+ * state unknown (proposals/session.md §Journal failure): the daemon must not answer an op it could not make durable, must
  * refuse every append after it by name, must keep serving reads, and must restart whole.
  */
 describe('a daemon whose journal cannot be written', () => {

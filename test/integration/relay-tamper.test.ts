@@ -13,7 +13,7 @@ import { useTempDirs } from '../helpers/temp-dir.js';
 const tempDir = useTempDirs();
 
 /**
- * The relay directory is untrusted input (design §5, §11). Device "writer" pushes three
+ * The relay directory is untrusted input (proposals/relay.md §Untrusted input). Device "writer" pushes three
  * segments, device "clean" one; the folder is then tampered with, and a fresh device "reader"
  * must reject or ignore the damage, report it by kind, and still sync every valid op.
  */

@@ -6,7 +6,7 @@ import { object } from '../../src/rpc/schema.js';
 import { startRpcServer, type RpcServer } from '../../src/rpc/ws-transport.js';
 
 /**
- * A client that stops reading must not make the daemon hold unbounded memory (design §11):
+ * A client that stops reading must not make the daemon hold unbounded memory (proposals/rpc.md §Transport):
  * its requests wait while its answers are unread, and its notifications coalesce. Real
  * sockets; small limits so the test is quick.
  */

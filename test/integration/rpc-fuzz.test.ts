@@ -7,7 +7,7 @@ import { useTempDirs } from '../helpers/temp-dir.js';
 const tempDir = useTempDirs();
 
 /**
- * Every RPC param is untrusted (design §11): whatever a client sends to whatever method, the
+ * Every RPC param is untrusted (proposals/rpc.md §Requests): whatever a client sends to whatever method, the
  * daemon answers with a JSON-RPC response for that id — a result or a named error — and no
  * input reaches an unexpected exception (`internal_errors` stays 0). One real daemon.
  */

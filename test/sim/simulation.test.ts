@@ -17,7 +17,7 @@ import { PERSONAL_KEY, World } from '../helpers/world.js';
 import { Network } from './faulty-relay.js';
 
 /**
- * Seeded simulation (design §3, §5; style 8): 3 to 5 devices sync through a relay behind a
+ * Seeded simulation (proposals/session.md, proposals/fold.md): 3 to 5 devices sync through a relay behind a
  * network that drops, loses, delays, duplicates and reorders, partitions devices, while devices
  * crash (keeping only their journal) and restart, join late, clocks are set back, the relay is
  * restored from older backups, devices lack the key until they import it, and checkpoints,
