@@ -34,7 +34,7 @@ import {
   writeFileDurable,
 } from './durable-fs.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
-import { ackRegression, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import { assertAcksMonotone, concurrentWriter, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import {
   checkpointHead,
   collectableThrough,
@@ -396,10 +396,7 @@ export class DirectoryRelay implements Relay {
       if (!device) throw notRegistered(this.self);
       await this.assertOwnFolders();
       const current = this.ownAck ?? (await this.readAck(this.self)) ?? { acked: new Map<DeviceId, number>(), lastSeenMs: device.addedMs };
-      for (const [of, seq] of acked) {
-        const was = current.acked.get(of) ?? -1;
-        if (seq < was) throw ackRegression(this.self, of, was, seq);
-      }
+      assertAcksMonotone(this.self, current.acked, acked);
       const next = { acked: new Map([...current.acked, ...acked]), lastSeenMs: this.now() };
       const text = JSON.stringify({ opsync_ack: 1, acked: seqFrontierToJson(next.acked), last_seen_ms: next.lastSeenMs }) + '\n';
       // An ack lost in a crash is harmless: it only makes the stable frontier lag until the next one.

@@ -5,7 +5,7 @@ import { canonicalRecord, type ChainHead, type OpRecord } from '../src/oplog/op-
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkpointFileBytes } from './checkpoint-files.js';
 import { checkRestartAnchor, planPush } from './push-rules.js';
-import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import {
   type CheckpointFile,
   type Covering,
@@ -161,10 +161,7 @@ export class MemoryRelay implements Relay {
     await Promise.resolve();
     const record = this.store.devices.get(this.self);
     if (!record) throw notRegistered(this.self);
-    for (const [device, seq] of acked) {
-      const was = record.acked.get(device) ?? -1;
-      if (seq < was) throw ackRegression(this.self, device, was, seq);
-    }
+    assertAcksMonotone(this.self, record.acked, acked);
     for (const [device, seq] of acked) record.acked.set(device, seq);
     record.lastSeenMs = this.store.now();
   }

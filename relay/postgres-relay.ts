@@ -6,7 +6,7 @@ import { canonicalRecord, headOf, parseOpRecord, type ChainHead, type OpRecord }
 import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
 import { checkRestartAnchor, isOwnSigned, planPush } from './push-rules.js';
-import { ackRegression, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
 import { MAX_CHUNK_LINE_BYTES } from './checkpoint-files.js';
 import { MAX_JSON_FILE_BYTES } from './durable-fs.js';
 import {
@@ -225,10 +225,7 @@ export class PostgresRelay implements Relay {
       ]);
       if (!rows[0]) throw notRegistered(this.self);
       const current = parseSeqFrontier(rows[0].acked) ?? new Map<DeviceId, number>();
-      for (const [of, seq] of acked) {
-        const was = current.get(of) ?? -1;
-        if (seq < was) throw ackRegression(this.self, of, was, seq);
-      }
+      assertAcksMonotone(this.self, current, acked);
       const next = seqFrontierToJson(new Map([...current, ...acked]));
       await client.query(`UPDATE opsync_devices SET acked = $2, last_seen_ms = COALESCE($3, ${NOW_MS}) WHERE device_id = $1`, [
         this.self,

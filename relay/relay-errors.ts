@@ -11,7 +11,15 @@ export function frontierTruncated(device: DeviceId, since: number, floor: number
   );
 }
 
-export function ackRegression(device: DeviceId, of: DeviceId, was: number, offered: number): OpsyncError {
+/** Acks are monotone: refuses `acked` when it names a lower seq of some device than `current` holds. */
+export function assertAcksMonotone(device: DeviceId, current: ReadonlyMap<DeviceId, number>, acked: ReadonlyMap<DeviceId, number>): void {
+  for (const [of, seq] of acked) {
+    const was = current.get(of) ?? -1;
+    if (seq < was) throw ackRegression(device, of, was, seq);
+  }
+}
+
+function ackRegression(device: DeviceId, of: DeviceId, was: number, offered: number): OpsyncError {
   return new OpsyncError(
     'relay_ack_regression',
     `Device ${device} acked seq ${offered} of ${of} after acking ${was}: acks never go back.`,

@@ -1,5 +1,4 @@
 import { anchorTail } from '../checkpoint/anchor.js';
-import { planCompaction } from '../checkpoint/compaction.js';
 import type { DeviceKey } from '../crypto/device-key.js';
 import { openPayload } from '../crypto/envelope.js';
 import { inlineMinter, type MinterStart, type OpMinter } from '../crypto/op-minter.js';
@@ -1024,7 +1023,6 @@ export class Session {
       if (mismatch) return { compacted: false, reason: mismatch };
       await this.bases.copyVerified(hash);
     }
-    const plan = planCompaction(frontier, (await relay.roster()).entries);
     await this.gate.hold(async () => {
       await this.lastDurable;
       await this.journal.rewrite({
@@ -1034,7 +1032,8 @@ export class Session {
     });
     this.bases.rebased({ hash, frontier }, true);
     await this.bases.prune();
-    const { droppedOps } = plan.ok ? await relay.gc({ verified: frontier, authentic: this.authority.authentic }) : { droppedOps: 0 };
+    // The relay collects only what every active device acked as well (the stable frontier).
+    const { droppedOps } = await relay.gc({ verified: frontier, authentic: this.authority.authentic });
     this.stats.counters.compactions++;
     this.deps.log?.info({ checkpoint_hash: hash, relay_dropped_ops: droppedOps }, 'compacted the journal');
     return { compacted: true, base_checkpoint: hash, relay_dropped_ops: droppedOps };

@@ -17,7 +17,6 @@ import { cutCheckpoint, openCheckpoint, type Publisher } from '../../src/session
 import { iterate } from '../../src/session/checkpoint-store.js';
 import type { CheckpointFile } from '../../relay/relay.js';
 import { PERSONAL_KEY } from '../helpers/world.js';
-import { planCompaction } from '../../src/checkpoint/compaction.js';
 import { FoldState } from '../../src/fold/fold-state.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
@@ -180,7 +179,7 @@ describe('anchoring a tail to a checkpoint', () => {
   });
 });
 
-describe('roster, stable frontier and compaction plan', () => {
+describe('roster and stable frontier', () => {
   const DAY = 86_400_000;
   const a = 'device-a' as DeviceId;
   const b = 'device-b' as DeviceId;
@@ -215,15 +214,5 @@ describe('roster, stable frontier and compaction plan', () => {
     expect(behind[1]!.status).toBe('evicted');
     const caughtUp = withStatus([entry(a, 100, { [a]: 9 }), entry(b, 100, { [a]: 7 })], floor, 100, 30 * DAY);
     expect(caughtUp[1]!.status).toBe('active');
-  });
-
-  it('refuses to compact while an active device has not acked the checkpoint, naming it', () => {
-    const device = new TestDevice('device-a', 1);
-    const head = device.op('knowledge', { id: 'x' });
-    const frontier = new Map([[a, { seq: head.seq, op_id: head.op_id, hlc: head.hlc }]]);
-    const lagging = withStatus([entry(a, 100, { [a]: 0 }), entry(b, 100, {})], new Map(), 100, 30 * DAY);
-    expect(planCompaction(frontier, lagging)).toEqual({ ok: false, behind: b, device: a, acked: -1, required: 0 });
-    const done = withStatus([entry(a, 100, { [a]: 0 }), entry(b, 100, { [a]: 0 })], new Map(), 100, 30 * DAY);
-    expect(planCompaction(frontier, done)).toEqual({ ok: true, dropThrough: new Map([[a, 0]]) });
   });
 });
