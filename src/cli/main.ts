@@ -11,7 +11,7 @@ import { parseFlags, parseMs, parseStartArgs, defaultDataDir } from '../daemon/c
 import { Daemon } from '../daemon/daemon.js';
 import { DataDir, type DaemonInfo } from '../daemon/data-dir.js';
 import { stillRuns } from '../journal/process-identity.js';
-import { RpcCallError, RpcClient } from '../rpc/ws-transport.js';
+import { RpcCallError, RpcClient } from '../rpc/rpc-client.js';
 import { renderStatus } from './render-status.js';
 
 const USAGE = `usage:

@@ -17,7 +17,7 @@ import { pgCoordinator } from '../lease/pg-coordinator.js';
 import { Dispatcher } from '../rpc/dispatcher.js';
 import type { MethodSpec } from '../rpc/method.js';
 import { syncMethods } from '../rpc/sync-methods.js';
-import { startRpcServer, type RpcServer } from '../rpc/ws-transport.js';
+import { startRpcServer, type RpcServer } from '../rpc/rpc-server.js';
 import { DirCheckpointStore } from '../session/checkpoint-store.js';
 import { Session } from '../session/session.js';
 import { DirectoryRelay } from '../../relay/directory-relay.js';

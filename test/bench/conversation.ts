@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Surface } from '../../src/oplog/surface.js';
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import type { JsonObject } from '../../src/util/json.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';

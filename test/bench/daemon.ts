@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { RpcClient } from '../../src/rpc/ws-transport.js';
+import { RpcClient } from '../../src/rpc/rpc-client.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { percentile, progress, progressDone, settle, type Row } from './bench-table.js';
 import { rawMintRate, rawSignRate } from './ceilings.js';

@@ -1,4 +1,4 @@
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 
 export type Hash = { state_hash: string; records: number };
 

@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encodeKeyFile } from '../../src/crypto/scope-key.js';
-import { RpcClient } from '../../src/rpc/ws-transport.js';
+import { RpcClient } from '../../src/rpc/rpc-client.js';
 import { running } from './running-daemons.js';
 import { PERSONAL_KEY } from './world.js';
 

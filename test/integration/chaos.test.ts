@@ -4,7 +4,7 @@ import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { backupStatements, RELAY_TABLES, restoreStatements, transaction } from '../helpers/pg-world.js';

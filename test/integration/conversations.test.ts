@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOUNDARY_TEXT, INTERRUPTED_RESULT } from '../../src/conversation/repair.js';
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { anthropicProblems, openAIProblems } from '../helpers/provider-rules.js';

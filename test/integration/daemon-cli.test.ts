@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { RpcCallError } from '../../src/rpc/ws-transport.js';
+import type { RpcCallError } from '../../src/rpc/rpc-client.js';
 import { cli, DaemonProcess } from '../helpers/daemon-process.js';
 import { runningProcess } from '../helpers/processes.js';
 import { useTempDirs } from '../helpers/temp-dir.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RpcCallError } from '../../src/rpc/ws-transport.js';
+import { RpcCallError } from '../../src/rpc/rpc-client.js';
 import type { Hash } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';

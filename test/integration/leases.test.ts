@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import { converged, until } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { leaseDirFor } from '../../src/daemon/lease-place.js';

@@ -1,7 +1,7 @@
 import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { RpcCallError } from '../../src/rpc/ws-transport.js';
+import { RpcCallError } from '../../src/rpc/rpc-client.js';
 import type { Session } from '../../src/session/session.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';

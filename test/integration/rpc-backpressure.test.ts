@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { Dispatcher } from '../../src/rpc/dispatcher.js';
 import { defineMethod, resultObject } from '../../src/rpc/method.js';
 import { object } from '../../src/rpc/schema.js';
-import { startRpcServer, type RpcServer } from '../../src/rpc/ws-transport.js';
+import { startRpcServer, type RpcServer } from '../../src/rpc/rpc-server.js';
 
 /**
  * A client that stops reading must not make the daemon hold unbounded memory (proposals/rpc.md §Transport):

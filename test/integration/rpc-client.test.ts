@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { RpcClient } from '../../src/rpc/ws-transport.js';
+import { RpcClient } from '../../src/rpc/rpc-client.js';
 
 /** The client the CLI, the demo and hosts in TypeScript use, against a server that misbehaves. */
 describe('RpcClient', () => {

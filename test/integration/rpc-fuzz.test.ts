@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { RpcClient } from '../../src/rpc/ws-transport.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 

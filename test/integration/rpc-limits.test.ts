@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RpcCallError, RpcClient } from '../../src/rpc/ws-transport.js';
+import { RpcCallError, RpcClient } from '../../src/rpc/rpc-client.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 

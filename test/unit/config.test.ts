@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { defaultDataDir, parseListen, parseStartArgs } from '../../src/daemon/config.js';
-import { serverUrl } from '../../src/rpc/ws-transport.js';
+import { serverUrl } from '../../src/rpc/rpc-server.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
 describe('--listen and the URL clients find in daemon.json', () => {

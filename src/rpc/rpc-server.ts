@@ -2,17 +2,18 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { lstat, rm } from 'node:fs/promises';
-import { JSONRPCClient } from 'json-rpc-2.0';
 import WebSocket, { WebSocketServer } from 'ws';
 import { OpsyncError } from '../oplog/opsync-error.js';
 import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Connection } from './method.js';
+import { Peer, type ConnectionLimits, type PeerSocket, type PeerStats } from './peer.js';
+import { corked, rawText } from './ws-frames.js';
 
 /**
- * JSON-RPC over WebSocket: the server the daemon exposes and the client the CLI, the demo and
- * the tests use. The only module that imports `ws` (proposals/rpc.md §Transport).
+ * The JSON-RPC server over WebSocket that the daemon exposes (proposals/rpc.md §Transport). With
+ * rpc-client.ts, the only modules that import `ws`.
  *
  * - listens on host:port (port 0 picks one) or a Unix socket path;
  * - refuses the upgrade with 401 unless `Authorization: Bearer <token>` matches, so no method
@@ -36,7 +37,7 @@ export interface RpcServer {
   close(): Promise<void>;
 }
 
-export interface TransportStats {
+export interface TransportStats extends PeerStats {
   connections: number;
   rejected_auth: number;
   /** Upgrades refused for a foreign `Origin` or `Host` (403). */
@@ -44,14 +45,7 @@ export interface TransportStats {
   /** Connections closed at once because too many were waiting to authenticate. */
   rejected_unauthenticated: number;
   oversize_frames: number;
-  /** Times a connection's requests had to wait for its client to read its answers. */
-  held_back: number;
-  /** Notifications replaced by a newer one of the same method before a lagging client read them. */
-  coalesced_notifications: number;
 }
-
-/** Per-connection limits (LIMITS by default; tests use small ones). */
-export type ConnectionLimits = { readonly [K in 'maxInFlight' | 'maxUnsentBytes']: number };
 
 /** Who may connect, beyond holding the token (proposals/rpc.md §Transport). */
 export interface AccessOptions {
@@ -150,7 +144,7 @@ export async function startRpcServer(
 
   function serve(ws: WebSocket, socket: Socket): void {
     const connection: Connection = { id: nextId++, subscribed: false };
-    const peer = new Peer(ws, socket, limits, (text) => dispatcher.handle(text, connection), connection, stats);
+    const peer = new Peer(peerSocket(ws, socket), limits, (text) => dispatcher.handle(text, connection), connection, stats);
     peers.set(ws, peer);
     stats.connections = peers.size;
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
@@ -252,129 +246,26 @@ export function serverUrl(listen: Listen, port: number | null): string {
   return `ws://${host}:${port ?? listen.port}`;
 }
 
-/** Requests of one connection started in one turn of the event loop, at most (see Peer). */
-const MAX_STARTS_PER_TURN = 32;
-
-/**
- * One client connection's traffic. A client that does not keep up is held back, never buffered
- * without bound:
- * - requests start in arrival order, at most `maxInFlight` in progress, none while more than
- *   `maxUnsentBytes` of answers wait unread, and at most MAX_STARTS_PER_TURN per turn of the
- *   event loop — one socket read can hold a thousand requests and a handler builds its answer
- *   before it is sent, so the answers of one turn must be counted before more start. While
- *   requests wait, the socket is not read, and nothing is lost: once the client reads, every
- *   answer arrives, in order;
- * - notifications cannot wait for a client, so while it lags they coalesce: a newer one of a
- *   method replaces the one not yet sent, which goes out once the client has read.
- * Output is corked for the rest of a turn, so the frames of one turn leave in one write.
- */
-class Peer {
-  private waiting: string[] = [];
-  private next = 0;
-  private inFlight = 0;
-  private startedThisTurn = 0;
-  /** The client lagged at the last look (so that each hold-back is counted once). */
-  private lagging = false;
-  /** Notifications held while the client lags, the newest per method. */
-  private readonly coalesced = new Map<string, string>();
-  private readonly cork: () => void;
-
-  constructor(
-    private readonly ws: WebSocket,
-    socket: Socket,
-    private readonly limits: ConnectionLimits,
-    private readonly handle: (text: string) => Promise<string | null>,
-    readonly connection: Connection,
-    private readonly stats: TransportStats,
-  ) {
-    this.cork = corked(socket);
-    socket.on('drain', this.admit);
-  }
-
-  send(text: string): void {
-    if (this.ws.readyState !== WebSocket.OPEN) return;
-    this.cork();
-    this.ws.send(text);
-  }
-
-  request(text: string): void {
-    this.waiting.push(text);
-    this.admit();
-  }
-
-  notify(method: string, text: string): void {
-    if (this.coalesced.size === 0 && !this.lags()) this.send(text);
-    else {
-      if (this.coalesced.has(method)) this.stats.coalesced_notifications++;
-      this.coalesced.set(method, text);
-    }
-  }
-
-  /** More than `maxUnsentBytes` of output wait for the client to read them. */
-  private lags(): boolean {
-    return this.ws.bufferedAmount > this.limits.maxUnsentBytes;
-  }
-
-  /** Sends held notifications and starts waiting requests as far as the client keeps up; runs on every change. */
-  private readonly admit = (): void => {
-    let lagging = this.lags();
-    if (lagging && !this.lagging) this.stats.held_back++;
-    if (!lagging && this.coalesced.size > 0) {
-      for (const text of this.coalesced.values()) this.send(text);
-      this.coalesced.clear();
-    }
-    while (
-      !lagging &&
-      this.next < this.waiting.length &&
-      this.inFlight < this.limits.maxInFlight &&
-      this.startedThisTurn < MAX_STARTS_PER_TURN
-    ) {
-      this.start(this.waiting[this.next++]!);
-      lagging = this.lags();
-    }
-    this.lagging = lagging;
-    const backlog = this.waiting.length - this.next;
-    if (backlog === 0) {
-      this.waiting = [];
-      this.next = 0;
-    }
-    // Reading on would only queue more: stop while the client lags or an in-flight's worth waits.
-    const stop = lagging || backlog >= this.limits.maxInFlight;
-    if (stop && !this.ws.isPaused) this.ws.pause();
-    else if (!stop && this.ws.isPaused) this.ws.resume();
-  };
-
-  private start(text: string): void {
-    if (this.startedThisTurn++ === 0) setImmediate(this.nextTurn);
-    this.inFlight++;
-    void this.handle(text).then((answer) => {
-      this.inFlight--;
-      if (answer !== null) this.send(answer);
-      this.admit();
-    });
-  }
-
-  private readonly nextTurn = (): void => {
-    this.startedThisTurn = 0;
-    this.admit();
-  };
-}
-
-/**
- * Corks `socket` until the current turn of the event loop ends, so that the frames written in
- * one turn (the answers of one group commit, a burst of pipelined requests) leave in one write.
- */
-function corked(socket: Socket): () => void {
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
-  return () => {
-    if (corked) return;
-    corked = true;
-    socket.cork();
-    process.nextTick(uncork);
+/** A WebSocket connection as a peer's socket port. */
+function peerSocket(ws: WebSocket, socket: Socket): PeerSocket {
+  const cork = corked(socket);
+  return {
+    get open() {
+      return ws.readyState === WebSocket.OPEN;
+    },
+    get bufferedAmount() {
+      return ws.bufferedAmount;
+    },
+    send(text) {
+      cork();
+      ws.send(text);
+    },
+    get paused() {
+      return ws.isPaused;
+    },
+    pause: () => ws.pause(),
+    resume: () => ws.resume(),
+    onDrain: (listener) => void socket.on('drain', listener),
   };
 }
 
@@ -420,112 +311,4 @@ async function clearStaleSocket(path: string): Promise<void> {
     probe.once('error', () => resolve(false));
   });
   if (!live) await rm(path, { force: true });
-}
-
-const CONNECTION_CLOSED = 'the connection to the daemon closed';
-
-/** A JSON-RPC client over WebSocket, with server notifications delivered to a listener. */
-export class RpcClient {
-  private readonly client: JSONRPCClient;
-  private readonly listeners = new Set<(method: string, params: unknown) => void>();
-
-  private constructor(
-    private readonly ws: WebSocket,
-    cork: () => void,
-  ) {
-    this.client = new JSONRPCClient((request) => {
-      cork();
-      ws.send(JSON.stringify(request));
-    });
-    ws.on('message', (data: WebSocket.RawData) => {
-      let message: { method?: string; params?: unknown } | unknown[] | null;
-      try {
-        message = JSON.parse(rawText(data)) as typeof message;
-      } catch {
-        return; // Not JSON: no answer or notification to deliver (the daemon never sends such a frame).
-      }
-      if (typeof message !== 'object' || message === null) return;
-      if (!Array.isArray(message) && typeof message.method === 'string') {
-        for (const listener of this.listeners) listener(message.method, message.params);
-      } else this.client.receive(message as never);
-    });
-    ws.on('close', () => this.client.rejectAllPendingRequests(CONNECTION_CLOSED));
-  }
-
-  /**
-   * Answers can be far larger than requests (a resume of a long conversation): the client takes
-   * any the daemon sends — up to V8's string limit (~512 MiB), past which the daemon answers
-   * `answer_too_large` instead.
-   */
-  static connect(url: string, token: string): Promise<RpcClient> {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 2 ** 30 });
-      let socket: Socket | undefined;
-      ws.once('upgrade', (response) => (socket = response.socket));
-      ws.once('open', () => resolve(new RpcClient(ws, corked(socket!))));
-      ws.once('unexpected-response', (_request, response) => {
-        reject(
-          new OpsyncError(
-            'unauthorized',
-            response.statusCode === 401 ? 'The daemon refused the token.' : `The daemon answered HTTP ${response.statusCode}.`,
-          ),
-        );
-      });
-      ws.once('error', (error: Error) =>
-        reject(new OpsyncError('relay_unavailable', `Cannot reach the daemon at ${url}: ${error.message}.`, { url })),
-      );
-    });
-  }
-
-  /** Calls a method; a JSON-RPC error rejects with an RpcCallError carrying code, message and data. */
-  async call<T = unknown>(method: string, params: object = {}): Promise<T> {
-    // A request sent on a closed socket is dropped by ws without a word: it would never be answered.
-    if (this.ws.readyState !== WebSocket.OPEN) throw new RpcCallError(0, CONNECTION_CLOSED, {});
-    const response = await this.client.requestAdvanced({ jsonrpc: '2.0', id: this.nextId++, method, params });
-    if (response.error) throw new RpcCallError(response.error.code, response.error.message, (response.error.data ?? {}) as JsonObject);
-    return response.result as T;
-  }
-
-  /** Sends raw text (for tests of malformed input); answers arrive through `onRaw`. */
-  sendRaw(text: string | Buffer): void {
-    this.ws.send(text);
-  }
-
-  /** Hears every message as text; returns a function that stops listening. */
-  onRaw(listener: (text: string) => void): () => void {
-    const onMessage = (data: WebSocket.RawData) => listener(rawText(data));
-    this.ws.on('message', onMessage);
-    return () => this.ws.off('message', onMessage);
-  }
-
-  onNotification(listener: (method: string, params: unknown) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.ws.once('close', () => resolve());
-      this.ws.close();
-    });
-  }
-
-  private nextId = 1;
-}
-
-export class RpcCallError extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-    readonly data: JsonObject,
-  ) {
-    super(message);
-  }
-}
-
-function rawText(data: WebSocket.RawData): string {
-  if (Buffer.isBuffer(data)) return data.toString('utf8');
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  return Buffer.from(data).toString('utf8');
 }
