@@ -69,6 +69,11 @@ export class FoldState {
       this.skip(op, problem);
       return 'skipped';
     }
+    return this.applyValid(op);
+  }
+
+  /** Folds an op whose payload already passed its surface's rules (an own append checks them before it mints the op). */
+  applyValid(op: FoldOp): ApplyOutcome {
     const outcome = this.fold(op);
     if (outcome !== 'unchanged') this.cachedHash = null;
     return outcome;

@@ -327,7 +327,7 @@ export class Session {
     const { op_id, hlc } = op;
     this.ownHead = { seq, op_id, hlc };
     this.heads.set(this.device, this.ownHead);
-    this.fold.apply(foldInput(op, payload));
+    this.fold.applyValid(foldInput(op, payload));
     this.unpushed.push(op);
     this.stats.counters.appends++;
     this.stats.record('append', performance.now() - started);
