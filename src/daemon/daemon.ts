@@ -26,6 +26,7 @@ import { PostgresRelay } from '../../relay/postgres-relay.js';
 import type { Relay } from '../../relay/relay.js';
 import type { DaemonConfig } from './config.js';
 import { LIMITS } from '../util/limits.js';
+import { Closers } from './closers.js';
 import { DataDir } from './data-dir.js';
 import { leaseDirFor } from './lease-place.js';
 
@@ -33,14 +34,16 @@ export const VERSION = '0.1.0';
 
 /**
  * The composition root (proposals/daemon.md §Composition): the only place that builds the real adapters and wires them
- * together. Everything it starts, `close()` stops: the RPC server and its sockets, the session
- * (journal flushed, watcher closed) and the relay.
+ * together. Everything it starts, `close()` stops (`Closers`): the RPC server and its sockets,
+ * the session (journal flushed, watcher closed), the leases and the relay; a start that fails
+ * part-way closes what it had opened.
  */
 export class Daemon {
   private constructor(
     readonly url: string,
     readonly deviceId: string,
-    private readonly parts: { dataDir: DataDir; server: RpcServer; session: Session; relay: Relay; leases: LeaseCoordinator; log: Logger },
+    private readonly closers: Closers,
+    private readonly log: Logger,
   ) {}
 
   static async start(config: DaemonConfig, log: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
@@ -52,87 +55,82 @@ export class Daemon {
     const token = await dataDir.token();
     const keyring = await dataDir.keyring(await passphrase(config));
     const crypto = createNodeCoreCrypto();
-    const relay = await openRelay(config, device, crypto);
-    const session = await Session.open({
-      device,
-      deviceKey,
-      keyring,
-      crypto,
-      relay,
-      checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
-      now: Date.now,
-      journalLocation: dataDir.journalPath,
-      openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, device, visit)).journal,
-      createMinter: createOpMinter,
-      log: log.child({ component: 'session' }),
-      options: { maxSkewMs: config.maxSkewMs },
-    }).catch(async (error: unknown) => {
-      await relay.close();
-      throw error;
-    });
-
-    const leases = await openLeases(config).catch(async (error: unknown) => {
-      await session.close();
-      await relay.close();
-      throw error;
-    });
-    const startedAt = Date.now();
-    let server: RpcServer | null = null;
-    const methods: MethodSpec[] = [
-      ...syncMethods({
-        session,
-        info: () => ({
-          version: VERSION,
-          relay: relay.location,
-          lease_backend: leases.kind,
-          url: server?.url ?? null,
-          uptime_ms: Date.now() - startedAt,
-        }),
-        rpcStats: () => ({ ...dispatcher.stats, ...(server?.stats ?? {}) }),
-        importKey: async (text) => {
-          const key = parseKeyFile(text, 'the imported key');
-          await dataDir.saveKey(key);
-          return { scope: scopeKey(key.scope), kid: key.kid, folded: await session.importKey(key) };
-        },
-        exportKey: (scope: Scope) => {
-          const key = keyring.forScope(scope);
-          if (!key)
-            throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
-          return encodeKeyFile(key);
-        },
-      }),
-      ...leaseMethods(session, leases),
-      ...conversationMethods(session),
-    ];
-    methods.push(discoverMethod(() => methods, VERSION));
-    const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
+    const closers = new Closers();
     try {
-      server = await startRpcServer(config.listen, token, dispatcher, LIMITS, {
-        allowOrigins: config.allowOrigins,
-        log: log.child({ component: 'rpc' }),
-      });
+      const relay = closers.add(await openRelay(config, device, crypto), (opened) => opened.close());
+      const session = closers.add(
+        await Session.open({
+          device,
+          deviceKey,
+          keyring,
+          crypto,
+          relay,
+          checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
+          now: Date.now,
+          journalLocation: dataDir.journalPath,
+          openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, device, visit)).journal,
+          createMinter: createOpMinter,
+          log: log.child({ component: 'session' }),
+          options: { maxSkewMs: config.maxSkewMs },
+        }),
+        (opened) => opened.close(),
+      );
+      const leases = closers.add(await openLeases(config), (opened) => opened.close());
+      const startedAt = Date.now();
+      let server: RpcServer | null = null;
+      const methods: MethodSpec[] = [
+        ...syncMethods({
+          session,
+          info: () => ({
+            version: VERSION,
+            relay: relay.location,
+            lease_backend: leases.kind,
+            url: server?.url ?? null,
+            uptime_ms: Date.now() - startedAt,
+          }),
+          rpcStats: () => ({ ...dispatcher.stats, ...(server?.stats ?? {}) }),
+          importKey: async (text) => {
+            const key = parseKeyFile(text, 'the imported key');
+            await dataDir.saveKey(key);
+            return { scope: scopeKey(key.scope), kid: key.kid, folded: await session.importKey(key) };
+          },
+          exportKey: (scope: Scope) => {
+            const key = keyring.forScope(scope);
+            if (!key)
+              throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
+            return encodeKeyFile(key);
+          },
+        }),
+        ...leaseMethods(session, leases),
+        ...conversationMethods(session),
+      ];
+      methods.push(discoverMethod(() => methods, VERSION));
+      const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
+      const live = closers.add(
+        await startRpcServer(config.listen, token, dispatcher, LIMITS, {
+          allowOrigins: config.allowOrigins,
+          log: log.child({ component: 'rpc' }),
+        }),
+        (opened) => opened.close(),
+      );
+      server = live;
+      session.onChange((event) => live.notify('sync.changed', { ...event }, (connection) => connection.subscribed));
+      await session.startLive();
+      closers.add(dataDir, (opened) => opened.removeDaemonInfo());
+      await dataDir.writeDaemonInfo({ ...(await ownIdentity()), url: live.url, device_id: device, started_at_ms: startedAt });
+      log.info({ url: live.url, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${live.url}`);
+      return new Daemon(live.url, device, closers, log);
     } catch (error) {
-      await session.close();
-      await leases.close();
-      await relay.close();
+      // What the start opened is closed again, and the start's own failure is what it says.
+      await closers.closeAll().catch(() => undefined);
       throw error;
     }
-    const live = server;
-    session.onChange((event) => live.notify('sync.changed', { ...event }, (connection) => connection.subscribed));
-    await session.startLive();
-    await dataDir.writeDaemonInfo({ ...(await ownIdentity()), url: server.url, device_id: device, started_at_ms: startedAt });
-    log.info({ url: server.url, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${server.url}`);
-    return new Daemon(server.url, device, { dataDir, server, session, relay, leases, log });
   }
 
+  /** Stops what the start opened, newest first: daemon.json, the RPC server, leases, the session (journal flushed), the relay. */
   async close(): Promise<void> {
-    const { dataDir, server, session, relay, leases, log } = this.parts;
-    await dataDir.removeDaemonInfo();
-    await server.close();
-    await session.close();
-    await leases.close();
-    await relay.close();
-    log.info({}, 'opsync stopped');
+    await this.closers.closeAll();
+    this.log.info({}, 'opsync stopped');
   }
 }
 

@@ -1,8 +1,10 @@
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { describe, expect, it } from 'vitest';
+import { parseStartArgs } from '../../src/daemon/config.js';
+import { Daemon } from '../../src/daemon/daemon.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
@@ -106,6 +108,35 @@ describe('the RPC surface', () => {
     );
     expect(started?.message).toMatch(/not a socket/);
     expect(await readFile(path, 'utf8')).toBe('do not delete');
+  });
+});
+
+describe('a start that fails part-way', () => {
+  it('closes what it had opened: the same data directory starts again in the same process', async () => {
+    const [dataDir, relay] = [await tempDir(), await tempDir()];
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const taken = (blocker.address() as AddressInfo).port;
+    const args = (listen: string) => [
+      '--data-dir',
+      dataDir,
+      '--relay',
+      relay,
+      '--listen',
+      listen,
+      '--lease-backend',
+      'memory',
+      '--log-level',
+      'silent',
+    ];
+    try {
+      await expect(Daemon.start(parseStartArgs(args(`127.0.0.1:${taken}`), {}))).rejects.toMatchObject({ code: 'config_invalid' });
+    } finally {
+      blocker.close();
+    }
+    // Had the failed start left its session open, this process would still hold the journal's lock.
+    const daemon = await Daemon.start(parseStartArgs(args('127.0.0.1:0'), {}));
+    await daemon.close();
   });
 });
 
