@@ -20,16 +20,13 @@ export async function relayBench(): Promise<Row[]> {
 
 /**
  * Two devices hold 2 × 50 000 ops; A publishes a checkpoint of them and B compacts onto it — which
- * includes verifying it (before format 2: decrypting and folding A's checkpoint; since: cutting the
- * same checkpoint from B's own journal and comparing, proposals/checkpoint.md §Compaction).
+ * includes verifying it (before format 2: decrypting and folding A's checkpoint; since: comparing
+ * its heads and state hash with B's own state, and copying it chunk by chunk,
+ * proposals/checkpoint.md §Compaction).
  */
-async function compactBench(): Promise<Row> {
+function compactBench(): Promise<Row> {
   const OPS = 50_000;
-  const dirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'opsync-bench-compact-'))));
-  const [relay, dirA, dirB] = dirs as [string, string, string];
-  try {
-    const a = await openDirSession(relay, dirA, 'bench-a');
-    const b = await openDirSession(relay, dirB, 'bench-b');
+  return withTwoDevices(async (a, b) => {
     progress('relay: two devices with 50,000 ops each, then a checkpoint');
     await Promise.all([appendMany(a, OPS, 0), appendMany(b, OPS, OPS)]);
     // Push, pull, then ack what was pulled: the stable frontier covers everything.
@@ -41,8 +38,6 @@ async function compactBench(): Promise<Row> {
     const report = await b.compact();
     const seconds = (performance.now() - start) / 1000;
     if (!report.compacted) throw new Error(`no compaction: ${report.reason}`);
-    await Promise.all([a.close(), b.close()]);
-    progressDone();
     return {
       name: 'relay.compact_onto_peer_100k',
       value: seconds,
@@ -50,19 +45,13 @@ async function compactBench(): Promise<Row> {
       target: 'report',
       note: "verify another device's checkpoint of 100,000 ops, rewrite the journal onto it, collect the relay",
     };
-  } finally {
-    await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
-  }
+  });
 }
 
 /** Two in-process devices each append 50 000 ops concurrently; time until both hold the same state. */
-async function convergeBench(): Promise<Row> {
+function convergeBench(): Promise<Row> {
   const OPS = 50_000;
-  const dirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'opsync-bench-relay-'))));
-  const [relay, dirA, dirB] = dirs as [string, string, string];
-  try {
-    const a = await openDirSession(relay, dirA, 'bench-a');
-    const b = await openDirSession(relay, dirB, 'bench-b');
+  return withTwoDevices(async (a, b) => {
     await Promise.all([a.startLive(), b.startLive()]);
     progress('relay: two devices appending 50,000 ops each');
     const start = performance.now();
@@ -70,8 +59,6 @@ async function convergeBench(): Promise<Row> {
     await Promise.all([appendMany(a, OPS, 0), appendMany(b, OPS, OPS)]);
     await converged;
     const seconds = (performance.now() - start) / 1000;
-    await Promise.all([a.close(), b.close()]);
-    progressDone();
     return {
       name: 'relay.converge_2x50k',
       value: seconds,
@@ -79,6 +66,20 @@ async function convergeBench(): Promise<Row> {
       target: '<= 10',
       note: `directory relay, file journals, live sync; ${Math.round((2 * OPS) / seconds).toLocaleString('en-US')} ops/s end to end`,
     };
+  });
+}
+
+/** Runs `work` on two in-process devices on a fresh relay folder (file journals), then closes both and removes every folder. */
+async function withTwoDevices(work: (a: Session, b: Session) => Promise<Row>): Promise<Row> {
+  const dirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'opsync-bench-relay-'))));
+  const [relay, dirA, dirB] = dirs as [string, string, string];
+  try {
+    const a = await openDirSession(relay, dirA, 'bench-a');
+    const b = await openDirSession(relay, dirB, 'bench-b');
+    const row = await work(a, b);
+    await Promise.all([a.close(), b.close()]);
+    progressDone();
+    return row;
   } finally {
     await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
   }

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { canonicalize } from '../../src/oplog/canonical.js';
 import { FoldState } from '../../src/fold/fold-state.js';
+import type { RpcClient } from '../../src/rpc/rpc-client.js';
 import { converged } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { coreCrypto } from '../helpers/test-device.js';
@@ -34,13 +35,10 @@ describe('a hostile relay folder', () => {
   it('cannot make a daemon write outside the relay through symlinks at its push hints: the journal stays whole and the daemon starts again', async () => {
     const relay = await tempDir();
     const dataDir = await tempDir();
-    let daemon = await DaemonProcess.start(dataDir, relay);
-    let client = await daemon.connect();
-    await client.call('sync.append', { surface: 'knowledge', payload: { id: 'first' } });
-    await client.call('sync.pump');
-    const device = (await daemon.info())!.device_id;
-    await client.close();
-    await daemon.stop();
+    const device = await withDaemon(dataDir, relay, async (client, daemon) => {
+      await appendAndPump(client, 'first');
+      return (await daemon.info())!.device_id;
+    });
     // Planted while the daemon is down: its first push after a start writes a fresh hint.
     const journal = join(dataDir, 'journal.log');
     for (let seq = 0; seq < 8; seq++) {
@@ -49,46 +47,28 @@ describe('a hostile relay folder', () => {
         await symlink(journal, join(relay, 'devices', device, name));
       }
     }
-    daemon = await DaemonProcess.start(dataDir, relay);
-    client = await daemon.connect();
-    await client.call('sync.append', { surface: 'knowledge', payload: { id: 'second' } });
-    await client.call('sync.pump');
-    await client.call('sync.append', { surface: 'knowledge', payload: { id: 'third' } });
-    await client.call('sync.pump');
-    await client.close();
-    await daemon.stop();
-    daemon = await DaemonProcess.start(dataDir, relay);
-    client = await daemon.connect();
-    try {
-      expect(await client.call('sync.hash_state')).toMatchObject({ records: 3 });
-    } finally {
-      await client.close();
-      await daemon.stop();
-    }
+    await withDaemon(dataDir, relay, async (client) => {
+      await appendAndPump(client, 'second');
+      await appendAndPump(client, 'third');
+    });
+    await withDaemon(dataDir, relay, async (client) => expect(await client.call('sync.hash_state')).toMatchObject({ records: 3 }));
   });
 
   it("cannot redirect a device's segment, ack and damage writes outside the relay through a symlinked folder", async () => {
     const relay = await tempDir();
     const outside = await tempDir();
-    const dataDir = await tempDir();
-    const daemon = await DaemonProcess.start(dataDir, relay);
-    const client = await daemon.connect();
-    try {
-      await client.call('sync.append', { surface: 'knowledge', payload: { id: 'first' } });
-      await client.call('sync.pump');
-      const device = (await daemon.info())!.device_id;
-      const ops = join(relay, 'devices', device, 'ops');
+    await withDaemon(await tempDir(), relay, async (client, daemon) => {
+      await appendAndPump(client, 'first');
+      const ops = join(relay, 'devices', (await daemon.info())!.device_id, 'ops');
       await rm(ops, { recursive: true });
       await symlink(outside, ops);
       await client.call('sync.append', { surface: 'knowledge', payload: { id: 'second' } });
-      await client.call('sync.pump').catch(() => undefined);
+      // The push is refused by name (the folder is not a real one); nothing lands outside.
+      await expect(client.call('sync.pump')).rejects.toMatchObject({ data: { code: 'relay_invalid' } });
       await client.call('sync.compact').catch(() => undefined);
       expect(await readdir(outside)).toEqual([]);
       expect(await client.call('sync.hash_state')).toMatchObject({ records: 2 });
-    } finally {
-      await client.close();
-      await daemon.stop();
-    }
+    });
   });
 
   it('keeps syncing every other device past a directory, a dangling symlink and a FIFO at segment paths, and a device.json linked to /dev/zero', async () => {
@@ -123,30 +103,21 @@ describe('a hostile relay folder', () => {
   it('cannot lock a device out with an unsigned segment claiming a higher seq in its own folder', async () => {
     const relay = await tempDir();
     const dataDir = await tempDir();
-    let daemon = await DaemonProcess.start(dataDir, relay);
-    let client = await daemon.connect();
-    await client.call('sync.append', { surface: 'knowledge', payload: { id: 'mine' } });
-    await client.call('sync.pump');
-    const device = (await daemon.info())!.device_id;
-    await client.close();
-    await daemon.stop();
+    const device = await withDaemon(dataDir, relay, async (client, daemon) => {
+      await appendAndPump(client, 'mine');
+      return (await daemon.info())!.device_id;
+    });
     // A well-formed record of this device at seq 1000, which no signature of its key covers.
     const ops = join(relay, 'devices', device, 'ops');
     const mine = JSON.parse((await readFile(join(ops, (await readdir(ops)).sort()[0]!), 'utf8')).trim().split('\n').at(-1)!) as Head &
       Record<string, unknown>;
     const header = JSON.stringify({ opsync_segment: 1, device_id: device, first_seq: 1000, count: 1 });
     await writeFile(join(ops, '000000001000.jsonl'), `${header}\n${JSON.stringify({ ...mine, seq: 1000 })}\n`);
-    daemon = await DaemonProcess.start(dataDir, relay);
-    client = await daemon.connect();
-    try {
+    await withDaemon(dataDir, relay, async (client) => {
       expect(await client.call('sync.status')).toMatchObject({ device_id: device });
-      await client.call('sync.append', { surface: 'knowledge', payload: { id: 'still-mine' } });
-      await client.call('sync.pump');
+      await appendAndPump(client, 'still-mine');
       expect(await client.call('sync.hash_state')).toMatchObject({ records: 2 });
-    } finally {
-      await client.close();
-      await daemon.stop();
-    }
+    });
   });
 
   it('keeps leases out of the relay: a hand-written lease file there grants nobody an epoch twice', async () => {
@@ -246,6 +217,23 @@ async function pgQuery<R extends pg.QueryResultRow>(url: string, statement: stri
   } finally {
     await client.end();
   }
+}
+
+/** Runs `work` with a daemon on `dataDir` and `relay` and a client of it, then stops both. */
+async function withDaemon<T>(dataDir: string, relay: string, work: (client: RpcClient, daemon: DaemonProcess) => Promise<T>): Promise<T> {
+  const daemon = await DaemonProcess.start(dataDir, relay);
+  const client = await daemon.connect();
+  try {
+    return await work(client, daemon);
+  } finally {
+    await client.close();
+    await daemon.stop();
+  }
+}
+
+async function appendAndPump(client: RpcClient, id: string): Promise<void> {
+  await client.call('sync.append', { surface: 'knowledge', payload: { id } });
+  await client.call('sync.pump');
 }
 
 /**
