@@ -1,5 +1,5 @@
 import { lstat, readdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { DeviceId } from '../src/oplog/ids.js';
 import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
 import type { CoreCrypto } from '../src/oplog/core-crypto.js';
@@ -106,7 +106,18 @@ export class SegmentFolders {
     }
     const segments: Segment[] = removed || !cached ? [] : [...cached.segments];
     const unreadable = new Map(removed || !cached ? [] : cached.unreadable);
-    for (const name of removed ? names : fresh) {
+    const toRead = removed ? names : [...fresh];
+    if (cached && !removed && stamp !== cached.stamp && device !== this.self) {
+      // New names in a folder that changed: its last segment may also have been written again,
+      // longer, under its name (a writer restoring its damaged tail along with newer ops); with
+      // the count kept from before, a reader at its old end would skip it for good.
+      const last = segments.pop();
+      if (last) {
+        this.headers.delete(last.path);
+        toRead.push(basename(last.path));
+      }
+    }
+    for (const name of toRead) {
       const path = join(dir, name);
       const match = SEGMENT_NAME.exec(name);
       if (!match) {
@@ -114,12 +125,13 @@ export class SegmentFolders {
         continue;
       }
       const header = await this.segmentHeader(path, device, Number(match[1]));
-      if (header === null) continue;
       if (typeof header !== 'string') {
         segments.push({ ...header, device, path });
         continue;
       }
-      this.anomalies.note(path, header);
+      // A file gone since the folder was read (collected, or removed and about to be written
+      // again) is not damage to count, but is read again once it is there.
+      if (header !== GONE) this.anomalies.note(path, header);
       unreadable.set(path, await fileIdentity(path));
     }
     segments.sort((a, b) => a.firstSeq - b.firstSeq);
@@ -239,7 +251,7 @@ export class SegmentFolders {
       if (end(segment) + 1 >= segments[i + 1]!.firstSeq) continue;
       this.headers.delete(segment.path);
       const header = await this.segmentHeader(segment.path, segment.device, segment.firstSeq);
-      if (header !== null && typeof header !== 'string') segments[i] = { ...header, device: segment.device, path: segment.path };
+      if (typeof header !== 'string') segments[i] = { ...header, device: segment.device, path: segment.path };
     }
   }
 
@@ -256,16 +268,16 @@ export class SegmentFolders {
 
   /**
    * A segment file's header, or its problem: a link, folder or FIFO at a segment's name is
-   * `not_regular` damage of that one file, never a failure of the listing. Null when the file is
-   * gone (collected while this listed it).
+   * `not_regular` damage of that one file, never a failure of the listing. GONE when the file
+   * vanished since the folder was listed (not kept: it is read again when it is back).
    */
-  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string | null> {
+  private async segmentHeader(path: string, device: DeviceId, firstSeq: number): Promise<SegmentHeader | string> {
     let header = this.headers.get(path);
     if (header === undefined) {
       try {
         header = decodeHeader(await firstLine(path), device, firstSeq);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return GONE;
         header = notRegular(error) ? 'not_regular' : 'segment_corrupt';
       }
       this.headers.set(path, header);
@@ -273,6 +285,9 @@ export class SegmentFolders {
     return header;
   }
 }
+
+/** A segment file that vanished between the listing and the read of its header. */
+const GONE = 'gone';
 
 /** The stamp of an ops folder that is, or sits in, a symbolic link rather than a folder. */
 const LINKED = 'linked';

@@ -692,6 +692,12 @@ export class Session {
   private async pumpLocked(eagerAck = false): Promise<PumpReport> {
     const started = performance.now();
     try {
+      // A checkpoint refused last time only because its publisher was not in the roster read then
+      // (a relay refilled after it lost every device) is judged again on a fresh roster.
+      if (this.authority.unknownPublisher) {
+        this.authority.unknownPublisher = false;
+        await this.refreshRoster(true);
+      }
       const report = await this.pumpSteps(eagerAck);
       this.bases.copyLater();
       this.lastError = null;
