@@ -37,6 +37,8 @@ export interface Listing {
   readonly unreadable: ReadonlyMap<string, string>;
   /** The folder's modification and change times when listed: a file deleted and written again under its name changes them, not the names. */
   readonly stamp: string;
+  /** The last segment file's identity when listed: written again (a restored tail), it is a new file. */
+  readonly tail: string;
 }
 
 /**
@@ -84,7 +86,7 @@ export class SegmentFolders {
     // A device folder or ops folder that is a link leads outside the relay: nothing is read through it.
     if (stamp === LINKED) {
       this.anomalies.note(dir, 'not_regular');
-      const empty: Listing = { names: new Set(), segments: [], floor: 0, unreadable: new Map(), stamp };
+      const empty: Listing = { names: new Set(), segments: [], floor: 0, unreadable: new Map(), stamp, tail: '' };
       this.listings.set(device, empty);
       return empty;
     }
@@ -97,8 +99,10 @@ export class SegmentFolders {
     const replaced = cached !== undefined && (await this.replaced(cached.unreadable));
     let removed = replaced || (cached !== undefined && names.length - fresh.length !== cached.names.size);
     if (cached && !removed && fresh.length === 0) {
-      // This handle writes its own folder, and records its writes here.
-      if (stamp === cached.stamp || device === this.self) return cached;
+      // This handle writes its own folder, and records its writes here. A folder's times change
+      // at the kernel's clock tick, so a tail written again within the tick the folder was read
+      // shows only in the tail file's own identity (a new inode).
+      if (device === this.self || (stamp === cached.stamp && (await tailIdentity(cached.segments)) === cached.tail)) return cached;
       // The same names in a folder that changed: a file was deleted and written again under its
       // name (a writer pushing again what the relay lost, in another cut). Headers are read afresh.
       for (const name of names) this.headers.delete(join(dir, name));
@@ -137,7 +141,14 @@ export class SegmentFolders {
     segments.sort((a, b) => a.firstSeq - b.firstSeq);
     await this.reheadBeforeGaps(segments);
     const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);
-    const listing = { names: new Set(names), segments, floor: Number.isFinite(floor) ? floor : 0, unreadable, stamp };
+    const listing = {
+      names: new Set(names),
+      segments,
+      floor: Number.isFinite(floor) ? floor : 0,
+      unreadable,
+      stamp,
+      tail: await tailIdentity(segments),
+    };
     this.listings.set(device, listing);
     // A file this handle did not write appeared in its own folder: its head is verified again.
     if (device === this.self && (removed || fresh.length > 0)) this.head = undefined;
@@ -284,6 +295,12 @@ export class SegmentFolders {
     }
     return header;
   }
+}
+
+/** The identity of the last of `segments`' files ('' for none). */
+function tailIdentity(segments: readonly Segment[]): Promise<string> {
+  const last = segments.at(-1);
+  return last ? fileIdentity(last.path) : Promise.resolve('');
 }
 
 /** A segment file that vanished between the listing and the read of its header. */
