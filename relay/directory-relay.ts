@@ -317,7 +317,6 @@ export class DirectoryRelay implements Relay {
           stop = seq + 1;
         if (stop !== undefined) this.damage.stop(device, stop);
       }
-      await this.assertOwnFolders();
       await this.damage.write();
       return page.page();
     }, VERIFY);
@@ -383,7 +382,6 @@ export class DirectoryRelay implements Relay {
 
   reportDamage(damage: Damage): Promise<void> {
     return this.guard(async () => {
-      await this.assertOwnFolders();
       if ('checkpoint' in damage) await this.damage.checkpointDamaged(damage.checkpoint);
       else this.damage.stop(damage.device, damage.seq);
       await this.damage.write();
@@ -665,7 +663,11 @@ export class DirectoryRelay implements Relay {
     this.deviceFiles.clear();
     this.ownAck = null;
     this.lastHint = null;
-    this.damage = new ReaderDamage(join(this.deviceDir(this.self), DAMAGE_FILE), (hash) => this.checkpointPath(hash));
+    this.damage = new ReaderDamage(
+      join(this.deviceDir(this.self), DAMAGE_FILE),
+      (hash) => this.checkpointPath(hash),
+      () => this.assertOwnFolders(),
+    );
     this.repair = new WriterRepair(
       this.self,
       this.crypto,

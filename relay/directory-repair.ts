@@ -36,6 +36,8 @@ export class ReaderDamage {
   constructor(
     private readonly reportPath: string,
     private readonly checkpointPath: (hash: string) => string,
+    /** Checks the folder the report goes into before it is written (never through a planted link). */
+    private readonly beforeWrite: () => Promise<void>,
   ) {}
 
   stop(device: DeviceId, seq: number): void {
@@ -59,6 +61,7 @@ export class ReaderDamage {
     // A report left by an earlier run may still name stops that are gone.
     this.written ??= (await readTextAtMost(this.reportPath, MAX_JSON_FILE_BYTES).catch(() => null)) ?? NO_DAMAGE;
     if (text === this.written) return;
+    await this.beforeWrite();
     try {
       await writeFileAtomic(this.reportPath, text);
     } catch (error) {
