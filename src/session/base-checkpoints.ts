@@ -1,4 +1,4 @@
-import { parseCheckpointHeader, type CheckpointHeader } from '../checkpoint/checkpoint.js';
+import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
 import type { FoldState } from '../fold/fold-state.js';
 import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
@@ -7,6 +7,7 @@ import {
   DAMAGED_CHECKPOINT,
   mergeAndSeal,
   openCheckpoint,
+  trustedHeader,
   verifiedFileBytes,
   type HeaderTrust,
   type Publisher,
@@ -111,12 +112,7 @@ export class BaseCheckpoints {
   async copyVerified(hash: string): Promise<void> {
     const read = await this.deps.relay.readCheckpoint(hash);
     if (!read) throw new OpsyncError('checkpoint_not_found', `Checkpoint ${hash} is no longer on the relay.`, { checkpoint_hash: hash });
-    const header = parseCheckpointHeader(read.header, this.deps.publisher.crypto);
-    const problem = await this.deps.trust(header);
-    if (problem !== null)
-      throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${hash} on the relay is not used: ${problem}.`, {
-        checkpoint_hash: hash,
-      });
+    const header = await trustedHeader(read.header, this.deps.publisher.crypto, this.deps.trust);
     await this.deps.store.put(hash, verifiedFileBytes(read, header, this.deps.publisher.keyring));
   }
 

@@ -100,13 +100,7 @@ export async function openCheckpoint(
   crypto: CoreCrypto,
   trust: HeaderTrust,
 ): Promise<{ header: CheckpointHeader; state: FoldState }> {
-  const header = parseCheckpointHeader(source.header, crypto);
-  const problem = trust === 'local' ? null : await trust(header);
-  if (problem !== null) {
-    throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${header.checkpoint_hash} on the relay is not used: ${problem}.`, {
-      checkpoint_hash: header.checkpoint_hash,
-    });
-  }
+  const header = await trustedHeader(source.header, crypto, trust);
   const keyed = header.v !== 1;
   const loader = new CheckpointLoader(header, crypto, keyed ? chunkDigester(keyring) : plainDigest(crypto));
   const opener = createChunkOpener(keyring);
@@ -132,6 +126,16 @@ export async function openCheckpoint(
     await opener.close();
   }
   return { header, state: loader.finish() };
+}
+
+/** A checkpoint's header, parsed and — unless it is a local copy — authenticated (`checkpoint_unauthenticated` otherwise). */
+export async function trustedHeader(json: CheckpointHeaderJson, crypto: CoreCrypto, trust: HeaderTrust): Promise<CheckpointHeader> {
+  const header = parseCheckpointHeader(json, crypto);
+  const problem = trust === 'local' ? null : await trust(header);
+  if (problem === null) return header;
+  throw new OpsyncError('checkpoint_unauthenticated', `Checkpoint ${header.checkpoint_hash} on the relay is not used: ${problem}.`, {
+    checkpoint_hash: header.checkpoint_hash,
+  });
 }
 
 /**
