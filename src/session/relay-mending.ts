@@ -5,9 +5,12 @@ import type { DeviceId } from '../oplog/ids.js';
 import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
 import type { CheckpointFile, HeaderCheck, Relay, SeqRange } from '../../relay/relay.js';
+import type { BaseCheckpoints } from './base-checkpoints.js';
 import { checkpointDamaged, type HeaderTrust } from './checkpoint-seal.js';
 import { iterate, type CheckpointStore } from './checkpoint-store.js';
+import type { Replica } from './replica.js';
 import type { SessionLog } from './session-log.js';
+import type { SessionStats } from './session-stats.js';
 
 export interface MendingDeps {
   readonly device: DeviceId;
@@ -19,19 +22,18 @@ export interface MendingDeps {
   readonly trust: Exclude<HeaderTrust, 'local'>;
   readonly authentic: HeaderCheck;
   readonly log?: SessionLog | undefined;
-  /** The journal's base checkpoint, if it has one. */
-  base(): { readonly hash: string; readonly frontier: Frontier } | null;
-  /** The base merged with the relay's latest checkpoint, when that adds other devices' ops; else null. */
-  mergedWithLatest(): Promise<CheckpointFile | null>;
-  /** This device's ops in the journal that `wanted` picks, in seq order. */
-  ownOps(wanted: (op: OpRecord) => boolean): Promise<OpRecord[]>;
-  /**
-   * The next pushes start at seq `from`: these own ops (from the journal, in seq order, from
-   * `from` on) go first, then the queued ones above them; queued ones below `from` are dropped.
-   */
-  requeue(from: number, ops: readonly OpRecord[]): void;
-  /** Runs a relay write, registering the device again if the relay forgot it. */
-  known<T>(write: () => Promise<T>): Promise<T>;
+  /** The journal's base checkpoint and its merges. */
+  readonly bases: BaseCheckpoints;
+  /** The journal, for this device's own ops. */
+  readonly replica: Pick<Replica, 'ownOps'>;
+  /** Where ops to push again go (`Outbox`). */
+  readonly outbox: {
+    /** The next pushes start at seq `from`, with these own ops first. */
+    requeue(from: number, ops: readonly OpRecord[]): void;
+    /** Runs a relay write, registering the device again if the relay forgot it. */
+    known<T>(write: () => Promise<T>): Promise<T>;
+  };
+  readonly stats: SessionStats;
 }
 
 /**
@@ -58,8 +60,8 @@ export class RelayMending {
     const head = await this.deps.relay.head(this.deps.device);
     if (head >= pushedThrough) return;
     if (head + 1 < this.journalFrom()) return this.restart(`the relay holds this device's ops only up to seq ${head}`);
-    const ops = await this.deps.ownOps((op) => op.seq > head);
-    this.deps.requeue(head + 1, ops);
+    const ops = await this.deps.replica.ownOps((op) => op.seq > head);
+    this.deps.outbox.requeue(head + 1, ops);
     this.deps.log?.info({ from_seq: head + 1, ops: ops.length }, 'the relay lost ops of this device; pushing them again from the journal');
   }
 
@@ -74,9 +76,9 @@ export class RelayMending {
     const compacted = wanted.find((range) => range.first < this.journalFrom());
     if (compacted) return this.restart(`readers cannot read this device's ops ${compacted.first} to ${compacted.last} on the relay`);
     if (wanted.length === 0) return;
-    const ops = await this.deps.ownOps((op) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last));
+    const ops = await this.deps.replica.ownOps((op) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last));
     try {
-      await this.deps.known(() => this.deps.relay.push(ops, this.deps.authentic));
+      await this.deps.outbox.known(() => this.deps.relay.push(ops, this.deps.authentic));
     } catch (error) {
       if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
       for (const range of wanted) {
@@ -111,7 +113,7 @@ export class RelayMending {
 
   /** The first own seq the journal holds: past its base checkpoint's cover. */
   private journalFrom(): number {
-    return (this.deps.base()?.frontier.get(this.deps.device)?.seq ?? -1) + 1;
+    return (this.deps.bases.current?.frontier.get(this.deps.device)?.seq ?? -1) + 1;
   }
 
   /**
@@ -124,14 +126,14 @@ export class RelayMending {
    */
   private async restart(why: string): Promise<void> {
     const { relay, device } = this.deps;
-    const base = this.deps.base()!;
+    const base = this.deps.bases.current!;
     const baseHead = base.frontier.get(device)!;
-    const own = await this.deps.ownOps((op) => op.seq > baseHead.seq);
+    const own = await this.deps.replica.ownOps((op) => op.seq > baseHead.seq);
     const latest = await this.latestAnchor(baseHead, own);
     const anchor = latest?.head ?? (await this.anchorOnBase(base, why));
-    await this.deps.known(() => relay.restartAbove(anchor, this.deps.authentic));
+    await this.deps.outbox.known(() => relay.restartAbove(anchor, this.deps.authentic));
     // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
-    this.deps.requeue(
+    this.deps.outbox.requeue(
       anchor.seq + 1,
       own.filter((op) => op.seq > anchor.seq),
     );
@@ -166,7 +168,8 @@ export class RelayMending {
   private async anchorOnBase(base: { readonly hash: string; readonly frontier: Frontier }, why: string): Promise<ChainHead> {
     const { relay, device } = this.deps;
     const anchor = base.frontier.get(device)!;
-    const merged = await this.deps.mergedWithLatest();
+    const merged = await this.deps.bases.mergedWithLatest();
+    if (merged) this.deps.stats.counters.checkpoints_merged++;
     if (!merged && (await relay.readCheckpoint(base.hash))) return anchor;
     const copy = merged ?? (await this.intactCopy(base.hash));
     if (!copy) {
