@@ -1,7 +1,9 @@
 // Lint is part of `npm test`. It enforces the architecture mechanically:
 //  - layers inside src/ import downward only (README.md §Layout and specs), and nothing imports in a cycle;
 //  - the pure core imports no Node module, no I/O library, and reads no clock or randomness;
-//  - relay/ sees only src/oplog (record types and chain checks);
+//  - relay/ sees only src/util, src/oplog and src/platform; its backends (directory, postgres, memory)
+//    import only relay/port and never each other; in src/ only the daemon chooses a backend, and
+//    the layers below session do not import relay/ at all;
 //  - no floating promises, no `any`, no console outside the CLI.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
@@ -12,6 +14,7 @@ import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescrip
 const layers = [
   ['util'],
   ['oplog'],
+  ['platform'],
   ['crypto'],
   ['journal'],
   ['fold'],
@@ -38,12 +41,45 @@ const layerZones = layers.flatMap((group, index) => {
   }));
 });
 
-const relayZone = {
-  target: './relay',
-  from: './src',
-  except: ['./oplog'],
-  message: 'relay/ may import only record types and chain checks from src/oplog (README.md §Layout and specs).',
-};
+/** relay/ concept folders: the port every backend implements, and the backends. */
+const relayBackends = ['directory', 'postgres', 'memory'];
+/** src/ layers that may use the relay port (the session drives it; the layers above pass it on). */
+const relayUsers = ['session', 'rpc', 'daemon', 'cli'];
+
+const relayZones = [
+  {
+    target: './relay',
+    from: './src',
+    except: ['./util', './oplog', './platform'],
+    message: 'relay/ may import only src/util, src/oplog and src/platform (README.md §Layout and specs).',
+  },
+  {
+    target: './relay/port',
+    from: relayBackends.map((name) => `./relay/${name}`),
+    message: 'relay/port is what every backend implements; it may not import a backend (README.md §Layout and specs).',
+  },
+  ...relayBackends.map((name) => ({
+    target: `./relay/${name}`,
+    from: relayBackends.filter((other) => other !== name).map((other) => `./relay/${other}`),
+    message: `relay/${name} is one backend; it may import relay/port, never another backend (README.md §Layout and specs).`,
+  })),
+  {
+    target: layers
+      .flat()
+      .filter((name) => name !== 'daemon')
+      .map((name) => `./src/${name}`),
+    from: relayBackends.map((name) => `./relay/${name}`),
+    message: 'Only src/daemon chooses a relay backend; everything else sees relay/port (README.md §Layout and specs).',
+  },
+  {
+    target: layers
+      .flat()
+      .filter((name) => !relayUsers.includes(name))
+      .map((name) => `./src/${name}`),
+    from: './relay',
+    message: 'Only the session and the layers above it use the relay (README.md §Layout and specs).',
+  },
+];
 
 const ioModules = ['node:*', 'fs', 'path', 'os', 'crypto', 'child_process', 'ws', 'pg', 'chokidar', 'pino', 'uuid'];
 
@@ -65,7 +101,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-console': 'error',
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
-      'import-x/no-restricted-paths': ['error', { zones: [...layerZones, relayZone] }],
+      'import-x/no-restricted-paths': ['error', { zones: [...layerZones, ...relayZones] }],
     },
   },
   {

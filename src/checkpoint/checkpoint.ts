@@ -3,7 +3,7 @@ import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { frontierToJson, parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isHlc } from '../oplog/hlc.js';
 import { isDeviceId, isEpoch, isNameId, isOpId, type AgentId, type Brand, type DeviceId, type RunId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { scopeFromKey, scopeKey, type Scope } from '../oplog/scope.js';
 import { isSurface } from '../oplog/surface.js';
 import { FoldState, type StateHash } from '../fold/fold-state.js';

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import { parseScope, scopeFromKey } from '../oplog/scope.js';
 import { parseFlags, parseMs, parseStartArgs, defaultDataDir } from '../daemon/config.js';
 import { Daemon } from '../daemon/daemon.js';

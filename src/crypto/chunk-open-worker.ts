@@ -6,7 +6,7 @@
  * {id, error: {code, message}}.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { isOpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError } from '../util/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
 import { openChunk } from './chunk-opener.js';
 import { Keyring } from './keyring.js';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
+import { OpsyncError, type ErrorCode } from '../util/opsync-error.js';
 import { scopeKey } from '../oplog/scope.js';
 import type { JsonObject } from '../util/json.js';
 import { keyedChunkDigest } from './chunk-digest.js';

@@ -1,5 +1,5 @@
 import { createPrivateKey, randomBytes, sign as edSign, type KeyObject } from 'node:crypto';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { isJsonObject } from '../util/json.js';
 
 /**

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { canonicalize } from '../oplog/canonical.js';
 import type { DeviceId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
 import { isJsonObject, type JsonObject } from '../util/json.js';

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { recordFromBody } from '../oplog/op-record.js';
-import { isOpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError } from '../util/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
 import { parseDeviceKeyFile } from './device-key.js';
 import { Keyring } from './keyring.js';

@@ -5,7 +5,7 @@ import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { Hlc } from '../oplog/hlc.js';
 import type { DeviceId, OpId } from '../oplog/ids.js';
 import { hashBody, recordFromBody, type OpRecord } from '../oplog/op-record.js';
-import { OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
+import { OpsyncError, type ErrorCode } from '../util/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { scryptAsync } from '@noble/hashes/scrypt.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { parseScope, scopeKey, type Scope } from '../oplog/scope.js';
 import { isJsonObject } from '../util/json.js';
 

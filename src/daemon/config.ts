@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import type { Listen } from '../rpc/rpc-server.js';
 import { DEFAULT_SESSION_OPTIONS } from '../session/session.js';
 import { realOrNearest } from './real-path.js';

@@ -5,7 +5,7 @@ import { createOpMinter } from '../crypto/op-minter.js';
 import { encodeKeyFile, parseKeyFile } from '../crypto/scope-key.js';
 import { FileJournal } from '../journal/file-journal.js';
 import { ownIdentity } from '../journal/process-identity.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import { conversationMethods } from '../rpc/conversation-methods.js';
 import { discoverMethod } from '../rpc/discover.js';
@@ -14,16 +14,16 @@ import type { LeaseCoordinator } from '../lease/coordinator.js';
 import { dirCoordinator } from '../lease/dir-coordinator.js';
 import { memoryCoordinator } from '../lease/memory-coordinator.js';
 import { pgCoordinator } from '../lease/pg-coordinator.js';
-import { Dispatcher } from '../rpc/dispatcher.js';
+import { RpcEndpoint } from '../rpc/rpc-endpoint.js';
 import type { MethodSpec } from '../rpc/method.js';
 import { syncMethods } from '../rpc/sync-methods.js';
 import { startRpcServer, type RpcServer } from '../rpc/rpc-server.js';
 import { DirCheckpointStore } from '../session/checkpoint-store.js';
 import { Session } from '../session/session.js';
-import { DirectoryRelay } from '../../relay/directory-relay.js';
-import { ensureDir } from '../../relay/durable-fs.js';
-import { PostgresRelay } from '../../relay/postgres-relay.js';
-import type { Relay } from '../../relay/relay.js';
+import { DirectoryRelay } from '../../relay/directory/directory-relay.js';
+import { ensureDir } from '../platform/durable-fs.js';
+import { PostgresRelay } from '../../relay/postgres/postgres-relay.js';
+import type { Relay } from '../../relay/port/relay.js';
 import type { DaemonConfig } from './config.js';
 import { LIMITS } from '../util/limits.js';
 import { Closers } from './closers.js';
@@ -88,7 +88,7 @@ export class Daemon {
             url: server?.url ?? null,
             uptime_ms: Date.now() - startedAt,
           }),
-          rpcStats: () => ({ ...dispatcher.stats, ...(server?.stats ?? {}) }),
+          rpcStats: () => ({ ...endpoint.stats, ...(server?.stats ?? {}) }),
           importKey: async (text) => {
             const key = parseKeyFile(text, 'the imported key');
             await dataDir.saveKey(key);
@@ -105,9 +105,9 @@ export class Daemon {
         ...conversationMethods(session),
       ];
       methods.push(discoverMethod(() => methods, VERSION));
-      const dispatcher = new Dispatcher(methods, log.child({ component: 'rpc' }));
+      const endpoint = new RpcEndpoint(methods, log.child({ component: 'rpc' }));
       const live = closers.add(
-        await startRpcServer(config.listen, token, dispatcher, LIMITS, {
+        await startRpcServer(config.listen, token, endpoint, LIMITS, {
           allowOrigins: config.allowOrigins,
           log: log.child({ component: 'rpc' }),
         }),

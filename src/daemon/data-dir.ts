@@ -6,9 +6,9 @@ import { generateDeviceKey, parseDeviceKeyFile, type DeviceKey } from '../crypto
 import { Keyring } from '../crypto/keyring.js';
 import { encodeKeyFile, parseKeyFile, scopeKeyFromBytes, scopeKeyFromPassphrase, type ScopeKey } from '../crypto/scope-key.js';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
-import { createFileDurable, ensureDir, readJsonObject, whyNotWritable, writeFileDurable } from '../../relay/durable-fs.js';
+import { createFileDurable, ensureDir, readJsonObject, whyNotWritable, writeFileDurable } from '../platform/durable-fs.js';
 import { parseIdentity, type ProcessIdentity } from '../journal/process-identity.js';
 
 /**

@@ -1,7 +1,7 @@
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { AgentId, Brand } from '../oplog/ids.js';
 import { compareOps } from '../oplog/op-record.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { tierOf, type Surface } from '../oplog/surface.js';
 import { compareStrings } from '../util/ordered.js';
 import type { ApplyOutcome, FoldedRecord, FoldOp } from './fold-op.js';

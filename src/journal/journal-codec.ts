@@ -3,7 +3,7 @@ import { crc32 } from 'node:zlib';
 import { frontierToJson, parseFrontier } from '../oplog/frontier.js';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { canonicalRecord, parseOpRecord } from '../oplog/op-record.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { isJsonObject } from '../util/json.js';
 import type { JournalEntry } from './journal.js';
 

@@ -1,4 +1,4 @@
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import type { Journal, JournalEntry, JournalVisitor, RewritePlan } from './journal.js';
 
 /**

@@ -3,8 +3,8 @@ import { readFile, realpath, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { OpsyncError } from '../oplog/opsync-error.js';
-import { createFileDurable } from '../../relay/durable-fs.js';
+import { OpsyncError } from '../util/opsync-error.js';
+import { createFileDurable } from '../platform/durable-fs.js';
 import { ownIdentity, parseIdentity, stillRuns, type ProcessIdentity } from './process-identity.js';
 
 /**

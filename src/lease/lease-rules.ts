@@ -1,5 +1,5 @@
 import type { AgentId, DeviceId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 
 /**
  * Execution leases (proposals/leases.md §Lease rules): the rules every coordinator applies, as pure

@@ -1,10 +1,10 @@
 import pg from 'pg';
 import type { AgentId, DeviceId } from '../oplog/ids.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
 import { ruleCoordinator } from './rule-coordinator.js';
-import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from '../../relay/pg-database.js';
+import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from '../platform/pg-database.js';
 
 /**
  * Leases in Postgres (proposals/leases.md §Postgres): one row per agent, changed in a

@@ -1,4 +1,4 @@
-import { OpsyncError } from './opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 
 /**
  * The canonical encoding: RFC 8785, the JSON Canonicalization Scheme. This module is the only

@@ -1,4 +1,4 @@
-import { OpsyncError } from './opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { isCharsetString, LOWER_HEX } from '../util/charset.js';
 import { LIMITS } from '../util/limits.js';
 

@@ -2,7 +2,7 @@ import { canonicalize } from './canonical.js';
 import type { CoreCrypto } from './core-crypto.js';
 import { compareHlc, isHlc, type Hlc } from './hlc.js';
 import { isDeviceId, isOpId, type DeviceId, type OpId } from './ids.js';
-import { OpsyncError } from './opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { isScope, type Scope } from './scope.js';
 import { isSurface, type Surface } from './surface.js';
 import { BASE64URL, isCharsetString } from '../util/charset.js';

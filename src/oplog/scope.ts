@@ -1,4 +1,4 @@
-import { OpsyncError } from './opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { isJsonObject } from '../util/json.js';
 
 /**

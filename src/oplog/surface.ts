@@ -1,4 +1,4 @@
-import { OpsyncError } from './opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 
 /**
  * What an op is about. The surface decides the fold tier (proposals/fold.md). Anything outside

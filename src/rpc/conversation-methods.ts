@@ -3,7 +3,7 @@ import { latestTurns, repair, type TurnFields } from '../conversation/repair.js'
 import { turnOf } from '../conversation/turn.js';
 import { DEFAULT_CONVERSATION, payloadProblem, ROLES } from '../fold/payload-rules.js';
 import { parseConversationId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import type { Session } from '../session/session.js';
 import { jsonDepth, type JsonObject, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';

@@ -1,11 +1,11 @@
 import type { JsonObject } from '../util/json.js';
-import { ERROR_CODES, type ErrorCode } from '../oplog/opsync-error.js';
+import { ERROR_CODES } from '../util/opsync-error.js';
 import { ERROR_NUMBERS } from './error-codes.js';
 import { defineMethod, type MethodSpec } from './method.js';
 import { object } from './schema.js';
 
 /**
- * rpc.discover: an OpenRPC 1.2.6 document generated from the same descriptors the dispatcher
+ * rpc.discover: an OpenRPC 1.2.6 document generated from the same descriptors the JSON-RPC endpoint
  * serves, so a host — or an agent — can drive the daemon without other documentation.
  */
 export function discoverMethod(methods: () => readonly MethodSpec[], version: string): MethodSpec {
@@ -39,7 +39,7 @@ export function openRpcDocument(methods: readonly MethodSpec[], version: string)
         schema: field.schema.json,
       })),
       result: { name: 'result', schema: method.result },
-      errors: (method.errors ?? []).map((code) => ({ code: ERROR_NUMBERS[code as ErrorCode], message: code })),
+      errors: (method.errors ?? []).map((code) => ({ code: ERROR_NUMBERS[code], message: code })),
     })),
     'x-error-codes': Object.fromEntries(ERROR_CODES.map((code) => [code, ERROR_NUMBERS[code]])),
   };

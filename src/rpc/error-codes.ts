@@ -1,4 +1,4 @@
-import { isOpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
+import { isOpsyncError, type ErrorCode } from '../util/opsync-error.js';
 import type { JsonObject } from '../util/json.js';
 
 /**

@@ -1,19 +1,20 @@
 import type { JsonObject } from '../util/json.js';
+import type { ErrorCode } from '../util/opsync-error.js';
 import type { ObjectSchema } from './schema.js';
 
 /**
  * A typed RPC method descriptor (proposals/rpc.md §Methods): name, parameter schema, result description and
- * handler, in one place. The dispatcher serves these and rpc.discover documents them.
+ * handler, in one place. The JSON-RPC server serves these and rpc.discover documents them.
  */
-export interface MethodSpec<P = unknown> {
+export interface MethodSpec<P = unknown, R = unknown> {
   readonly name: string;
   readonly summary: string;
   readonly params: ObjectSchema<P>;
-  /** JSON Schema of the result, for the OpenRPC document. */
+  /** JSON Schema of the result `R`, for the OpenRPC document. */
   readonly result: JsonObject;
-  /** Named failures this method may answer with (documentation). */
-  readonly errors?: readonly string[];
-  handler(params: P, call: CallContext): unknown;
+  /** Named failures this method may answer with, beyond invalid params (the OpenRPC document lists them). */
+  readonly errors?: readonly ErrorCode[];
+  handler(params: P, call: CallContext): R | Promise<R>;
 }
 
 /** What a handler may know about the connection it serves; it never sees a socket. */
@@ -26,8 +27,8 @@ export interface Connection {
   subscribed: boolean;
 }
 
-/** Keeps a method's parameter type attached to its handler. */
-export function defineMethod<P>(spec: MethodSpec<P>): MethodSpec {
+/** Keeps a method's parameter and result types attached to its handler. */
+export function defineMethod<P, R>(spec: MethodSpec<P, R>): MethodSpec {
   return spec;
 }
 

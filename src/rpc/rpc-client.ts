@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { JSONRPCClient } from 'json-rpc-2.0';
 import WebSocket from 'ws';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import type { JsonObject } from '../util/json.js';
 import { corked, rawText } from './ws-frames.js';
 

@@ -3,10 +3,10 @@ import { timingSafeEqual } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { lstat, rm } from 'node:fs/promises';
 import WebSocket, { WebSocketServer } from 'ws';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
-import type { Dispatcher } from './dispatcher.js';
+import type { RpcEndpoint } from './rpc-endpoint.js';
 import type { Connection } from './method.js';
 import { Peer, type ConnectionLimits, type PeerSocket, type PeerStats } from './peer.js';
 import { corked, rawText } from './ws-frames.js';
@@ -71,7 +71,7 @@ const HANDSHAKE_MS = 10_000;
 export async function startRpcServer(
   listen: Listen,
   token: string,
-  dispatcher: Dispatcher,
+  endpoint: RpcEndpoint,
   limits: ConnectionLimits = LIMITS,
   access: AccessOptions = { allowOrigins: [] },
 ): Promise<RpcServer> {
@@ -144,7 +144,7 @@ export async function startRpcServer(
 
   function serve(ws: WebSocket, socket: Socket): void {
     const connection: Connection = { id: nextId++, subscribed: false };
-    const peer = new Peer(peerSocket(ws, socket), limits, (text) => dispatcher.handle(text, connection), connection, stats);
+    const peer = new Peer(peerSocket(ws, socket), limits, (text) => endpoint.handle(text, connection), connection, stats);
     peers.set(ws, peer);
     stats.connections = peers.size;
     ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {

@@ -1,5 +1,5 @@
 import { NAME_ID } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { isJsonObject, jsonDepth, type JsonObject } from '../util/json.js';
 
 /**

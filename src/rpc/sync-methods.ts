@@ -1,6 +1,6 @@
 import { parseScope, type Scope } from '../oplog/scope.js';
 import { parseSurface } from '../oplog/surface.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import type { Session } from '../session/session.js';
 import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
@@ -12,7 +12,7 @@ export interface SyncServices {
   readonly session: Session;
   /** Static facts about the daemon for sync.status. */
   info(): JsonObject;
-  /** Transport and dispatcher counters for sync.stats. */
+  /** Transport and endpoint counters for sync.stats. */
   rpcStats(): JsonObject;
   importKey(keyFileText: string): Promise<{ scope: string; kid: string; folded: number }>;
   exportKey(scope: Scope): string;

@@ -1,8 +1,8 @@
 import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
 import type { FoldState } from '../fold/fold-state.js';
 import { parseFrontier, type Frontier } from '../oplog/frontier.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
-import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, HeaderCheck, Relay } from '../../relay/relay.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
+import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, HeaderCheck, Relay } from '../../relay/port/relay.js';
 import {
   DAMAGED_CHECKPOINT,
   mergeAndSeal,

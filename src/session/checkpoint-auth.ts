@@ -3,9 +3,9 @@ import { parseCheckpointHeader, unsignedHeaderJson, type CheckpointHeader, type 
 import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { DeviceId } from '../oplog/ids.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import { scopeFromKey, scopeKey } from '../oplog/scope.js';
-import type { CheckpointHeaderJson } from '../../relay/relay.js';
+import type { CheckpointHeaderJson } from '../../relay/port/relay.js';
 import { derivedKey, HEADER_MAC_LABEL, keyedChunkDigest } from '../crypto/chunk-digest.js';
 import type { DeviceKey } from '../crypto/device-key.js';
 import type { Keyring } from '../crypto/keyring.js';

@@ -16,9 +16,9 @@ import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { Frontier } from '../oplog/frontier.js';
 import type { DeviceId } from '../oplog/ids.js';
-import { isOpsyncError, OpsyncError, type ErrorCode } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError, type ErrorCode } from '../util/opsync-error.js';
 import { scopeFromKey } from '../oplog/scope.js';
-import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream } from '../../relay/relay.js';
+import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream } from '../../relay/port/relay.js';
 import { chunkDigester, signHeader } from './checkpoint-auth.js';
 
 /** The device that cuts and signs checkpoints. */

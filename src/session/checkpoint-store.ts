@@ -6,10 +6,10 @@ import {
   readCheckpointChunks,
   readCheckpointHeader,
   writeCheckpointBytes,
-} from '../../relay/checkpoint-files.js';
-import { ensureDir, TEMP_PREFIX } from '../../relay/durable-fs.js';
-import type { CheckpointHeaderJson, CheckpointStream } from '../../relay/relay.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+} from '../../relay/port/checkpoint-files.js';
+import { ensureDir, TEMP_PREFIX } from '../platform/durable-fs.js';
+import type { CheckpointHeaderJson, CheckpointStream } from '../../relay/port/relay.js';
+import { OpsyncError } from '../util/opsync-error.js';
 
 /**
  * The device's own copies of checkpoints it is based on, so that a restart finds its base even

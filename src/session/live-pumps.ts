@@ -1,4 +1,4 @@
-import type { Relay, Watch } from '../../relay/relay.js';
+import type { Relay, Watch } from '../../relay/port/relay.js';
 import type { Serializer } from '../util/serial.js';
 import type { SessionLog } from './session-log.js';
 

@@ -1,8 +1,8 @@
 import type { DeviceKey } from '../crypto/device-key.js';
 import type { DeviceId } from '../oplog/ids.js';
 import type { OpRecord } from '../oplog/op-record.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
-import type { Relay } from '../../relay/relay.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
+import type { Relay } from '../../relay/port/relay.js';
 import type { Peers } from './peers.js';
 import { RelayMending, type MendingDeps } from './relay-mending.js';
 import type { Replica } from './replica.js';

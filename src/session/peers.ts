@@ -3,7 +3,7 @@ import type { DeviceKey } from '../crypto/device-key.js';
 import type { Keyring } from '../crypto/keyring.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { DeviceId } from '../oplog/ids.js';
-import type { CheckpointHeaderJson, Covering, HeaderCheck, Relay, RosterView } from '../../relay/relay.js';
+import type { CheckpointHeaderJson, Covering, HeaderCheck, Relay, RosterView } from '../../relay/port/relay.js';
 import { CheckpointAuthority } from './checkpoint-auth.js';
 
 export interface PeersDeps {

@@ -1,8 +1,8 @@
 import type { Keyring } from '../crypto/keyring.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { DeviceId } from '../oplog/ids.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
-import type { Relay } from '../../relay/relay.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
+import type { Relay } from '../../relay/port/relay.js';
 import type { BaseCheckpoints } from './base-checkpoints.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import type { Outbox } from './outbox.js';

@@ -3,7 +3,7 @@ import type { FoldState } from '../fold/fold-state.js';
 import { payloadProblem } from '../fold/payload-rules.js';
 import { canonicalize } from '../oplog/canonical.js';
 import { seqFrontierToJson } from '../oplog/frontier.js';
-import { isOpsyncError, OpsyncError } from '../oplog/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import { LIMITS } from '../util/limits.js';
 import { Serializer } from '../util/serial.js';
 import type { Rejection } from './intake.js';

@@ -4,7 +4,7 @@
  * behind). A separate process, so the benchmark's parent never holds the million-op state and
  * its garbage collection cannot compete with the device being measured.
  */
-import { DirectoryRelay } from '../../relay/directory-relay.js';
+import { DirectoryRelay } from '../../relay/directory/directory-relay.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDeviceKeyFile } from '../../src/crypto/device-key.js';

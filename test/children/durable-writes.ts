@@ -5,7 +5,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createFileDurable, writeFileAtomic, writeFileDurable } from '../../relay/durable-fs.js';
+import { createFileDurable, writeFileAtomic, writeFileDurable } from '../../src/platform/durable-fs.js';
 
 const dir = process.argv[2]!;
 const big = 'x'.repeat(1024 * 1024);

@@ -3,7 +3,7 @@
  * holds it until its stdin closes.
  */
 import { FileJournal } from '../../src/journal/file-journal.js';
-import { isOpsyncError } from '../../src/oplog/opsync-error.js';
+import { isOpsyncError } from '../../src/util/opsync-error.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 
 const [path, device] = process.argv.slice(2);

@@ -1,7 +1,7 @@
 /** Child: opens a journal (compiled code, so large files use the digest worker) and prints the outcome as JSON. */
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { JournalVerifier } from '../../src/journal/journal-verifier.js';
-import { isOpsyncError } from '../../src/oplog/opsync-error.js';
+import { isOpsyncError } from '../../src/util/opsync-error.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
 
 const [path, device] = process.argv.slice(2);

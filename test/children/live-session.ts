@@ -4,7 +4,7 @@
  * JSON lines on stdout. Usage: live-session <relay-dir> <data-dir> <device-id>
  */
 import { createInterface } from 'node:readline';
-import { isOpsyncError } from '../../src/oplog/opsync-error.js';
+import { isOpsyncError } from '../../src/util/opsync-error.js';
 import { openDirSession } from '../helpers/dir-world.js';
 
 const [relay, dataDir, device] = process.argv.slice(2);

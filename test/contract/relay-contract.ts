@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { parseFrontier } from '../../src/oplog/frontier.js';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import type { OpRecord } from '../../src/oplog/op-record.js';
-import type { CheckpointFile, JsonObject, Relay } from '../../relay/relay.js';
-import { PULL_PAGE_BYTES } from '../../relay/relay-state.js';
+import type { CheckpointFile, JsonObject, Relay } from '../../relay/port/relay.js';
+import { PULL_PAGE_BYTES } from '../../relay/port/relay-state.js';
 import { TestDevice } from '../helpers/test-device.js';
 
 export interface RelayHarness {

@@ -8,8 +8,8 @@ import { FileJournal } from '../../src/journal/file-journal.js';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import { DirCheckpointStore } from '../../src/session/checkpoint-store.js';
 import { Session, type SessionLog, type SessionOptions } from '../../src/session/session.js';
-import { DirectoryRelay } from '../../relay/directory-relay.js';
-import type { Relay } from '../../relay/relay.js';
+import { DirectoryRelay } from '../../relay/directory/directory-relay.js';
+import type { Relay } from '../../relay/port/relay.js';
 import { coreCrypto } from './test-device.js';
 import { PERSONAL_KEY, World } from './world.js';
 

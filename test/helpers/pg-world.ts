@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
-import { PostgresRelay } from '../../relay/postgres-relay.js';
-import type { Relay } from '../../relay/relay.js';
+import { PostgresRelay } from '../../relay/postgres/postgres-relay.js';
+import type { Relay } from '../../relay/port/relay.js';
 import type { TestPostgres } from './postgres.js';
 import { coreCrypto } from './test-device.js';
 import { World } from './world.js';

@@ -5,8 +5,8 @@ import { MemoryJournalStore } from '../../src/journal/memory-journal.js';
 import { parseDeviceId, type DeviceId } from '../../src/oplog/ids.js';
 import { MemoryCheckpointStore } from '../../src/session/checkpoint-store.js';
 import { Session, type SessionLog, type SessionOptions } from '../../src/session/session.js';
-import { MemoryRelayStore } from '../../relay/memory-relay.js';
-import type { CheckpointFile, Relay } from '../../relay/relay.js';
+import { MemoryRelayStore } from '../../relay/memory/memory-relay.js';
+import type { CheckpointFile, Relay } from '../../relay/port/relay.js';
 import { coreCrypto } from './test-device.js';
 
 export const PERSONAL_KEY: ScopeKey = scopeKeyFromBytes('personal', Buffer.alloc(32, 0x11));

@@ -2,7 +2,7 @@ import { copyFile, cp, readdir, readFile, rm, truncate, writeFile, mkdir } from 
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MAX_SEGMENT_BYTES } from '../../relay/segment-codec.js';
+import { MAX_SEGMENT_BYTES } from '../../relay/directory/segment-codec.js';
 import type { Session } from '../../src/session/session.js';
 import { converged } from '../helpers/converged.js';
 import { applyDamage, damages } from '../helpers/damage.js';

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { Dispatcher } from '../../src/rpc/dispatcher.js';
+import { RpcEndpoint } from '../../src/rpc/rpc-endpoint.js';
 import { defineMethod, resultObject } from '../../src/rpc/method.js';
 import { object } from '../../src/rpc/schema.js';
 import { startRpcServer, type RpcServer } from '../../src/rpc/rpc-server.js';
@@ -26,8 +26,8 @@ describe('output backpressure on a WebSocket connection', () => {
       result: resultObject({}),
       handler: () => ((calls += 1), ANSWER),
     });
-    const dispatcher = new Dispatcher([method], { error: () => {} });
-    server = await startRpcServer({ host: '127.0.0.1', port: 0 }, 'token', dispatcher, LIMITS);
+    const endpoint = new RpcEndpoint([method], { error: () => {} });
+    server = await startRpcServer({ host: '127.0.0.1', port: 0 }, 'token', endpoint, LIMITS);
   }
 
   async function connect(): Promise<WebSocket> {

@@ -1,8 +1,8 @@
 import type { SeqFrontier } from '../../src/oplog/frontier.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
-import { OpsyncError } from '../../src/oplog/opsync-error.js';
-import type { CheckpointFile, Covering, Damage, GcBounds, HeaderCheck, PullPage, PushResult, Relay } from '../../relay/relay.js';
+import { OpsyncError } from '../../src/util/opsync-error.js';
+import type { CheckpointFile, Covering, Damage, GcBounds, HeaderCheck, PullPage, PushResult, Relay } from '../../relay/port/relay.js';
 
 /**
  * The simulation's network: seeded faults between every device and the relay. A partitioned

@@ -43,12 +43,30 @@ describe('architecture rules', () => {
     expect(text).toContain('no-restricted-properties');
   });
 
-  it('refuses relay code importing anything from src/ but oplog', async () => {
+  it('refuses relay code importing anything from src/ but util, oplog and platform', async () => {
     const messages = await lintProbe(
-      'relay/zz-probe-relay.ts',
-      "import { Keyring } from '../src/crypto/keyring.js';\nexport const probe = Keyring;\n",
+      'relay/port/zz-probe-relay.ts',
+      "import { Keyring } from '../../src/crypto/keyring.js';\nexport const probe = Keyring;\n",
     );
     expect(messages.join('\n')).toContain('relay/ may import only');
+  });
+
+  it('refuses one relay backend importing another, and a src layer other than the daemon choosing a backend', async () => {
+    const backend = await lintProbe(
+      'relay/memory/zz-probe-backend.ts',
+      "import { DirectoryRelay } from '../directory/directory-relay.js';\nexport const probe = DirectoryRelay;\n",
+    );
+    expect(backend.join('\n')).toContain('never another backend');
+    const session = await lintProbe(
+      'src/session/zz-probe-backend.ts',
+      "import { MemoryRelayStore } from '../../relay/memory/memory-relay.js';\nexport const probe = MemoryRelayStore;\n",
+    );
+    expect(session.join('\n')).toContain('Only src/daemon chooses a relay backend');
+    const journal = await lintProbe(
+      'src/journal/zz-probe-port.ts',
+      "import type { Relay } from '../../relay/port/relay.js';\nexport type Probe = Relay;\n",
+    );
+    expect(journal.join('\n')).toContain('Only the session and the layers above it use the relay');
   });
 
   it('refuses an import cycle', async () => {

@@ -15,7 +15,7 @@ import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
 import { headerProblem } from '../../src/session/checkpoint-auth.js';
 import { cutCheckpoint, openCheckpoint, type Publisher } from '../../src/session/checkpoint-seal.js';
 import { iterate } from '../../src/session/checkpoint-store.js';
-import type { CheckpointFile } from '../../relay/relay.js';
+import type { CheckpointFile } from '../../relay/port/relay.js';
 import { PERSONAL_KEY } from '../helpers/world.js';
 import { FoldState } from '../../src/fold/fold-state.js';
 import type { DeviceId } from '../../src/oplog/ids.js';

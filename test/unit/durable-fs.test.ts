@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ensureDir } from '../../relay/durable-fs.js';
+import { ensureDir } from '../../src/platform/durable-fs.js';
 import { childScript } from '../helpers/children.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 

@@ -11,7 +11,7 @@ import type { JournalEntry } from '../../src/journal/journal.js';
 import { MAX_LINE_BYTES, readLines } from '../../src/journal/line-reader.js';
 import { JournalVerifier } from '../../src/journal/journal-verifier.js';
 import { parseDeviceId } from '../../src/oplog/ids.js';
-import { isOpsyncError } from '../../src/oplog/opsync-error.js';
+import { isOpsyncError } from '../../src/util/opsync-error.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { applyDamage, damages } from '../helpers/damage.js';
 import { TestDevice } from '../helpers/test-device.js';

@@ -5,7 +5,7 @@ import { parseCheckpointHeader, restoreCheckpoint, type CheckpointHeader } from 
 import { headerProblem } from '../../src/session/checkpoint-auth.js';
 import { openCheckpoint } from '../../src/session/checkpoint-seal.js';
 import { iterate } from '../../src/session/checkpoint-store.js';
-import type { CheckpointHeaderJson } from '../../relay/relay.js';
+import type { CheckpointHeaderJson } from '../../relay/port/relay.js';
 import { openPayload } from '../../src/crypto/envelope.js';
 import { Keyring } from '../../src/crypto/keyring.js';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';

@@ -1,11 +1,11 @@
 import { parseFrontier } from '../../src/oplog/frontier.js';
 import { describe, expect, it } from 'vitest';
 import { scopeKeyFromBytes } from '../../src/crypto/scope-key.js';
-import { OpsyncError } from '../../src/oplog/opsync-error.js';
+import { OpsyncError } from '../../src/util/opsync-error.js';
 import type { JournalEntry } from '../../src/journal/journal.js';
 import type { Session } from '../../src/session/session.js';
 import type { CheckpointReport } from '../../src/session/session-reports.js';
-import type { CheckpointFile, Relay } from '../../relay/relay.js';
+import type { CheckpointFile, Relay } from '../../relay/port/relay.js';
 import { FoldState } from '../../src/fold/fold-state.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead } from '../../src/oplog/op-record.js';

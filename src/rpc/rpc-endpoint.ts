@@ -1,10 +1,4 @@
-import {
-  JSONRPCServer,
-  createJSONRPCErrorResponse,
-  createJSONRPCSuccessResponse,
-  type JSONRPCRequest,
-  type JSONRPCResponse,
-} from 'json-rpc-2.0';
+import { JSONRPCServer, createJSONRPCErrorResponse, type JSONRPCRequest, type JSONRPCResponse } from 'json-rpc-2.0';
 import { isJsonObject, parseJsonText, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
 import {
@@ -15,22 +9,28 @@ import {
   RPC_PARSE_ERROR,
   toRpcError,
 } from './error-codes.js';
-import { OpsyncError } from '../oplog/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
 import type { Connection, MethodSpec } from './method.js';
 
-export interface DispatcherLog {
+export interface EndpointLog {
   error(fields: object, message: string): void;
 }
 
-export interface DispatcherStats {
+export interface EndpointStats {
   requests: number;
   errors: number;
   internal_errors: number;
 }
 
 /**
- * JSON-RPC 2.0 over any transport that carries text: parse, limits, batches and notifications
- * exactly per the specification, then the method descriptors. It never touches a socket.
+ * JSON-RPC 2.0 over any transport that carries text (proposals/rpc.md §Protocol). json-rpc-2.0's
+ * `JSONRPCServer` runs each request, with middleware that answers an unknown method by name,
+ * parses the params against the method's descriptor, and maps failures to their codes. Around it,
+ * this endpoint does what that server does not do to the letter of the specification, and says
+ * so in proposals/rpc.md: it parses text with a depth bound, answers a batch always with an array
+ * (the server answers a batch with one response as a bare object), bounds batches, refuses
+ * malformed request objects before the server sees them (it reads `payload.jsonrpc` of `null`),
+ * and turns an answer that cannot become text into an error. It never touches a socket.
  *
  * - unparseable text → -32700; nesting deeper than the message depth limit, an empty batch, a batch
  *   over the batch limit, or an element that is not a request → -32600;
@@ -40,16 +40,22 @@ export interface DispatcherStats {
  * - an answer that cannot become text (past V8's string limit: `answer_too_large`; not JSON: a
  *   bug, -32603) is answered as that error, in its place in a batch. `handle` never rejects.
  */
-export class Dispatcher {
-  readonly stats: DispatcherStats = { requests: 0, errors: 0, internal_errors: 0 };
+export class RpcEndpoint {
+  readonly stats: EndpointStats = { requests: 0, errors: 0, internal_errors: 0 };
   private readonly server = new JSONRPCServer<Connection>({ errorListener: () => {} });
 
   constructor(
     readonly methods: readonly MethodSpec[],
-    private readonly log: DispatcherLog,
+    private readonly log: EndpointLog,
   ) {
+    const byName = new Map(methods.map((method) => [method.name, method]));
     for (const method of methods)
-      this.server.addMethodAdvanced(method.name, (request, connection) => this.call(method, request, connection));
+      this.server.addMethod(method.name, async (params, connection) => (await method.handler(params, { connection })) ?? null);
+    this.server.applyMiddleware(
+      (next, request, connection) => (byName.has(request.method) ? next(request, connection) : Promise.resolve(methodNotFound(request))),
+      (next, request, connection) => this.failuresAnswered(() => next(request, connection), request),
+      (next, request, connection) => next({ ...request, params: paramsOf(byName.get(request.method)!, request) }, connection),
+    );
   }
 
   /** The answer to one incoming message, or null when none is due (notifications). */
@@ -102,40 +108,43 @@ export class Dispatcher {
       const id = isJsonObject(message) && isId(message.id) ? message.id : null;
       return createJSONRPCErrorResponse(id, RPC_INVALID_REQUEST, `Invalid Request: ${problem}`, { code: 'invalid_request' });
     }
-    const request = message as unknown as JSONRPCRequest;
-    if (!this.server.hasMethod(request.method)) {
-      this.stats.errors++;
-      const why = `Method not found: ${JSON.stringify(request.method.slice(0, 128))} (rpc.discover lists every method)`;
-      return request.id === undefined
-        ? null
-        : createJSONRPCErrorResponse(request.id, RPC_METHOD_NOT_FOUND, why, {
-            code: 'method_not_found',
-            method: request.method.slice(0, 128),
-          });
-    }
-    const response = await this.server.receive(request, connection);
+    const response = await this.server.receive(message as unknown as JSONRPCRequest, connection);
     if (response && 'error' in response) this.stats.errors++;
     return response;
   }
 
-  private async call(method: MethodSpec, request: JSONRPCRequest, connection: Connection): Promise<JSONRPCResponse | null> {
-    const id = request.id;
+  /** Runs a call; a failure becomes its named error (an unexpected one is logged, never echoed). */
+  private async failuresAnswered(
+    call: () => PromiseLike<JSONRPCResponse | null>,
+    request: JSONRPCRequest,
+  ): Promise<JSONRPCResponse | null> {
     try {
-      if (request.params !== undefined && !isJsonObject(request.params)) {
-        throw new OpsyncError('invalid_params', 'params must be an object of named parameters.', { field: 'params' });
-      }
-      const params = method.params.parse(request.params ?? {}, 'params');
-      const result: unknown = await method.handler(params, { connection });
-      return id === undefined ? null : createJSONRPCSuccessResponse(id, result ?? null);
+      return await call();
     } catch (error) {
       const rpc = toRpcError(error);
       if (!rpc.expected) {
         this.stats.internal_errors++;
-        this.log.error({ err: error, method: method.name }, 'method failed unexpectedly');
+        this.log.error({ err: error, method: request.method }, 'method failed unexpectedly');
       }
-      return id === undefined ? null : createJSONRPCErrorResponse(id, rpc.code, rpc.message, rpc.data);
+      return request.id === undefined ? null : createJSONRPCErrorResponse(request.id, rpc.code, rpc.message, rpc.data);
     }
   }
+}
+
+/** -32601 naming the method (none for a notification). */
+function methodNotFound(request: JSONRPCRequest): JSONRPCResponse | null {
+  if (request.id === undefined) return null;
+  const method = request.method.slice(0, 128);
+  const why = `Method not found: ${JSON.stringify(method)} (rpc.discover lists every method)`;
+  return createJSONRPCErrorResponse(request.id, RPC_METHOD_NOT_FOUND, why, { code: 'method_not_found', method });
+}
+
+/** The request's params parsed against the method's descriptor (named parameters only), or `invalid_params`. */
+function paramsOf(method: MethodSpec, request: JSONRPCRequest): unknown {
+  if (request.params !== undefined && !isJsonObject(request.params)) {
+    throw new OpsyncError('invalid_params', 'params must be an object of named parameters.', { field: 'params' });
+  }
+  return method.params.parse(request.params ?? {}, 'params');
 }
 
 function requestProblem(message: JsonValue): string | null {

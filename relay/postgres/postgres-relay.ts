@@ -1,14 +1,13 @@
 import pg from 'pg';
-import type { CoreCrypto } from '../src/oplog/core-crypto.js';
-import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../src/oplog/frontier.js';
-import { isDeviceId, type DeviceId, type OpId } from '../src/oplog/ids.js';
-import { canonicalRecord, headOf, parseOpRecord, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
-import { isOpsyncError, OpsyncError } from '../src/oplog/opsync-error.js';
-import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
-import { checkRestartAnchor, isOwnSigned, planPush } from './push-rules.js';
-import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
-import { MAX_CHUNK_LINE_BYTES } from './checkpoint-files.js';
-import { MAX_JSON_FILE_BYTES } from './durable-fs.js';
+import type { CoreCrypto } from '../../src/oplog/core-crypto.js';
+import { parseSeqFrontier, seqFrontierToJson, type SeqFrontier } from '../../src/oplog/frontier.js';
+import { isDeviceId, type DeviceId, type OpId } from '../../src/oplog/ids.js';
+import { canonicalRecord, headOf, type ChainHead, type OpRecord } from '../../src/oplog/op-record.js';
+import { isOpsyncError, OpsyncError } from '../../src/util/opsync-error.js';
+import { DEFAULT_EVICTION_HORIZON_MS } from '../../src/oplog/roster.js';
+import { checkRestartAnchor, isOwnSigned, planPush } from '../port/push-rules.js';
+import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from '../port/relay-errors.js';
+import { MAX_JSON_FILE_BYTES } from '../../src/platform/durable-fs.js';
 import {
   checkpointHead,
   collectableThrough,
@@ -20,7 +19,7 @@ import {
   PageBuilder,
   rosterView,
   staleCheckpoints,
-} from './relay-state.js';
+} from '../port/relay-state.js';
 import {
   type CheckpointFile,
   type Covering,
@@ -34,8 +33,11 @@ import {
   type Relay,
   type RosterView,
   type Watch,
-} from './relay.js';
-import { createSchema, inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from './pg-database.js';
+} from '../port/relay.js';
+import { inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from '../../src/platform/pg-database.js';
+import { CHANNEL, listenForChanges } from './pg-listen.js';
+import { RowReader } from './pg-rows.js';
+import { ensureSchema } from './pg-schema.js';
 
 /**
  * The Postgres relay (proposals/relay.md §Postgres): the relay port on one database shared by
@@ -58,17 +60,15 @@ export interface PostgresRelayOptions {
   readonly horizonMs?: number;
 }
 
-const CHANNEL = 'opsync_changed';
-
 export class PostgresRelay implements Relay {
   readonly self: DeviceId;
   readonly location: string;
   private readonly pool: pg.Pool;
+  /** Reads rows as untrusted input, and counts those that are not what the schema promises. */
+  private readonly rows: RowReader;
   private readonly crypto: CoreCrypto;
   private readonly now: (() => number) | null;
   private readonly horizonMs: number;
-  /** Rows that were not what the schema promises, by row (device/seq, or checkpoint hash), with their kind. */
-  private readonly bad = new Map<string, string>();
   /** The key this device registered with: its own rows count only when they verify under it. */
   private ownKey: string | null = null;
   /** The op id of this device's newest row as this handle last pushed or verified it. */
@@ -82,6 +82,7 @@ export class PostgresRelay implements Relay {
     this.now = options.now ?? null;
     this.horizonMs = options.horizonMs ?? DEFAULT_EVICTION_HORIZON_MS;
     this.pool = new pg.Pool({ connectionString: options.url, max: 4, connectionTimeoutMillis: 5_000, allowExitOnIdle: true });
+    this.rows = new RowReader(this.pool);
     this.pool.on('error', () => {
       // An idle connection dropped; the next query reconnects or fails by name.
     });
@@ -138,7 +139,7 @@ export class PostgresRelay implements Relay {
             ]);
             return held.rows[0]?.op_id as OpId | undefined;
           },
-          checkpointHead: async (seq) => checkpointHead(await this.headers(), this.self, seq, authentic),
+          checkpointHead: async (seq) => checkpointHead(await this.rows.headers(), this.self, seq, authentic),
         },
         ops,
         this.crypto,
@@ -184,10 +185,10 @@ export class PostgresRelay implements Relay {
         if (rows.length === 0) continue;
         for (const row of rows) {
           if (row.record === null) {
-            this.count('record_oversized', `${device_id}/${row.seq}`);
+            this.rows.count('record_oversized', `${device_id}/${row.seq}`);
             break;
           }
-          const op = this.parse(row.record, `${device_id}/${row.seq}`);
+          const op = this.rows.parse(row.record, `${device_id}/${row.seq}`);
           if (!op || op.device_id !== device_id || op.seq !== Number(row.seq)) break;
           if (!page.add(op, row.bytes)) return page.page();
         }
@@ -215,7 +216,7 @@ export class PostgresRelay implements Relay {
     return this.transaction(async (client) => {
       const { rows } = await client.query('SELECT 1 FROM opsync_devices WHERE device_id = $1 FOR UPDATE', [this.self]);
       if (rows.length === 0) throw notRegistered(this.self);
-      checkRestartAnchor(this.self, anchor, checkpointHead(await this.headers(), this.self, anchor.seq, authentic));
+      checkRestartAnchor(this.self, anchor, checkpointHead(await this.rows.headers(), this.self, anchor.seq, authentic));
       await client.query('DELETE FROM opsync_ops WHERE device_id = $1', [this.self]);
       await client.query('UPDATE opsync_devices SET floor = $2 WHERE device_id = $1', [this.self, anchor.seq + 1]);
       await client.query('SELECT pg_notify($1, $2)', [CHANNEL, this.self]);
@@ -260,7 +261,7 @@ export class PostgresRelay implements Relay {
       for (const row of rows) {
         const acked = parseSeqFrontier(row.acked);
         if (!isDeviceId(row.device_id) || !acked || row.public_key === null) {
-          this.count('device_row_invalid', row.device_id);
+          this.rows.count('device_row_invalid', row.device_id);
           continue;
         }
         entries.push({
@@ -298,7 +299,7 @@ export class PostgresRelay implements Relay {
   }
 
   latestCheckpoint(covering?: Covering, authentic?: HeaderCheck): Promise<CheckpointHeaderJson | null> {
-    return this.db(async () => latestCovering(await this.headers(), covering, authentic));
+    return this.db(async () => latestCovering(await this.rows.headers(), covering, authentic));
   }
 
   readCheckpoint(hash: string): Promise<CheckpointStream | null> {
@@ -308,7 +309,7 @@ export class PostgresRelay implements Relay {
         [hash],
       );
       if (!rows[0]) return null;
-      return { header: rows[0].header, chunks: this.chunks(hash) };
+      return { header: rows[0].header, chunks: this.rows.chunks(hash) };
     });
   }
 
@@ -328,7 +329,7 @@ export class PostgresRelay implements Relay {
       const deleted = await this.pool.query('DELETE FROM opsync_ops WHERE device_id = $1 AND seq <= $2', [this.self, through]);
       if ((deleted.rowCount ?? 0) > 0)
         await this.pool.query('UPDATE opsync_devices SET floor = GREATEST(floor, $2) WHERE device_id = $1', [this.self, through + 1]);
-      const stale = staleCheckpoints(await this.headers(), bounds.authentic).map((h) => h.checkpoint_hash);
+      const stale = staleCheckpoints(await this.rows.headers(), bounds.authentic).map((h) => h.checkpoint_hash);
       if (stale.length > 0) {
         await this.pool.query('DELETE FROM opsync_checkpoint_chunks WHERE checkpoint_hash = ANY($1)', [stale]);
         await this.pool.query('DELETE FROM opsync_checkpoints WHERE checkpoint_hash = ANY($1)', [stale]);
@@ -337,96 +338,17 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  /**
-   * LISTENs on a dedicated connection. A dropped connection triggers a pump (something may have
-   * been missed) and is re-established after a second, for as long as the watch is open; so is
-   * one that cannot be made at first (the database is out of reach).
-   */
-  async watch(onChange: () => void): Promise<Watch> {
-    let closed = false;
-    let client: pg.PoolClient | null = null;
-    let retry: NodeJS.Timeout | null = null;
-    const listen = async (): Promise<void> => {
-      const connection = await this.db(() => this.pool.connect());
-      connection.on('notification', (message) => {
-        if (message.payload !== this.self) onChange();
-      });
-      connection.on('error', (error) => {
-        connection.release(error);
-        if (client === connection) client = null;
-        onChange();
-        if (!closed) again();
-      });
-      try {
-        await this.db(() => connection.query(`LISTEN ${CHANNEL}`));
-      } catch (error) {
-        connection.release(true);
-        throw error;
-      }
-      client = connection;
-    };
-    const again = (): void => {
-      retry = setTimeout(() => {
-        retry = null;
-        if (!closed) listen().then(onChange, again);
-      }, 1_000);
-      retry.unref();
-    };
-    await listen().catch(again);
-    return {
-      close: async () => {
-        closed = true;
-        if (retry) clearTimeout(retry);
-        const connection = client;
-        client = null;
-        if (connection) {
-          await connection.query(`UNLISTEN ${CHANNEL}`).catch(() => undefined);
-          connection.release();
-        }
-      },
-    };
+  /** LISTENs for other devices' pushes and checkpoints (`listenForChanges`). */
+  watch(onChange: () => void): Promise<Watch> {
+    return listenForChanges(this.pool, this.self, onChange, (operation) => this.db(operation));
   }
 
   anomalies(): Readonly<Record<string, number>> {
-    const counts: Record<string, number> = {};
-    for (const kind of this.bad.values()) counts[kind] = (counts[kind] ?? 0) + 1;
-    return counts;
+    return this.rows.anomalies();
   }
 
   close(): Promise<void> {
     return this.pool.end();
-  }
-
-  private async headers(): Promise<CheckpointHeaderJson[]> {
-    const { rows } = await this.pool.query<{ header: CheckpointHeaderJson | null; checkpoint_hash: string }>(
-      `SELECT checkpoint_hash, CASE WHEN pg_column_size(header) <= ${MAX_JSON_FILE_BYTES} THEN header END AS header FROM opsync_checkpoints`,
-    );
-    const headers: CheckpointHeaderJson[] = [];
-    for (const row of rows) {
-      if (row.header === null || typeof row.header !== 'object' || row.header.checkpoint_hash !== row.checkpoint_hash)
-        this.count('checkpoint_invalid', row.checkpoint_hash);
-      else headers.push(row.header);
-    }
-    return headers;
-  }
-
-  private async *chunks(hash: string): AsyncGenerator<string> {
-    const { rows } = await this.pool.query<{ idx: number }>(
-      'SELECT idx FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 ORDER BY idx',
-      [hash],
-    );
-    for (const { idx } of rows) {
-      const chunk = await this.pool.query<{ chunk: string | null }>(
-        'SELECT CASE WHEN octet_length(chunk) <= $3 THEN chunk END AS chunk FROM opsync_checkpoint_chunks WHERE checkpoint_hash = $1 AND idx = $2',
-        [hash, idx, MAX_CHUNK_LINE_BYTES],
-      );
-      const text = chunk.rows[0]?.chunk;
-      if (text === null)
-        throw new OpsyncError('checkpoint_invalid', `Chunk ${idx} of checkpoint ${hash} is larger than any checkpoint chunk.`, {
-          checkpoint_hash: hash,
-        });
-      if (text !== undefined) yield text;
-    }
   }
 
   /**
@@ -445,7 +367,7 @@ export class PostgresRelay implements Relay {
         [this.self, below, MAX_RECORD_BYTES, limit],
       );
       for (const row of rows) {
-        const op = row.record === null ? null : this.parse(row.record, `${this.self}/${row.seq}`);
+        const op = row.record === null ? null : this.rows.parse(row.record, `${this.self}/${row.seq}`);
         // The op this handle pushed or verified last needs no second signature check (its op_id covers its seq).
         if (op && op.seq === Number(row.seq) && (op.op_id === this.verifiedHead || isOwnSigned(this.self, op, publicKey, this.crypto))) {
           if (skipped && client !== this.pool)
@@ -454,7 +376,7 @@ export class PostgresRelay implements Relay {
           return op;
         }
         skipped = true;
-        this.count('record_unsigned', `${this.self}/${row.seq}`);
+        this.rows.count('record_unsigned', `${this.self}/${row.seq}`);
       }
       if (rows.length < limit) {
         if (skipped && client !== this.pool) await client.query('DELETE FROM opsync_ops WHERE device_id = $1', [this.self]);
@@ -462,20 +384,6 @@ export class PostgresRelay implements Relay {
       }
       below = Number(rows.at(-1)!.seq);
     }
-  }
-
-  private parse(record: string, key: string): OpRecord | null {
-    try {
-      return parseOpRecord(JSON.parse(record));
-    } catch {
-      this.count('record_invalid', key);
-      return null;
-    }
-  }
-
-  /** Counts the row named `key` as `kind`, once however often it is read (as the directory relay counts files). */
-  private count(kind: string, key: string): void {
-    this.bad.set(key, kind);
   }
 
   private transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -497,30 +405,5 @@ export class PostgresRelay implements Relay {
     return new OpsyncError('relay_unavailable', `The Postgres relay ${this.location} failed: ${(error as Error).message}.`, {
       relay: this.location,
     });
-  }
-}
-
-/** The schema version this code reads and writes (proposals/relay.md §Postgres). */
-const SCHEMA_VERSION = '1';
-
-async function ensureSchema(pool: pg.Pool, location: string): Promise<void> {
-  const statements = [
-    `CREATE TABLE IF NOT EXISTS opsync_meta (key text PRIMARY KEY, value text NOT NULL)`,
-    `INSERT INTO opsync_meta (key, value) VALUES ('schema_version', '${SCHEMA_VERSION}') ON CONFLICT DO NOTHING`,
-    `CREATE TABLE IF NOT EXISTS opsync_devices (
-      device_id text PRIMARY KEY, public_key text NOT NULL, added_ms bigint NOT NULL, last_seen_ms bigint NOT NULL,
-      acked jsonb NOT NULL DEFAULT '{}', floor bigint NOT NULL DEFAULT 0)`,
-    `CREATE TABLE IF NOT EXISTS opsync_ops (device_id text NOT NULL, seq bigint NOT NULL, op_id text NOT NULL, record text NOT NULL, PRIMARY KEY (device_id, seq))`,
-    `CREATE TABLE IF NOT EXISTS opsync_checkpoints (checkpoint_hash text PRIMARY KEY, header jsonb NOT NULL, weight bigint NOT NULL)`,
-    `CREATE TABLE IF NOT EXISTS opsync_checkpoint_chunks (checkpoint_hash text NOT NULL, idx integer NOT NULL, chunk text NOT NULL, PRIMARY KEY (checkpoint_hash, idx))`,
-  ];
-  await createSchema(pool, statements);
-  const { rows } = await pool.query<{ value: string }>(`SELECT value FROM opsync_meta WHERE key = 'schema_version'`);
-  if (rows[0]?.value !== SCHEMA_VERSION) {
-    throw new OpsyncError(
-      'relay_invalid',
-      `The Postgres relay ${location} has schema version ${rows[0]?.value ?? 'none'}; this opsync reads version ${SCHEMA_VERSION}.`,
-      { relay: location },
-    );
   }
 }

@@ -1,13 +1,13 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { DeviceId } from '../src/oplog/ids.js';
-import { headOf, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
-import type { CoreCrypto } from '../src/oplog/core-crypto.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import { headOf, type ChainHead, type OpRecord } from '../../src/oplog/op-record.js';
+import type { CoreCrypto } from '../../src/oplog/core-crypto.js';
 import type { Anomalies } from './anomalies.js';
-import { firstLine } from './checkpoint-files.js';
-import { fileIdentity, notRegular, readTextAtMost } from './durable-fs.js';
-import { isOwnSigned } from './push-rules.js';
-import { notRegistered } from './relay-errors.js';
+import { firstLine } from '../port/checkpoint-files.js';
+import { fileIdentity, notRegular, readTextAtMost } from '../../src/platform/durable-fs.js';
+import { isOwnSigned } from '../port/push-rules.js';
+import { notRegistered } from '../port/relay-errors.js';
 import {
   decodeHeader,
   decodeSegment,

@@ -1,4 +1,4 @@
-import type { JsonObject } from '../util/json.js';
+import type { JsonObject } from './json.js';
 
 /**
  * The closed list of named failures. Every expected failure anywhere in opsync carries one

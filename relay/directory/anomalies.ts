@@ -1,5 +1,5 @@
 import { basename, relative } from 'node:path';
-import { TEMP_PREFIX } from './durable-fs.js';
+import { TEMP_PREFIX } from '../../src/platform/durable-fs.js';
 
 /**
  * Files in a relay folder that are not what its layout names: editor leftovers, `*.sync-conflict-*`

@@ -1,5 +1,5 @@
-import type { DeviceId } from '../src/oplog/ids.js';
-import { canonicalRecord, parseOpRecord, type OpRecord } from '../src/oplog/op-record.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import { canonicalRecord, parseOpRecord, type OpRecord } from '../../src/oplog/op-record.js';
 
 /**
  * Segment files of the directory relay, format version 1 (proposals/relay.md):

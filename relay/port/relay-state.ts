@@ -1,7 +1,7 @@
-import { parseFrontier, type Frontier, type SeqFrontier } from '../src/oplog/frontier.js';
-import type { DeviceId } from '../src/oplog/ids.js';
-import { stableFrontier, withStatus, type RosterEntry } from '../src/oplog/roster.js';
-import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
+import { parseFrontier, type Frontier, type SeqFrontier } from '../../src/oplog/frontier.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import { stableFrontier, withStatus, type RosterEntry } from '../../src/oplog/roster.js';
+import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import {
   CHECKPOINTS_KEPT,
   NO_REPAIRS,

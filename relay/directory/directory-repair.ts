@@ -1,15 +1,15 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { CoreCrypto } from '../src/oplog/core-crypto.js';
-import { verifyChain } from '../src/oplog/chain.js';
-import type { SeqFrontier } from '../src/oplog/frontier.js';
-import type { DeviceId, OpId } from '../src/oplog/ids.js';
-import { headOf, opIdHolds, type OpRecord } from '../src/oplog/op-record.js';
+import type { CoreCrypto } from '../../src/oplog/core-crypto.js';
+import { verifyChain } from '../../src/oplog/chain.js';
+import type { SeqFrontier } from '../../src/oplog/frontier.js';
+import type { DeviceId, OpId } from '../../src/oplog/ids.js';
+import { headOf, opIdHolds, type OpRecord } from '../../src/oplog/op-record.js';
 import { encodeDamageReport, NO_DAMAGE, type DamageReport } from './damage-report.js';
-import { fileIdentity, MAX_JSON_FILE_BYTES, readTextAtMost, writeFileAtomic, writeFileDurable } from './durable-fs.js';
-import { anchorFor, checkRestore } from './push-rules.js';
-import { notRegistered } from './relay-errors.js';
-import type { HeaderCheck, Repairs, SeqRange } from './relay.js';
+import { fileIdentity, MAX_JSON_FILE_BYTES, readTextAtMost, writeFileAtomic, writeFileDurable } from '../../src/platform/durable-fs.js';
+import { anchorFor, checkRestore } from '../port/push-rules.js';
+import { notRegistered } from '../port/relay-errors.js';
+import type { HeaderCheck, Repairs, SeqRange } from '../port/relay.js';
 import { encodeSegment, segmentName, segmentRuns } from './segment-codec.js';
 import { end, seqOfName, type Segment, type SegmentFolders } from './segment-folders.js';
 

@@ -1,9 +1,9 @@
-import { verifyChain } from '../src/oplog/chain.js';
-import type { CoreCrypto } from '../src/oplog/core-crypto.js';
-import type { DeviceId, OpId } from '../src/oplog/ids.js';
-import { opIdHolds, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
+import { verifyChain } from '../../src/oplog/chain.js';
+import type { CoreCrypto } from '../../src/oplog/core-crypto.js';
+import type { DeviceId, OpId } from '../../src/oplog/ids.js';
+import { opIdHolds, type ChainHead, type OpRecord } from '../../src/oplog/op-record.js';
 import type { SeqRange } from './relay.js';
-import { OpsyncError } from '../src/oplog/opsync-error.js';
+import { OpsyncError } from '../../src/util/opsync-error.js';
 import { notRegistered } from './relay-errors.js';
 
 /**

@@ -1,5 +1,5 @@
-import { parseSeqFrontier, type SeqFrontier } from '../src/oplog/frontier.js';
-import { CHECKPOINT_FILE } from './checkpoint-files.js';
+import { parseSeqFrontier, type SeqFrontier } from '../../src/oplog/frontier.js';
+import { CHECKPOINT_FILE } from '../port/checkpoint-files.js';
 
 /**
  * A reader's damage report in the directory relay, `devices/<device_id>/damage.json`, format

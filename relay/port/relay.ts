@@ -1,7 +1,7 @@
-import type { Frontier, SeqFrontier } from '../src/oplog/frontier.js';
-import type { DeviceId } from '../src/oplog/ids.js';
-import type { ChainHead, OpRecord } from '../src/oplog/op-record.js';
-import type { RosterEntry } from '../src/oplog/roster.js';
+import type { Frontier, SeqFrontier } from '../../src/oplog/frontier.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
+import type { RosterEntry } from '../../src/oplog/roster.js';
 
 /**
  * The relay port (proposals/relay.md): stores and serves ops as opaque, already-signed records.

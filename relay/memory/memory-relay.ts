@@ -1,11 +1,11 @@
-import type { CoreCrypto } from '../src/oplog/core-crypto.js';
-import type { SeqFrontier } from '../src/oplog/frontier.js';
-import type { DeviceId } from '../src/oplog/ids.js';
-import { canonicalRecord, type ChainHead, type OpRecord } from '../src/oplog/op-record.js';
-import { DEFAULT_EVICTION_HORIZON_MS } from '../src/oplog/roster.js';
-import { checkpointFileBytes } from './checkpoint-files.js';
-import { checkRestartAnchor, planPush } from './push-rules.js';
-import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from './relay-errors.js';
+import type { CoreCrypto } from '../../src/oplog/core-crypto.js';
+import type { SeqFrontier } from '../../src/oplog/frontier.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import { canonicalRecord, type ChainHead, type OpRecord } from '../../src/oplog/op-record.js';
+import { DEFAULT_EVICTION_HORIZON_MS } from '../../src/oplog/roster.js';
+import { checkpointFileBytes } from '../port/checkpoint-files.js';
+import { checkRestartAnchor, planPush } from '../port/push-rules.js';
+import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from '../port/relay-errors.js';
 import {
   type CheckpointFile,
   type Covering,
@@ -19,7 +19,7 @@ import {
   type Relay,
   type RosterView,
   type Watch,
-} from './relay.js';
+} from '../port/relay.js';
 import {
   checkpointHead,
   collectableThrough,
@@ -28,7 +28,7 @@ import {
   PageBuilder,
   rosterView,
   staleCheckpoints,
-} from './relay-state.js';
+} from '../port/relay-state.js';
 
 interface DeviceRecord {
   publicKey: string;

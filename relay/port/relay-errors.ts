@@ -1,5 +1,5 @@
-import type { DeviceId } from '../src/oplog/ids.js';
-import { OpsyncError } from '../src/oplog/opsync-error.js';
+import type { DeviceId } from '../../src/oplog/ids.js';
+import { OpsyncError } from '../../src/util/opsync-error.js';
 
 /** The relay's named failures, shared by every backend. */
 

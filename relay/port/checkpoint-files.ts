@@ -1,5 +1,5 @@
-import { OpsyncError } from '../src/oplog/opsync-error.js';
-import { createFileDurable, openUntrusted, readAtMost, writeFileDurable, type FileData } from './durable-fs.js';
+import { OpsyncError } from '../../src/util/opsync-error.js';
+import { createFileDurable, openUntrusted, readAtMost, writeFileDurable, type FileData } from '../../src/platform/durable-fs.js';
 import type { CheckpointFile, CheckpointHeaderJson, JsonObject } from './relay.js';
 
 /**

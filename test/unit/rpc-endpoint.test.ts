@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Dispatcher } from '../../src/rpc/dispatcher.js';
+import { RpcEndpoint } from '../../src/rpc/rpc-endpoint.js';
 import { defineMethod, resultObject } from '../../src/rpc/method.js';
 import { object } from '../../src/rpc/schema.js';
 
@@ -12,7 +12,7 @@ describe('answers that cannot be sent', () => {
   const errors: string[] = [];
   const method = (name: string, result: () => unknown) =>
     defineMethod({ name, summary: name, params: object({}), result: resultObject({}), handler: result });
-  const dispatcher = new Dispatcher(
+  const endpoint = new RpcEndpoint(
     [
       method('test.huge', () => ({
         toJSON: () => {
@@ -28,7 +28,7 @@ describe('answers that cannot be sent', () => {
   const call = (method: string, id: number) => ({ jsonrpc: '2.0', id, method });
 
   it('answers answer_too_large for one past the string limit, naming what to do', async () => {
-    const answer = JSON.parse((await dispatcher.handle(JSON.stringify(call('test.huge', 1)), connection))!) as unknown;
+    const answer = JSON.parse((await endpoint.handle(JSON.stringify(call('test.huge', 1)), connection))!) as unknown;
     expect(answer).toMatchObject({
       id: 1,
       error: { code: -32072, data: { code: 'answer_too_large' }, message: expect.stringContaining('ask for less') as unknown },
@@ -36,14 +36,14 @@ describe('answers that cannot be sent', () => {
   });
 
   it('answers an internal error for one that is not JSON, and logs it', async () => {
-    const answer = JSON.parse((await dispatcher.handle(JSON.stringify(call('test.bigint', 2)), connection))!) as unknown;
+    const answer = JSON.parse((await endpoint.handle(JSON.stringify(call('test.bigint', 2)), connection))!) as unknown;
     expect(answer).toEqual({ jsonrpc: '2.0', id: 2, error: { code: -32603, message: 'Internal error', data: { code: 'internal' } } });
     expect(errors).toContain('an answer could not be serialized');
   });
 
   it('keeps the other answers of a batch', async () => {
     const text = JSON.stringify([call('test.fine', 3), call('test.huge', 4), call('test.fine', 5)]);
-    const answers = JSON.parse((await dispatcher.handle(text, connection))!) as Array<{
+    const answers = JSON.parse((await endpoint.handle(text, connection))!) as Array<{
       id: number;
       result?: unknown;
       error?: { code: number };
