@@ -18,6 +18,7 @@ import type {
   CheckpointStream,
   Covering,
   Damage,
+  Gap,
   GcBounds,
   GcResult,
   HeaderCheck,
@@ -26,6 +27,7 @@ import type {
   Relay,
   Repairs,
   RosterView,
+  Truncated,
   Watch,
 } from '../port/relay.js';
 import { Anomalies } from './anomalies.js';
@@ -127,7 +129,7 @@ export class DirectoryRelay implements Relay {
     });
   }
 
-  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
+  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult | Gap> {
     // A push checks first that the folder is the one this handle read, as reads do: planned from
     // the head it kept of a folder since restored from an older backup, it would write its ops
     // above a hole (the simulation on a relay folder found a device's chain starting at seq 4).
@@ -147,6 +149,7 @@ export class DirectoryRelay implements Relay {
         ops,
         this.crypto,
       );
+      if ('gap' in plan) return plan;
       // The segment holding the op the push continues from, when the relay holds it.
       const below = plan.fresh.length > 0 ? segments.findLast((segment) => segment.firstSeq < plan.fresh[0]!.seq) : undefined;
       // Segment by segment, each complete or absent: after a crash between two, the next push
@@ -164,7 +167,7 @@ export class DirectoryRelay implements Relay {
         written.push(path);
         this.reads.folders.appended(path, run);
       }
-      if (below && !(await exists(below.path))) await this.unwriteAboveHole(written, plan.fresh[0]!.seq);
+      if (below && !(await exists(below.path))) return this.unwriteAboveHole(written, plan.fresh[0]!.seq);
       if (plan.fresh.length > 0 || restored) await this.reads.hints.hint((await this.reads.folders.ownHead())!.seq);
       return { pushed: plan.fresh.length, deduped: plan.deduped };
     }, VERIFY);
@@ -173,29 +176,26 @@ export class DirectoryRelay implements Relay {
   /**
    * The segment the push continued from vanished while it wrote (the folder restored from a
    * backup under it, or the file deleted): what it wrote would stand above a hole. It is removed
-   * again, and the push refused as a gap, so that the device pushes again from the relay's head.
+   * again, and the push answers a gap, so that the device pushes again from the relay's head.
    */
-  private async unwriteAboveHole(written: readonly string[], first: number): Promise<never> {
+  private async unwriteAboveHole(written: readonly string[], first: number): Promise<Gap> {
     for (const path of written) {
       await rm(path, { force: true });
       this.reads.folders.forgetFile(path);
     }
     this.reads.folders.forgetOwn();
-    throw new OpsyncError(
-      'relay_gap',
-      `Device ${this.self} pushed from seq ${first}, but the relay folder lost the ops below it while the push wrote; it pushes again from what the relay holds.`,
-      {
-        device_id: this.self,
-        offered: first,
-      },
-    );
+    await this.reads.folders.listing(this.self, true);
+    return { gap: { device_id: this.self, head: (await this.reads.folders.ownHead())?.seq ?? -1, offered: first } };
   }
 
-  pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage> {
+  pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage | Truncated> {
     return this.guard(async () => {
       const page = new PageBuilder(limit);
       for (const device of await this.reads.deviceIds()) {
-        if (device !== this.self && !(await pullDevice(this.reads, device, since.get(device) ?? -1, page, authentic))) break;
+        if (device === this.self) continue;
+        const read = await pullDevice(this.reads, device, since.get(device) ?? -1, page, authentic);
+        if (read === 'full') break;
+        if (read !== 'read') return read;
       }
       await this.reads.damage.write();
       return page.page();

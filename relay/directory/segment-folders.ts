@@ -72,6 +72,33 @@ export class SegmentFolders {
     return (await this.listing(device)).segments;
   }
 
+  /** Reads the headers of the files `names` in the device's ops folder: valid segments join `segments`, others are classified. */
+  private async readHeaders(
+    device: DeviceId,
+    names: readonly string[],
+    segments: Segment[],
+    unreadable: Map<string, string>,
+  ): Promise<void> {
+    const dir = this.opsDir(device);
+    for (const name of names) {
+      const path = join(dir, name);
+      const match = SEGMENT_NAME.exec(name);
+      if (!match) {
+        this.anomalies.classify(path);
+        continue;
+      }
+      const header = await this.segmentHeader(path, device, Number(match[1]));
+      if (typeof header !== 'string') {
+        segments.push({ ...header, device, path });
+        continue;
+      }
+      // A file gone since the folder was read (collected, or removed and about to be written
+      // again) is not damage to count, but is read again once it is there.
+      if (header !== GONE) this.anomalies.note(path, header);
+      unreadable.set(path, await fileIdentity(path));
+    }
+  }
+
   /**
    * The device's ops folder: its valid segments in seq order and its floor; everything else in it
    * is classified. This device's own listing is kept by this handle's writes, unless `reread`
@@ -121,23 +148,7 @@ export class SegmentFolders {
         toRead.push(basename(last.path));
       }
     }
-    for (const name of toRead) {
-      const path = join(dir, name);
-      const match = SEGMENT_NAME.exec(name);
-      if (!match) {
-        this.anomalies.classify(path);
-        continue;
-      }
-      const header = await this.segmentHeader(path, device, Number(match[1]));
-      if (typeof header !== 'string') {
-        segments.push({ ...header, device, path });
-        continue;
-      }
-      // A file gone since the folder was read (collected, or removed and about to be written
-      // again) is not damage to count, but is read again once it is there.
-      if (header !== GONE) this.anomalies.note(path, header);
-      unreadable.set(path, await fileIdentity(path));
-    }
+    await this.readHeaders(device, toRead, segments, unreadable);
     segments.sort((a, b) => a.firstSeq - b.firstSeq);
     await this.reheadBeforeGaps(segments);
     const floor = names.map(seqOfName).reduce((lowest, seq) => (seq >= 0 ? Math.min(lowest, seq) : lowest), Infinity);

@@ -5,7 +5,7 @@ import { canonicalRecord, type ChainHead, type OpRecord } from '../../src/oplog/
 import { DEFAULT_EVICTION_HORIZON_MS } from '../../src/oplog/roster.js';
 import { checkpointFileBytes } from '../port/checkpoint-files.js';
 import { checkRestartAnchor, planPush } from '../port/push-rules.js';
-import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from '../port/relay-errors.js';
+import { assertAcksMonotone, keyConflict, truncatedAt, notRegistered } from '../port/relay-errors.js';
 import {
   type CheckpointFile,
   type Covering,
@@ -15,9 +15,11 @@ import {
   type GcResult,
   type HeaderCheck,
   type PullPage,
+  type Gap,
   type PushResult,
   type Relay,
   type RosterView,
+  type Truncated,
   type Watch,
 } from '../port/relay.js';
 import {
@@ -91,7 +93,7 @@ export class MemoryRelay implements Relay {
     this.store.devices.set(this.self, { publicKey, addedMs: now, lastSeenMs: now, ops: [], floor: 0, acked: new Map() });
   }
 
-  async push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
+  async push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult | Gap> {
     await Promise.resolve();
     const record = this.store.devices.get(this.self);
     const last = record?.ops.at(-1);
@@ -107,6 +109,7 @@ export class MemoryRelay implements Relay {
       ops,
       this.store.crypto,
     );
+    if ('gap' in plan) return plan;
     if (plan.floor !== undefined) record!.floor = plan.floor;
     if (plan.fresh.length > 0) {
       record!.ops.push(...plan.fresh);
@@ -116,14 +119,14 @@ export class MemoryRelay implements Relay {
     return { pushed: plan.fresh.length, deduped: plan.deduped };
   }
 
-  async pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+  async pull(since: SeqFrontier, limit: number): Promise<PullPage | Truncated> {
     await Promise.resolve();
     const page = new PageBuilder(limit);
     for (const [device, record] of [...this.store.devices].sort(([a], [b]) => (a < b ? -1 : 1))) {
       if (device === this.self) continue;
       const after = since.get(device) ?? -1;
       if (record.floor + record.ops.length - 1 <= after) continue;
-      if (after < record.floor - 1) throw frontierTruncated(device, after, record.floor);
+      if (after < record.floor - 1) return truncatedAt(device, after, record.floor);
       for (let i = after + 1 - record.floor; i < record.ops.length; i++) {
         const op = record.ops[i]!;
         if (!page.add(op, this.store.sizes.get(op)!)) return page.page();

@@ -2,7 +2,7 @@ import { verifyChain } from '../../src/oplog/chain.js';
 import type { CoreCrypto } from '../../src/oplog/core-crypto.js';
 import type { DeviceId, OpId } from '../../src/oplog/ids.js';
 import { opIdHolds, type ChainHead, type OpRecord } from '../../src/oplog/op-record.js';
-import type { SeqRange } from './relay.js';
+import type { Gap, SeqRange } from './relay.js';
 import { OpsyncError } from '../../src/util/opsync-error.js';
 import { notRegistered } from './relay-errors.js';
 
@@ -32,7 +32,7 @@ export interface PushContext {
   checkpointHead(seq: number): Promise<ChainHead | undefined>;
 }
 
-export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypto: CoreCrypto): Promise<PushPlan> {
+export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypto: CoreCrypto): Promise<PushPlan | Gap> {
   if (ctx.publicKey === null) throw notRegistered(ctx.self);
   const foreign = ops.find((op) => op.device_id !== ctx.self);
   if (foreign) {
@@ -69,11 +69,7 @@ export async function planPush(ctx: PushContext, ops: readonly OpRecord[], crypt
     // its earlier ops (it restarted its chain on the relay: `restartAbove`).
     const covered = ctx.head === null ? await ctx.checkpointHead(fresh[0]!.seq - 1) : undefined;
     if (covered === undefined || covered.op_id !== fresh[0]!.prev) {
-      throw new OpsyncError('relay_gap', `Device ${ctx.self} pushed seq ${fresh[0]!.seq} but the relay holds up to ${headSeq}.`, {
-        device_id: ctx.self,
-        head: headSeq,
-        offered: fresh[0]!.seq,
-      });
+      return { gap: { device_id: ctx.self, head: headSeq, offered: fresh[0]!.seq } };
     }
     anchor = covered;
     floor = fresh[0]!.seq;

@@ -1,14 +1,27 @@
 import type { DeviceId } from '../../src/oplog/ids.js';
 import { OpsyncError } from '../../src/util/opsync-error.js';
+import type { Gap, Truncated } from './relay.js';
 
 /** The relay's named failures, shared by every backend. */
 
-export function frontierTruncated(device: DeviceId, since: number, floor: number): OpsyncError {
+/** A pull's outcome below `device`'s floor. */
+export function truncatedAt(device: DeviceId, since: number, floor: number): Truncated {
+  return { truncated: { device_id: device, since, floor } };
+}
+
+/** The failure a pull below the floor is, for a reader that cannot rebase past it. */
+export function truncatedError({ truncated }: Truncated): OpsyncError {
+  const { device_id, since, floor } = truncated;
   return new OpsyncError(
     'relay_frontier_truncated',
-    `The relay no longer holds device ${device}'s ops after seq ${since} (it serves from seq ${floor}); rebase from a checkpoint.`,
-    { device_id: device, since, floor },
+    `The relay no longer holds device ${device_id}'s ops after seq ${since} (it serves from seq ${floor}); rebase from a checkpoint.`,
+    { device_id, since, floor },
   );
+}
+
+/** The failure a gap is, for a pusher that cannot fill it. */
+export function gapError({ gap }: Gap): OpsyncError {
+  return new OpsyncError('relay_gap', `Device ${gap.device_id} pushed seq ${gap.offered} but the relay holds up to ${gap.head}.`, gap);
 }
 
 /** Acks are monotone: refuses `acked` when it names a lower seq of some device than `current` holds. */

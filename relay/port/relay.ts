@@ -12,13 +12,15 @@ import type { RosterEntry } from '../../src/oplog/roster.js';
  *
  * Guarantees:
  * - `push` accepts only ops that continue the device's chain exactly: a held op re-pushed is
- *   deduplicated, a different op at a held seq is `relay_fork`, a skipped seq is `relay_gap`,
+ *   deduplicated, a different op at a held seq is `relay_fork`, a skipped seq answers a `Gap`
+ *   (an outcome a pusher expects after a relay lost ops, not a failure),
  *   another device's op is `relay_foreign_ops`, a broken chain or signature is `chain_broken`;
  *   it resolves once the ops are durable on the relay. Ops the relay holds damaged (`repairs`)
  *   that a push offers again are written again;
  * - `pull` returns other devices' ops above a per-device frontier, in seq order per device, at
  *   most `limit` and — past the first op — PULL_PAGE_BYTES of records per call (`more` says
- *   there is more); below a device's GC floor it fails with `relay_frontier_truncated`;
+ *   there is more); below a device's GC floor it answers `Truncated` (the pull's outcome, to
+ *   rebase onto a checkpoint, not a failure);
  * - `ack` is monotone: a lower seq than already acked is refused (`relay_ack_regression`);
  * - the relay is untrusted storage for its readers: malformed records are skipped and counted
  *   in `anomalies()`, and readers verify chains and signatures themselves.
@@ -30,12 +32,12 @@ export interface Relay {
   /** Registers this device's public key (trust on first use); idempotent for the same key. */
   register(publicKey: string): Promise<void>;
   /** `authentic`: which checkpoints may anchor a push that starts above the ops the relay holds (`pull`). */
-  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult>;
+  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult | Gap>;
   /**
    * `authentic`: which checkpoints count when the relay tells collected history (a checkpoint
    * covers it: rebase) from damage (stop, for the writer to push again); without it, all do.
    */
-  pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage>;
+  pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage | Truncated>;
   /** Highest seq of `device` the relay holds, -1 for none. */
   head(device: DeviceId): Promise<number>;
   /**
@@ -120,6 +122,16 @@ export interface PullPage {
   readonly ops: readonly OpRecord[];
   /** True when more ops were available than `limit`. */
   readonly more: boolean;
+}
+
+/** A pull's other outcome: the relay no longer holds `device_id`'s ops after `since`; it serves from `floor` on. */
+export interface Truncated {
+  readonly truncated: { readonly device_id: DeviceId; readonly since: number; readonly floor: number };
+}
+
+/** A push's other outcome: it offered ops from `offered`, but the relay holds this device's chain only up to `head`. */
+export interface Gap {
+  readonly gap: { readonly device_id: DeviceId; readonly head: number; readonly offered: number };
 }
 
 export interface RosterView {

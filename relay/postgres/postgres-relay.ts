@@ -6,7 +6,7 @@ import { canonicalRecord, headOf, type ChainHead, type OpRecord } from '../../sr
 import { isOpsyncError, OpsyncError } from '../../src/util/opsync-error.js';
 import { DEFAULT_EVICTION_HORIZON_MS } from '../../src/oplog/roster.js';
 import { checkRestartAnchor, isOwnSigned, planPush } from '../port/push-rules.js';
-import { assertAcksMonotone, frontierTruncated, keyConflict, notRegistered } from '../port/relay-errors.js';
+import { assertAcksMonotone, keyConflict, notRegistered, truncatedAt } from '../port/relay-errors.js';
 import { MAX_JSON_FILE_BYTES } from '../../src/platform/durable-fs.js';
 import {
   checkpointHead,
@@ -29,9 +29,11 @@ import {
   type GcResult,
   type HeaderCheck,
   type PullPage,
+  type Gap,
   type PushResult,
   type Relay,
   type RosterView,
+  type Truncated,
   type Watch,
 } from '../port/relay.js';
 import { inTransaction, maskedUrl, NOW_MS, schemaOnFirstUse } from '../../src/platform/pg-database.js';
@@ -118,7 +120,7 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
+  push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult | Gap> {
     return this.transaction(async (client) => {
       const { rows } = await client.query<{ public_key: string; floor: string }>(
         'SELECT public_key, floor FROM opsync_devices WHERE device_id = $1 FOR UPDATE',
@@ -144,6 +146,7 @@ export class PostgresRelay implements Relay {
         ops,
         this.crypto,
       );
+      if ('gap' in plan) return plan;
       if (plan.fresh.length > 0) {
         await client.query(
           'INSERT INTO opsync_ops (device_id, seq, op_id, record) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])',
@@ -159,7 +162,7 @@ export class PostgresRelay implements Relay {
     });
   }
 
-  pull(since: SeqFrontier, limit: number): Promise<PullPage> {
+  pull(since: SeqFrontier, limit: number): Promise<PullPage | Truncated> {
     return this.db(async () => {
       const { rows: devices } = await this.pool.query<{ device_id: string; floor: string }>(
         'SELECT device_id, floor FROM opsync_devices WHERE device_id <> $1 ORDER BY device_id',
@@ -181,7 +184,7 @@ export class PostgresRelay implements Relay {
         );
         // Checked first: a chain restarted with nothing above its anchor yet holds no row to serve,
         // and a reader behind it must still learn that those ops are in a checkpoint only.
-        if (after < Number(floor) - 1) throw frontierTruncated(device_id, after, Number(floor));
+        if (after < Number(floor) - 1) return truncatedAt(device_id, after, Number(floor));
         if (rows.length === 0) continue;
         for (const row of rows) {
           if (row.record === null) {

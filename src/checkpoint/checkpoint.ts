@@ -85,18 +85,11 @@ export function isCheckpointHash(value: unknown): value is CheckpointHash {
   return typeof value === 'string' && /^ck-[0-9a-f]{64}$/.test(value);
 }
 
-/**
- * Cuts `state` — which must be the fold of exactly the ops at or below `frontier` — into a
- * checkpoint. Deterministic: the same op-set gives byte-identical chunks and the same hash.
- */
-export function assembleCheckpoint(
-  state: FoldState,
-  frontier: Frontier,
-  crypto: Pick<CoreCrypto, 'sha256Hex'>,
-  digest: ChunkDigest = plainDigest(crypto),
-): PlainCheckpoint {
-  /** Each item with the key it is sorted by: op_id for records, run or agent id for the ledger. */
-  type Keyed = { key: string; item: JsonValue[] };
+/** A checkpoint item with the key it is sorted by: op_id for records, run or agent id for the ledger. */
+type Keyed = { key: string; item: JsonValue[] };
+
+/** The state's records, runs and agents as checkpoint items, by scope (the ledger is personal). */
+function sections(state: FoldState): Map<string, { records: Keyed[]; runs: Keyed[]; agents: Keyed[] }> {
   const byScope = new Map<string, { records: Keyed[]; runs: Keyed[]; agents: Keyed[] }>();
   const section = (scope: string) => {
     let s = byScope.get(scope);
@@ -119,7 +112,44 @@ export function assembleCheckpoint(
     section('personal').runs.push({ key: `${run.run_id}\0${run.agent_id}`, item });
   }
   for (const [agent, epoch] of state.allAgents()) section('personal').agents.push({ key: agent, item: [agent, epoch] });
+  return byScope;
+}
 
+/**
+ * The chunks of one kind of items, sorted by key: the canonical JSON of {kind: [items…]}, built
+ * from each item's canonical text, cut at CHUNK_ITEMS items or CHUNK_TEXT characters.
+ */
+function chunkTexts(kind: string, items: Keyed[]): Array<{ text: string; count: number }> {
+  items.sort((a, b) => compareStrings(a.key, b.key));
+  const chunks: Array<{ text: string; count: number }> = [];
+  let run: string[] = [];
+  let length = 0;
+  const cut = () => {
+    chunks.push({ text: `{"${kind}":[${run.join(',')}]}`, count: run.length });
+    run = [];
+    length = 0;
+  };
+  for (const { item } of items) {
+    const text = canonicalize(item);
+    if (run.length === CHUNK_ITEMS || (run.length > 0 && length + text.length + 1 > CHUNK_TEXT - kind.length - 8)) cut();
+    run.push(text);
+    length += text.length + 1;
+  }
+  if (run.length > 0) cut();
+  return chunks;
+}
+
+/**
+ * Cuts `state` — which must be the fold of exactly the ops at or below `frontier` — into a
+ * checkpoint. Deterministic: the same op-set gives byte-identical chunks and the same hash.
+ */
+export function assembleCheckpoint(
+  state: FoldState,
+  frontier: Frontier,
+  crypto: Pick<CoreCrypto, 'sha256Hex'>,
+  digest: ChunkDigest = plainDigest(crypto),
+): PlainCheckpoint {
+  const byScope = sections(state);
   const scopes = [...byScope.keys()].sort(compareStrings);
   const refs: ChunkRef[] = [];
   const texts: string[] = [];
@@ -130,24 +160,10 @@ export function assembleCheckpoint(
       ['runs', s.runs],
       ['agents', s.agents],
     ] as const) {
-      items.sort((a, b) => compareStrings(a.key, b.key));
-      // The canonical JSON of {kind: [items…]}, built from each item's canonical text.
-      let run: string[] = [];
-      let length = 0;
-      const cut = () => {
-        const text = `{"${kind}":[${run.join(',')}]}`;
+      for (const { text, count } of chunkTexts(kind, items)) {
         texts.push(text);
-        refs.push({ scope, count: run.length, digest: digest(scope, text) });
-        run = [];
-        length = 0;
-      };
-      for (const { item } of items) {
-        const text = canonicalize(item);
-        if (run.length === CHUNK_ITEMS || (run.length > 0 && length + text.length + 1 > CHUNK_TEXT - kind.length - 8)) cut();
-        run.push(text);
-        length += text.length + 1;
+        refs.push({ scope, count, digest: digest(scope, text) });
       }
-      if (run.length > 0) cut();
     }
   }
   const stateHash = state.stateHash();

@@ -143,7 +143,12 @@ export function repair(turns: readonly TurnFields[]): Repaired {
   }
   const results = firstResults(toolTurns, callAt, repairs);
 
-  // Every call's result goes right after the message that made it, in call order.
+  const out = withResults(messages, results, repairs);
+  return { system, messages: out, repairs };
+}
+
+/** The messages with every call's result right after the message that made it, in call order (a call without one is completed as interrupted). */
+function withResults(messages: Message[], results: ReadonlyMap<string, ToolResult>, repairs: RepairCounts): Message[] {
   const out: Message[] = [];
   for (let i = 0; i < messages.length; i++) {
     const message = messages[i]!;
@@ -163,7 +168,7 @@ export function repair(turns: readonly TurnFields[]): Repaired {
     out.unshift({ role: 'user', results: NO_RESULTS, texts: [BOUNDARY_TEXT] });
     repairs.boundary_inserted++;
   }
-  return { system, messages: out, repairs };
+  return out;
 }
 
 /** The calls of a turn whose ids no earlier call used; records the new ids in `callAt`. */

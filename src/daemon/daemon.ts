@@ -16,10 +16,11 @@ import { memoryCoordinator } from '../lease/memory-coordinator.js';
 import { pgCoordinator } from '../lease/pg-coordinator.js';
 import { RpcEndpoint } from '../rpc/rpc-endpoint.js';
 import type { MethodSpec } from '../rpc/method.js';
-import { syncMethods } from '../rpc/sync-methods.js';
+import { syncMethods, type SyncServices } from '../rpc/sync-methods.js';
+import type { Keyring } from '../crypto/keyring.js';
 import { startRpcServer, type RpcServer } from '../rpc/rpc-server.js';
 import { DirCheckpointStore } from '../session/checkpoint-store.js';
-import { Session } from '../session/session.js';
+import { Session, type SessionDeps } from '../session/session.js';
 import { DirectoryRelay } from '../../relay/directory/directory-relay.js';
 import { ensureDir } from '../platform/durable-fs.js';
 import { PostgresRelay } from '../../relay/postgres/postgres-relay.js';
@@ -58,53 +59,22 @@ export class Daemon {
     const closers = new Closers();
     try {
       const relay = closers.add(await openRelay(config, device, crypto), (opened) => opened.close());
-      const session = closers.add(
-        await Session.open({
-          device,
-          deviceKey,
-          keyring,
-          crypto,
-          relay,
-          checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
-          now: Date.now,
-          journalLocation: dataDir.journalPath,
-          openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, device, visit)).journal,
-          createMinter: createOpMinter,
-          log: log.child({ component: 'session' }),
-          options: { maxSkewMs: config.maxSkewMs },
-        }),
-        (opened) => opened.close(),
+      const session = closers.add(await openSession(config, dataDir, { device, deviceKey, keyring, crypto, relay }, log), (opened) =>
+        opened.close(),
       );
       const leases = closers.add(await openLeases(config), (opened) => opened.close());
       const startedAt = Date.now();
       let server: RpcServer | null = null;
-      const methods: MethodSpec[] = [
-        ...syncMethods({
-          session,
-          info: () => ({
-            version: VERSION,
-            relay: relay.location,
-            lease_backend: leases.kind,
-            url: server?.url ?? null,
-            uptime_ms: Date.now() - startedAt,
-          }),
-          rpcStats: () => ({ ...endpoint.stats, ...(server?.stats ?? {}) }),
-          importKey: async (text) => {
-            const key = parseKeyFile(text, 'the imported key');
-            await dataDir.saveKey(key);
-            return { scope: scopeKey(key.scope), kid: key.kid, folded: await session.importKey(key) };
-          },
-          exportKey: (scope: Scope) => {
-            const key = keyring.forScope(scope);
-            if (!key)
-              throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
-            return encodeKeyFile(key);
-          },
+      const methods = daemonMethods(session, leases, dataDir, keyring, {
+        info: () => ({
+          version: VERSION,
+          relay: relay.location,
+          lease_backend: leases.kind,
+          url: server?.url ?? null,
+          uptime_ms: Date.now() - startedAt,
         }),
-        ...leaseMethods(session, leases),
-        ...conversationMethods(session),
-      ];
-      methods.push(discoverMethod(() => methods, VERSION));
+        rpcStats: () => ({ ...endpoint.stats, ...(server?.stats ?? {}) }),
+      });
       const endpoint = new RpcEndpoint(methods, log.child({ component: 'rpc' }));
       const live = closers.add(
         await startRpcServer(config.listen, token, endpoint, LIMITS, {
@@ -132,6 +102,56 @@ export class Daemon {
     await this.closers.closeAll();
     this.log.info({}, 'opsync stopped');
   }
+}
+
+/** Opens the session over the data directory's journal and checkpoint copies. */
+function openSession(
+  config: DaemonConfig,
+  dataDir: DataDir,
+  identity: Pick<SessionDeps, 'device' | 'deviceKey' | 'keyring' | 'crypto' | 'relay'>,
+  log: Logger,
+): Promise<Session> {
+  return Session.open({
+    ...identity,
+    checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
+    now: Date.now,
+    journalLocation: dataDir.journalPath,
+    openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, identity.device, visit)).journal,
+    createMinter: createOpMinter,
+    log: log.child({ component: 'session' }),
+    options: { maxSkewMs: config.maxSkewMs },
+  });
+}
+
+/** Every method the daemon serves: sync (with key import and export), leases, conversations, and rpc.discover over them all. */
+function daemonMethods(
+  session: Session,
+  leases: Parameters<typeof leaseMethods>[1],
+  dataDir: DataDir,
+  keyring: Keyring,
+  facts: Pick<SyncServices, 'info' | 'rpcStats'>,
+): MethodSpec[] {
+  const methods: MethodSpec[] = [
+    ...syncMethods({
+      session,
+      ...facts,
+      importKey: async (text) => {
+        const key = parseKeyFile(text, 'the imported key');
+        await dataDir.saveKey(key);
+        return { scope: scopeKey(key.scope), kid: key.kid, folded: await session.importKey(key) };
+      },
+      exportKey: (scope: Scope) => {
+        const key = keyring.forScope(scope);
+        if (!key)
+          throw new OpsyncError('key_missing', `This device holds no key for scope ${scopeKey(scope)}.`, { scope: scopeKey(scope) });
+        return encodeKeyFile(key);
+      },
+    }),
+    ...leaseMethods(session, leases),
+    ...conversationMethods(session),
+  ];
+  methods.push(discoverMethod(() => methods, VERSION));
+  return methods;
 }
 
 async function openRelay(

@@ -41,85 +41,18 @@ export interface DirCoordinatorOptions {
 
 export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}): LeaseCoordinator {
   const now = options.now ?? Date.now;
-  const folder = (agent: AgentId) => join(root, createHash('sha256').update(agent).digest('hex').slice(0, 32));
-  const fileOf = (dir: string, version: number) => join(dir, `${String(version).padStart(12, '0')}.json`);
-
-  async function newestVersion(dir: string): Promise<number> {
-    const versions = (await readdir(dir).catch(() => [] as string[]))
-      .map((name) => /^(\d{12})\.json$/.exec(name)?.[1])
-      .filter((v): v is string => v !== undefined);
-    return versions.length === 0 ? 0 : Math.max(...versions.map(Number));
-  }
-
-  /**
-   * The agent's folder, created if needed — but never the lease folder itself, which the daemon
-   * creates at start: one that vanished (with the relay folder, or a share not mounted) is not
-   * re-created while running, or every agent's epochs would start over.
-   */
-  async function agentFolder(agent: AgentId): Promise<string> {
-    const dir = folder(agent);
-    try {
-      await mkdir(dir, { mode: 0o755 });
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') {
-        throw new OpsyncError(
-          'lease_backend_unavailable',
-          `The lease folder ${root} is gone (deleted with the relay folder, or a share that is not mounted): no lease is granted, renewed or released until it is back, since epochs would start over.`,
-          { location: root },
-        );
-      }
-      if (code !== 'EEXIST') throw error;
-    }
-    return dir;
-  }
-
-  /** The state file at `version`; null when it is not there (pruned meanwhile). */
-  async function stateAt(dir: string, version: number, agent: AgentId): Promise<StateFile | null> {
-    let text: string;
-    try {
-      text = await readFile(fileOf(dir, version), 'utf8');
-    } catch (error) {
-      // Anything but absence would be retried for ever: it is damage, and said so.
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw damaged(agent);
-    }
-    return parseState(text, agent);
-  }
-
-  async function newest(agent: AgentId): Promise<{ version: number; state: StateFile | null }> {
-    const dir = folder(agent);
-    const version = await newestVersion(dir);
-    if (version === 0) return { version, state: null };
-    const state = await stateAt(dir, version, agent);
-    return state === null ? newest(agent) : { version, state };
-  }
-
-  /** Whether the file just linked at `version` with `id` is part of the history (see above). */
-  async function inHistory(agent: AgentId, version: number, id: string): Promise<boolean> {
-    const dir = folder(agent);
-    if ((await newestVersion(dir)) === version) return true;
-    const next = await stateAt(dir, version + 1, agent);
-    if (next) return next.prev === id;
-    throw new OpsyncError(
-      'lease_backend_unavailable',
-      `A lease operation on agent ${agent} was paused while ${KEPT_VERSIONS} others ran; whether it took effect is unknown. Read lease.status and try again.`,
-      { agent_id: agent },
-    );
-  }
-
   return ruleCoordinator(
     'dir',
     async (agent, step) => {
-      const dir = await agentFolder(agent);
+      const dir = await agentFolder(root, agent);
       for (let attempt = 0; attempt < 1000; attempt++) {
-        const { version, state } = await newest(agent);
+        const { version, state } = await newest(root, agent);
         const { write, result } = step(state?.record ?? null, now());
         const id = randomBytes(12).toString('base64url');
         const path = fileOf(dir, version + 1);
         await options.beforeLink?.();
         if (!(await createFileDurable(path, JSON.stringify({ opsync_lease: 1, id, prev: state?.id ?? null, ...write }) + '\n'))) continue;
-        if (await inHistory(agent, version + 1, id)) {
+        if (await inHistory(root, agent, version + 1, id)) {
           if (version + 1 > KEPT_VERSIONS) await rm(fileOf(dir, version + 1 - KEPT_VERSIONS), { force: true });
           return result;
         }
@@ -130,8 +63,81 @@ export function dirCoordinator(root: string, options: DirCoordinatorOptions = {}
         agent_id: agent,
       });
     },
-    async (agent) => ({ record: (await newest(agent)).state?.record ?? null, now_ms: now() }),
+    async (agent) => ({ record: (await newest(root, agent)).state?.record ?? null, now_ms: now() }),
     () => Promise.resolve(),
+  );
+}
+
+/** An agent's folder in the lease folder: a hash of its id, so any id makes a safe name. */
+function folderOf(root: string, agent: AgentId): string {
+  return join(root, createHash('sha256').update(agent).digest('hex').slice(0, 32));
+}
+
+function fileOf(dir: string, version: number): string {
+  return join(dir, `${String(version).padStart(12, '0')}.json`);
+}
+
+async function newestVersion(dir: string): Promise<number> {
+  const versions = (await readdir(dir).catch(() => [] as string[]))
+    .map((name) => /^(\d{12})\.json$/.exec(name)?.[1])
+    .filter((v): v is string => v !== undefined);
+  return versions.length === 0 ? 0 : Math.max(...versions.map(Number));
+}
+
+/**
+ * The agent's folder, created if needed — but never the lease folder itself, which the daemon
+ * creates at start: one that vanished (with the relay folder, or a share not mounted) is not
+ * re-created while running, or every agent's epochs would start over.
+ */
+async function agentFolder(root: string, agent: AgentId): Promise<string> {
+  const dir = folderOf(root, agent);
+  try {
+    await mkdir(dir, { mode: 0o755 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new OpsyncError(
+        'lease_backend_unavailable',
+        `The lease folder ${root} is gone (deleted with the relay folder, or a share that is not mounted): no lease is granted, renewed or released until it is back, since epochs would start over.`,
+        { location: root },
+      );
+    }
+    if (code !== 'EEXIST') throw error;
+  }
+  return dir;
+}
+
+/** The state file at `version`; null when it is not there (pruned meanwhile). */
+async function stateAt(dir: string, version: number, agent: AgentId): Promise<StateFile | null> {
+  let text: string;
+  try {
+    text = await readFile(fileOf(dir, version), 'utf8');
+  } catch (error) {
+    // Anything but absence would be retried for ever: it is damage, and said so.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw damaged(agent);
+  }
+  return parseState(text, agent);
+}
+
+async function newest(root: string, agent: AgentId): Promise<{ version: number; state: StateFile | null }> {
+  const dir = folderOf(root, agent);
+  const version = await newestVersion(dir);
+  if (version === 0) return { version, state: null };
+  const state = await stateAt(dir, version, agent);
+  return state === null ? newest(root, agent) : { version, state };
+}
+
+/** Whether the file just linked at `version` with `id` is part of the history (see above). */
+async function inHistory(root: string, agent: AgentId, version: number, id: string): Promise<boolean> {
+  const dir = folderOf(root, agent);
+  if ((await newestVersion(dir)) === version) return true;
+  const next = await stateAt(dir, version + 1, agent);
+  if (next) return next.prev === id;
+  throw new OpsyncError(
+    'lease_backend_unavailable',
+    `A lease operation on agent ${agent} was paused while ${KEPT_VERSIONS} others ran; whether it took effect is unknown. Read lease.status and try again.`,
+    { agent_id: agent },
   );
 }
 

@@ -85,87 +85,25 @@ export async function startRpcServer(
   );
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
   const peers = new Map<WebSocket, Peer>();
-  const stats: TransportStats = {
-    connections: 0,
-    rejected_auth: 0,
-    rejected_origin: 0,
-    rejected_unauthenticated: 0,
-    oversize_frames: 0,
-    held_back: 0,
-    coalesced_notifications: 0,
-  };
+  const stats = zeroStats();
   const warn = throttledWarn(access.log);
-  const pending = new Map<Socket, NodeJS.Timeout>();
   let nextId = 1;
   let hosts: ReadonlySet<string> | null = null;
 
-  // Until it completes an authenticated upgrade a connection is a stranger's: few at once, briefly.
-  http.on('connection', (socket: Socket) => {
-    if (pending.size >= MAX_UNAUTHENTICATED) {
-      stats.rejected_unauthenticated++;
-      warn(
-        'capacity',
-        { limit: MAX_UNAUTHENTICATED, peer: socket.remoteAddress ?? 'local' },
-        'too many unauthenticated connections at once: closing new ones',
-      );
-      socket.destroy();
-      return;
-    }
-    const timer = setTimeout(() => socket.destroy(), HANDSHAKE_MS);
-    timer.unref();
-    pending.set(socket, timer);
-    socket.once('close', () => {
-      clearTimeout(timer);
-      pending.delete(socket);
-    });
-  });
+  const strangers = limitStrangers(http, stats, warn);
 
   http.on('upgrade', (request: IncomingMessage, socket: Socket, head) => {
     const refusal = refuse(request, expected, access.allowOrigins, hosts);
     if (refusal) {
-      if (refusal.status === 401) stats.rejected_auth++;
-      else stats.rejected_origin++;
-      warn(
-        `refused-${refusal.status}`,
-        { peer: socket.remoteAddress ?? 'local', status: refusal.status, why: refusal.why },
-        'refused a connection',
-      );
-      // Destroyed once the answer is written: a client that never closes its end cannot hold the socket.
-      socket.end(
-        `HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized\r\nWWW-Authenticate: Bearer' : 'Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
-        () => socket.destroy(),
-      );
+      answerRefusal(socket, refusal, stats, warn);
       return;
     }
-    clearTimeout(pending.get(socket));
-    pending.delete(socket);
-    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, socket));
+    strangers.admitted(socket);
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      const connection: Connection = { id: nextId++, subscribed: false };
+      servePeer(ws, new Peer(peerSocket(ws, socket), limits, (text) => endpoint.handle(text, connection), connection, stats), peers, stats);
+    });
   });
-
-  function serve(ws: WebSocket, socket: Socket): void {
-    const connection: Connection = { id: nextId++, subscribed: false };
-    const peer = new Peer(peerSocket(ws, socket), limits, (text) => endpoint.handle(text, connection), connection, stats);
-    peers.set(ws, peer);
-    stats.connections = peers.size;
-    ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
-      if (isBinary)
-        peer.send(
-          JSON.stringify({
-            jsonrpc: '2.0',
-            id: null,
-            error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } },
-          }),
-        );
-      else peer.request(rawText(data));
-    });
-    ws.on('error', (error: Error & { code?: string }) => {
-      if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversize_frames++;
-    });
-    ws.on('close', () => {
-      peers.delete(ws);
-      stats.connections = peers.size;
-    });
-  }
 
   await listenOn(http, listen);
   const address = http.address();
@@ -186,6 +124,93 @@ export async function startRpcServer(
       if ('socketPath' in listen) await rm(listen.socketPath, { force: true });
     },
   };
+}
+
+type Warn = ReturnType<typeof throttledWarn>;
+
+function zeroStats(): TransportStats {
+  return {
+    connections: 0,
+    rejected_auth: 0,
+    rejected_origin: 0,
+    rejected_unauthenticated: 0,
+    oversize_frames: 0,
+    held_back: 0,
+    coalesced_notifications: 0,
+  };
+}
+
+/**
+ * Until it completes an authenticated upgrade a connection is a stranger's: at most
+ * MAX_UNAUTHENTICATED at once, each for at most HANDSHAKE_MS; past the cap new ones are closed.
+ */
+function limitStrangers(http: Server, stats: TransportStats, warn: Warn): { admitted(socket: Socket): void } {
+  const pending = new Map<Socket, NodeJS.Timeout>();
+  http.on('connection', (socket: Socket) => {
+    if (pending.size >= MAX_UNAUTHENTICATED) {
+      stats.rejected_unauthenticated++;
+      warn(
+        'capacity',
+        { limit: MAX_UNAUTHENTICATED, peer: socket.remoteAddress ?? 'local' },
+        'too many unauthenticated connections at once: closing new ones',
+      );
+      socket.destroy();
+      return;
+    }
+    const timer = setTimeout(() => socket.destroy(), HANDSHAKE_MS);
+    timer.unref();
+    pending.set(socket, timer);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      pending.delete(socket);
+    });
+  });
+  return {
+    admitted(socket) {
+      clearTimeout(pending.get(socket));
+      pending.delete(socket);
+    },
+  };
+}
+
+/** Answers a refused upgrade with its status, and destroys the socket once the answer is written. */
+function answerRefusal(socket: Socket, refusal: { status: 401 | 403; why: string }, stats: TransportStats, warn: Warn): void {
+  if (refusal.status === 401) stats.rejected_auth++;
+  else stats.rejected_origin++;
+  warn(
+    `refused-${refusal.status}`,
+    { peer: socket.remoteAddress ?? 'local', status: refusal.status, why: refusal.why },
+    'refused a connection',
+  );
+  // Destroyed once the answer is written: a client that never closes its end cannot hold the socket.
+  socket.end(
+    `HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized\r\nWWW-Authenticate: Bearer' : 'Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+    () => socket.destroy(),
+  );
+}
+
+/** Serves one authenticated WebSocket: its text frames are requests to `peer`; a binary frame is refused. */
+function servePeer(ws: WebSocket, peer: Peer, peers: Map<WebSocket, Peer>, stats: TransportStats): void {
+  peers.set(ws, peer);
+  stats.connections = peers.size;
+  ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
+    if (isBinary)
+      peer.send(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: null,
+          error: { code: -32600, message: 'Invalid Request: send JSON-RPC as text frames', data: { code: 'invalid_request' } },
+        }),
+      );
+    else peer.request(rawText(data));
+  });
+  ws.on('error', (error: Error & { code?: string }) => {
+    if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversize_frames++;
+  });
+  ws.on('close', () => {
+    peers.delete(ws);
+    stats.connections = peers.size;
+  });
 }
 
 /**

@@ -2,6 +2,7 @@ import type { DeviceKey } from '../crypto/device-key.js';
 import type { DeviceId } from '../oplog/ids.js';
 import type { OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
+import { gapError } from '../../relay/port/relay-errors.js';
 import type { Relay } from '../../relay/port/relay.js';
 import type { Peers } from './peers.js';
 import { RelayMending, type MendingDeps } from './relay-mending.js';
@@ -140,11 +141,9 @@ export class Outbox {
     let deduped = 0;
     for (let remaining = this.unpushed.length; remaining > 0;) {
       const batch = this.unpushed.slice(0, Math.min(remaining, this.deps.pushBatchSize));
-      let result;
-      try {
-        result = await this.known(() => relay.push(batch, authentic));
-      } catch (error) {
-        if (!isOpsyncError(error) || error.code !== 'relay_gap' || refilled) throw error;
+      const result = await this.known(() => relay.push(batch, authentic));
+      if ('gap' in result) {
+        if (refilled) throw gapError(result);
         await this.refill();
         remaining = this.unpushed.length;
         refilled = true;

@@ -1,8 +1,9 @@
 import type { Keyring } from '../crypto/keyring.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import type { DeviceId } from '../oplog/ids.js';
-import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
-import type { Relay } from '../../relay/port/relay.js';
+import { OpsyncError } from '../util/opsync-error.js';
+import { truncatedError } from '../../relay/port/relay-errors.js';
+import type { Relay, Truncated } from '../../relay/port/relay.js';
 import type { BaseCheckpoints } from './base-checkpoints.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import type { Outbox } from './outbox.js';
@@ -90,12 +91,9 @@ export class PullRound {
       const since = new Map<DeviceId, number>();
       for (const [device, head] of replica.heads) if (device !== this.deps.device) since.set(device, head.seq);
       for (const device of stalled) since.set(device, Number.MAX_SAFE_INTEGER);
-      let page;
-      try {
-        page = await relay.pull(since, this.deps.pullPageSize, this.deps.peers.authentic);
-      } catch (error) {
-        if (!isOpsyncError(error) || error.code !== 'relay_frontier_truncated') throw error;
-        rebasedOnto.add(await this.rebaseAbove(error, rebasedOnto));
+      const page = await relay.pull(since, this.deps.pullPageSize, this.deps.peers.authentic);
+      if ('truncated' in page) {
+        rebasedOnto.add(await this.rebaseAbove(page, rebasedOnto));
         continue;
       }
       const { peers } = this.deps;
@@ -166,17 +164,15 @@ export class PullRound {
    * onto, first publishes a merge that covers the device (`Rebaser.mergeCovering`). Returns the
    * checkpoint rebased onto; throws why it cannot rebase.
    */
-  private async rebaseAbove(truncated: OpsyncError, rebasedOnto: ReadonlySet<string>): Promise<string> {
+  private async rebaseAbove(truncated: Truncated, rebasedOnto: ReadonlySet<string>): Promise<string> {
     const { rebaser, peers } = this.deps;
     const latest = rebasedOnto.size > 0 ? await peers.latestCheckpoint() : null;
     const why = latest && rebasedOnto.has(latest.checkpoint_hash) ? await rebaser.mergeCovering(truncated, rebasedOnto) : null;
     const result = why ? { rebased: false, reason: why } : await rebaser.rebase();
-    if (!result.rebased)
-      throw new OpsyncError(
-        truncated.code,
-        `${truncated.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`,
-        truncated.data,
-      );
+    if (!result.rebased) {
+      const error = truncatedError(truncated);
+      throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
+    }
     return this.deps.bases.current!.hash;
   }
 

@@ -8,7 +8,7 @@ import type { ChainHead } from '../oplog/op-record.js';
 import { OpsyncError } from '../util/opsync-error.js';
 import { groupBy } from '../util/group.js';
 import type { Gate } from '../util/serial.js';
-import type { CheckpointHeaderJson, Relay } from '../../relay/port/relay.js';
+import type { CheckpointHeaderJson, Relay, Truncated } from '../../relay/port/relay.js';
 import type { BaseCheckpoints, BaseRef } from './base-checkpoints.js';
 import type { Outbox } from './outbox.js';
 import type { Peers } from './peers.js';
@@ -60,14 +60,10 @@ export class Rebaser {
    * Publishes the merge of the base with a checkpoint that does cover it, which the next rebase
    * adopts; or says why not.
    */
-  async mergeCovering(truncated: OpsyncError, tried: ReadonlySet<string>): Promise<string | null> {
-    const { device_id, floor } = truncated.data as { device_id?: unknown; floor?: unknown };
-    const covering =
-      typeof device_id === 'string' && typeof floor === 'number'
-        ? await this.deps.peers.latestCheckpoint({ device: device_id as DeviceId, seq: floor - 1 })
-        : null;
+  async mergeCovering({ truncated }: Truncated, tried: ReadonlySet<string>): Promise<string | null> {
+    const covering = await this.deps.peers.latestCheckpoint({ device: truncated.device_id, seq: truncated.floor - 1 });
     if (!covering || tried.has(covering.checkpoint_hash))
-      return `no checkpoint on the relay it has not just rebased onto covers device ${String(device_id)} up to where it starts`;
+      return `no checkpoint on the relay it has not just rebased onto covers device ${truncated.device_id} up to where it starts`;
     const merged = await this.publishMerge(covering);
     return typeof merged === 'string' ? merged : null;
   }

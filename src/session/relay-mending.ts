@@ -5,6 +5,7 @@ import type { DeviceId } from '../oplog/ids.js';
 import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import type { CheckpointFile, HeaderCheck, Relay, SeqRange } from '../../relay/port/relay.js';
+import { gapError } from '../../relay/port/relay-errors.js';
 import type { BaseCheckpoints } from './base-checkpoints.js';
 import { checkpointDamaged, type HeaderTrust } from './checkpoint-seal.js';
 import { iterate, type CheckpointStore } from './checkpoint-store.js';
@@ -78,7 +79,8 @@ export class RelayMending {
     if (wanted.length === 0) return;
     const ops = await this.deps.replica.ownOps((op) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last));
     try {
-      await this.deps.outbox.known(() => this.deps.relay.push(ops, this.deps.authentic));
+      const pushed = await this.deps.outbox.known(() => this.deps.relay.push(ops, this.deps.authentic));
+      if ('gap' in pushed) throw gapError(pushed);
     } catch (error) {
       if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
       for (const range of wanted) {

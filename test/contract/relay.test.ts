@@ -15,6 +15,7 @@ import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
 import { coreCrypto, TestDevice } from '../helpers/test-device.js';
 import { runRelayContract } from './relay-contract.js';
+import { pageOf } from '../helpers/pull-page.js';
 
 const tempDir = useTempDirs();
 
@@ -53,7 +54,7 @@ async function sixOpWriter() {
 /** A new reader of the folder at `root` pulls exactly `ops`. */
 async function expectWholeChain(root: string, ops: readonly OpRecord[]): Promise<void> {
   const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
-  expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+  expect(pageOf(await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
 }
 
 describe('directory relay files', () => {
@@ -70,7 +71,11 @@ describe('directory relay files', () => {
     expect(files.length).toBeGreaterThanOrEqual(Math.ceil((40 * big.length) / MAX_SEGMENT_BYTES));
     const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
     const pulled = [];
-    for (let page = await reader.pull(new Map(), 7); ; page = await reader.pull(new Map([[writer.id, pulled.at(-1)!.seq]]), 7)) {
+    for (
+      let page = pageOf(await reader.pull(new Map(), 7));
+      ;
+      page = pageOf(await reader.pull(new Map([[writer.id, pulled.at(-1)!.seq]]), 7))
+    ) {
       pulled.push(...page.ops);
       if (!page.more) break;
     }
@@ -91,7 +96,7 @@ describe('directory relay restores', () => {
     await damage(join(root, 'devices', 'writer', 'ops', '000000000003.jsonl'));
     const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
     await reader.register(new TestDevice('reader', 2).publicKey);
-    const first = await reader.pull(new Map(), 100);
+    const first = pageOf(await reader.pull(new Map(), 100));
     return { root, writer, reader, ops, first };
   }
 
@@ -114,7 +119,7 @@ describe('directory relay restores', () => {
     expect(await writer.push(ops.slice(3, 6))).toEqual({ pushed: 0, deduped: 3 });
     // The reader's report stands until it acks past it, but the writer's copy now reads whole.
     expect((await writer.repairs()).ops).toEqual([]);
-    const rest = await reader.pull(new Map([[parseDeviceId('writer'), 4]]), 100);
+    const rest = pageOf(await reader.pull(new Map([[parseDeviceId('writer'), 4]]), 100));
     expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(5).map((op) => op.op_id));
     await reader.ack(new Map([[parseDeviceId('writer'), 8]]));
     expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toEqual({
@@ -143,13 +148,13 @@ describe('directory relay restores', () => {
 
       const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
       await reader.register(new TestDevice('reader', 2).publicKey);
-      expect((await reader.pull(new Map(), 100)).ops.map((op) => op.seq)).toEqual([0, 1, 2]);
+      expect(pageOf(await reader.pull(new Map(), 100)).ops.map((op) => op.seq)).toEqual([0, 1, 2]);
       // The writer's next pump pulls, then asks what to mend. Its watcher, still on the folder
       // moved away, never heard the reader's report: it used to answer nothing, for good.
-      await writer.pull(new Map(), 100);
+      pageOf(await writer.pull(new Map(), 100));
       expect((await writer.repairs()).ops).toEqual([{ first: 3, last: 5 }]);
       await writer.push(ops.slice(3, 6));
-      const rest = await reader.pull(new Map([[device.id, 2]]), 100);
+      const rest = pageOf(await reader.pull(new Map([[device.id, 2]]), 100));
       expect(rest.ops.map((op) => op.op_id)).toEqual(ops.slice(3).map((op) => op.op_id));
     } finally {
       await watch.close();
@@ -166,7 +171,7 @@ describe('directory relay restores', () => {
     for (const entry of await readdir(root)) await rm(join(root, entry), { recursive: true });
     await cp(backup, root, { recursive: true });
 
-    await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
+    expect(await writer.push(ops.slice(4))).toMatchObject({ gap: { offered: ops[4]!.seq } });
     expect(await writer.head(device.id)).toBe(1);
     await writer.push(ops.slice(2));
     await expectWholeChain(root, ops);
@@ -180,7 +185,7 @@ describe('directory relay restores', () => {
     const ownOps = join(root, 'devices', 'writer', 'ops');
     await rm(join(ownOps, '000000000002.jsonl'));
 
-    await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
+    expect(await writer.push(ops.slice(4))).toMatchObject({ gap: { offered: ops[4]!.seq } });
     expect((await readdir(ownOps)).filter((name) => name.endsWith('.jsonl'))).toEqual(['000000000000.jsonl']);
     expect(await writer.head(device.id)).toBe(1);
     await writer.push(ops.slice(2));
@@ -195,11 +200,11 @@ describe('directory relay restores', () => {
 
     const reader = await DirectoryRelay.open({ root, self: parseDeviceId('reader'), crypto: coreCrypto });
     await reader.register(new TestDevice('reader', 2).publicKey);
-    expect((await reader.pull(new Map(), 100)).ops).toEqual([]);
+    expect(pageOf(await reader.pull(new Map(), 100)).ops).toEqual([]);
     expect(JSON.parse(await readFile(join(root, 'devices', 'reader', 'damage.json'), 'utf8'))).toMatchObject({ stopped: { writer: 0 } });
     expect((await writer.repairs()).ops).toEqual([{ first: 0, last: 3 }]);
     await writer.push(ops.slice(0, 4));
-    expect((await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
+    expect(pageOf(await reader.pull(new Map(), 100)).ops.map((op) => op.op_id)).toEqual(ops.map((op) => op.op_id));
   });
 
   it('reads a segment deleted and written again, longer, under its name since a reader listed the folder', async () => {
@@ -210,17 +215,17 @@ describe('directory relay restores', () => {
     const readers = await Promise.all(
       ['reader-a', 'reader-b'].map((name) => DirectoryRelay.open({ root, self: parseDeviceId(name), crypto: coreCrypto })),
     );
-    for (const reader of readers) expect((await reader.pull(new Map(), 100)).ops).toHaveLength(4);
+    for (const reader of readers) expect(pageOf(await reader.pull(new Map(), 100)).ops).toHaveLength(4);
     // The relay loses the writer's newest segment; the writer pushes its ops again from seq 2,
     // in one segment under the same name.
     await rm(join(root, 'devices', 'writer', 'ops', '000000000002.jsonl'));
-    await expect(writer.push(ops.slice(4))).rejects.toMatchObject({ code: 'relay_gap' });
+    expect(await writer.push(ops.slice(4))).toMatchObject({ gap: { offered: ops[4]!.seq } });
     await writer.push(more.slice(2, 8));
-    const rewritten = await readers[0]!.pull(new Map([[device.id, 3]]), 100);
+    const rewritten = pageOf(await readers[0]!.pull(new Map([[device.id, 3]]), 100));
     expect(rewritten.ops.map((op) => op.op_id)).toEqual(more.slice(4, 8).map((op) => op.op_id));
     // The next segment stands past what the header kept from before says: no gap, once read again.
     await writer.push(more.slice(8));
-    const rest = await readers[1]!.pull(new Map([[device.id, 3]]), 100);
+    const rest = pageOf(await readers[1]!.pull(new Map([[device.id, 3]]), 100));
     expect(rest.ops.map((op) => op.op_id)).toEqual(more.slice(4).map((op) => op.op_id));
   });
 

@@ -2,7 +2,18 @@ import type { SeqFrontier } from '../../src/oplog/frontier.js';
 import type { DeviceId } from '../../src/oplog/ids.js';
 import type { ChainHead, OpRecord } from '../../src/oplog/op-record.js';
 import { OpsyncError } from '../../src/util/opsync-error.js';
-import type { CheckpointFile, Covering, Damage, GcBounds, HeaderCheck, PullPage, PushResult, Relay } from '../../relay/port/relay.js';
+import type {
+  CheckpointFile,
+  Covering,
+  Damage,
+  Gap,
+  GcBounds,
+  HeaderCheck,
+  PullPage,
+  PushResult,
+  Relay,
+  Truncated,
+} from '../../relay/port/relay.js';
 
 /**
  * The simulation's network: seeded faults between every device and the relay. A partitioned
@@ -48,14 +59,15 @@ class FaultyRelay implements Relay {
     return this.call(() => this.inner.register(publicKey));
   }
 
-  async push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult> {
+  async push(ops: readonly OpRecord[], authentic?: HeaderCheck): Promise<PushResult | Gap> {
     const result = await this.call(() => this.inner.push(ops, authentic));
     if (this.net.chance(this.net.faults.lostResponse)) throw unavailable('the push response was lost');
     return result;
   }
 
-  async pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage> {
+  async pull(since: SeqFrontier, limit: number, authentic?: HeaderCheck): Promise<PullPage | Truncated> {
     const page = await this.call(() => this.inner.pull(since, limit, authentic));
+    if ('truncated' in page) return page;
     let ops = [...page.ops];
     let more = page.more;
     if (this.net.chance(this.net.faults.delay)) {
