@@ -2,7 +2,17 @@ import { canonicalize } from '../oplog/canonical.js';
 import type { CoreCrypto } from '../oplog/core-crypto.js';
 import { frontierToJson, parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isHlc } from '../oplog/hlc.js';
-import { isDeviceId, isEpoch, isNameId, isOpId, type AgentId, type Brand, type DeviceId, type RunId } from '../oplog/ids.js';
+import {
+  isCheckpointHash,
+  isDeviceId,
+  isEpoch,
+  isNameId,
+  isOpId,
+  type AgentId,
+  type CheckpointHash,
+  type DeviceId,
+  type RunId,
+} from '../oplog/ids.js';
 import { OpsyncError } from '../util/opsync-error.js';
 import { scopeFromKey, scopeKey, type Scope } from '../oplog/scope.js';
 import { isSurface } from '../oplog/surface.js';
@@ -56,8 +66,6 @@ export const CHUNK_ITEMS = 65_536;
  */
 export const CHUNK_TEXT = 16 * 2 ** 20;
 
-export type CheckpointHash = Brand<string, 'CheckpointHash'>;
-
 export interface ChunkRef {
   readonly scope: string;
   readonly count: number;
@@ -79,10 +87,6 @@ export interface PlainCheckpoint {
   readonly header: CheckpointHeader;
   /** Chunk texts, in header order. */
   readonly chunks: readonly string[];
-}
-
-export function isCheckpointHash(value: unknown): value is CheckpointHash {
-  return typeof value === 'string' && /^ck-[0-9a-f]{64}$/.test(value);
 }
 
 /** A checkpoint item with the key it is sorted by: op_id for records, run or agent id for the ledger. */

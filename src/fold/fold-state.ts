@@ -1,5 +1,5 @@
 import type { CoreCrypto } from '../oplog/core-crypto.js';
-import type { AgentId, Brand } from '../oplog/ids.js';
+import type { AgentId, Brand, Epoch } from '../oplog/ids.js';
 import { compareOps } from '../oplog/op-record.js';
 import { OpsyncError } from '../util/opsync-error.js';
 import { tierOf, type Surface } from '../oplog/surface.js';
@@ -148,7 +148,7 @@ export class FoldState {
     return this.ledger.run(agentId, runId);
   }
 
-  agentEpoch(agentId: string): number | undefined {
+  agentEpoch(agentId: string): Epoch | undefined {
     return this.ledger.agentEpoch(agentId);
   }
 
@@ -166,7 +166,7 @@ export class FoldState {
     return this.ledger.allRuns();
   }
 
-  allAgents(): Array<[string, number]> {
+  allAgents(): Array<[string, Epoch]> {
     return this.ledger.allAgents();
   }
 
@@ -177,7 +177,7 @@ export class FoldState {
   }
 
   /** Puts a checkpointed agent epoch back (it may come from an intent that no longer wins its run). */
-  restoreAgent(agentId: AgentId, epoch: number): void {
+  restoreAgent(agentId: AgentId, epoch: Epoch): void {
     this.ledger.raiseEpoch(agentId, epoch);
     this.cachedHash = null;
   }

@@ -1,6 +1,6 @@
 import { canonicalize } from '../oplog/canonical.js';
 import type { Hlc } from '../oplog/hlc.js';
-import type { AgentId, DeviceId, OpId, RunId } from '../oplog/ids.js';
+import type { AgentId, DeviceId, Epoch, OpId, RunId } from '../oplog/ids.js';
 import { compareOps } from '../oplog/op-record.js';
 import type { FoldOp } from './fold-op.js';
 import type { MultisetHash } from './multiset-hash.js';
@@ -21,7 +21,7 @@ export type RunStatus = IntentStatus | 'fenced';
 export interface RunRecord {
   readonly run_id: RunId;
   readonly agent_id: AgentId;
-  readonly epoch: number;
+  readonly epoch: Epoch;
   readonly status: RunStatus;
   readonly op_id: OpId;
   readonly hlc: Hlc;
@@ -32,7 +32,7 @@ export interface RunRecord {
 export interface IntentCandidate {
   readonly run_id: RunId;
   readonly agent_id: AgentId;
-  readonly epoch: number;
+  readonly epoch: Epoch;
   readonly status: IntentStatus;
   readonly op_id: OpId;
   readonly hlc: Hlc;
@@ -45,7 +45,7 @@ export class IntentLedger {
   /** By `runKey(agent, run)`. */
   private readonly runs = new Map<string, IntentCandidate>();
   /** Per agent its highest epoch, and the keys of its runs whose winner is pending. */
-  private readonly agents = new Map<string, { epoch: number; pending: Set<string> }>();
+  private readonly agents = new Map<string, { epoch: Epoch; pending: Set<string> }>();
 
   constructor(
     private readonly hash: MultisetHash,
@@ -65,7 +65,7 @@ export class IntentLedger {
     return this.offer({
       run_id: p.id as RunId,
       agent_id: p.agent_id as AgentId,
-      epoch: p.epoch as number,
+      epoch: p.epoch as Epoch,
       status: p.status as IntentStatus,
       op_id: op.op_id,
       hlc: op.hlc,
@@ -97,7 +97,7 @@ export class IntentLedger {
     return candidate && { ...candidate, status: this.statusOf(candidate) };
   }
 
-  agentEpoch(agentId: string): number | undefined {
+  agentEpoch(agentId: string): Epoch | undefined {
     return this.agents.get(agentId)?.epoch;
   }
 
@@ -105,12 +105,12 @@ export class IntentLedger {
     return this.runs.values();
   }
 
-  allAgents(): Array<[string, number]> {
+  allAgents(): Array<[string, Epoch]> {
     return [...this.agents].map(([agent, state]) => [agent, state.epoch]);
   }
 
   /** Raises an agent's epoch to at least `epoch` (fold, and checkpoint restore of agents); true when it changed. */
-  raiseEpoch(agentId: AgentId, epoch: number): boolean {
+  raiseEpoch(agentId: AgentId, epoch: Epoch): boolean {
     const agent = this.agents.get(agentId);
     if (agent && agent.epoch >= epoch) return false;
     if (agent) this.hash.remove(this.agentDigest(agentId, agent.epoch));
@@ -141,7 +141,7 @@ export class IntentLedger {
     return this.sha256Hex(canonicalize(['run', candidate.run_id, status, candidate.op_id]));
   }
 
-  private agentDigest(agentId: string, epoch: number): string {
+  private agentDigest(agentId: string, epoch: Epoch): string {
     return this.sha256Hex(canonicalize(['agent', agentId, epoch]));
   }
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { frontierToJson, parseFrontier } from '../oplog/frontier.js';
-import { isDeviceId, type DeviceId } from '../oplog/ids.js';
+import { isCheckpointHash, isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { canonicalRecord, parseOpRecord } from '../oplog/op-record.js';
 import { OpsyncError } from '../util/opsync-error.js';
 import { isJsonObject } from '../util/json.js';
@@ -80,7 +80,7 @@ export function decodeEntry(buf: Buffer, start: number, end: number, location: s
     throw corrupt(location, line, 'the line is not JSON');
   }
   const base = isJsonObject(value) ? value.base : undefined;
-  if (isJsonObject(base) && typeof base.checkpoint_hash === 'string') {
+  if (isJsonObject(base) && isCheckpointHash(base.checkpoint_hash)) {
     const frontier = parseFrontier(base.frontier);
     if (frontier) return { kind: 'base', checkpoint_hash: base.checkpoint_hash, frontier };
   }

@@ -1,3 +1,4 @@
+import type { CheckpointHash } from '../oplog/ids.js';
 import type { Frontier } from '../oplog/frontier.js';
 import type { OpRecord } from '../oplog/op-record.js';
 import type { JsonObject } from '../util/json.js';
@@ -41,7 +42,7 @@ export interface OpEntry {
 /** Heads a compacted journal: the checkpoint whose state stands in for the dropped prefix. */
 export interface BaseEntry {
   readonly kind: 'base';
-  readonly checkpoint_hash: string;
+  readonly checkpoint_hash: CheckpointHash;
   readonly frontier: Frontier;
 }
 

@@ -1,4 +1,4 @@
-import type { AgentId, DeviceId } from '../oplog/ids.js';
+import type { AgentId, DeviceId, Epoch } from '../oplog/ids.js';
 import type { Lease, LeaseRecord } from './lease-rules.js';
 
 /**
@@ -14,9 +14,9 @@ import type { Lease, LeaseRecord } from './lease-rules.js';
 export interface LeaseCoordinator {
   readonly kind: 'memory' | 'dir' | 'postgres';
   /** Mints the epoch after the stored one and after `floor` (the highest epoch the intent ledger has seen). */
-  acquire(agent: AgentId, device: DeviceId, ttlMs: number, floor?: number): Promise<Lease>;
-  renew(agent: AgentId, device: DeviceId, epoch: number, ttlMs: number): Promise<Lease>;
-  release(agent: AgentId, device: DeviceId, epoch: number): Promise<{ released_at_ms: number }>;
+  acquire(agent: AgentId, device: DeviceId, ttlMs: number, floor?: Epoch): Promise<Lease>;
+  renew(agent: AgentId, device: DeviceId, epoch: Epoch, ttlMs: number): Promise<Lease>;
+  release(agent: AgentId, device: DeviceId, epoch: Epoch): Promise<{ released_at_ms: number }>;
   /** The agent's lease record (null when it was never leased) and the coordinator's time now. */
   read(agent: AgentId): Promise<{ record: LeaseRecord | null; now_ms: number }>;
   close(): Promise<void>;

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isDeviceId, type AgentId } from '../oplog/ids.js';
+import { isDeviceId, isEpoch, type AgentId } from '../oplog/ids.js';
 import { OpsyncError } from '../util/opsync-error.js';
 import { createFileDurable } from '../platform/durable-fs.js';
 import type { LeaseCoordinator } from './coordinator.js';
@@ -150,7 +150,7 @@ function parseState(text: string, agent: AgentId): StateFile {
   }
   const { holder, epoch, granted_at_ms, expires_at_ms } = value;
   if (value.opsync_lease !== 1 || value.agent_id !== agent || (holder !== null && !isDeviceId(holder))) throw damaged(agent);
-  if (![epoch, granted_at_ms, expires_at_ms].every((n) => Number.isSafeInteger(n))) throw damaged(agent);
+  if (!isEpoch(epoch) || ![granted_at_ms, expires_at_ms].every((n) => Number.isSafeInteger(n))) throw damaged(agent);
   if (typeof value.id !== 'string' || (value.prev !== null && typeof value.prev !== 'string')) throw damaged(agent);
   return {
     id: value.id,
@@ -158,7 +158,7 @@ function parseState(text: string, agent: AgentId): StateFile {
     record: {
       agent_id: agent,
       holder,
-      epoch: epoch as number,
+      epoch,
       granted_at_ms: granted_at_ms as number,
       expires_at_ms: expires_at_ms as number,
     },

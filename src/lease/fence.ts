@@ -1,5 +1,5 @@
 import type { RunRecord } from '../fold/intent-ledger.js';
-import type { DeviceId } from '../oplog/ids.js';
+import type { DeviceId, Epoch } from '../oplog/ids.js';
 import { isLive, type LeaseRecord } from './lease-rules.js';
 
 /**
@@ -14,16 +14,16 @@ import { isLive, type LeaseRecord } from './lease-rules.js';
  * 4. otherwise → `proceed`.
  */
 export type FenceDecision =
-  | { readonly decision: 'already_committed'; readonly op_id: string; readonly committed_by: DeviceId; readonly epoch: number }
+  | { readonly decision: 'already_committed'; readonly op_id: string; readonly committed_by: DeviceId; readonly epoch: Epoch }
   | { readonly decision: 'not_held' }
-  | { readonly decision: 'stale_epoch'; readonly current_epoch: number; readonly holder: DeviceId }
-  | { readonly decision: 'proceed'; readonly epoch: number; readonly expires_at_ms: number };
+  | { readonly decision: 'stale_epoch'; readonly current_epoch: Epoch; readonly holder: DeviceId }
+  | { readonly decision: 'proceed'; readonly epoch: Epoch; readonly expires_at_ms: number };
 
 export function fenceDecision(
   run: RunRecord | undefined,
   lease: LeaseRecord | null,
   device: DeviceId,
-  epoch: number,
+  epoch: Epoch,
   nowMs: number,
 ): FenceDecision {
   if (run?.status === 'committed')

@@ -1,4 +1,4 @@
-import type { AgentId, DeviceId } from '../oplog/ids.js';
+import { maxEpoch, nextEpoch, NO_EPOCH, type AgentId, type DeviceId, type Epoch } from '../oplog/ids.js';
 import { OpsyncError } from '../util/opsync-error.js';
 
 /**
@@ -17,7 +17,7 @@ export interface LeaseRecord {
   /** The holder, or null once released. */
   readonly holder: DeviceId | null;
   /** The last epoch granted for this agent. */
-  readonly epoch: number;
+  readonly epoch: Epoch;
   readonly granted_at_ms: number;
   readonly expires_at_ms: number;
 }
@@ -29,7 +29,7 @@ export type HeldRecord = LeaseRecord & { readonly holder: DeviceId };
 export interface Lease {
   readonly agent_id: AgentId;
   readonly holder: DeviceId;
-  readonly epoch: number;
+  readonly epoch: Epoch;
   readonly granted_at_ms: number;
   readonly expires_at_ms: number;
 }
@@ -48,7 +48,14 @@ export function isLive(record: LeaseRecord | null, nowMs: number): record is Hel
  * its record (a lease folder deleted and re-created): epochs then continue above every epoch
  * any device recorded an intent at, instead of starting over at 1.
  */
-export function acquire(record: LeaseRecord | null, agent: AgentId, device: DeviceId, ttlMs: number, nowMs: number, floor = 0): HeldRecord {
+export function acquire(
+  record: LeaseRecord | null,
+  agent: AgentId,
+  device: DeviceId,
+  ttlMs: number,
+  nowMs: number,
+  floor: Epoch = NO_EPOCH,
+): HeldRecord {
   if (isLive(record, nowMs)) {
     const who = record.holder === device ? 'this device already holds it (renew it instead)' : `device ${record.holder} holds it`;
     throw new OpsyncError(
@@ -62,7 +69,7 @@ export function acquire(record: LeaseRecord | null, agent: AgentId, device: Devi
       },
     );
   }
-  const last = Math.max(record?.epoch ?? 0, floor);
+  const last = maxEpoch(record?.epoch ?? NO_EPOCH, floor);
   if (last >= Number.MAX_SAFE_INTEGER) {
     throw new OpsyncError(
       'lease_epochs_exhausted',
@@ -70,14 +77,14 @@ export function acquire(record: LeaseRecord | null, agent: AgentId, device: Devi
       { agent_id: agent, epoch: last },
     );
   }
-  return { agent_id: agent, holder: device, epoch: last + 1, granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
+  return { agent_id: agent, holder: device, epoch: nextEpoch(last), granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
 }
 
 export function renew(
   record: LeaseRecord | null,
   agent: AgentId,
   device: DeviceId,
-  epoch: number,
+  epoch: Epoch,
   ttlMs: number,
   nowMs: number,
 ): HeldRecord {
@@ -85,7 +92,7 @@ export function renew(
   return { ...record, granted_at_ms: nowMs, expires_at_ms: nowMs + ttlMs };
 }
 
-export function release(record: LeaseRecord | null, agent: AgentId, device: DeviceId, epoch: number, nowMs: number): LeaseRecord {
+export function release(record: LeaseRecord | null, agent: AgentId, device: DeviceId, epoch: Epoch, nowMs: number): LeaseRecord {
   assertHolds(record, agent, device, epoch, nowMs, 'release');
   return { ...record, holder: null, expires_at_ms: nowMs };
 }
@@ -104,7 +111,7 @@ function assertHolds(
   record: LeaseRecord | null,
   agent: AgentId,
   device: DeviceId,
-  epoch: number,
+  epoch: Epoch,
   nowMs: number,
   action: string,
 ): asserts record is HeldRecord {

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { AgentId, DeviceId } from '../oplog/ids.js';
+import type { AgentId, DeviceId, Epoch } from '../oplog/ids.js';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import type { LeaseRecord } from './lease-rules.js';
@@ -90,7 +90,7 @@ function toRecord(agent: AgentId, row: Row): LeaseRecord | null {
   return {
     agent_id: agent,
     holder: row.holder as DeviceId | null,
-    epoch: Number(row.epoch),
+    epoch: Number(row.epoch) as Epoch,
     granted_at_ms: Number(row.granted_at_ms),
     expires_at_ms: Number(row.expires_at_ms),
   };

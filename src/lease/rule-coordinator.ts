@@ -1,4 +1,4 @@
-import type { AgentId, DeviceId } from '../oplog/ids.js';
+import type { AgentId, DeviceId, Epoch } from '../oplog/ids.js';
 import type { LeaseCoordinator } from './coordinator.js';
 import { acquire, release, renew, toLease, type LeaseRecord } from './lease-rules.js';
 
@@ -21,7 +21,7 @@ export function ruleCoordinator(
 ): LeaseCoordinator {
   return {
     kind,
-    acquire: (agent: AgentId, device: DeviceId, ttlMs: number, floor?: number) =>
+    acquire: (agent: AgentId, device: DeviceId, ttlMs: number, floor?: Epoch) =>
       transact(agent, (record, now) => {
         const next = acquire(record, agent, device, ttlMs, now, floor);
         return { write: next, result: toLease(next) };

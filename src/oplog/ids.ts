@@ -16,6 +16,8 @@ export type AgentId = Brand<string, 'AgentId'>;
 export type RunId = Brand<string, 'RunId'>;
 export type ConversationId = Brand<string, 'ConversationId'>;
 export type Epoch = Brand<number, 'Epoch'>;
+/** A checkpoint's content address: `ck-` and the SHA-256 of what it covers (proposals/checkpoint.md). */
+export type CheckpointHash = Brand<string, 'CheckpointHash'>;
 
 /** Lowercase only, so that two devices never collide on a case-insensitive file system. */
 const DEVICE_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -51,8 +53,24 @@ export function parseConversationId(value: unknown, field = 'conversation_id'): 
   return parseNameId(value, field) as ConversationId;
 }
 
+export function isCheckpointHash(value: unknown): value is CheckpointHash {
+  return typeof value === 'string' && /^ck-[0-9a-f]{64}$/.test(value);
+}
+
 export function isEpoch(value: unknown): value is Epoch {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** No epoch granted yet: an agent's first lease is epoch 1. */
+export const NO_EPOCH = 0 as Epoch;
+
+/** The epoch after `epoch`, and the larger of two epochs: the only arithmetic epochs take. */
+export function nextEpoch(epoch: Epoch): Epoch {
+  return (epoch + 1) as Epoch;
+}
+
+export function maxEpoch(a: Epoch, b: Epoch): Epoch {
+  return a >= b ? a : b;
 }
 
 function parseNameId(value: unknown, field: string): string {

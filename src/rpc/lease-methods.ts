@@ -2,10 +2,10 @@ import type { LeaseCoordinator } from '../lease/coordinator.js';
 import { fenceDecision } from '../lease/fence.js';
 import { isLive, MAX_TTL_MS, MIN_TTL_MS, toLease } from '../lease/lease-rules.js';
 import { INTENT_STATUSES } from '../fold/payload-rules.js';
-import { parseAgentId, parseRunId } from '../oplog/ids.js';
+import { parseAgentId, parseRunId, type Epoch } from '../oplog/ids.js';
 import type { Session } from '../session/session.js';
 import { defineMethod, resultObject, type MethodSpec } from './method.js';
-import { integer, nameId, object, oneOf, required } from './schema.js';
+import { integer, nameId, object, oneOf, parsed, required } from './schema.js';
 
 /**
  * Leases, the intent ledger and the dispatch fence (proposals/leases.md §Protocol). A host calls
@@ -14,7 +14,9 @@ import { integer, nameId, object, oneOf, required } from './schema.js';
  */
 const agentId = nameId(parseAgentId);
 const runId = nameId(parseRunId);
-const epoch = integer({ min: 1 });
+const positive = integer({ min: 1 });
+/** An epoch acquire returned: a positive integer. */
+const epoch = parsed<Epoch>(positive.json, (value, path) => positive.parse(value, path) as Epoch);
 const ttl = integer({ min: MIN_TTL_MS, max: MAX_TTL_MS });
 const lease = resultObject({
   agent_id: { type: 'string' },

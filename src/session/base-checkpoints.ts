@@ -1,5 +1,6 @@
 import type { CheckpointHeader } from '../checkpoint/checkpoint.js';
 import type { FoldState } from '../fold/fold-state.js';
+import type { CheckpointHash } from '../oplog/ids.js';
 import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import type { CheckpointFile, CheckpointHeaderJson, CheckpointStream, HeaderCheck, Relay } from '../../relay/port/relay.js';
@@ -16,7 +17,7 @@ import type { CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
 
 export interface BaseRef {
-  readonly hash: string;
+  readonly hash: CheckpointHash;
   readonly frontier: Frontier;
 }
 

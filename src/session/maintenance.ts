@@ -1,6 +1,6 @@
 import type { FoldState } from '../fold/fold-state.js';
 import { seqsOf, frontierToJson, parseFrontier, type Frontier } from '../oplog/frontier.js';
-import type { DeviceId } from '../oplog/ids.js';
+import { isCheckpointHash, type DeviceId } from '../oplog/ids.js';
 import type { Gate } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/port/checkpoint-files.js';
 import type { CheckpointHeaderJson, Relay } from '../../relay/port/relay.js';
@@ -136,9 +136,9 @@ export class Maintenance {
       };
     }
     const hash = header.checkpoint_hash;
-    // An authentic header names a frontier that parses; anything else is refused as damage.
+    // An authentic header names a hash and a frontier that parse; anything else is refused as damage.
     const frontier = bases.published?.hash === hash ? bases.published.frontier : parseFrontier(header.frontier);
-    if (!frontier) return { compacted: false, reason: `checkpoint ${hash} names a malformed frontier` };
+    if (!frontier || !isCheckpointHash(hash)) return { compacted: false, reason: `checkpoint ${hash} names a malformed frontier or hash` };
     const why = behindBase(base, header) ?? this.notCompactable(frontier);
     if (why) return { compacted: false, reason: why };
     // Another device's checkpoint is never trusted for the state it claims: this device compares it

@@ -1,6 +1,6 @@
 import type { StateHash } from '../fold/fold-state.js';
 import type { Hlc } from '../oplog/hlc.js';
-import type { DeviceId, OpId } from '../oplog/ids.js';
+import type { CheckpointHash, DeviceId, OpId } from '../oplog/ids.js';
 import type { Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';
@@ -39,20 +39,20 @@ export interface ChangeEvent {
 
 export interface CheckpointReport {
   readonly published: boolean;
-  readonly checkpoint_hash?: string;
+  readonly checkpoint_hash?: CheckpointHash;
   readonly reason?: string;
 }
 
 export interface CompactReport {
   readonly compacted: boolean;
-  readonly base_checkpoint?: string;
+  readonly base_checkpoint?: CheckpointHash;
   readonly relay_dropped_ops?: number;
   readonly reason?: string;
 }
 
 export interface RebaseReport {
   readonly rebased: boolean;
-  readonly base_checkpoint: string | null;
+  readonly base_checkpoint: CheckpointHash | null;
   readonly kept_own_ops?: number;
   readonly reason?: string;
 }
@@ -68,7 +68,7 @@ export interface SessionStatus {
   readonly state_hash: StateHash;
   readonly journal_frontier: Record<string, number>;
   readonly stable_frontier: Record<string, number>;
-  readonly base_checkpoint: string | null;
+  readonly base_checkpoint: CheckpointHash | null;
   readonly roster: ReadonlyArray<{ device_id: DeviceId; status: string; last_seen_ms: number; acked: Record<string, number>; lag: number }>;
   readonly counts: {
     readonly records: number;

@@ -1,3 +1,4 @@
+import type { CheckpointHash } from '../../src/oplog/ids.js';
 import { describe, expect, it } from 'vitest';
 import type { Journal, JournalEntry } from '../../src/journal/journal.js';
 import type { OpRecord } from '../../src/oplog/op-record.js';
@@ -50,7 +51,7 @@ export function runJournalContract(name: string, setup: () => Promise<JournalHar
       const op = d.op('knowledge', { id: 'k' });
       const base: JournalEntry = {
         kind: 'base',
-        checkpoint_hash: 'ck-' + 'a'.repeat(64),
+        checkpoint_hash: ('ck-' + 'a'.repeat(64)) as CheckpointHash,
         frontier: new Map([[d.id, { seq: 0, op_id: op.op_id, hlc: op.hlc }]]),
       };
       await journal.rewrite({ head: [base], keep: () => false });
@@ -81,7 +82,7 @@ export function runJournalContract(name: string, setup: () => Promise<JournalHar
       await journal.append(ops.slice(0, 4).map((op) => entry(op)));
       const base: JournalEntry = {
         kind: 'base',
-        checkpoint_hash: 'ck-' + 'b'.repeat(64),
+        checkpoint_hash: ('ck-' + 'b'.repeat(64)) as CheckpointHash,
         frontier: new Map([[d.id, { seq: 1, op_id: ops[1]!.op_id, hlc: ops[1]!.hlc }]]),
       };
       const rewriting = journal.rewrite({ head: [base], keep: (e) => e.kind === 'op' && e.op.seq > 1 });

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { LeaseCoordinator } from '../../src/lease/coordinator.js';
-import type { AgentId, DeviceId } from '../../src/oplog/ids.js';
+import type { AgentId, DeviceId, Epoch } from '../../src/oplog/ids.js';
+
+/** An epoch as a test names it. */
+const epoch = (n: number): Epoch => n as Epoch;
 
 export interface LeaseHarness {
   /** A coordinator on the harness's one backing store (a second call: another daemon's view). */
@@ -53,23 +56,29 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
       withCoordinator(async (c) => {
         const id = agent();
         const lease = await c.acquire(id, A, 30_000);
-        const renewed = await c.renew(id, A, 1, 60_000);
+        const renewed = await c.renew(id, A, epoch(1), 60_000);
         expect(renewed.epoch).toBe(1);
         expect(renewed.expires_at_ms).toBeGreaterThan(lease.expires_at_ms);
-        await expect(c.renew(id, B, 1, 60_000)).rejects.toMatchObject({
+        await expect(c.renew(id, B, epoch(1), 60_000)).rejects.toMatchObject({
           code: 'lease_lost',
           data: { claimed_epoch: 1, current_epoch: 1, holder: A },
         });
-        await expect(c.renew(id, A, 7, 60_000)).rejects.toMatchObject({ code: 'lease_lost', data: { claimed_epoch: 7, current_epoch: 1 } });
+        await expect(c.renew(id, A, epoch(7), 60_000)).rejects.toMatchObject({
+          code: 'lease_lost',
+          data: { claimed_epoch: 7, current_epoch: 1 },
+        });
       }));
 
     it('after a release, the next acquirer gets the next epoch; a stranger cannot release', () =>
       withCoordinator(async (c) => {
         const id = agent();
         await c.acquire(id, A, 30_000);
-        await expect(c.release(id, B, 1)).rejects.toMatchObject({ code: 'lease_lost' });
-        expect(await c.release(id, A, 1)).toMatchObject({ released_at_ms: expect.any(Number) as unknown });
-        await expect(c.renew(id, A, 1, 30_000)).rejects.toMatchObject({ code: 'lease_lost', data: { current_epoch: 1, holder: null } });
+        await expect(c.release(id, B, epoch(1))).rejects.toMatchObject({ code: 'lease_lost' });
+        expect(await c.release(id, A, epoch(1))).toMatchObject({ released_at_ms: expect.any(Number) as unknown });
+        await expect(c.renew(id, A, epoch(1), 30_000)).rejects.toMatchObject({
+          code: 'lease_lost',
+          data: { current_epoch: 1, holder: null },
+        });
         expect(await c.acquire(id, B, 30_000)).toMatchObject({ holder: B, epoch: 2 });
       }));
 
@@ -80,7 +89,7 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
         await expect(c.acquire(id, B, 30_000)).rejects.toMatchObject({ code: 'lease_held' });
         await h.pass(c, 200);
         expect(await c.acquire(id, B, 30_000)).toMatchObject({ holder: B, epoch: 2 });
-        await expect(c.renew(id, A, 1, 30_000)).rejects.toMatchObject({
+        await expect(c.renew(id, A, epoch(1), 30_000)).rejects.toMatchObject({
           code: 'lease_lost',
           data: { claimed_epoch: 1, current_epoch: 2, holder: B },
         });
@@ -109,17 +118,17 @@ export function runLeaseContract(name: string, setup: () => Promise<LeaseHarness
       withCoordinator(async (c) => {
         const id = agent();
         // A store that lost the agent's record, while the synced ledger saw epoch 7.
-        const first = await c.acquire(id, A, 30_000, 7);
+        const first = await c.acquire(id, A, 30_000, epoch(7));
         expect(first.epoch).toBe(8);
-        await c.release(id, A, 8);
-        expect((await c.acquire(id, B, 30_000, 3)).epoch).toBe(9);
+        await c.release(id, A, epoch(8));
+        expect((await c.acquire(id, B, 30_000, epoch(3))).epoch).toBe(9);
         expect(await c.read(id)).toMatchObject({ record: { holder: B, epoch: 9 } });
       }));
 
     it('refuses, naming the epoch, once the floor is the largest safe integer', () =>
       withCoordinator(async (c) => {
         const id = agent();
-        await expect(c.acquire(id, A, 30_000, Number.MAX_SAFE_INTEGER)).rejects.toMatchObject({
+        await expect(c.acquire(id, A, 30_000, epoch(Number.MAX_SAFE_INTEGER))).rejects.toMatchObject({
           code: 'lease_epochs_exhausted',
           data: { epoch: Number.MAX_SAFE_INTEGER },
         });

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { dirCoordinator, KEPT_VERSIONS } from '../../src/lease/dir-coordinator.js';
 import { memoryCoordinator } from '../../src/lease/memory-coordinator.js';
 import { pgCoordinator } from '../../src/lease/pg-coordinator.js';
-import { parseAgentId, parseDeviceId } from '../../src/oplog/ids.js';
+import { parseAgentId, parseDeviceId, type Epoch } from '../../src/oplog/ids.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 import { usePostgres } from '../helpers/use-postgres.js';
 import { runLeaseContract, untilCoordinatorPasses } from './lease-contract.js';
@@ -109,7 +109,7 @@ describe('directory leases: damaged state', () => {
       code: 'lease_backend_unavailable',
       message: expect.stringContaining('is gone') as unknown,
     });
-    await expect(coordinator.renew(agent, device, 1, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable' });
+    await expect(coordinator.renew(agent, device, 1 as Epoch, 60_000)).rejects.toMatchObject({ code: 'lease_backend_unavailable' });
     expect(existsSync(root)).toBe(false);
     await coordinator.close();
   });
