@@ -60,12 +60,6 @@ export class Peers {
     return view;
   }
 
-  /** Reads the roster now for a decision that needs it fresh (a checkpoint's cut); the pumps' throttle keeps its own clock. */
-  async current(): Promise<RosterView> {
-    this.view = await this.deps.relay.roster();
-    return this.view;
-  }
-
   /** Why `header` is not to be trusted, or null; a publisher the roster read last did not show makes it read again, once. */
   readonly trust = async (header: CheckpointHeader): Promise<string | null> => {
     this.authority.unknownPublisher = false;

@@ -4,10 +4,10 @@ import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import type { DeviceId } from '../oplog/ids.js';
 import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
-import type { CheckpointFile, HeaderCheck, Relay, SeqRange } from '../../relay/port/relay.js';
+import type { CheckpointFile, CheckpointHeaderJson, HeaderCheck, Relay, SeqRange } from '../../relay/port/relay.js';
 import { gapError } from '../../relay/port/relay-errors.js';
 import type { BaseCheckpoints } from './base-checkpoints.js';
-import { checkpointDamaged, type HeaderTrust } from './checkpoint-seal.js';
+import { checkpointDamaged, trustedHeader, type HeaderTrust } from './checkpoint-seal.js';
 import { iterate, type CheckpointStore } from './checkpoint-store.js';
 import type { Replica } from './replica.js';
 import type { SessionLog } from './session-log.js';
@@ -165,14 +165,19 @@ export class RelayMending {
    * latest covers other devices further than the base, the two are merged and the merge put on
    * the relay — also when the relay holds the base, which is then not the latest (a simulation
    * schedule ended with a device that rebased onto a latest that did not cover the restarted
-   * chain). Otherwise the base is put back from this device's copy when the relay lacks it.
+   * chain). Otherwise the base is put back from this device's copy when the relay lacks it. The
+   * relay's copy anchors the restart only once this device trusts it: its publisher may be one the
+   * roster read last did not show (a relay restored from an older copy forgot its registration
+   * until it wrote again), and `trust` reads the roster again, as the relay's check of the anchor
+   * would not.
    */
   private async anchorOnBase(base: { readonly hash: string; readonly frontier: Frontier }, why: string): Promise<ChainHead> {
     const { relay, device } = this.deps;
     const anchor = base.frontier.get(device)!;
     const merged = await this.deps.bases.mergedWithLatest();
     if (merged) this.deps.stats.counters.checkpoints_merged++;
-    if (!merged && (await relay.readCheckpoint(base.hash))) return anchor;
+    const held = merged ? null : await relay.readCheckpoint(base.hash);
+    if (held && (await this.trusted(held.header))) return anchor;
     const copy = merged ?? (await this.intactCopy(base.hash));
     if (!copy) {
       throw new OpsyncError(
@@ -183,6 +188,16 @@ export class RelayMending {
     }
     await relay.putCheckpoint(copy);
     return anchor;
+  }
+
+  /** Whether this device trusts a checkpoint header the relay serves (`trust`). */
+  private async trusted(header: CheckpointHeaderJson): Promise<boolean> {
+    try {
+      await trustedHeader(header, this.deps.crypto, this.deps.trust);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** This device's copy of a checkpoint, read whole, when it has one that opens. */

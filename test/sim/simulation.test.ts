@@ -66,6 +66,10 @@ describe('seeded simulation', () => {
       72134455,
       'two devices restarted their chains at once, each putting back a checkpoint without the other, and a device behind both could not rebase past them',
     ],
+    [
+      594051701,
+      "a chain restart anchored on a base whose publisher the roster read last did not show, which the relay's check then refused",
+    ],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });
