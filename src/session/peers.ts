@@ -88,6 +88,8 @@ export class Peers {
     const latest = await this.deps.relay.latestCheckpoint(covering, this.authentic);
     if (!this.authority.unknownPublisher) return latest;
     await this.refresh(true);
+    // Set again by this read alone: whether a publisher is still unknown on the fresh roster.
+    this.authority.unknownPublisher = false;
     return this.deps.relay.latestCheckpoint(covering, this.authentic);
   }
 }

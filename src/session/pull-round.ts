@@ -8,7 +8,7 @@ import type { BaseCheckpoints } from './base-checkpoints.js';
 import { intake, type Quarantined, type Rejection, type RejectionKind } from './intake.js';
 import type { Outbox } from './outbox.js';
 import type { Peers } from './peers.js';
-import type { Rebaser } from './rebase.js';
+import { PUBLISHER_UNREGISTERED, type Rebaser } from './rebase.js';
 import type { Replica } from './replica.js';
 import type { SessionLog } from './session-log.js';
 import type { SessionStats } from './session-stats.js';
@@ -171,7 +171,12 @@ export class PullRound {
     const result = why ? { rebased: false, reason: why } : await rebaser.rebase();
     if (!result.rebased) {
       const error = truncatedError(truncated);
-      throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, error.data);
+      // Waiting for another device to register again is named in the data: it passes by itself.
+      const waiting = result.reason === PUBLISHER_UNREGISTERED ? { waiting_for_publisher: true } : {};
+      throw new OpsyncError(error.code, `${error.message} It cannot rebase: ${result.reason ?? 'no reason given'}.`, {
+        ...error.data,
+        ...waiting,
+      });
     }
     return this.deps.bases.current!.hash;
   }

@@ -17,6 +17,14 @@ import type { SessionLog } from './session-log.js';
 import type { RebaseReport } from './session-reports.js';
 import type { SessionStats } from './session-stats.js';
 
+/**
+ * Why a rebase waits for another device: the checkpoints on the relay were published by a device
+ * the relay no longer has registered (restored from a copy older than its registration), so no key
+ * authenticates them here until that device writes again and so registers again.
+ */
+export const PUBLISHER_UNREGISTERED =
+  'the checkpoints on the relay were published by a device the relay no longer has registered; they are used once that device writes to the relay again';
+
 export interface RebaseDeps {
   readonly device: DeviceId;
   readonly crypto: CoreCrypto;
@@ -80,7 +88,7 @@ export class Rebaser {
         { kid },
       );
     }
-    if (!header) return 'the relay holds no checkpoint';
+    if (!header) return this.deps.peers.authority.unknownPublisher ? PUBLISHER_UNREGISTERED : 'the relay holds no checkpoint';
     const behind = behindBase(this.deps.bases.current, header);
     if (!behind) return header;
     // Moving onto it would lose what the base covers beyond it: the two are merged instead.

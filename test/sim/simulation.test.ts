@@ -141,6 +141,9 @@ async function simulate(seed: number, world: World): Promise<void> {
     } catch (error) {
       // A device without the key cannot adopt a checkpoint sealed with it: it says so, by name.
       if (isOpsyncError(error) && (EXPECTED.has(error.code) || (error.code === 'key_missing' && keyless.has(name)))) return undefined;
+      // A pump that must wait for a checkpoint's publisher to register again (a relay restored from
+      // an older copy) says so by name; quiescence still requires every device to converge.
+      if (isOpsyncError(error) && (error.data as { waiting_for_publisher?: boolean } | undefined)?.waiting_for_publisher) return undefined;
       throw new Error(`${what} ${name}: ${(error as Error).message}\nlast steps:\n${log.slice(-60).join('\n')}`, { cause: error });
     }
   };
