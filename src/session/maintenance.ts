@@ -1,30 +1,14 @@
 import type { FoldState } from '../fold/fold-state.js';
 import { seqsOf, frontierToJson, parseFrontier, type Frontier } from '../oplog/frontier.js';
 import { isCheckpointHash, type DeviceId } from '../oplog/ids.js';
-import type { Gate } from '../util/serial.js';
 import { checkpointFileBytes } from '../../relay/port/checkpoint-files.js';
-import type { CheckpointHeaderJson, Relay } from '../../relay/port/relay.js';
-import type { BaseCheckpoints } from './base-checkpoints.js';
+import type { CheckpointHeaderJson } from '../../relay/port/relay.js';
 import { cutCheckpoint, type Publisher } from './checkpoint-seal.js';
-import type { Outbox } from './outbox.js';
-import type { Peers } from './peers.js';
-import { behindBase } from './rebase.js';
-import type { Replica } from './replica.js';
-import type { SessionLog } from './session-log.js';
+import { behindBase, type RewriteDeps } from './rebase.js';
 import type { CheckpointReport, CompactReport, PumpReport } from './session-reports.js';
-import type { SessionStats } from './session-stats.js';
 
-export interface MaintenanceDeps {
-  readonly device: DeviceId;
+export interface MaintenanceDeps extends RewriteDeps {
   readonly publisher: Publisher;
-  readonly relay: Relay;
-  readonly replica: Replica;
-  readonly bases: BaseCheckpoints;
-  readonly peers: Peers;
-  readonly outbox: Outbox;
-  /** Held while the journal is rewritten: appends wait at it. */
-  readonly gate: Gate;
-  readonly stats: SessionStats;
   readonly now: () => number;
   /**
    * When live, publish a checkpoint and compact once this many new ops arrived and a pump finds
@@ -32,7 +16,6 @@ export interface MaintenanceDeps {
    * many arrived; 0: never automatically.
    */
   readonly autoCheckpointOps: number;
-  readonly log?: SessionLog | undefined;
 }
 
 /** A device that is never quiet still checkpoints after this many times `autoCheckpointOps` new ops. */

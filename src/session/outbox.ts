@@ -10,7 +10,7 @@ import type { Replica } from './replica.js';
 import type { SessionLog } from './session-log.js';
 import type { SessionStats } from './session-stats.js';
 
-export interface OutboxDeps extends Omit<MendingDeps, 'outbox' | 'trust' | 'authentic'> {
+export interface OutboxDeps extends Omit<MendingDeps, 'outbox'> {
   readonly deviceKey: DeviceKey;
   readonly replica: Replica;
   readonly peers: Peers;
@@ -49,7 +49,7 @@ export class Outbox {
   private readonly mending: RelayMending;
 
   constructor(private readonly deps: OutboxDeps) {
-    this.mending = new RelayMending({ ...deps, trust: deps.peers.trust, authentic: deps.peers.authentic, outbox: this });
+    this.mending = new RelayMending({ ...deps, outbox: this });
   }
 
   /** Own ops not pushed yet. */

@@ -6,6 +6,14 @@ import type { DeviceId } from '../oplog/ids.js';
 import type { CheckpointHeaderJson, Covering, HeaderCheck, Relay, RosterView } from '../../relay/port/relay.js';
 import { CheckpointAuthority } from './checkpoint-auth.js';
 
+/**
+ * Why a rebase or a chain restart waits for another device: the checkpoints on the relay were published by a device
+ * the relay no longer has registered (restored from a copy older than its registration), so no key
+ * authenticates them here until that device writes again and so registers again.
+ */
+export const PUBLISHER_UNREGISTERED =
+  'the checkpoints on the relay were published by a device the relay no longer has registered; they are used once that device writes to the relay again';
+
 export interface PeersDeps {
   readonly device: DeviceId;
   readonly deviceKey: DeviceKey;

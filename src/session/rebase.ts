@@ -11,25 +11,15 @@ import type { Gate } from '../util/serial.js';
 import type { CheckpointHeaderJson, Relay, Truncated } from '../../relay/port/relay.js';
 import type { BaseCheckpoints, BaseRef } from './base-checkpoints.js';
 import type { Outbox } from './outbox.js';
-import type { Peers } from './peers.js';
+import { PUBLISHER_UNREGISTERED, type Peers } from './peers.js';
 import type { Replica } from './replica.js';
 import type { SessionLog } from './session-log.js';
 import type { RebaseReport } from './session-reports.js';
 import type { SessionStats } from './session-stats.js';
 
-/**
- * Why a rebase waits for another device: the checkpoints on the relay were published by a device
- * the relay no longer has registered (restored from a copy older than its registration), so no key
- * authenticates them here until that device writes again and so registers again.
- */
-export const PUBLISHER_UNREGISTERED =
-  'the checkpoints on the relay were published by a device the relay no longer has registered; they are used once that device writes to the relay again';
-
-export interface RebaseDeps {
+/** What a part that moves the journal onto a checkpoint works with (`Rebaser`, `Maintenance`). */
+export interface RewriteDeps {
   readonly device: DeviceId;
-  readonly crypto: CoreCrypto;
-  /** Where the journal lives, for messages. */
-  readonly journalLocation: string;
   readonly relay: Relay;
   readonly replica: Replica;
   readonly bases: BaseCheckpoints;
@@ -39,6 +29,12 @@ export interface RebaseDeps {
   readonly gate: Gate;
   readonly stats: SessionStats;
   readonly log?: SessionLog | undefined;
+}
+
+export interface RebaseDeps extends RewriteDeps {
+  readonly crypto: CoreCrypto;
+  /** Where the journal lives, for messages. */
+  readonly journalLocation: string;
 }
 
 /**

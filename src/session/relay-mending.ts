@@ -4,10 +4,11 @@ import { parseFrontier, type Frontier } from '../oplog/frontier.js';
 import type { DeviceId } from '../oplog/ids.js';
 import type { ChainHead, OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
-import type { CheckpointFile, CheckpointHeaderJson, HeaderCheck, Relay, SeqRange } from '../../relay/port/relay.js';
+import type { CheckpointFile, CheckpointHeaderJson, Relay, SeqRange } from '../../relay/port/relay.js';
 import { gapError } from '../../relay/port/relay-errors.js';
 import type { BaseCheckpoints } from './base-checkpoints.js';
-import { checkpointDamaged, trustedHeader, type HeaderTrust } from './checkpoint-seal.js';
+import { checkpointDamaged, trustedHeader } from './checkpoint-seal.js';
+import { PUBLISHER_UNREGISTERED, type Peers } from './peers.js';
 import { iterate, type CheckpointStore } from './checkpoint-store.js';
 import type { Replica } from './replica.js';
 import type { SessionLog } from './session-log.js';
@@ -19,9 +20,8 @@ export interface MendingDeps {
   readonly checkpoints: CheckpointStore;
   readonly keyring: Keyring;
   readonly crypto: CoreCrypto;
-  /** How checkpoints the relay serves are authenticated (`CheckpointAuthority`). */
-  readonly trust: Exclude<HeaderTrust, 'local'>;
-  readonly authentic: HeaderCheck;
+  /** Which checkpoints the relay serves this device trusts (`trust`, `authentic`), with the roster's keys. */
+  readonly peers: Pick<Peers, 'trust' | 'authentic' | 'authority'>;
   readonly log?: SessionLog | undefined;
   /** The journal's base checkpoint and its merges. */
   readonly bases: BaseCheckpoints;
@@ -79,7 +79,7 @@ export class RelayMending {
     if (wanted.length === 0) return;
     const ops = await this.deps.replica.ownOps((op) => wanted.some((range) => op.seq >= range.first && op.seq <= range.last));
     try {
-      const pushed = await this.deps.outbox.known(() => this.deps.relay.push(ops, this.deps.authentic));
+      const pushed = await this.deps.outbox.known(() => this.deps.relay.push(ops, this.deps.peers.authentic));
       if ('gap' in pushed) throw gapError(pushed);
     } catch (error) {
       if (!isOpsyncError(error) || (error.code !== 'relay_fork' && error.code !== 'chain_broken')) throw error;
@@ -107,7 +107,7 @@ export class RelayMending {
       if (this.checkedCheckpoints.has(hash)) continue;
       this.checkedCheckpoints.add(hash);
       const copy = await this.intactCopy(hash);
-      if (!copy || (await checkpointDamaged(await relay.readCheckpoint(hash), keyring, crypto, this.deps.trust)) !== true) continue;
+      if (!copy || (await checkpointDamaged(await relay.readCheckpoint(hash), keyring, crypto, this.deps.peers.trust)) !== true) continue;
       await relay.restoreCheckpoint(copy);
       this.deps.log?.info({ checkpoint_hash: hash }, "readers found a checkpoint damaged on the relay; put this device's copy back");
     }
@@ -133,7 +133,7 @@ export class RelayMending {
     const own = await this.deps.replica.ownOps((op) => op.seq > baseHead.seq);
     const latest = await this.latestAnchor(baseHead, own);
     const anchor = latest?.head ?? (await this.anchorOnBase(base, why));
-    await this.deps.outbox.known(() => relay.restartAbove(anchor, this.deps.authentic));
+    await this.deps.outbox.known(() => relay.restartAbove(anchor, this.deps.peers.authentic));
     // Ops queued at or below the anchor (pushed before, or queued by a refill) are the checkpoint's now.
     this.deps.outbox.requeue(
       anchor.seq + 1,
@@ -152,7 +152,7 @@ export class RelayMending {
    * checkpoints after it, so another device's collection may remove it again at once.)
    */
   private async latestAnchor(baseHead: ChainHead, own: readonly OpRecord[]): Promise<{ hash: string; head: ChainHead } | null> {
-    const header = await this.deps.relay.latestCheckpoint(undefined, this.deps.authentic);
+    const header = await this.deps.relay.latestCheckpoint(undefined, this.deps.peers.authentic);
     const head = header && parseFrontier(header.frontier)?.get(this.deps.device);
     const mine = head && (head.seq === baseHead.seq ? baseHead : own.find((op) => op.seq === head.seq));
     if (!head || mine?.op_id !== head.op_id) return null;
@@ -177,7 +177,7 @@ export class RelayMending {
     const merged = await this.deps.bases.mergedWithLatest();
     if (merged) this.deps.stats.counters.checkpoints_merged++;
     const held = merged ? null : await relay.readCheckpoint(base.hash);
-    if (held && (await this.trusted(held.header))) return anchor;
+    if (held && (await this.anchorable(held.header, why))) return anchor;
     const copy = merged ?? (await this.intactCopy(base.hash));
     if (!copy) {
       throw new OpsyncError(
@@ -187,16 +187,28 @@ export class RelayMending {
       );
     }
     await relay.putCheckpoint(copy);
+    if (!merged) await this.anchorable(copy.header, why);
     return anchor;
   }
 
-  /** Whether this device trusts a checkpoint header the relay serves (`trust`). */
-  private async trusted(header: CheckpointHeaderJson): Promise<boolean> {
+  /**
+   * Whether this device trusts a checkpoint the relay serves as a restart's anchor (`trust`, which
+   * reads the roster again for a publisher it did not show). When its publisher is a device the
+   * relay no longer has registered (restored from an older copy), nobody can check the anchor until
+   * that device writes again and so registers again: the restart waits, and says so.
+   */
+  private async anchorable(header: CheckpointHeaderJson, why: string): Promise<boolean> {
     try {
-      await trustedHeader(header, this.deps.crypto, this.deps.trust);
+      await trustedHeader(header, this.deps.crypto, this.deps.peers.trust);
       return true;
-    } catch {
-      return false;
+    } catch (error) {
+      if (!this.deps.peers.authority.unknownPublisher) return false;
+      throw new OpsyncError('relay_gap', `${why}, and ${PUBLISHER_UNREGISTERED}: this device restarts its ops on the relay then.`, {
+        device_id: this.deps.device,
+        checkpoint_hash: header.checkpoint_hash,
+        waiting_for_publisher: true,
+        cause: (error as Error).message,
+      });
     }
   }
 

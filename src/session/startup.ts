@@ -1,9 +1,4 @@
-import type { DeviceKey } from '../crypto/device-key.js';
-import type { Keyring } from '../crypto/keyring.js';
-import type { OpMinter, MinterStart } from '../crypto/op-minter.js';
-import type { BaseEntry, Journal, JournalVisitor } from '../journal/journal.js';
-import type { CoreCrypto } from '../oplog/core-crypto.js';
-import type { DeviceId } from '../oplog/ids.js';
+import type { BaseEntry } from '../journal/journal.js';
 import type { OpRecord } from '../oplog/op-record.js';
 import { isOpsyncError, OpsyncError, type ErrorCode } from '../util/opsync-error.js';
 import { Gate } from '../util/serial.js';
@@ -16,8 +11,7 @@ import { contact, Outbox } from './outbox.js';
 import { Peers } from './peers.js';
 import { PullRound } from './pull-round.js';
 import { Rebaser } from './rebase.js';
-import { Replica, type Loaded } from './replica.js';
-import type { SessionLog } from './session-log.js';
+import { Replica, type Loaded, type ReplicaDeps } from './replica.js';
 import { SessionStats } from './session-stats.js';
 
 export interface SessionOptions {
@@ -63,21 +57,10 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   relayCheckMs: 10_000,
 };
 
-export interface SessionDeps {
-  readonly device: DeviceId;
-  readonly deviceKey: DeviceKey;
-  readonly keyring: Keyring;
-  readonly crypto: CoreCrypto;
+/** What a session is opened with: what its replica needs, and the relay, the checkpoint copies and options. */
+export interface SessionDeps extends ReplicaDeps {
   readonly relay: Relay;
   readonly checkpoints: CheckpointStore;
-  /** Wall clock (ms); injected so simulations control time. */
-  readonly now: () => number;
-  /** Where the journal lives, for messages. */
-  readonly journalLocation: string;
-  readonly openJournal: (visit: JournalVisitor) => Promise<Journal>;
-  /** Builds the op minter once the chain head is known (default: inline, in this thread). */
-  readonly createMinter?: (start: MinterStart) => OpMinter;
-  readonly log?: SessionLog;
   readonly options?: Partial<SessionOptions>;
 }
 

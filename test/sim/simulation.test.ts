@@ -70,6 +70,14 @@ describe('seeded simulation', () => {
       594051701,
       "a chain restart anchored on a base whose publisher the roster read last did not show, which the relay's check then refused",
     ],
+    [
+      3244238,
+      'a device behind a restarted chain waited for the publisher of the only checkpoint covering it to register again, and failed instead',
+    ],
+    [
+      1290822508,
+      'a chain restart put its base back from its copy, published by a device the relay no longer had registered, and the relay refused the anchor',
+    ],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });
