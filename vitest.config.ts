@@ -13,8 +13,9 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['default'],
-    // Daemons keep directory leases under the XDG state home (proposals/leases.md): the tests' go
-    // to a temporary folder, not to the user's home.
-    env: { XDG_STATE_HOME: join(tmpdir(), 'opsync-test-state') },
+    // Daemons keep directory leases under the XDG state home (proposals/leases.md), and the CLI reads
+    // a config file under the XDG config home (proposals/daemon.md §CLI): the tests' are temporary
+    // folders, not the user's.
+    env: { XDG_STATE_HOME: join(tmpdir(), 'opsync-test-state'), XDG_CONFIG_HOME: join(tmpdir(), 'opsync-test-config') },
   },
 });

@@ -1,34 +1,43 @@
 #!/usr/bin/env node
 /**
  * The `opsync` command (proposals/daemon.md §CLI). Every failure ends in one sentence on stderr and a
- * non-zero exit: 1 for an error, 2 for a usage mistake.
+ * non-zero exit: 1 for an error, 2 for a usage mistake (an unknown command or flag, a flag without
+ * its value). Help names every command and flag (`commands.ts`).
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import { parseScope, scopeFromKey } from '../oplog/scope.js';
-import { parseFlags, parseMs, parseStartArgs, defaultDataDir } from '../daemon/config.js';
-import { Daemon } from '../daemon/daemon.js';
+import { defaultDataDir, loadConfigFile, parseFlags, parseMs, parseStartArgs, type FlagSources } from '../daemon/config.js';
+import { Daemon, VERSION } from '../daemon/daemon.js';
 import { DataDir, type DaemonInfo } from '../daemon/data-dir.js';
 import { stillRuns } from '../journal/process-identity.js';
 import { RpcCallError, RpcClient } from '../rpc/rpc-client.js';
+import { COMMANDS, commandHelp, findCommand, overview } from './commands.js';
 import { renderStatus } from './render-status.js';
-
-const USAGE = `usage:
-  opsync start [--data-dir DIR] [--relay DIR|postgres://URL] [--listen HOST:PORT|SOCKET] [--allow-origin ORIGINS]
-               [--device-id ID] [--lease-backend dir|postgres|memory] [--lease-dir DIR] [--pg-url URL]
-               [--passphrase-file FILE] [--log-level LEVEL]
-  opsync call [--data-dir DIR] METHOD [JSON-PARAMS]
-  opsync status [--data-dir DIR]
-  opsync wait [--data-dir DIR] [--timeout-ms MS]
-  opsync stop [--data-dir DIR]
-  opsync key export [--data-dir DIR] [--scope personal|org:NAME]
-  opsync key import [--data-dir DIR] FILE`;
 
 class UsageError extends Error {}
 
+/** Where flags not given on the command line come from (`parseFlags`); set once the config file is read. */
+let sources: FlagSources = { env: process.env, file: {} };
+
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const { args, config } = withoutConfigFlag(argv);
+  const known = new Set(COMMANDS.flatMap((command) => Object.keys(command.flags)));
+  sources = { env: process.env, file: await loadConfigFile(config, process.env, known) };
+  const [command, ...rest] = args;
+  if (command === undefined) throw new UsageError('a command is required');
+  if (command === '--version' || command === 'version') return print(VERSION);
+  if (command === 'help' || command === '--help' || command === '-h') {
+    if (rest.length === 0) return print(overview(VERSION));
+    const spec = findCommand(rest);
+    if (!spec) throw new UsageError(`there is no command ${JSON.stringify(rest.join(' '))}`);
+    return print(commandHelp(spec));
+  }
+  const spec = findCommand(args);
+  if (!spec && command === 'key') throw new UsageError('key takes export or import');
+  if (!spec) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  if (rest.includes('--help') || rest.includes('-h')) return print(commandHelp(spec));
   switch (command) {
     case 'start':
       return start(rest);
@@ -40,16 +49,29 @@ async function main(argv: string[]): Promise<number> {
       return wait(rest);
     case 'stop':
       return stop(rest);
-    case 'key':
-      return key(rest);
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(USAGE);
-      return 0;
     default:
-      throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'a command is required');
+      return key(rest);
   }
+}
+
+function print(text: string): number {
+  console.log(text);
+  return 0;
+}
+
+/** `--config FILE` (or `--config=FILE`) anywhere on the command line: the config file, for every command. */
+function withoutConfigFlag(argv: readonly string[]): { args: string[]; config: string | undefined } {
+  const args: string[] = [];
+  let config: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config') {
+      config = argv[++i];
+      if (!config) throw new UsageError('--config needs a FILE');
+    } else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
+    else args.push(arg);
+  }
+  return { args, config };
 }
 
 async function start(args: string[]): Promise<number> {
@@ -59,7 +81,7 @@ async function start(args: string[]): Promise<number> {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  const daemon = await Daemon.start(parseStartArgs(args, process.env));
+  const daemon = await Daemon.start(parseStartArgs(args, sources.env, sources.file));
   await stopped;
   await daemon.close();
   return 0;
@@ -90,16 +112,17 @@ async function call(args: string[]): Promise<number> {
 }
 
 async function status(args: string[]): Promise<number> {
-  const { dataDir } = dataDirFlags(args);
-  return withClient(dataDir, async (client) => {
-    console.log(renderStatus(await client.call('sync.status'), Date.now()));
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, json: { type: 'boolean' } }, false, sources);
+  return withClient(dataDirOf(flags), async (client) => {
+    const answer = await client.call('sync.status');
+    console.log(flags.json ? JSON.stringify(answer, null, 2) : renderStatus(answer, Date.now()));
     return 0;
   });
 }
 
 /** Waits until the daemon of a data directory answers (for scripts that start one in the background). */
 async function wait(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } }, false, sources);
   const dir = dataDirOf(flags);
   const deadline = Date.now() + parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   for (;;) {
@@ -121,7 +144,7 @@ async function wait(args: string[]): Promise<number> {
 
 /** Stops the daemon of a data directory (SIGTERM) and waits until it has exited. */
 async function stop(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } });
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } }, false, sources);
   const dataDir = dataDirOf(flags);
   const timeoutMs = parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   const info = await runningDaemon(dataDir);
@@ -141,7 +164,7 @@ async function stop(args: string[]): Promise<number> {
 async function key(args: string[]): Promise<number> {
   const [action, ...rest] = args;
   if (action === 'export') {
-    const flags = parseFlags(rest, { 'data-dir': { type: 'string' }, scope: { type: 'string' } });
+    const flags = parseFlags(rest, { 'data-dir': { type: 'string' }, scope: { type: 'string' } }, false, sources);
     const dir = dataDirOf(flags);
     const scope = scopeFromKey(flags.scope ?? 'personal');
     const text = await readFile(dir.keyPath(scope), 'utf8').catch(() => {
@@ -179,7 +202,7 @@ function dataDirOf(flags: { 'data-dir'?: string | undefined }): DataDir {
 }
 
 function dataDirFlags(args: string[], positionals = false): { dataDir: DataDir; positionals: string[] } {
-  const flags = parseFlags(args, { 'data-dir': { type: 'string' } }, positionals);
+  const flags = parseFlags(args, { 'data-dir': { type: 'string' } }, positionals, sources);
   if (!positionals && flags.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(flags.positionals[0])}`);
   return { dataDir: dataDirOf(flags), positionals: flags.positionals };
 }
@@ -215,8 +238,8 @@ async function runningDaemon(dataDir: DataDir): Promise<DaemonInfo> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof UsageError) {
-      console.error(`opsync: ${error.message}\n${USAGE}`);
+    if (error instanceof UsageError || (isOpsyncError(error) && (error.data as { usage?: boolean } | undefined)?.usage)) {
+      console.error(`opsync: ${error.message}\n(opsync help lists the commands; opsync help COMMAND names its flags)`);
       process.exit(2);
     }
     console.error(`opsync: ${isOpsyncError(error) ? error.message : `unexpected failure: ${(error as Error).stack ?? String(error)}`}`);

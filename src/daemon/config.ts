@@ -2,7 +2,8 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
-import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
+import { OpsyncError } from '../util/opsync-error.js';
+import { readJsonObject } from '../platform/durable-fs.js';
 import type { Listen } from '../rpc/rpc-server.js';
 import { DEFAULT_SESSION_OPTIONS } from '../session/session.js';
 import { realOrNearest } from './real-path.js';
@@ -47,8 +48,8 @@ export const START_OPTIONS = {
   'eviction-horizon-ms': { type: 'string' },
 } as const;
 
-export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
-  const values = parseFlags(argv, START_OPTIONS);
+export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv, file: Readonly<Record<string, string>> = {}): DaemonConfig {
+  const values = parseFlags(argv, START_OPTIONS, false, { env, file });
   const dataDir = resolve(values['data-dir'] ?? defaultDataDir(env));
   const relayArg = values.relay ?? join(dataDir, 'relay');
   const relay = /^postgres(ql)?:\/\//.test(relayArg)
@@ -67,7 +68,7 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
   }
   const pgUrl = values['pg-url'] ?? (relay.kind === 'postgres' ? relay.url : null);
   if (leaseBackend === 'postgres' && pgUrl === null) throw invalid('--lease-backend postgres needs --pg-url (or a postgres:// --relay)');
-  const logLevel = values['log-level'] ?? env.OPSYNC_LOG_LEVEL ?? 'info';
+  const logLevel = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw invalid(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   return {
     dataDir,
@@ -156,23 +157,80 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return join(home, 'opsync');
 }
 
-/** Parses string flags strictly: an unknown flag or a missing value is one clear sentence. */
-export function parseFlags<O extends Record<string, { type: 'string' }>>(argv: readonly string[], options: O, positionals = false) {
+/** Where a flag not given on the command line is looked up: the environment, then the config file. */
+export interface FlagSources {
+  readonly env: NodeJS.ProcessEnv;
+  /** The config file's values by flag name (`loadConfigFile`). */
+  readonly file: Readonly<Record<string, string>>;
+}
+
+/** A flag's environment variable: `--data-dir` is `OPSYNC_DATA_DIR`. */
+export function envName(flag: string): string {
+  return `OPSYNC_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+type FlagOptions = Record<string, { type: 'string' | 'boolean' }>;
+type FlagValues<O extends FlagOptions> = { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string };
+
+/**
+ * Parses flags strictly: an unknown flag or a missing value is one clear sentence, marked as a
+ * usage mistake (`data.usage`, exit 2). A string flag not given is taken from `sources`: the
+ * environment (`envName`), then the config file — a flag wins over both (proposals/daemon.md §CLI).
+ */
+export function parseFlags<O extends FlagOptions>(argv: readonly string[], options: O, positionals = false, sources?: FlagSources) {
+  let parsed;
   try {
-    const parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: positionals });
-    // An empty value (an unset shell variable) would resolve to the current directory.
-    const empty = Object.entries(parsed.values).find(([, value]) => value === '');
-    if (empty) throw invalid(`--${empty[0]} needs a value, not an empty string`);
-    return { ...(parsed.values as { [K in keyof O]?: string }), positionals: parsed.positionals };
+    parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: positionals });
   } catch (error) {
-    if (isOpsyncError(error)) throw error;
     const { code, message } = error as NodeJS.ErrnoException;
     const name = /'(-[^' ]+)/.exec(message)?.[1] ?? '';
-    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw invalid(`${name} is not an option of this command (see opsync help)`);
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw usage(`${name} is not an option of this command (see opsync help)`);
     if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE')
-      throw invalid(`${name} needs a value (a value that starts with "-" is read as a flag)`);
-    throw invalid(message.split('.')[0]!);
+      throw usage(`${name} needs a value (a value that starts with "-" is read as a flag)`);
+    throw usage(message.split('.')[0]!);
   }
+  const values: Record<string, string | boolean | undefined> = { ...parsed.values };
+  // An empty value (an unset shell variable) would resolve to the current directory.
+  const empty = Object.entries(values).find(([, value]) => value === '');
+  if (empty) throw invalid(`--${empty[0]} needs a value, not an empty string`);
+  for (const [flag, { type }] of Object.entries(options)) {
+    if (values[flag] !== undefined || type !== 'string' || !sources) continue;
+    // An empty environment variable counts as unset, as shells unset one by emptying it.
+    values[flag] = sources.env[envName(flag)] || sources.file[flag];
+  }
+  return { ...(values as FlagValues<O>), positionals: parsed.positionals };
+}
+
+/**
+ * The config file's flag values (proposals/daemon.md §CLI): `path`, else `$OPSYNC_CONFIG`, else
+ * `$XDG_CONFIG_HOME/opsync/config.json` when it exists. A JSON object of flag names to strings or
+ * numbers, read as untrusted input: a regular file of at most 1 MiB, every key a flag some command
+ * takes (`known`), or one sentence naming what is wrong.
+ */
+export async function loadConfigFile(
+  path: string | undefined,
+  env: NodeJS.ProcessEnv,
+  known: ReadonlySet<string>,
+): Promise<Record<string, string>> {
+  const explicit = path ?? (env.OPSYNC_CONFIG || undefined);
+  const configHome = env.XDG_CONFIG_HOME && isAbsolute(env.XDG_CONFIG_HOME) ? env.XDG_CONFIG_HOME : join(homedir(), '.config');
+  const file = resolve(explicit ?? join(configHome, 'opsync', 'config.json'));
+  const value = await readJsonObject(file);
+  if (value === undefined) {
+    if (explicit !== undefined) throw invalid(`the config file ${file} does not exist`);
+    return {};
+  }
+  if (value === null)
+    throw invalid(`the config file ${file} is not a JSON object of flag names to values (or not a regular file of at most 1 MiB)`);
+  const values: Record<string, string> = {};
+  for (const [key, raw] of Object.entries(value)) {
+    if (!known.has(key))
+      throw invalid(`the config file ${file} names ${JSON.stringify(key.slice(0, 64))}, which is no flag of opsync (see opsync help)`);
+    if (typeof raw !== 'string' && !(typeof raw === 'number' && Number.isFinite(raw)))
+      throw invalid(`the config file ${file} gives ${key} a value that is neither a string nor a number`);
+    values[key] = String(raw);
+  }
+  return values;
 }
 
 export function parseMs(text: string | undefined, flag: string, fallback: number): number {
@@ -184,4 +242,9 @@ export function parseMs(text: string | undefined, flag: string, fallback: number
 
 function invalid(sentence: string): OpsyncError {
   return new OpsyncError('config_invalid', `${sentence}.`);
+}
+
+/** A usage mistake (an unknown flag, a flag without its value): the CLI exits 2. */
+function usage(sentence: string): OpsyncError {
+  return new OpsyncError('config_invalid', `${sentence}.`, { usage: true });
 }

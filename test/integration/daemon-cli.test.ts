@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RpcCallError } from '../../src/rpc/rpc-client.js';
@@ -25,10 +25,76 @@ function oneSentence(stderr: string): string {
   return lines[0]!;
 }
 
+describe('the opsync command has the usual manners', () => {
+  it('prints its version, lists every command, and names every flag of a command with its environment variable', async () => {
+    const pkg = JSON.parse(await readFile(join(process.cwd(), 'package.json'), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['version']]) expect(await run(args)).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
+    const overview = await run(['help']);
+    expect(overview.code).toBe(0);
+    for (const command of ['start', 'call', 'status', 'wait', 'stop', 'key export', 'key import'])
+      expect(overview.stdout).toContain(`  ${command} `);
+    const flags = [
+      'data-dir',
+      'relay',
+      'listen',
+      'allow-origin',
+      'device-id',
+      'lease-backend',
+      'lease-dir',
+      'pg-url',
+      'passphrase-file',
+      'log-level',
+      'max-skew-ms',
+      'eviction-horizon-ms',
+    ];
+    for (const args of [
+      ['help', 'start'],
+      ['start', '--help'],
+    ]) {
+      const help = await run(args);
+      expect(help.code).toBe(0);
+      for (const flag of flags) expect(help.stdout).toContain(`--${flag} `);
+      expect(help.stdout).toContain('(OPSYNC_EVICTION_HORIZON_MS)');
+    }
+    expect((await run(['stop', '-h'])).stdout).toContain('--timeout-ms MS');
+  });
+
+  it('exits 2 for a usage mistake and 1 for a failure', async () => {
+    for (const args of [['nope'], [], ['start', '--nope'], ['wait', '--timeout-ms'], ['key'], ['help', 'nope']]) {
+      const result = await run(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      oneSentence(result.stderr);
+    }
+    const failed = await run(['start', '--data-dir', await tempDir(), '--listen', 'nowhere']);
+    expect(failed.code).toBe(1);
+  });
+
+  it('takes a flag over the environment, the environment over the config file, and refuses a config file it cannot read', async () => {
+    const dir = await tempDir();
+    const config = join(dir, 'config.json');
+    await writeFile(config, JSON.stringify({ 'data-dir': dir, listen: 'from-file' }));
+    const named = async (args: string[], env: NodeJS.ProcessEnv) =>
+      oneSentence((await run(['start', ...args], { ...process.env, ...env })).stderr);
+    expect(await named(['--listen', 'from-flag'], { OPSYNC_CONFIG: config, OPSYNC_LISTEN: 'from-env' })).toContain('"from-flag"');
+    expect(await named([], { OPSYNC_CONFIG: config, OPSYNC_LISTEN: 'from-env' })).toContain('"from-env"');
+    expect(await named(['--config', config], {})).toContain('"from-file"');
+    // The default config file, under XDG_CONFIG_HOME, counts as well.
+    await mkdir(join(dir, 'opsync'));
+    await writeFile(join(dir, 'opsync', 'config.json'), JSON.stringify({ listen: 'from-default-file', 'data-dir': dir }));
+    expect(await named([], { XDG_CONFIG_HOME: dir })).toContain('"from-default-file"');
+    // Hostile or mistaken files are refused by name, before anything starts.
+    await writeFile(config, JSON.stringify({ 'data-dir': dir, lisen: '127.0.0.1:0' }));
+    expect(await named(['--config', config], {})).toContain('names "lisen", which is no flag of opsync');
+    await writeFile(config, '[1, 2]');
+    expect(await named(['--config', config], {})).toContain('is not a JSON object');
+    expect(await named(['--config', join(dir, 'missing.json')], {})).toContain('does not exist');
+  });
+});
+
 describe('opsync start refuses bad configuration with one clear sentence and a non-zero exit', () => {
   it('an unknown flag', async () => {
     const result = await run(['start', '--nope']);
-    expect(result.code).not.toBe(0);
+    expect(result.code).toBe(2);
     expect(oneSentence(result.stderr)).toContain('--nope is not an option');
   });
 
@@ -185,6 +251,10 @@ describe('the daemon lifecycle and the CLI', () => {
       expect(status.stdout).toMatch(/^device +\S+/m);
       expect(status.stdout).toMatch(/^state +sh-[0-9a-f]{64} +\(1 record\)/m);
       expect(status.stdout).toMatch(/^quarantined +0/m);
+      // The same answer for scripts: sync.status as JSON, whatever the summary shows.
+      const json = await run(['status', '--json'], { ...process.env, OPSYNC_DATA_DIR: dataDir });
+      expect(json.code).toBe(0);
+      expect(JSON.parse(json.stdout)).toMatchObject({ counts: { records: 1, quarantined: 0 }, base_checkpoint: null });
     } finally {
       await daemon.stop();
     }
