@@ -4,7 +4,7 @@
  * non-zero exit: 1 for an error, 2 for a usage mistake (an unknown command or flag, a flag without
  * its value). Help names every command and flag (`commands.ts`).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import { parseScope, scopeFromKey } from '../oplog/scope.js';
@@ -120,11 +120,15 @@ async function status(args: string[]): Promise<number> {
   });
 }
 
-/** Waits until the daemon of a data directory answers (for scripts that start one in the background). */
+/**
+ * Waits until the daemon of a data directory answers (for scripts that start one in the
+ * background); fails at once, with the start's own sentence, when that start failed or died.
+ */
 async function wait(args: string[]): Promise<number> {
   const flags = parseFlags(args, { 'data-dir': { type: 'string' }, 'timeout-ms': { type: 'string' } }, false, sources);
   const dir = dataDirOf(flags);
-  const deadline = Date.now() + parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
+  const began = Date.now();
+  const deadline = began + parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
   for (;;) {
     // A damaged daemon.json may be the leftover of a crash: the starting daemon writes it anew.
     const info = await dir.readDaemonInfo().catch(() => null);
@@ -137,9 +141,29 @@ async function wait(args: string[]): Promise<number> {
         return 0;
       }
     }
+    await failedStart(dir, began);
     if (Date.now() > deadline) throw new OpsyncError('relay_unavailable', `No daemon answered for ${dir.root} within the timeout.`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Slack for a start that failed just before `wait` began (a start and a wait launched together). */
+const START_RECORD_SLACK_MS = 2_000;
+
+/**
+ * Throws the sentence of the newest start on `dir` when it failed, or died before it was ready,
+ * since about when the wait began: an older record may be followed by a start still on its way.
+ */
+async function failedStart(dir: DataDir, since: number): Promise<void> {
+  const start = await dir.readStart();
+  const written = start && (await stat(dir.startPath).catch(() => null))?.mtimeMs;
+  if (!start || written === null || written === undefined || written < since - START_RECORD_SLACK_MS) return;
+  if (start.state === 'failed') throw new OpsyncError('relay_unavailable', `The daemon's start failed: ${start.message}`);
+  if (!(await stillRuns(start)) && (await dir.readDaemonInfo().catch(() => null)) === null)
+    throw new OpsyncError(
+      'relay_unavailable',
+      `The daemon's start (pid ${start.pid}) ended before the daemon was ready; its log says why.`,
+    );
 }
 
 /** Stops the daemon of a data directory (SIGTERM) and waits until it has exited. */

@@ -5,7 +5,7 @@ import { createOpMinter } from '../crypto/op-minter.js';
 import { encodeKeyFile, parseKeyFile } from '../crypto/scope-key.js';
 import { FileJournal } from '../journal/file-journal.js';
 import { ownIdentity } from '../journal/process-identity.js';
-import { OpsyncError } from '../util/opsync-error.js';
+import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
 import { conversationMethods } from '../rpc/conversation-methods.js';
 import { discoverMethod } from '../rpc/discover.js';
@@ -47,10 +47,30 @@ export class Daemon {
     private readonly log: Logger,
   ) {}
 
+  /**
+   * Starts a daemon on the data directory `config` names. How the start goes is recorded in
+   * `start.json` (under way, or failed with its sentence) until the daemon is ready and writes
+   * `daemon.json`, so that `opsync wait` fails at once, with the start's own error, when it died.
+   */
   static async start(config: DaemonConfig, log: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
     const dataDir = await DataDir.prepare(config.dataDir, (path, mode) =>
       log.warn({ path, was: mode.toString(8) }, 'a secret file could be read by other users; it is now readable only by its owner (0600)'),
     );
+    const me = await ownIdentity();
+    await dataDir.writeStart({ ...me, state: 'starting' });
+    try {
+      const daemon = await Daemon.startIn(dataDir, config, log);
+      await dataDir.removeStart();
+      return daemon;
+    } catch (error) {
+      const code = isOpsyncError(error) ? error.code : 'internal';
+      const message = isOpsyncError(error) ? error.message : `The start failed unexpectedly: ${(error as Error).message}`;
+      await dataDir.writeStart({ ...me, state: 'failed', code, message }).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private static async startIn(dataDir: DataDir, config: DaemonConfig, log: Logger): Promise<Daemon> {
     const device = await dataDir.deviceId(config.deviceId);
     const deviceKey = await dataDir.deviceKey();
     const token = await dataDir.token();

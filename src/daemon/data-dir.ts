@@ -8,7 +8,7 @@ import { encodeKeyFile, parseKeyFile, scopeKeyFromBytes, scopeKeyFromPassphrase,
 import { isDeviceId, type DeviceId } from '../oplog/ids.js';
 import { OpsyncError } from '../util/opsync-error.js';
 import { scopeKey, type Scope } from '../oplog/scope.js';
-import { createFileDurable, ensureDir, readJsonObject, whyNotWritable, writeFileDurable } from '../platform/durable-fs.js';
+import { createFileDurable, ensureDir, readJsonObject, whyNotWritable, writeFileAtomic, writeFileDurable } from '../platform/durable-fs.js';
 import { parseIdentity, type ProcessIdentity } from '../journal/process-identity.js';
 
 /**
@@ -197,7 +197,35 @@ export class DataDir {
   async removeDaemonInfo(): Promise<void> {
     await rm(this.daemonInfoPath, { force: true });
   }
+
+  /** `start.json`: how the newest start of a daemon on this directory is going (proposals/daemon.md §Start). */
+  get startPath(): string {
+    return join(this.root, 'start.json');
+  }
+
+  /** Records the newest start: under way (by this process), or failed with its error; removed once the daemon is ready. */
+  async writeStart(start: StartRecord): Promise<void> {
+    await writeFileAtomic(this.startPath, JSON.stringify(start) + '\n');
+  }
+
+  /** The newest start's record, when one is under way or failed; null when there is none, or it is not one. */
+  async readStart(): Promise<StartRecord | null> {
+    const parsed = await readJsonObject(this.startPath);
+    const identity = parsed ? parseIdentity(parsed) : null;
+    if (!parsed || !identity) return null;
+    if (parsed.state === 'starting') return { ...identity, state: 'starting' };
+    if (parsed.state !== 'failed' || typeof parsed.message !== 'string' || typeof parsed.code !== 'string') return null;
+    return { ...identity, state: 'failed', code: parsed.code.slice(0, 64), message: parsed.message.slice(0, 4096) };
+  }
+
+  async removeStart(): Promise<void> {
+    await rm(this.startPath, { force: true });
+  }
 }
+
+/** How the newest start of a daemon went: under way, or failed with the sentence it ended in. */
+export type StartRecord = ProcessIdentity &
+  ({ readonly state: 'starting' } | { readonly state: 'failed'; readonly code: string; readonly message: string });
 
 export interface DaemonInfo extends ProcessIdentity {
   readonly url: string;

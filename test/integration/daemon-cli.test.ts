@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RpcCallError } from '../../src/rpc/rpc-client.js';
@@ -57,6 +58,26 @@ describe('the opsync command has the usual manners', () => {
       expect(help.stdout).toContain('(OPSYNC_EVICTION_HORIZON_MS)');
     }
     expect((await run(['stop', '-h'])).stdout).toContain('--timeout-ms MS');
+  });
+
+  it("fails a wait at once with the start's own sentence when that start failed", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const dataDir = await tempDir();
+      // Launched together, as a script does; the wait would otherwise wait its whole minute.
+      const [started, waited] = await Promise.all([
+        run(['start', '--data-dir', dataDir, '--relay', await tempDir(), '--listen', `127.0.0.1:${port}`]),
+        run(['wait', '--data-dir', dataDir, '--timeout-ms', '60000']),
+      ]);
+      expect(started.code).toBe(1);
+      expect(waited.code).toBe(1);
+      const cause = oneSentence(started.stderr).replace(/^opsync: /, '');
+      expect(oneSentence(waited.stderr)).toBe(`opsync: The daemon's start failed: ${cause}`);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   it('exits 2 for a usage mistake and 1 for a failure', async () => {
