@@ -52,7 +52,7 @@ export class Daemon {
    * `start.json` (under way, or failed with its sentence) until the daemon is ready and writes
    * `daemon.json`, so that `opsync wait` fails at once, with the start's own error, when it died.
    */
-  static async start(config: DaemonConfig, log: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
+  static async start(config: DaemonConfig, log: Logger = daemonLogger(config)): Promise<Daemon> {
     const dataDir = await DataDir.prepare(config.dataDir, (path, mode) =>
       log.warn({ path, was: mode.toString(8) }, 'a secret file could be read by other users; it is now readable only by its owner (0600)'),
     );
@@ -122,6 +122,23 @@ export class Daemon {
     await this.closers.closeAll();
     this.log.info({}, 'opsync stopped');
   }
+}
+
+/**
+ * The daemon's log: pino JSON. A named failure (`OpsyncError`: the relay out of reach, a refused
+ * op) is an expected event, logged by its code, sentence and data; only an unexpected error keeps
+ * its stack (proposals/daemon.md §Start).
+ */
+function daemonLogger(config: DaemonConfig): Logger {
+  return pino({
+    level: config.logLevel,
+    serializers: {
+      err: (error: unknown) =>
+        isOpsyncError(error)
+          ? { code: error.code, message: error.message, ...(error.data ? { data: error.data } : {}) }
+          : pino.stdSerializers.err(error as Error),
+    },
+  });
 }
 
 /** Opens the session over the data directory's journal and checkpoint copies. */

@@ -179,6 +179,10 @@ describe('a daemon whose relay folder is deleted', () => {
         .split('\n')
         .filter((line) => line.includes('background pump failed'));
       expect(warnings.length).toBeLessThanOrEqual(2);
+      // An expected failure is logged by its code and sentence, not with a stack.
+      const logged = JSON.parse(warnings[0]!) as { err: Record<string, unknown> };
+      expect(logged.err).toMatchObject({ code: 'relay_unavailable', message: expect.stringContaining('is gone') as unknown });
+      expect(logged.err).not.toHaveProperty('stack');
 
       third = await DaemonProcess.start(await tempDir(), relay);
       const c = await third.connect();
