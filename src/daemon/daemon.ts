@@ -100,6 +100,13 @@ export class Daemon {
         await startRpcServer(config.listen, token, endpoint, LIMITS, {
           allowOrigins: config.allowOrigins,
           log: log.child({ component: 'rpc' }),
+          probes: {
+            health: () => ({ ok: true, body: { alive: true, version: VERSION } }),
+            ready: () => {
+              const readiness = session.readiness();
+              return { ok: readiness.ready, body: readiness };
+            },
+          },
         }),
         (opened) => opened.close(),
       );

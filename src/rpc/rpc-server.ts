@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { lstat, rm } from 'node:fs/promises';
@@ -52,6 +52,21 @@ export interface AccessOptions {
   /** Browser origins allowed to connect (`--allow-origin`); a request carrying any other `Origin` is refused (403). */
   readonly allowOrigins: readonly string[];
   readonly log?: TransportLog | undefined;
+  /** `/healthz` and `/readyz` over HTTP, behind the token like every request (proposals/daemon.md §Health). */
+  readonly probes?: Probes | undefined;
+}
+
+/** What a probe answers: its HTTP status (200 ok, 503 not) and a JSON body that says why. */
+export interface ProbeAnswer {
+  readonly ok: boolean;
+  readonly body: JsonObject;
+}
+
+export interface Probes {
+  /** The process answers. */
+  health(): ProbeAnswer;
+  /** It takes work: its journal is open and writable. */
+  ready(): ProbeAnswer;
 }
 
 export interface TransportLog {
@@ -76,9 +91,9 @@ export async function startRpcServer(
   access: AccessOptions = { allowOrigins: [] },
 ): Promise<RpcServer> {
   const expected = Buffer.from(token);
-  const http: Server = createServer((_request, response) => {
-    response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
-  });
+  const http: Server = createServer((request, response) =>
+    answerProbe(request, response, access.probes, (r) => refuse(r, expected, access.allowOrigins, hosts)),
+  );
   http.maxConnections = MAX_CONNECTIONS;
   http.on('drop', (data?: { remoteAddress?: string }) =>
     warn('connections', { limit: MAX_CONNECTIONS, peer: data?.remoteAddress ?? 'local' }, 'too many connections: dropping new ones'),
@@ -127,6 +142,31 @@ export async function startRpcServer(
 }
 
 type Warn = ReturnType<typeof throttledWarn>;
+
+/**
+ * A plain HTTP request: `GET /healthz` or `/readyz`, behind the same token, origin and host checks
+ * as an upgrade (401 or 403), answered 200 or 503 with a JSON body; anything else is 426.
+ */
+function answerProbe(
+  request: IncomingMessage,
+  response: ServerResponse,
+  probes: Probes | undefined,
+  refusal: (request: IncomingMessage) => { status: 401 | 403 } | null,
+): void {
+  const path = (request.url ?? '').split('?')[0];
+  const which = path === '/healthz' ? 'health' : path === '/readyz' ? 'ready' : null;
+  if (!probes || !which || (request.method !== 'GET' && request.method !== 'HEAD')) {
+    response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
+    return;
+  }
+  const refused = refusal(request);
+  if (refused) {
+    response.writeHead(refused.status, refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {}).end();
+    return;
+  }
+  const probe = which === 'health' ? probes.health() : probes.ready();
+  response.writeHead(probe.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(probe.body) + '\n');
+}
 
 function zeroStats(): TransportStats {
   return {

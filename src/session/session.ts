@@ -198,6 +198,13 @@ export class Session {
     };
   }
 
+  /** Whether the session takes work — its journal open and writable — and what keeps it from the relay, if anything. */
+  readiness(): { ready: boolean; journal: 'open' | 'failed' | 'closed'; relay_error: string | null } {
+    const failure = this.parts.replica.failure;
+    const journal = failure ? 'failed' : this.closed ? 'closed' : 'open';
+    return { ready: journal === 'open', journal, relay_error: failure ? null : this.lastError };
+  }
+
   recentRejectionList(): readonly Rejection[] {
     return this.parts.pull.recentRejections;
   }

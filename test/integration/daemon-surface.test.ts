@@ -63,6 +63,26 @@ describe('the RPC surface', () => {
     }
   });
 
+  it('answers /healthz and /readyz behind its token: alive, and ready with its journal open', async () => {
+    const daemon = await DaemonProcess.start(await tempDir(), await tempDir());
+    try {
+      const base = (await daemon.info())!.url.replace(/^ws:/, 'http:');
+      const authorization = `Bearer ${await daemon.token()}`;
+      expect((await fetch(`${base}/readyz`)).status).toBe(401);
+      expect((await fetch(`${base}/readyz`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
+      const health = await fetch(`${base}/healthz`, { headers: { authorization } });
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ alive: true });
+      const ready = await fetch(`${base}/readyz`, { headers: { authorization } });
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toEqual({ ready: true, journal: 'open', relay_error: null });
+      // Any other path is still not served over plain HTTP.
+      expect((await fetch(`${base}/metrics-or-anything`, { headers: { authorization } })).status).toBe(426);
+    } finally {
+      await daemon.stop();
+    }
+  });
+
   it('accepts the auth scheme in any case, as RFC 7235 says', async () => {
     const daemon = await DaemonProcess.start(await tempDir(), await tempDir());
     try {
