@@ -23,8 +23,6 @@ let sources: FlagSources = { env: process.env, file: {} };
 
 async function main(argv: string[]): Promise<number> {
   const { args, config } = withoutConfigFlag(argv);
-  const known = new Set(COMMANDS.flatMap((command) => Object.keys(command.flags)));
-  sources = { env: process.env, file: await loadConfigFile(config, process.env, known) };
   const [command, ...rest] = args;
   if (command === undefined) throw new UsageError('a command is required');
   if (command === '--version' || command === 'version') return print(VERSION);
@@ -38,6 +36,9 @@ async function main(argv: string[]): Promise<number> {
   if (!spec && command === 'key') throw new UsageError('key takes export or import');
   if (!spec) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   if (rest.includes('--help') || rest.includes('-h')) return print(commandHelp(spec));
+  // Read only for a command that takes flags: help and the version work whatever the file holds.
+  const known = new Set(COMMANDS.flatMap((each) => Object.keys(each.flags)));
+  sources = { env: process.env, file: await loadConfigFile(config, process.env, known) };
   switch (command) {
     case 'start':
       return start(rest);

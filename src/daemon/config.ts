@@ -221,7 +221,9 @@ export async function loadConfigFile(
     return {};
   }
   if (value === null)
-    throw invalid(`the config file ${file} is not a JSON object of flag names to values (or not a regular file of at most 1 MiB)`);
+    throw invalid(
+      `the config file ${file} is not a JSON object of flag names to values in a regular file of at most 1 MiB (a symbolic link is not followed: name the file it points to)`,
+    );
   const values: Record<string, string> = {};
   for (const [key, raw] of Object.entries(value)) {
     if (!known.has(key))

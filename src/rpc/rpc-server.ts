@@ -92,7 +92,11 @@ export async function startRpcServer(
 ): Promise<RpcServer> {
   const expected = Buffer.from(token);
   const http: Server = createServer((request, response) =>
-    answerProbe(request, response, access.probes, (r) => refuse(r, expected, access.allowOrigins, hosts)),
+    answerProbe(request, response, access.probes, (r) => {
+      const refusal = refuse(r, expected, access.allowOrigins, hosts);
+      if (refusal) noteRefusal(r.socket, refusal, stats, warn);
+      return refusal;
+    }),
   );
   http.maxConnections = MAX_CONNECTIONS;
   http.on('drop', (data?: { remoteAddress?: string }) =>
@@ -213,8 +217,10 @@ function limitStrangers(http: Server, stats: TransportStats, warn: Warn): { admi
   };
 }
 
-/** Answers a refused upgrade with its status, and destroys the socket once the answer is written. */
-function answerRefusal(socket: Socket, refusal: { status: 401 | 403; why: string }, stats: TransportStats, warn: Warn): void {
+type Refusal = { status: 401 | 403; why: string };
+
+/** Counts a refused request (upgrade or probe) and logs it, throttled, with the peer's address. */
+function noteRefusal(socket: Socket, refusal: Refusal, stats: TransportStats, warn: Warn): void {
   if (refusal.status === 401) stats.rejected_auth++;
   else stats.rejected_origin++;
   warn(
@@ -222,6 +228,11 @@ function answerRefusal(socket: Socket, refusal: { status: 401 | 403; why: string
     { peer: socket.remoteAddress ?? 'local', status: refusal.status, why: refusal.why },
     'refused a connection',
   );
+}
+
+/** Answers a refused upgrade with its status, and destroys the socket once the answer is written. */
+function answerRefusal(socket: Socket, refusal: Refusal, stats: TransportStats, warn: Warn): void {
+  noteRefusal(socket, refusal, stats, warn);
   // Destroyed once the answer is written: a client that never closes its end cannot hold the socket.
   socket.end(
     `HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized\r\nWWW-Authenticate: Bearer' : 'Forbidden'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -108,6 +108,12 @@ describe('the opsync command has the usual manners', () => {
     expect(await named(['--config', config], {})).toContain('names "lisen", which is no flag of opsync');
     await writeFile(config, '[1, 2]');
     expect(await named(['--config', config], {})).toContain('is not a JSON object');
+    // Help and the version do not read it: they work whatever the file holds.
+    expect(await run(['--version'], { ...process.env, OPSYNC_CONFIG: config })).toMatchObject({ code: 0 });
+    // A link is not followed, and the sentence says so.
+    await writeFile(join(dir, 'real.json'), JSON.stringify({ 'data-dir': dir }));
+    await symlink(join(dir, 'real.json'), join(dir, 'linked.json'));
+    expect(await named(['--config', join(dir, 'linked.json')], {})).toContain('a symbolic link is not followed');
     expect(await named(['--config', join(dir, 'missing.json')], {})).toContain('does not exist');
   });
 });

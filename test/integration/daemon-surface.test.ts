@@ -76,6 +76,11 @@ describe('the RPC surface', () => {
       const ready = await fetch(`${base}/readyz`, { headers: { authorization } });
       expect(ready.status).toBe(200);
       expect(await ready.json()).toEqual({ ready: true, journal: 'open', relay_error: null });
+      // Refused probes are counted like refused connections.
+      const client = await daemon.connect();
+      const stats = await client.call<{ rpc: { rejected_auth: number } }>('sync.stats');
+      await client.close();
+      expect(stats.rpc.rejected_auth).toBe(2);
       // Any other path is still not served over plain HTTP.
       expect((await fetch(`${base}/metrics-or-anything`, { headers: { authorization } })).status).toBe(426);
     } finally {
