@@ -364,6 +364,10 @@ export class DirectoryRelay implements Relay {
     return this.ignored.counts();
   }
 
+  bytes(): Promise<number> {
+    return this.folder.bytes();
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }

@@ -1,4 +1,4 @@
-import { readdir, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
 import type { DeviceId } from '../../src/oplog/ids.js';
@@ -17,6 +17,9 @@ export const RELAY_LAYOUT_VERSION = 1;
 
 /** A temporary file in the shared checkpoints folder untouched for this long is a write a crash interrupted. */
 const ABANDONED_WRITE_MS = 60 * 60 * 1000;
+
+/** Files `bytes` counts at most: a relay of a million ops holds some thousands. */
+const MAX_COUNTED = 100_000;
 
 /** relay.json's file identity, to tell when it was written again. */
 interface Marker {
@@ -168,6 +171,30 @@ export class RelayFolder {
         if (stale) await rm(path, { force: true });
       }
     }
+  }
+
+  /**
+   * The bytes of the relay's regular files, symbolic links not followed, at most MAX_COUNTED
+   * files (a folder that holds more is counted that far): for the daemon's metrics.
+   */
+  async bytes(): Promise<number> {
+    let total = 0;
+    let files = 0;
+    const visit = async (dir: string, depth: number): Promise<void> => {
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const entry of entries) {
+        if (files >= MAX_COUNTED) return;
+        const path = join(dir, entry.name);
+        if (entry.isDirectory() && depth > 0) await visit(path, depth - 1);
+        else if (entry.isFile()) {
+          files++;
+          total += (await lstat(path).catch(() => null))?.size ?? 0;
+        }
+      }
+    };
+    // relay.json, devices/<device>/ops/<segment>, checkpoints/<file>: three levels below the root.
+    await visit(this.location, 3);
+    return total;
   }
 
   /** The relay id when the whole layout is there; null when the folder is gone (deleted, or a share not mounted). */

@@ -238,6 +238,10 @@ export class MemoryRelay implements Relay {
     return {};
   }
 
+  bytes(): Promise<number> {
+    return Promise.resolve(Buffer.byteLength(JSON.stringify([...this.store.devices.values()].map((device) => device.ops))));
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }

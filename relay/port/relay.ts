@@ -89,6 +89,8 @@ export interface Relay {
   watch(onChange: () => void): Promise<Watch>;
   /** Malformed or foreign files and records seen while reading, by kind. */
   anomalies(): Readonly<Record<string, number>>;
+  /** The bytes the relay holds for every device (ops, checkpoints, bookkeeping), for the daemon's metrics. */
+  bytes(): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -22,6 +22,15 @@ export class RowReader {
     return counts;
   }
 
+  /** The bytes of the relay's tables with their indexes and TOAST (`pg_total_relation_size`). */
+  async bytes(): Promise<number> {
+    const { rows } = await this.pool.query<{ bytes: string | null }>(
+      `SELECT sum(pg_total_relation_size(to_regclass(name)))::text AS bytes FROM unnest($1::text[]) AS name`,
+      [['opsync_meta', 'opsync_devices', 'opsync_ops', 'opsync_checkpoints', 'opsync_checkpoint_chunks']],
+    );
+    return Number(rows[0]?.bytes ?? 0);
+  }
+
   /** The headers of the checkpoints held, each bounded in size and naming its own hash. */
   async headers(): Promise<CheckpointHeaderJson[]> {
     const { rows } = await this.pool.query<{ header: CheckpointHeaderJson | null; checkpoint_hash: string }>(

@@ -350,6 +350,10 @@ export class PostgresRelay implements Relay {
     return this.rows.anomalies();
   }
 
+  bytes(): Promise<number> {
+    return this.rows.bytes();
+  }
+
   close(): Promise<void> {
     return this.pool.end();
   }

@@ -35,6 +35,11 @@ const START_FLAGS: Record<keyof typeof START_OPTIONS, FlagSpec> = {
   'pg-url': { value: 'URL', summary: 'the Postgres database for leases (default: the relay, when it is one)' },
   'passphrase-file': { value: 'FILE', summary: 'a file holding the passphrase that seals the scope keys at rest' },
   'log-level': { value: 'LEVEL', summary: 'fatal, error, warn, info (default), debug, trace or silent' },
+  'log-format': { value: 'json|pretty', summary: 'log lines as JSON objects (default) or as text for people' },
+  'metrics-listen': {
+    value: 'HOST:PORT',
+    summary: 'also serve /metrics, /healthz and /readyz here, without the token (default: only on --listen, behind it)',
+  },
   'max-skew-ms': { value: 'MS', summary: "how far ahead of this device's clock a peer's op may be stamped (default 60000)" },
   'eviction-horizon-ms': { value: 'MS', summary: 'how long a silent device stays active (default 30 days)' },
 };
@@ -50,11 +55,17 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'status',
     summary: 'Prints what the running daemon knows: device, frontiers, peers, counts.',
-    flags: { ...DATA_DIR, json: { value: '', summary: 'print sync.status as JSON' } },
+    flags: {
+      ...DATA_DIR,
+      json: { value: '', summary: 'print sync.status as JSON (with --watch: one line per look)' },
+      watch: { value: '', summary: 'look again every --interval-ms until interrupted' },
+      'interval-ms': { value: 'MS', summary: 'how often --watch looks (default 2000)' },
+      web: { value: '', summary: "print the status page's link, with a code that opens it once" },
+    },
   },
   {
     name: 'wait',
-    summary: 'Returns once the daemon of a data directory answers (for scripts that start one).',
+    summary: 'Returns once the daemon of a data directory answers, showing how far its start has come (for scripts that start one).',
     flags: { ...DATA_DIR, ...TIMEOUT },
   },
   { name: 'stop', summary: 'Stops the running daemon (SIGTERM) and returns once it has exited.', flags: { ...DATA_DIR, ...TIMEOUT } },

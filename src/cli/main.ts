@@ -10,7 +10,8 @@ import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import { parseScope, scopeFromKey } from '../oplog/scope.js';
 import { defaultDataDir, loadConfigFile, parseFlags, parseMs, parseStartArgs, type FlagSources } from '../daemon/config.js';
 import { Daemon, VERSION } from '../daemon/daemon.js';
-import { DataDir, type DaemonInfo } from '../daemon/data-dir.js';
+import { DataDir, type DaemonInfo, type StartProgressRecord } from '../daemon/data-dir.js';
+import { STEP_NAMES } from '../daemon/start-progress.js';
 import { stillRuns } from '../journal/process-identity.js';
 import { RpcCallError, RpcClient } from '../rpc/rpc-client.js';
 import { COMMANDS, commandHelp, findCommand, overview } from './commands.js';
@@ -112,12 +113,45 @@ async function call(args: string[]): Promise<number> {
   });
 }
 
+/**
+ * `opsync status`: the daemon's status once, or every `--interval-ms` with `--watch` (the screen
+ * redrawn on a terminal; one JSON line per look with `--json`) until interrupted; `--web` prints
+ * the status page's one-time link instead.
+ */
 async function status(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { 'data-dir': { type: 'string' }, json: { type: 'boolean' } }, false, sources);
+  const flags = parseFlags(
+    args,
+    {
+      'data-dir': { type: 'string' },
+      json: { type: 'boolean' },
+      watch: { type: 'boolean' },
+      web: { type: 'boolean' },
+      'interval-ms': { type: 'string' },
+    },
+    false,
+    sources,
+  );
+  const intervalMs = parseMs(flags['interval-ms'], '--interval-ms', 2_000);
   return withClient(dataDirOf(flags), async (client) => {
-    const answer = await client.call('sync.status');
-    console.log(flags.json ? JSON.stringify(answer, null, 2) : renderStatus(answer, Date.now()));
-    return 0;
+    if (flags.web) {
+      const link = await client.call<{ url: string }>('sync.status_link');
+      console.log(`${link.url}\n(opens the status page once, in one browser, within two minutes)`);
+      return 0;
+    }
+    const show = async () => {
+      const answer = await client.call('sync.status');
+      if (!flags.watch) console.log(flags.json ? JSON.stringify(answer, null, 2) : renderStatus(answer, Date.now()));
+      else if (flags.json) console.log(JSON.stringify(answer));
+      else process.stdout.write(`${process.stdout.isTTY ? '\x1b[2J\x1b[H' : '\n'}${renderStatus(answer, Date.now())}\n`);
+    };
+    await show();
+    if (!flags.watch) return 0;
+    const interrupted = new Promise<'stop'>((resolve) => process.once('SIGINT', () => resolve('stop')));
+    for (;;) {
+      const tick = new Promise<'tick'>((resolve) => setTimeout(() => resolve('tick'), intervalMs));
+      if ((await Promise.race([interrupted, tick])) === 'stop') return 0;
+      await show();
+    }
   });
 }
 
@@ -130,6 +164,7 @@ async function wait(args: string[]): Promise<number> {
   const dir = dataDirOf(flags);
   const began = Date.now();
   const deadline = began + parseMs(flags['timeout-ms'], '--timeout-ms', 30_000);
+  let shown = '';
   for (;;) {
     // A damaged daemon.json may be the leftover of a crash: the starting daemon writes it anew.
     const info = await dir.readDaemonInfo().catch(() => null);
@@ -142,7 +177,10 @@ async function wait(args: string[]): Promise<number> {
         return 0;
       }
     }
-    await failedStart(dir, began);
+    const progress = await failedStart(dir, began);
+    const line = progress ? progressLine(progress) : '';
+    if (line !== shown && line !== '') console.error(`opsync: ${line}`);
+    shown = line;
     if (Date.now() > deadline) throw new OpsyncError('relay_unavailable', `No daemon answered for ${dir.root} within the timeout.`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -154,17 +192,24 @@ const START_RECORD_SLACK_MS = 2_000;
 /**
  * Throws the sentence of the newest start on `dir` when it failed, or died before it was ready,
  * since about when the wait began: an older record may be followed by a start still on its way.
+ * Otherwise returns how far that start has come, when it says.
  */
-async function failedStart(dir: DataDir, since: number): Promise<void> {
+async function failedStart(dir: DataDir, since: number): Promise<StartProgressRecord | null> {
   const start = await dir.readStart();
   const written = start && (await stat(dir.startPath).catch(() => null))?.mtimeMs;
-  if (!start || written === null || written === undefined || written < since - START_RECORD_SLACK_MS) return;
+  if (!start || written === null || written === undefined || written < since - START_RECORD_SLACK_MS) return null;
   if (start.state === 'failed') throw new OpsyncError('relay_unavailable', `The daemon's start failed: ${start.message}`);
   if (!(await stillRuns(start)) && (await dir.readDaemonInfo().catch(() => null)) === null)
     throw new OpsyncError(
       'relay_unavailable',
       `The daemon's start (pid ${start.pid}) ended before the daemon was ready; its log says why.`,
     );
+  return start.state === 'starting' ? (start.progress ?? null) : null;
+}
+
+/** `reading the journal (bytes): 41943040 of 104857600 (40%)`. */
+function progressLine({ step, done, total }: StartProgressRecord): string {
+  return `${STEP_NAMES[step]}: ${done} of ${total} (${total > 0 ? Math.floor((100 * done) / total) : 100}%)`;
 }
 
 /** Stops the daemon of a data directory (SIGTERM) and waits until it has exited. */

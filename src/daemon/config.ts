@@ -25,6 +25,10 @@ export interface DaemonConfig {
   readonly pgUrl: string | null;
   readonly passphraseFile: string | null;
   readonly logLevel: string;
+  /** `json` (default, one object per line) or `pretty` (a line a person reads). */
+  readonly logFormat: 'json' | 'pretty';
+  /** Where `/metrics`, `/healthz` and `/readyz` are served without the token (`--metrics-listen`); null: on the daemon's port only. */
+  readonly metricsListen: Listen | null;
   readonly maxSkewMs: number;
   readonly evictionHorizonMs: number;
 }
@@ -44,6 +48,8 @@ export const START_OPTIONS = {
   'pg-url': { type: 'string' },
   'passphrase-file': { type: 'string' },
   'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  'metrics-listen': { type: 'string' },
   'max-skew-ms': { type: 'string' },
   'eviction-horizon-ms': { type: 'string' },
 } as const;
@@ -70,6 +76,9 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv, 
   if (leaseBackend === 'postgres' && pgUrl === null) throw invalid('--lease-backend postgres needs --pg-url (or a postgres:// --relay)');
   const logLevel = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw invalid(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const logFormat = values['log-format'] ?? 'json';
+  if (logFormat !== 'json' && logFormat !== 'pretty')
+    throw invalid(`--log-format must be json or pretty, not ${JSON.stringify(logFormat)}`);
   return {
     dataDir,
     relay,
@@ -81,6 +90,8 @@ export function parseStartArgs(argv: readonly string[], env: NodeJS.ProcessEnv, 
     pgUrl,
     passphraseFile: values['passphrase-file'] ? resolve(values['passphrase-file']) : null,
     logLevel,
+    logFormat,
+    metricsListen: values['metrics-listen'] === undefined ? null : parseListen(values['metrics-listen'], '--metrics-listen'),
     maxSkewMs: parseMs(values['max-skew-ms'], '--max-skew-ms', DEFAULT_SESSION_OPTIONS.maxSkewMs),
     evictionHorizonMs: parseMs(values['eviction-horizon-ms'], '--eviction-horizon-ms', 30 * 24 * 3_600_000),
   };
@@ -134,20 +145,20 @@ export function parseOrigins(text: string | undefined): string[] {
 const MAX_SOCKET_PATH_BYTES = 107;
 
 /** `host:port` (IPv6 in brackets; port 0 allowed), or a Unix socket path (anything with a `/`). */
-export function parseListen(text: string): Listen {
+export function parseListen(text: string, flag = '--listen'): Listen {
   if (text.includes('/')) {
     const socketPath = isAbsolute(text) ? text : resolve(text);
     const bytes = Buffer.byteLength(socketPath);
     if (bytes > MAX_SOCKET_PATH_BYTES)
       throw invalid(
-        `--listen ${socketPath} is ${bytes} bytes long; a Unix socket path can be at most ${MAX_SOCKET_PATH_BYTES} (choose a shorter one)`,
+        `${flag} ${socketPath} is ${bytes} bytes long; a Unix socket path can be at most ${MAX_SOCKET_PATH_BYTES} (choose a shorter one)`,
       );
     return { socketPath };
   }
   const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
   const port = match ? Number(match[2]) : Number.NaN;
   if (!match || port > 65535)
-    throw invalid(`--listen ${JSON.stringify(text)} is neither host:port (port 0 to 65535) nor a Unix socket path`);
+    throw invalid(`${flag} ${JSON.stringify(text)} is neither host:port (port 0 to 65535) nor a Unix socket path`);
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
 

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { createNodeCoreCrypto } from '../crypto/node-core-crypto.js';
 import { createOpMinter } from '../crypto/op-minter.js';
 import { encodeKeyFile, parseKeyFile } from '../crypto/scope-key.js';
@@ -30,6 +30,15 @@ import { LIMITS } from '../util/limits.js';
 import { Closers } from './closers.js';
 import { DataDir } from './data-dir.js';
 import { leaseDirFor } from './lease-place.js';
+import { daemonLogger } from './daemon-log.js';
+import { daemonRoutes } from './daemon-routes.js';
+import { RateHistory } from './rate-history.js';
+import { RecentLog } from './recent-log.js';
+import { StartProgress } from './start-progress.js';
+import type { Progress } from '../util/progress.js';
+import { LeaseBook } from '../lease/lease-book.js';
+import { PageAccess } from '../rpc/page-access.js';
+import { startPlainHttp } from '../rpc/http-routes.js';
 
 export const VERSION = '0.1.0';
 
@@ -52,17 +61,27 @@ export class Daemon {
    * `start.json` (under way, or failed with its sentence) until the daemon is ready and writes
    * `daemon.json`, so that `opsync wait` fails at once, with the start's own error, when it died.
    */
-  static async start(config: DaemonConfig, log: Logger = daemonLogger(config)): Promise<Daemon> {
+  static async start(config: DaemonConfig, log?: Logger): Promise<Daemon> {
+    const recent = new RecentLog();
+    const logger = log ?? daemonLogger({ level: config.logLevel, format: config.logFormat }, recent);
     const dataDir = await DataDir.prepare(config.dataDir, (path, mode) =>
-      log.warn({ path, was: mode.toString(8) }, 'a secret file could be read by other users; it is now readable only by its owner (0600)'),
+      logger.warn(
+        { path, was: mode.toString(8) },
+        'a secret file could be read by other users; it is now readable only by its owner (0600)',
+      ),
     );
     const me = await ownIdentity();
     await dataDir.writeStart({ ...me, state: 'starting' });
+    const progress = new StartProgress(logger.child({ component: 'progress' }), (step, done, total) =>
+      dataDir.writeStart({ ...me, state: 'starting', progress: { step, done, total } }),
+    );
     try {
-      const daemon = await Daemon.startIn(dataDir, config, log);
+      const daemon = await Daemon.startIn(dataDir, config, { log: logger, recent, progress: progress.report });
+      await progress.started();
       await dataDir.removeStart();
       return daemon;
     } catch (error) {
+      await progress.started();
       const code = isOpsyncError(error) ? error.code : 'internal';
       const message = isOpsyncError(error) ? error.message : `The start failed unexpectedly: ${(error as Error).message}`;
       await dataDir.writeStart({ ...me, state: 'failed', code, message }).catch(() => undefined);
@@ -70,7 +89,11 @@ export class Daemon {
     }
   }
 
-  private static async startIn(dataDir: DataDir, config: DaemonConfig, log: Logger): Promise<Daemon> {
+  private static async startIn(
+    dataDir: DataDir,
+    config: DaemonConfig,
+    { log, recent, progress }: { log: Logger; recent: RecentLog; progress: Progress },
+  ): Promise<Daemon> {
     const device = await dataDir.deviceId(config.deviceId);
     const deviceKey = await dataDir.deviceKey();
     const token = await dataDir.token();
@@ -79,43 +102,20 @@ export class Daemon {
     const closers = new Closers();
     try {
       const relay = closers.add(await openRelay(config, device, crypto), (opened) => opened.close());
-      const session = closers.add(await openSession(config, dataDir, { device, deviceKey, keyring, crypto, relay }, log), (opened) =>
-        opened.close(),
-      );
-      const leases = closers.add(await openLeases(config), (opened) => opened.close());
-      const startedAt = Date.now();
-      let server: RpcServer | null = null;
-      const methods = daemonMethods(session, leases, dataDir, keyring, {
-        info: () => ({
-          version: VERSION,
-          relay: relay.location,
-          lease_backend: leases.kind,
-          url: server?.url ?? null,
-          uptime_ms: Date.now() - startedAt,
-        }),
-        rpcStats: () => ({ ...endpoint.stats, ...(server?.stats ?? {}) }),
-      });
-      const endpoint = new RpcEndpoint(methods, log.child({ component: 'rpc' }));
-      const live = closers.add(
-        await startRpcServer(config.listen, token, endpoint, LIMITS, {
-          allowOrigins: config.allowOrigins,
-          log: log.child({ component: 'rpc' }),
-          probes: {
-            health: () => ({ ok: true, body: { alive: true, version: VERSION } }),
-            ready: () => {
-              const readiness = session.readiness();
-              return { ok: readiness.ready, body: readiness };
-            },
-          },
-        }),
+      const session = closers.add(
+        await openSession(config, dataDir, { device, deviceKey, keyring, crypto, relay, log, progress }),
         (opened) => opened.close(),
       );
-      server = live;
+      const leases = closers.add(new LeaseBook(await openLeases(config)), (opened) => opened.close());
+      const startedAt = Date.now();
+      const served = await serve({ session, relay, leases, dataDir, keyring, startedAt }, config, token, { log, recent }, closers);
+      const live = served.server;
       session.onChange((event) => live.notify('sync.changed', { ...event }, (connection) => connection.subscribed));
       await session.startLive();
       closers.add(dataDir, (opened) => opened.removeDaemonInfo());
-      await dataDir.writeDaemonInfo({ ...(await ownIdentity()), url: live.url, device_id: device, started_at_ms: startedAt });
-      log.info({ url: live.url, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${live.url}`);
+      const where = { url: live.url, ...served.metrics };
+      await dataDir.writeDaemonInfo({ ...(await ownIdentity()), ...where, device_id: device, started_at_ms: startedAt });
+      log.info({ ...where, device_id: device, data_dir: config.dataDir, relay: relay.location }, `opsync listening on ${live.url}`);
       return new Daemon(live.url, device, closers, log);
     } catch (error) {
       // What the start opened is closed again, and the start's own failure is what it says.
@@ -132,37 +132,81 @@ export class Daemon {
 }
 
 /**
- * The daemon's log: pino JSON. A named failure (`OpsyncError`: the relay out of reach, a refused
- * op) is an expected event, logged by its code, sentence and data; only an unexpected error keeps
- * its stack (proposals/daemon.md §Start).
+ * Serves what the start opened: the JSON-RPC methods over WebSocket, and beside them the HTTP
+ * routes (probes, metrics, the status page), on --listen and, without the token, on
+ * --metrics-listen (proposals/daemon.md §HTTP).
  */
-function daemonLogger(config: DaemonConfig): Logger {
-  return pino({
-    level: config.logLevel,
-    serializers: {
-      err: (error: unknown) =>
-        isOpsyncError(error)
-          ? { code: error.code, message: error.message, ...(error.data ? { data: error.data } : {}) }
-          : pino.stdSerializers.err(error as Error),
-    },
+async function serve(
+  opened: { session: Session; relay: Relay; leases: LeaseBook; dataDir: DataDir; keyring: Keyring; startedAt: number },
+  config: DaemonConfig,
+  token: string,
+  { log, recent }: { log: Logger; recent: RecentLog },
+  closers: Closers,
+): Promise<{ server: RpcServer; metrics: { metrics_url?: string } }> {
+  const { session, relay, leases, dataDir, keyring, startedAt } = opened;
+  const pages = new PageAccess();
+  let server: RpcServer | null = null;
+  const methods = daemonMethods(session, leases, dataDir, keyring, {
+    info: () => ({
+      version: VERSION,
+      relay: relay.location,
+      lease_backend: leases.kind,
+      url: server?.url ?? null,
+      uptime_ms: Date.now() - startedAt,
+    }),
+    rpcStats: () => ({ ...endpoint.stats, ...(server?.stats ?? {}) }),
+    statusLink: () => statusLink(server?.url ?? null, pages),
   });
+  const endpoint = new RpcEndpoint(methods, log.child({ component: 'rpc' }));
+  const rates = closers.add(new RateHistory(() => ({ ...session.stats.counters })), (opened) => Promise.resolve(opened.close()));
+  const routes = daemonRoutes({
+    ...{ session, relay, leases, recent, rates, pages, startedAt, version: VERSION },
+    rpc: () => ({ endpoint: endpoint.stats, transport: server?.stats ?? null }),
+    relayKind: config.relay.kind,
+    journalPath: dataDir.journalPath,
+  });
+  const rpcLog = log.child({ component: 'rpc' });
+  server = closers.add(
+    await startRpcServer(config.listen, token, endpoint, LIMITS, { allowOrigins: config.allowOrigins, log: rpcLog, routes, pages }),
+    (opened) => opened.close(),
+  );
+  if (!config.metricsListen) return { server, metrics: {} };
+  const failed = (error: unknown) => rpcLog.error({ err: error }, 'an HTTP request failed unexpectedly');
+  const plain = closers.add(await startPlainHttp(config.metricsListen, routes, failed), (opened) => opened.close());
+  return { server, metrics: { metrics_url: `${plain.url}/metrics` } };
+}
+
+/**
+ * The status page's address with a fresh one-time code (proposals/daemon.md §Status page). A
+ * daemon on a Unix socket has no address a browser opens.
+ */
+function statusLink(url: string | null, pages: PageAccess): { url: string; expires_at_ms: number } {
+  if (url === null || !url.startsWith('ws://'))
+    throw new OpsyncError(
+      'config_invalid',
+      'This daemon listens on a Unix socket, which a browser cannot open; start it with --listen HOST:PORT to see its status page.',
+    );
+  const { code, expires_at_ms } = pages.mintCode();
+  return { url: `http${url.slice(2)}/status/open?code=${code}`, expires_at_ms };
 }
 
 /** Opens the session over the data directory's journal and checkpoint copies. */
 function openSession(
   config: DaemonConfig,
   dataDir: DataDir,
-  identity: Pick<SessionDeps, 'device' | 'deviceKey' | 'keyring' | 'crypto' | 'relay'>,
-  log: Logger,
+  identity: Pick<SessionDeps, 'device' | 'deviceKey' | 'keyring' | 'crypto' | 'relay'> & { log: Logger; progress: Progress },
 ): Promise<Session> {
+  const { log, progress } = identity;
   return Session.open({
     ...identity,
     checkpoints: new DirCheckpointStore(dataDir.checkpointsDir),
     now: Date.now,
     journalLocation: dataDir.journalPath,
-    openJournal: async (visit) => (await FileJournal.open(dataDir.journalPath, identity.device, visit)).journal,
+    openJournal: async (visit) =>
+      (await FileJournal.open(dataDir.journalPath, identity.device, visit, (done, total) => progress('journal', done, total))).journal,
     createMinter: createOpMinter,
     log: log.child({ component: 'session' }),
+    progress,
     options: { maxSkewMs: config.maxSkewMs },
   });
 }
@@ -173,7 +217,7 @@ function daemonMethods(
   leases: Parameters<typeof leaseMethods>[1],
   dataDir: DataDir,
   keyring: Keyring,
-  facts: Pick<SyncServices, 'info' | 'rpcStats'>,
+  facts: Pick<SyncServices, 'info' | 'rpcStats' | 'statusLink'>,
 ): MethodSpec[] {
   const methods: MethodSpec[] = [
     ...syncMethods({

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { ProgressStep } from '../util/progress.js';
 import { access, chmod, constants, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
@@ -191,7 +192,8 @@ export class DataDir {
         },
       );
     }
-    return { ...identity, url: parsed.url, device_id: parsed.device_id, started_at_ms: parsed.started_at_ms };
+    const metrics = typeof parsed.metrics_url === 'string' ? { metrics_url: parsed.metrics_url } : {};
+    return { ...identity, url: parsed.url, device_id: parsed.device_id, started_at_ms: parsed.started_at_ms, ...metrics };
   }
 
   async removeDaemonInfo(): Promise<void> {
@@ -213,7 +215,7 @@ export class DataDir {
     const parsed = await readJsonObject(this.startPath);
     const identity = parsed ? parseIdentity(parsed) : null;
     if (!parsed || !identity) return null;
-    if (parsed.state === 'starting') return { ...identity, state: 'starting' };
+    if (parsed.state === 'starting') return { ...identity, state: 'starting', ...progressOf(parsed.progress) };
     if (parsed.state !== 'failed' || typeof parsed.message !== 'string' || typeof parsed.code !== 'string') return null;
     return { ...identity, state: 'failed', code: parsed.code.slice(0, 64), message: parsed.message.slice(0, 4096) };
   }
@@ -225,10 +227,32 @@ export class DataDir {
 
 /** How the newest start of a daemon went: under way, or failed with the sentence it ended in. */
 export type StartRecord = ProcessIdentity &
-  ({ readonly state: 'starting' } | { readonly state: 'failed'; readonly code: string; readonly message: string });
+  (
+    | { readonly state: 'starting'; readonly progress?: StartProgressRecord }
+    | { readonly state: 'failed'; readonly code: string; readonly message: string }
+  );
+
+/** How far a step of the start has come (proposals/daemon.md §Progress). */
+export interface StartProgressRecord {
+  readonly step: ProgressStep;
+  readonly done: number;
+  readonly total: number;
+}
+
+const STEPS: ReadonlySet<string> = new Set<ProgressStep>(['journal', 'checkpoint', 'compaction']);
+
+/** start.json's progress, when it is one (the file is read as untrusted input). */
+function progressOf(value: unknown): { progress?: StartProgressRecord } {
+  if (typeof value !== 'object' || value === null) return {};
+  const { step, done, total } = value as Record<string, unknown>;
+  if (typeof step !== 'string' || !STEPS.has(step) || !Number.isSafeInteger(done) || !Number.isSafeInteger(total)) return {};
+  return { progress: { step: step as ProgressStep, done: done as number, total: total as number } };
+}
 
 export interface DaemonInfo extends ProcessIdentity {
   readonly url: string;
   readonly device_id: DeviceId;
   readonly started_at_ms: number;
+  /** Where `--metrics-listen` serves /metrics without the token, when it was given. */
+  readonly metrics_url?: string;
 }

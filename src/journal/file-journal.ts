@@ -38,14 +38,25 @@ export class FileJournal implements Journal {
    * Opens (creating if absent) the journal at `path`, recovers its tail and visits every entry.
    * Errors thrown by `visit` abort the open and release the lock.
    */
-  static async open(path: string, device: DeviceId, visit: JournalVisitor): Promise<{ journal: FileJournal; recovery: JournalRecovery }> {
+  /** Opens (creating) the journal at `path`, visiting every entry; `progress` hears the bytes read of the file's size. */
+  static async open(
+    path: string,
+    device: DeviceId,
+    visit: JournalVisitor,
+    progress?: (done: number, total: number) => void,
+  ): Promise<{ journal: FileJournal; recovery: JournalRecovery }> {
     const lock = await acquireWriterLock(`${path}.lock`, `The journal ${path}`);
     try {
       if (!(await exists(path))) await writeFileDurable(path, encodeHeader(device), 0o600);
       const handle = await open(path, 'r+');
+      const size = (await handle.stat()).size;
+      progress?.(0, size);
       let recovery: JournalRecovery;
       try {
-        const scan = await scanFile(handle, path, device, { visit });
+        const scan = await scanFile(handle, path, device, {
+          visit,
+          ...(progress ? { afterChunk: (position: number) => progress(position, size) } : {}),
+        });
         recovery = { cutLines: scan.cutLines, cutBytes: scan.size - scan.goodLength };
         if (recovery.cutBytes > 0) {
           await handle.truncate(scan.goodLength);
@@ -170,12 +181,15 @@ export class FileJournal implements Journal {
     try {
       let chunk = encodeHeader(this.device) + plan.head.map(encodeEntry).join('');
       const source = await open(this.location, 'r');
+      const size = (await source.stat()).size;
+      plan.progress?.(0, size);
       try {
         await scanFile(source, this.location, this.device, {
           visitRaw: (entry, raw) => {
             if (plan.keep(entry)) chunk += raw();
           },
-          afterChunk: async () => {
+          afterChunk: async (position) => {
+            plan.progress?.(position, size);
             if (chunk.length < CHUNK_BYTES) return;
             await writeText(out, chunk);
             chunk = '';
@@ -201,7 +215,7 @@ interface ScanOptions {
   readonly visit?: JournalVisitor;
   /** Like visit, with the entry's raw line (checksum and newline included) on demand. */
   readonly visitRaw?: (entry: JournalEntry, raw: () => string) => void;
-  readonly afterChunk?: () => Promise<void>;
+  readonly afterChunk?: (position: number) => Promise<void> | void;
 }
 
 interface Scan {

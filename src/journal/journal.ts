@@ -52,6 +52,8 @@ export type JournalVisitor = (entry: JournalEntry, line: number) => void;
 export interface RewritePlan {
   readonly head: readonly JournalEntry[];
   keep(entry: JournalEntry): boolean;
+  /** Hears how many bytes of the old journal were read, of its size. */
+  readonly progress?: ((done: number, total: number) => void) | undefined;
 }
 
 /** What opening a journal found and repaired. */

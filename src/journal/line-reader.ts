@@ -11,7 +11,7 @@ export async function readLines(
   handle: FileHandle,
   limit: number,
   onLine: (buf: Buffer, start: number, end: number, line: number, nextOffset: number) => void,
-  afterChunk?: () => Promise<void>,
+  afterChunk?: (position: number) => Promise<void> | void,
 ): Promise<{ lines: number; tailBytes: number }> {
   let carry = Buffer.alloc(0);
   let line = 0;
@@ -35,7 +35,7 @@ export async function readLines(
     }
     overlong ||= position - lineStart > MAX_LINE_BYTES;
     carry = overlong ? Buffer.alloc(0) : Buffer.from(data.subarray(start));
-    if (afterChunk) await afterChunk();
+    if (afterChunk) await afterChunk(position);
   }
   return { lines: line, tailBytes: position - lineStart };
 }

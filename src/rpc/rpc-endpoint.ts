@@ -20,6 +20,11 @@ export interface EndpointStats {
   requests: number;
   errors: number;
   internal_errors: number;
+  /**
+   * Requests by method and outcome (`ok`, or the error's name); a method this endpoint does not
+   * serve counts as `(unknown)` and a malformed request as `(invalid)`, so the labels stay a bounded set.
+   */
+  by_method: Record<string, Record<string, number>>;
 }
 
 /**
@@ -41,7 +46,7 @@ export interface EndpointStats {
  *   bug, -32603) is answered as that error, in its place in a batch. `handle` never rejects.
  */
 export class RpcEndpoint {
-  readonly stats: EndpointStats = { requests: 0, errors: 0, internal_errors: 0 };
+  readonly stats: EndpointStats = { requests: 0, errors: 0, internal_errors: 0, by_method: {} };
   private readonly server = new JSONRPCServer<Connection>({ errorListener: () => {} });
 
   constructor(
@@ -52,7 +57,11 @@ export class RpcEndpoint {
     for (const method of methods)
       this.server.addMethod(method.name, async (params, connection) => (await method.handler(params, { connection })) ?? null);
     this.server.applyMiddleware(
-      (next, request, connection) => (byName.has(request.method) ? next(request, connection) : Promise.resolve(methodNotFound(request))),
+      (next, request, connection) => {
+        if (byName.has(request.method)) return next(request, connection);
+        this.count('(unknown)', 'method_not_found');
+        return Promise.resolve(methodNotFound(request));
+      },
       (next, request, connection) => this.failuresAnswered(() => next(request, connection), request),
       (next, request, connection) => next({ ...request, params: paramsOf(byName.get(request.method)!, request) }, connection),
     );
@@ -105,6 +114,7 @@ export class RpcEndpoint {
     const problem = requestProblem(message);
     if (problem) {
       this.stats.errors++;
+      this.count('(invalid)', 'invalid_request');
       const id = isJsonObject(message) && isId(message.id) ? message.id : null;
       return createJSONRPCErrorResponse(id, RPC_INVALID_REQUEST, `Invalid Request: ${problem}`, { code: 'invalid_request' });
     }
@@ -119,15 +129,23 @@ export class RpcEndpoint {
     request: JSONRPCRequest,
   ): Promise<JSONRPCResponse | null> {
     try {
-      return await call();
+      const response = await call();
+      this.count(request.method, 'ok');
+      return response;
     } catch (error) {
       const rpc = toRpcError(error);
+      this.count(request.method, typeof rpc.data?.code === 'string' ? rpc.data.code : 'internal');
       if (!rpc.expected) {
         this.stats.internal_errors++;
         this.log.error({ err: error, method: request.method }, 'method failed unexpectedly');
       }
       return request.id === undefined ? null : createJSONRPCErrorResponse(request.id, rpc.code, rpc.message, rpc.data);
     }
+  }
+
+  private count(method: string, outcome: string): void {
+    const outcomes = (this.stats.by_method[method] ??= {});
+    outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
   }
 }
 

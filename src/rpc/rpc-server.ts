@@ -1,15 +1,17 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import { connect as netConnect, type Socket } from 'node:net';
-import { lstat, rm } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
 import WebSocket, { WebSocketServer } from 'ws';
-import { OpsyncError } from '../util/opsync-error.js';
 import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
 import type { RpcEndpoint } from './rpc-endpoint.js';
 import type { Connection } from './method.js';
 import { Peer, type ConnectionLimits, type PeerSocket, type PeerStats } from './peer.js';
 import { corked, rawText } from './ws-frames.js';
+import { answerHttp, type Gatekeeper, type HttpRoutes, type RouteAccess } from './http-routes.js';
+import type { PageAccess } from './page-access.js';
+import { listenOn, type Listen } from './listen.js';
 
 /**
  * The JSON-RPC server over WebSocket that the daemon exposes (proposals/rpc.md §Transport). With
@@ -26,7 +28,7 @@ import { corked, rawText } from './ws-frames.js';
  *   frames of one turn (the answers of one group commit, a burst of pipelined calls) leave in
  *   one write.
  */
-export type Listen = { readonly host: string; readonly port: number } | { readonly socketPath: string };
+export type { Listen };
 
 export interface RpcServer {
   /** `ws://host:port` or `ws+unix:///path`. */
@@ -52,25 +54,16 @@ export interface AccessOptions {
   /** Browser origins allowed to connect (`--allow-origin`); a request carrying any other `Origin` is refused (403). */
   readonly allowOrigins: readonly string[];
   readonly log?: TransportLog | undefined;
-  /** `/healthz` and `/readyz` over HTTP, behind the token like every request (proposals/daemon.md §Health). */
-  readonly probes?: Probes | undefined;
-}
-
-/** What a probe answers: its HTTP status (200 ok, 503 not) and a JSON body that says why. */
-export interface ProbeAnswer {
-  readonly ok: boolean;
-  readonly body: JsonObject;
-}
-
-export interface Probes {
-  /** The process answers. */
-  health(): ProbeAnswer;
-  /** It takes work: its journal is open and writable. */
-  ready(): ProbeAnswer;
+  /** Plain HTTP requests answered beside the WebSocket: probes, metrics, the status page (proposals/daemon.md §HTTP). */
+  readonly routes?: HttpRoutes | undefined;
+  /** Who holds a status page session (routes of `page` access). */
+  readonly pages?: PageAccess | undefined;
 }
 
 export interface TransportLog {
+  info(fields: object, message: string): void;
   warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
 }
 
 /**
@@ -90,29 +83,23 @@ export async function startRpcServer(
   limits: ConnectionLimits = LIMITS,
   access: AccessOptions = { allowOrigins: [] },
 ): Promise<RpcServer> {
-  const expected = Buffer.from(token);
-  const http: Server = createServer((request, response) =>
-    answerProbe(request, response, access.probes, (r) => {
-      const refusal = refuse(r, expected, access.allowOrigins, hosts);
-      if (refusal) noteRefusal(r.socket, refusal, stats, warn);
-      return refusal;
-    }),
-  );
-  http.maxConnections = MAX_CONNECTIONS;
-  http.on('drop', (data?: { remoteAddress?: string }) =>
-    warn('connections', { limit: MAX_CONNECTIONS, peer: data?.remoteAddress ?? 'local' }, 'too many connections: dropping new ones'),
-  );
+  const admission: Admission = { token: Buffer.from(token), origins: access.allowOrigins, hosts: null, pages: access.pages };
+  const gatekeeper: Gatekeeper = (request, kind) => {
+    const refusal = refusalOf(request, kind, admission);
+    if (refusal) noteRefusal(request.socket, refusal, stats, warn);
+    return refusal;
+  };
+  const http = httpServer(access, gatekeeper, (...args) => warn(...args));
   const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
   const peers = new Map<WebSocket, Peer>();
   const stats = zeroStats();
   const warn = throttledWarn(access.log);
   let nextId = 1;
-  let hosts: ReadonlySet<string> | null = null;
 
   const strangers = limitStrangers(http, stats, warn);
 
   http.on('upgrade', (request: IncomingMessage, socket: Socket, head) => {
-    const refusal = refuse(request, expected, access.allowOrigins, hosts);
+    const refusal = refusalOf(request, 'token', admission);
     if (refusal) {
       answerRefusal(socket, refusal, stats, warn);
       return;
@@ -120,16 +107,17 @@ export async function startRpcServer(
     strangers.admitted(socket);
     wss.handleUpgrade(request, socket, head, (ws) => {
       const connection: Connection = { id: nextId++, subscribed: false };
-      servePeer(ws, new Peer(peerSocket(ws, socket), limits, (text) => endpoint.handle(text, connection), connection, stats), peers, stats);
+      const peer = new Peer(peerSocket(ws, socket), limits, (text) => endpoint.handle(text, connection), connection, stats);
+      servePeer(ws, peer, { peers, stats, log: access.log, address: socket.remoteAddress ?? 'local' });
     });
   });
 
   await listenOn(http, listen);
   const address = http.address();
-  const url = serverUrl(listen, typeof address === 'object' && address ? address.port : null);
-  hosts = 'host' in listen ? allowedHosts(listen.host, typeof address === 'object' && address ? address.port : listen.port) : null;
+  const port = typeof address === 'object' && address ? address.port : null;
+  admission.hosts = 'host' in listen ? allowedHosts(listen.host, port ?? listen.port) : null;
   return {
-    url,
+    url: serverUrl(listen, port),
     stats,
     notify(method, params, filter) {
       const text = JSON.stringify({ jsonrpc: '2.0', method, params });
@@ -147,29 +135,19 @@ export async function startRpcServer(
 
 type Warn = ReturnType<typeof throttledWarn>;
 
-/**
- * A plain HTTP request: `GET /healthz` or `/readyz`, behind the same token, origin and host checks
- * as an upgrade (401 or 403), answered 200 or 503 with a JSON body; anything else is 426.
- */
-function answerProbe(
-  request: IncomingMessage,
-  response: ServerResponse,
-  probes: Probes | undefined,
-  refusal: (request: IncomingMessage) => { status: 401 | 403 } | null,
-): void {
-  const path = (request.url ?? '').split('?')[0];
-  const which = path === '/healthz' ? 'health' : path === '/readyz' ? 'ready' : null;
-  if (!probes || !which || (request.method !== 'GET' && request.method !== 'HEAD')) {
-    response.writeHead(426, { 'content-type': 'text/plain' }).end('opsync speaks JSON-RPC over WebSocket only.\n');
-    return;
-  }
-  const refused = refusal(request);
-  if (refused) {
-    response.writeHead(refused.status, refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {}).end();
-    return;
-  }
-  const probe = which === 'health' ? probes.health() : probes.ready();
-  response.writeHead(probe.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(probe.body) + '\n');
+/** The HTTP server under the WebSocket: it answers the plain requests from `access.routes` and holds at most MAX_CONNECTIONS. */
+function httpServer(access: AccessOptions, gatekeeper: Gatekeeper, warn: Warn): Server {
+  const http = createServer(
+    (request, response) =>
+      void answerHttp(request, response, access.routes ?? new Map(), gatekeeper, (error) =>
+        access.log?.error({ err: error, path: request.url?.slice(0, 200) }, 'an HTTP request failed unexpectedly'),
+      ),
+  );
+  http.maxConnections = MAX_CONNECTIONS;
+  http.on('drop', (data?: { remoteAddress?: string }) =>
+    warn('connections', { limit: MAX_CONNECTIONS, peer: data?.remoteAddress ?? 'local' }, 'too many connections: dropping new ones'),
+  );
+  return http;
 }
 
 function zeroStats(): TransportStats {
@@ -240,8 +218,18 @@ function answerRefusal(socket: Socket, refusal: Refusal, stats: TransportStats, 
   );
 }
 
-/** Serves one authenticated WebSocket: its text frames are requests to `peer`; a binary frame is refused. */
-function servePeer(ws: WebSocket, peer: Peer, peers: Map<WebSocket, Peer>, stats: TransportStats): void {
+/**
+ * Serves one authenticated WebSocket: its text frames are requests to `peer`; a binary frame is
+ * refused. Its opening and closing are logged with the client's address.
+ */
+function servePeer(
+  ws: WebSocket,
+  peer: Peer,
+  { peers, stats, log, address }: { peers: Map<WebSocket, Peer>; stats: TransportStats; log: TransportLog | undefined; address: string },
+): void {
+  const who = { peer: address, connection: peer.connection.id };
+  log?.info(who, 'a client connected');
+  ws.once('close', (code: number) => log?.info({ ...who, code }, 'a client disconnected'));
   peers.set(ws, peer);
   stats.connections = peers.size;
   ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
@@ -264,6 +252,24 @@ function servePeer(ws: WebSocket, peer: Peer, peers: Map<WebSocket, Peer>, stats
   });
 }
 
+/** What a request must match to be answered: the token, the origins and host names allowed, a page session. */
+interface Admission {
+  readonly token: Buffer;
+  readonly origins: readonly string[];
+  /** Null: a Unix socket, or an address that takes any name. Set once the server listens. */
+  hosts: ReadonlySet<string> | null;
+  readonly pages: PageAccess | undefined;
+}
+
+/** Why a request of `kind` (an upgrade is `token`) is refused, or null. */
+function refusalOf(request: IncomingMessage, kind: RouteAccess, admission: Admission): Refusal | null {
+  const { token, origins, hosts, pages } = admission;
+  if (kind === 'token') return refuse(request, token, origins, hosts);
+  if (kind === 'page' && !pages?.admits(request))
+    return foreignHost(request, hosts) ?? { status: 401, why: 'Open the status page with the link `opsync status --web` prints.' };
+  return foreignHost(request, hosts);
+}
+
 /**
  * Why an upgrade request is refused, or null: the token (401), compared in constant time, with
  * the scheme in any case (RFC 7235); a browser page from an origin not allowed (403: a page the
@@ -284,6 +290,11 @@ function refuse(
   const origin = request.headers.origin;
   if (origin !== undefined && !origins.includes(origin))
     return { status: 403, why: `origin ${origin.slice(0, 200)} is not allowed (--allow-origin)` };
+  return foreignHost(request, hosts);
+}
+
+/** A `Host` that is not the address the daemon listens on (403: DNS rebinding), or null. */
+function foreignHost(request: IncomingMessage, hosts: ReadonlySet<string> | null): Refusal | null {
   const host = (request.headers.host ?? '').toLowerCase();
   if (hosts && !hosts.has(host)) return { status: 403, why: `host ${host.slice(0, 200)} is not the address this daemon listens on` };
   return null;
@@ -343,48 +354,4 @@ function peerSocket(ws: WebSocket, socket: Socket): PeerSocket {
     resume: () => ws.resume(),
     onDrain: (listener) => void socket.on('drain', listener),
   };
-}
-
-async function listenOn(http: Server, listen: Listen): Promise<void> {
-  if ('socketPath' in listen) await clearStaleSocket(listen.socketPath);
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', (error: NodeJS.ErrnoException) => {
-      const where = 'socketPath' in listen ? listen.socketPath : `${listen.host}:${listen.port}`;
-      if (error.code === 'EADDRINUSE')
-        reject(
-          new OpsyncError('config_invalid', `${where} is already in use; choose another --listen address (port 0 picks a free one).`, {
-            listen: where,
-          }),
-        );
-      else if (error.code === 'EACCES') reject(new OpsyncError('config_invalid', `Not allowed to listen on ${where}.`, { listen: where }));
-      else reject(new OpsyncError('config_invalid', `Cannot listen on ${where}: ${error.message}.`, { listen: where }));
-    });
-    if ('socketPath' in listen) http.listen(listen.socketPath, () => resolve());
-    else http.listen(listen.port, listen.host, () => resolve());
-  });
-}
-
-/**
- * A socket file nobody answers on is left over from a crash: remove it. A live one is in use.
- * Anything else at the path (a file, a folder, a link) is not this daemon's to remove.
- */
-async function clearStaleSocket(path: string): Promise<void> {
-  const seen = await lstat(path).catch(() => null);
-  if (seen === null) return;
-  if (!seen.isSocket()) {
-    throw new OpsyncError(
-      'config_invalid',
-      `--listen ${path}: something that is not a socket stands there; opsync replaces only a socket a crashed daemon left behind. Choose another path.`,
-      { listen: path },
-    );
-  }
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = netConnect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (!live) await rm(path, { force: true });
 }

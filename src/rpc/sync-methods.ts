@@ -14,6 +14,8 @@ export interface SyncServices {
   info(): JsonObject;
   /** Transport and endpoint counters for sync.stats. */
   rpcStats(): JsonObject;
+  /** The status page's address with a fresh one-time code. */
+  statusLink(): { url: string; expires_at_ms: number };
   importKey(keyFileText: string): Promise<{ scope: string; kid: string; folded: number }>;
   exportKey(scope: Scope): string;
 }
@@ -162,6 +164,15 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
       params: none,
       result: resultObject({ counters: { type: 'object' }, latencies: { type: 'object' }, rpc: { type: 'object' } }),
       handler: () => ({ counters: session.stats.counters, latencies: session.stats.latencies(), rpc: services.rpcStats() }),
+    }),
+    defineMethod({
+      name: 'sync.status_link',
+      summary:
+        "The status page's address with a one-time code that opens it once, within two minutes, in one browser (`opsync status --web`).",
+      params: none,
+      result: resultObject({ url: { type: 'string' }, expires_at_ms: { type: 'integer' } }),
+      errors: ['config_invalid'],
+      handler: () => services.statusLink(),
     }),
     defineMethod({
       name: 'sync.import_key',

@@ -15,6 +15,7 @@ import {
 } from './checkpoint-seal.js';
 import type { CheckpointStore } from './checkpoint-store.js';
 import type { SessionLog } from './session-log.js';
+import type { Progress } from '../util/progress.js';
 
 export interface BaseRef {
   readonly hash: CheckpointHash;
@@ -30,6 +31,8 @@ export interface BaseCheckpointsDeps {
   readonly trust: Exclude<HeaderTrust, 'local'>;
   readonly authentic: HeaderCheck;
   readonly log?: SessionLog | undefined;
+  /** Hears the records of a checkpoint loaded, of its total. */
+  readonly progress?: Progress | undefined;
 }
 
 type Opened = { header: CheckpointHeader; state: FoldState };
@@ -67,7 +70,7 @@ export class BaseCheckpoints {
   async load(hash: string): Promise<Opened> {
     try {
       const local = await this.deps.store.get(hash);
-      if (local) return await openCheckpoint(local, this.deps.publisher.keyring, this.deps.publisher.crypto, 'local');
+      if (local) return await openCheckpoint(local, this.deps.publisher.keyring, this.deps.publisher.crypto, 'local', this.loaded);
     } catch (error) {
       if (!isOpsyncError(error) || !DAMAGED_CHECKPOINT.has(error.code)) throw error;
       // A damaged copy (a bad disk block): the relay's copy, when it still has one, replaces it.
@@ -230,9 +233,11 @@ export class BaseCheckpoints {
   }
 
   /** Opens a checkpoint the relay served; one found damaged is reported, so that a device holding a copy restores it. */
+  private readonly loaded = (done: number, total: number): void => this.deps.progress?.('checkpoint', done, total);
+
   private async openFromRelay(read: CheckpointStream): Promise<Opened> {
     try {
-      return await openCheckpoint(read, this.deps.publisher.keyring, this.deps.publisher.crypto, this.deps.trust);
+      return await openCheckpoint(read, this.deps.publisher.keyring, this.deps.publisher.crypto, this.deps.trust, this.loaded);
     } catch (error) {
       if (isOpsyncError(error) && DAMAGED_CHECKPOINT.has(error.code))
         await this.deps.relay.reportDamage({ checkpoint: read.header.checkpoint_hash }).catch(() => {});

@@ -99,18 +99,24 @@ export async function openCheckpoint(
   keyring: Keyring,
   crypto: CoreCrypto,
   trust: HeaderTrust,
+  progress?: (records: number, total: number) => void,
 ): Promise<{ header: CheckpointHeader; state: FoldState }> {
   const header = await trustedHeader(source.header, crypto, trust);
+  const total = header.chunks.reduce((sum, chunk) => sum + chunk.count, 0);
+  let records = 0;
+  progress?.(0, total);
   const keyed = header.v !== 1;
   const loader = new CheckpointLoader(header, crypto, keyed ? chunkDigester(keyring) : plainDigest(crypto));
   const opener = createChunkOpener(keyring);
-  const addOpened = async (opened: Promise<OpenedChunk>): Promise<void> => {
+  const addOpened = async (opened: Promise<OpenedChunk>, count: number): Promise<void> => {
     const { plain, digest } = await opened;
     loader.addChunk(Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength).toString('utf8'), digest);
+    records += count;
+    progress?.(records, total);
   };
   try {
     // Chunk i+1 is decrypted (on a worker) while chunk i is parsed and folded here.
-    let previous: Promise<OpenedChunk> | null = null;
+    let previous: { opened: Promise<OpenedChunk>; count: number } | null = null;
     let index = 0;
     for await (const sealed of source.chunks) {
       const ref = header.chunks[index];
@@ -118,10 +124,10 @@ export async function openCheckpoint(
       const opened = opener.open(sealed, chunkAad(header, index), `chunk ${index} of checkpoint ${header.checkpoint_hash}`, keyed);
       opened.catch(() => undefined);
       index++;
-      if (previous) await addOpened(previous);
-      previous = opened;
+      if (previous) await addOpened(previous.opened, previous.count);
+      previous = { opened, count: ref.count };
     }
-    if (previous) await addOpened(previous);
+    if (previous) await addOpened(previous.opened, previous.count);
   } finally {
     await opener.close();
   }

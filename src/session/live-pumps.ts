@@ -1,6 +1,7 @@
 import type { Relay, Watch } from '../../relay/port/relay.js';
 import type { Serializer } from '../util/serial.js';
 import type { SessionLog } from './session-log.js';
+import { isOpsyncError } from '../util/opsync-error.js';
 
 export interface LivePumpsDeps {
   readonly relay: Relay;
@@ -33,7 +34,10 @@ export class LivePumps {
   private queued = false;
   private stopped = false;
   /** The background pump failure last logged, so a relay that stays away is logged once. */
+  /** The kind (error code) of the failure last logged, until pumps work again. */
   private loggedError: string | null = null;
+  /** Kinds of ignored relay files already logged. */
+  private readonly loggedAnomalies = new Set<string>();
 
   constructor(private readonly deps: LivePumpsDeps) {}
 
@@ -76,14 +80,28 @@ export class LivePumps {
         await this.deps.pump();
         if (this.loggedError !== null) this.deps.log?.info({ after: this.loggedError }, 'background pumps work again');
         this.loggedError = null;
+        this.logAnomalies();
       } catch (error) {
         const message = (error as Error).message;
         this.deps.failed(message);
-        if (message !== this.loggedError)
-          this.deps.log?.warn({ err: error }, 'background pump failed (logged once until it changes or recovers)');
-        this.loggedError = message;
+        const kind = isOpsyncError(error) ? error.code : message;
+        if (kind !== this.loggedError)
+          this.deps.log?.warn({ err: error }, 'background pump failed (logged once per kind of failure until pumps work again)');
+        this.loggedError = kind;
       }
     });
+  }
+
+  /** Logs each kind of relay file this device ignores (a conflict copy, a damaged segment) the first time it is seen. */
+  private logAnomalies(): void {
+    for (const [kind, count] of Object.entries(this.deps.relay.anomalies())) {
+      if (this.loggedAnomalies.has(kind)) continue;
+      this.loggedAnomalies.add(kind);
+      this.deps.log?.warn(
+        { kind, count },
+        'the relay holds files or rows this device ignores (sync.status counts them; logged once per kind)',
+      );
+    }
   }
 
   /** After an append: a push once the burst it may belong to has had `pushDebounceMs` to gather. */

@@ -139,6 +139,7 @@ export class Maintenance {
       await replica.rewrite(
         [{ kind: 'base', checkpoint_hash: hash, frontier }],
         (entry) => entry.kind === 'op' && entry.op.seq > (frontier.get(entry.op.device_id)?.seq ?? -1),
+        'compaction',
       );
     });
     bases.rebased({ hash, frontier }, true);

@@ -117,6 +117,9 @@ export class PullRound {
       if (result.accepted.length > 0) {
         folded += await replica.accept(result.accepted);
         this.deps.stats.counters.pulled += result.accepted.length;
+        const foldedAt = this.deps.now();
+        for (const { op, plain } of result.accepted)
+          if (plain !== null) this.deps.stats.record('propagation', Math.max(0, foldedAt - op.hlc.wall_ms));
       }
       if (!page.more || (result.accepted.length === 0 && newlyStalled.length === 0)) break;
     }

@@ -18,6 +18,7 @@ import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';
 import { auditJournal } from './journal-audit.js';
 import type { SessionLog } from './session-log.js';
+import type { Progress, ProgressStep } from '../util/progress.js';
 import type { VerifyReport } from './session-reports.js';
 
 export interface ReplicaDeps {
@@ -33,6 +34,8 @@ export interface ReplicaDeps {
   /** Builds the op minter once the chain head is known (default: inline, in this thread). */
   readonly createMinter?: ((start: MinterStart) => OpMinter) | undefined;
   readonly log?: SessionLog | undefined;
+  /** Hears how far the long steps have come: compaction here, the checkpoint loads of `BaseCheckpoints`. */
+  readonly progress?: Progress | undefined;
 }
 
 /** What the journal held when it was opened, beyond what the replica folded at once. */
@@ -297,8 +300,9 @@ export class Replica {
   }
 
   /** Rewrites the journal as `head` plus the entries `keep` picks (compaction, rebase); memory stays as it is. */
-  rewrite(head: readonly JournalEntry[], keep: (entry: JournalEntry) => boolean): Promise<void> {
-    return this.journal.rewrite({ head, keep });
+  rewrite(head: readonly JournalEntry[], keep: (entry: JournalEntry) => boolean, step?: ProgressStep): Promise<void> {
+    const { progress } = this.deps;
+    return this.journal.rewrite({ head, keep, progress: step && progress ? (done, total) => progress(step, done, total) : undefined });
   }
 
   /**

@@ -1,6 +1,10 @@
 /**
  * Counters and latency summaries for `sync.stats`. Latencies keep the last 1 024 samples per
- * kind (a ring), enough for stable p50/p99 without growing with uptime.
+ * kind (a ring), enough for stable p50/p99 without growing with uptime; every sample also goes to
+ * the listeners `onSample` adds (the daemon's histograms, proposals/daemon.md §Metrics).
+ *
+ * Kinds: `append` and `pump` (their latency), `propagation` (from a remote op's stamp to its fold
+ * here, in wall-clock ms, so it includes the clocks' skew).
  */
 const RING = 1024;
 
@@ -22,8 +26,14 @@ export class SessionStats {
     checkpoints_refused: 0,
   };
   private readonly samples = new Map<string, { values: number[]; next: number }>();
+  private readonly listeners: Array<(kind: string, ms: number) => void> = [];
+
+  onSample(listener: (kind: string, ms: number) => void): void {
+    this.listeners.push(listener);
+  }
 
   record(kind: string, ms: number): void {
+    for (const listener of this.listeners) listener(kind, ms);
     let ring = this.samples.get(kind);
     if (!ring) {
       ring = { values: [], next: 0 };

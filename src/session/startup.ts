@@ -164,7 +164,10 @@ function assemble(deps: SessionDeps, replica: Replica): SessionParts {
   const { device, relay, log } = deps;
   const publisher = { device, deviceKey: deps.deviceKey, keyring: deps.keyring, crypto: deps.crypto };
   const peers = new Peers({ ...deps, rosterRefreshMs: options.rosterRefreshMs });
-  const bases = new BaseCheckpoints({ relay, store: deps.checkpoints, publisher, trust: peers.trust, authentic: peers.authentic, log });
+  const bases = new BaseCheckpoints({
+    ...{ relay, store: deps.checkpoints, publisher, log, progress: deps.progress },
+    ...{ trust: peers.trust, authentic: peers.authentic },
+  });
   const outbox = new Outbox({ ...deps, ...options, replica, peers, bases, stats });
   const rebaser = new Rebaser({ ...deps, replica, bases, peers, outbox, gate, stats });
   const maintenance = new Maintenance({ ...deps, ...options, publisher, replica, bases, peers, outbox, gate, stats });

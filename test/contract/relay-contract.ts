@@ -52,6 +52,17 @@ export function runRelayContract(name: string, setup: () => Promise<RelayHarness
       expect(pageOf(await a.relay.pull(since(), 100)).ops).toEqual([]);
     });
 
+    it('counts the bytes it holds, more once ops are pushed, the same for every device', async () => {
+      const h = await setup();
+      const a = await joined(h, 'device-a', 1);
+      const b = await joined(h, 'device-b', 2);
+      const before = await b.relay.bytes();
+      await a.relay.push(a.ops(20));
+      const after = await b.relay.bytes();
+      expect(after).toBeGreaterThan(before);
+      expect(await a.relay.bytes()).toBe(after);
+    });
+
     it('refuses a different op at a held seq as a fork, and a skipped seq as a gap', async () => {
       const h = await setup();
       const a = await joined(h, 'device-a', 1);

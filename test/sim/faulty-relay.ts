@@ -144,6 +144,10 @@ class FaultyRelay implements Relay {
     return this.inner.anomalies();
   }
 
+  bytes(): Promise<number> {
+    return this.inner.bytes();
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }
