@@ -18,9 +18,14 @@ export class RateHistory {
     this.timer.unref();
   }
 
-  /** Each series, oldest interval first. */
+  /** Each series, oldest interval first, ending with the interval under way (so far). */
   snapshot(): { interval_ms: number; series: Record<string, number[]> } {
-    return { interval_ms: RATE_INTERVAL_MS, series: Object.fromEntries([...this.series].map(([name, values]) => [name, [...values]])) };
+    const now = this.read();
+    const series = Object.keys(now).map((name) => [
+      name,
+      [...(this.series.get(name) ?? []), Math.max(0, now[name]! - (this.last[name] ?? 0))],
+    ]);
+    return { interval_ms: RATE_INTERVAL_MS, series: Object.fromEntries(series) as Record<string, number[]> };
   }
 
   sample(): void {

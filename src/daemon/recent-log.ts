@@ -20,9 +20,13 @@ export class RecentLog {
   note(args: readonly unknown[], level: number, now: number = Date.now()): void {
     if (level < 40) return;
     const [first, second] = args;
-    const message = typeof first === 'string' ? first : typeof second === 'string' ? second : '';
-    const fields = typeof first === 'object' && first !== null ? (first as { err?: { code?: unknown } }) : {};
+    const said = typeof first === 'string' ? first : typeof second === 'string' ? second : '';
+    const fields =
+      typeof first === 'object' && first !== null ? (first as { err?: { code?: unknown; message?: unknown }; why?: unknown }) : {};
     const code = typeof fields.err?.code === 'string' ? fields.err.code : null;
+    // What the line's fields say beyond its message: the error's sentence, or why a request was refused.
+    const detail = typeof fields.err?.message === 'string' ? fields.err.message : typeof fields.why === 'string' ? fields.why : null;
+    const message = detail === null ? said : `${said}: ${detail}`;
     this.entries.push({ at_ms: now, level: level >= 60 ? 'fatal' : level >= 50 ? 'error' : 'warn', message: message.slice(0, 500), code });
     if (this.entries.length > KEPT) this.entries.shift();
   }

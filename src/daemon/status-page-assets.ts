@@ -17,7 +17,7 @@ export const PAGE_HTML = `<!doctype html>
 <header><h1>opsync <span id="device"></span></h1><p id="summary">Loading…</p></header>
 <main>
 <section><h2>Devices</h2><table id="devices"><thead><tr><th>Device</th><th>Status</th><th>Behind</th><th>Last seen</th></tr></thead><tbody></tbody></table></section>
-<section><h2>Activity, last 10 minutes</h2><div class="charts"><figure><figcaption>Appends</figcaption><div id="chart-appends"></div></figure><figure><figcaption>Pumps</figcaption><div id="chart-pumps"></div></figure></div></section>
+<section><h2>Activity, last 10 minutes</h2><div class="charts"><figure><figcaption id="caption-appends">Appends</figcaption><div id="chart-appends"></div></figure><figure><figcaption id="caption-pumps">Pumps</figcaption><div id="chart-pumps"></div></figure></div></section>
 <section><h2>Leases</h2><table id="leases"><thead><tr><th>Agent</th><th>Holder</th><th>Epoch</th><th>Expires</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Conversations</h2><table id="conversations"><thead><tr><th>Conversation</th><th>Turns</th><th>Last turn</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Recent warnings and errors</h2><table id="errors"><thead><tr><th>When</th><th>Level</th><th>What</th></tr></thead><tbody></tbody></table></section>
@@ -50,15 +50,20 @@ function fill(id, rows, empty, columns) {
   body.replaceChildren(...(rows.length ? rows.map((row) => { const tr = document.createElement('tr'); tr.append(...row); return tr; })
     : [(() => { const tr = document.createElement('tr'); const td = cell(empty, 'empty'); td.colSpan = columns; tr.append(td); return tr; })()]));
 }
-function chart(id, values, intervalMs) {
+function chart(name, label, values, intervalMs) {
+  const total = values.reduce((sum, v) => sum + v, 0);
+  const span = values.length * intervalMs;
+  $('caption-' + name).textContent = label + ': ' + total + ' in the last ' + (span < 120000 ? Math.round(span / 1000) + ' s' : Math.round(span / 60000) + ' min');
+  const id = 'chart-' + name;
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('viewBox', '0 0 300 70'); svg.setAttribute('preserveAspectRatio', 'none');
   const back = document.createElementNS(ns, 'rect'); back.setAttribute('width', '300'); back.setAttribute('height', '70'); svg.append(back);
   const max = Math.max(1, ...values);
-  const step = 300 / Math.max(1, values.length - 1);
   const path = document.createElementNS(ns, 'path');
-  path.setAttribute('d', values.map((v, i) => (i ? 'L' : 'M') + (i * step).toFixed(1) + ' ' + (66 - (v / max) * 62).toFixed(1)).join(' ') || 'M0 66');
+  const points = values.length > 1 ? values : [values[0] || 0, values[0] || 0];
+  const stride = 300 / (points.length - 1);
+  path.setAttribute('d', points.map((v, i) => (i ? 'L' : 'M') + (i * stride).toFixed(1) + ' ' + (66 - (v / max) * 62).toFixed(1)).join(' '));
   svg.append(path);
   const title = document.createElementNS(ns, 'title');
   title.textContent = 'peak ' + (max * 1000 / intervalMs).toFixed(1) + '/s';
@@ -77,8 +82,8 @@ function render(d) {
   fill('conversations', d.conversations.map((c) => [cell(c.conversation_id), cell(c.turns), cell(ago(d.now_ms - c.last_ms))]), 'No conversations yet.', 3);
   fill('errors', d.errors.slice().reverse().map((e) => [cell(ago(d.now_ms - e.at_ms)), cell(e.level, e.level === 'warn' ? 'warn' : 'bad'),
     cell((e.code ? e.code + ': ' : '') + e.message)]), 'None.', 3);
-  chart('chart-appends', d.rates.series.appends || [], d.rates.interval_ms);
-  chart('chart-pumps', d.rates.series.pumps || [], d.rates.interval_ms);
+  chart('appends', 'Appends', d.rates.series.appends || [], d.rates.interval_ms);
+  chart('pumps', 'Pumps', d.rates.series.pumps || [], d.rates.interval_ms);
   document.body.dataset.loaded = 'true';
 }
 async function refresh() {

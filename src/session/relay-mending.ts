@@ -187,8 +187,17 @@ export class RelayMending {
       );
     }
     await relay.putCheckpoint(copy);
-    if (!merged) await this.anchorable(copy.header, why);
-    return anchor;
+    if (merged) return anchor;
+    // The relay keeps the first copy of a checkpoint it is given, and the same state may have been
+    // published by two devices: the copy it holds, perhaps another device's signed by its
+    // publisher, is what its check of the anchor reads (a simulation schedule put both back at once).
+    const stored = await relay.readCheckpoint(base.hash);
+    if (stored && (await this.anchorable(stored.header, why))) return anchor;
+    throw new OpsyncError(
+      'relay_gap',
+      `${why}, and the copy of checkpoint ${base.hash} the relay holds is not one this device trusts, so it cannot anchor this device's ops there.`,
+      { device_id: device, checkpoint_hash: base.hash },
+    );
   }
 
   /**

@@ -1,4 +1,6 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
@@ -285,6 +287,19 @@ describe('the daemon lifecycle and the CLI', () => {
       const json = await run(['status', '--json'], { ...process.env, OPSYNC_DATA_DIR: dataDir });
       expect(json.code).toBe(0);
       expect(JSON.parse(json.stdout)).toMatchObject({ counts: { records: 1, quarantined: 0 }, base_checkpoint: null });
+      // --watch looks again and again, one JSON line per look with --json, until interrupted.
+      const watch = spawn(process.execPath, [cli(), 'status', '--watch', '--json', '--interval-ms', '100', '--data-dir', dataDir], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const exited = once(watch, 'exit');
+      const looks: Array<{ counts: { records: number } }> = [];
+      for await (const line of createInterface({ input: watch.stdout })) {
+        looks.push(JSON.parse(line) as { counts: { records: number } });
+        if (looks.length === 3) watch.kill('SIGINT');
+      }
+      expect(await exited).toEqual([0, null]);
+      expect(looks.length).toBeGreaterThanOrEqual(3);
+      for (const look of looks) expect(look.counts.records).toBe(1);
     } finally {
       await daemon.stop();
     }

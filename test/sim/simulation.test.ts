@@ -78,6 +78,10 @@ describe('seeded simulation', () => {
       1290822508,
       'a chain restart put its base back from its copy, published by a device the relay no longer had registered, and the relay refused the anchor',
     ],
+    [
+      473044527,
+      "two devices that had published the same state each put their own copy of it back at once; the relay kept the other device's, and refused the anchor of the one that trusted only its own",
+    ],
   ])('replays schedule %i (%s)', async (seed) => {
     await runSchedule(seed);
   });
