@@ -21,6 +21,10 @@ export function renderStatus(status: unknown, nowMs: number): string {
     };
     last_error: string | null;
     clock_ahead_ms?: number;
+    version?: string;
+    uptime_ms?: number;
+    relay?: string;
+    lease_backend?: string;
   };
   const frontier = (f: Record<string, number>) =>
     Object.entries(f)
@@ -29,6 +33,7 @@ export function renderStatus(status: unknown, nowMs: number): string {
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
   const lines = [
     `device       ${s.device_id}${s.url ? `  (${s.url})` : ''}`,
+    `daemon       opsync ${s.version ?? '?'}, up ${duration(s.uptime_ms ?? 0)}; relay ${s.relay ?? '?'}; leases ${s.lease_backend ?? '?'}`,
     `state        ${s.state_hash}  (${s.counts.records.toLocaleString('en-US')} record${s.counts.records === 1 ? '' : 's'})`,
     `journal      ${frontier(s.journal_frontier)}`,
     `stable       ${frontier(s.stable_frontier)}`,
@@ -44,7 +49,7 @@ export function renderStatus(status: unknown, nowMs: number): string {
     `quarantined  ${s.counts.quarantined}    undecryptable ${s.counts.undecryptable}    skipped payloads ${s.counts.skipped_payloads}`,
     `rejected     ${sum(s.counts.rejected)} ${JSON.stringify(s.counts.rejected)}    ignored relay files ${sum(s.counts.ignored_relay_files)} ${JSON.stringify(s.counts.ignored_relay_files)}`,
   ];
-  if (s.roster.length <= 1) lines.splice(6, 0, '  (none yet)');
+  if (s.roster.length <= 1) lines.splice(lines.indexOf('peers') + 1, 0, '  (none yet)');
   if (s.last_error) lines.push(`last error   ${s.last_error}`);
   const ahead = s.clock_ahead_ms ?? 0;
   if (ahead > DEFAULT_SESSION_OPTIONS.maxSkewMs) {

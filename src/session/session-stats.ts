@@ -25,7 +25,7 @@ export class SessionStats {
     /** Other devices' checkpoints this device would not compact onto: not what its own journal folds to at their frontier. */
     checkpoints_refused: 0,
   };
-  private readonly samples = new Map<string, { values: number[]; next: number }>();
+  private readonly samples = new Map<string, { values: number[]; next: number; total: number }>();
   private readonly listeners: Array<(kind: string, ms: number) => void> = [];
 
   onSample(listener: (kind: string, ms: number) => void): void {
@@ -36,23 +36,33 @@ export class SessionStats {
     for (const listener of this.listeners) listener(kind, ms);
     let ring = this.samples.get(kind);
     if (!ring) {
-      ring = { values: [], next: 0 };
+      ring = { values: [], next: 0, total: 0 };
       this.samples.set(kind, ring);
     }
     if (ring.values.length < RING) ring.values.push(ms);
     else ring.values[ring.next] = ms;
     ring.next = (ring.next + 1) % RING;
+    ring.total++;
   }
 
-  latencies(): Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }> {
-    const out: Record<string, { count: number; p50_ms: number; p99_ms: number; max_ms: number }> = {};
+  /** Per kind: `count` samples since the start, and the percentiles and maximum of the last `window` of them. */
+  latencies(): Record<string, Latency> {
+    const out: Record<string, Latency> = {};
     for (const [kind, ring] of this.samples) {
       const sorted = [...ring.values].sort((a, b) => a - b);
       const at = (p: number) => round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!);
-      out[kind] = { count: sorted.length, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: round(sorted.at(-1)!) };
+      out[kind] = { count: ring.total, window: sorted.length, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: round(sorted.at(-1)!) };
     }
     return out;
   }
+}
+
+interface Latency {
+  readonly count: number;
+  readonly window: number;
+  readonly p50_ms: number;
+  readonly p99_ms: number;
+  readonly max_ms: number;
 }
 
 function round(ms: number): number {

@@ -103,6 +103,7 @@ async function appendThroughput(echoRate: number, mintRate: number): Promise<Row
     const { rate, cpu } = await withCpu(daemon.process.pid!, 50_000, () =>
       pipelined(client, 50_000, 256, (i) => append(5_000 + i), 'sync.append'),
     );
+    const scrape = await metricsScrape(daemon, client);
     await client.close();
     progressDone();
     const rows: Row[] = [
@@ -115,11 +116,40 @@ async function appendThroughput(echoRate: number, mintRate: number): Promise<Row
       },
     ];
     if (cpu) rows.push(appendCpuRow(cpu, echoRate, mintRate));
+    rows.push(scrape);
     return rows;
   } finally {
     await daemon.stop();
     await rm(root, { recursive: true, force: true });
   }
+}
+
+/**
+ * What one Prometheus scrape of `/metrics` costs a daemon holding 55 000 appends, beside a
+ * `sync.status` round trip (what the scrape's gauges read) in the same run.
+ */
+async function metricsScrape(daemon: DaemonProcess, client: RpcClient): Promise<Row> {
+  progress('daemon: GET /metrics');
+  const url = (await daemon.info())!.url.replace(/^ws:/, 'http:') + '/metrics';
+  const headers = { authorization: `Bearer ${await daemon.token()}` };
+  const timed = async (run: () => Promise<unknown>) => {
+    const times: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const start = performance.now();
+      await run();
+      times.push(performance.now() - start);
+    }
+    return percentile(times, 50);
+  };
+  const scrape = await timed(async () => (await fetch(url, { headers })).text());
+  const status = await timed(() => client.call('sync.status'));
+  return {
+    name: 'daemon.metrics_scrape_p50',
+    value: Math.round(scrape * 100) / 100,
+    unit: 'ms',
+    target: 'report',
+    note: `one GET /metrics over HTTP, 200 in a row; ${(scrape / status).toFixed(1)}× a sync.status round trip (${status.toFixed(2)} ms)`,
+  };
 }
 
 /**

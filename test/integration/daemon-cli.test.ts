@@ -281,6 +281,7 @@ describe('the daemon lifecycle and the CLI', () => {
       const status = await run(['status', '--data-dir', dataDir]);
       expect(status.code).toBe(0);
       expect(status.stdout).toMatch(/^device +\S+/m);
+      expect(status.stdout).toMatch(/^daemon +opsync \d+\.\d+\.\d+, up \d+ s; relay \S+; leases dir$/m);
       expect(status.stdout).toMatch(/^state +sh-[0-9a-f]{64} +\(1 record\)/m);
       expect(status.stdout).toMatch(/^quarantined +0/m);
       // The same answer for scripts: sync.status as JSON, whatever the summary shows.
