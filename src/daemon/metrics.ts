@@ -177,29 +177,23 @@ function labelled(
   labelNames: string[],
   read: () => readonly Sample[],
 ): void {
-  if (type === 'gauge') {
+  const config = { name, help, labelNames, registers: [registry] };
+  if (type === 'gauge')
     new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
+      ...config,
       collect() {
         this.reset();
         for (const [labels, value] of read()) this.set(labels, value);
       },
     });
-    return;
-  }
-  new Counter({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, value] of read()) this.inc(labels, value);
-    },
-  });
+  else
+    new Counter({
+      ...config,
+      collect() {
+        this.reset();
+        for (const [labels, value] of read()) this.inc(labels, value);
+      },
+    });
 }
 
 /** `read` at most once per `ms`; calls in between get the last value. */

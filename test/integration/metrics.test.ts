@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { untilRosterHolds } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
@@ -51,14 +52,7 @@ describe('metrics', () => {
       await clientB.call('sync.pump');
       // A reads the relay's roster at most once a second: it pumps until that roster holds B.
       const deviceB = (await b.info())!.device_id;
-      await vi.waitFor(
-        async () => {
-          await clientA.call('sync.pump');
-          const { roster } = await clientA.call<{ roster: Array<{ device_id: string }> }>('sync.status');
-          expect(roster.map((entry) => entry.device_id)).toContain(deviceB);
-        },
-        { timeout: 30_000, interval: 200 },
-      );
+      await untilRosterHolds(clientA, deviceB);
       await expect(clientA.call('sync.nope')).rejects.toThrow(/not found/);
       await clientA.close();
       await clientB.close();

@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { untilRosterHolds } from '../helpers/converged.js';
 import { Chromium } from '../helpers/chromium.js';
 import { cli, DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
@@ -36,14 +37,7 @@ describe('the status page', () => {
         timestamp: 1,
       });
       await clientB.call('sync.pump');
-      await vi.waitFor(
-        async () => {
-          await clientA.call('sync.pump');
-          const { roster } = await clientA.call<{ roster: Array<{ device_id: string }> }>('sync.status');
-          expect(roster.map((entry) => entry.device_id)).toContain(deviceB);
-        },
-        { timeout: 30_000, interval: 200 },
-      );
+      await untilRosterHolds(clientA, deviceB);
       await clientA.close();
       await clientB.close();
 
