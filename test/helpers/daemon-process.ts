@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter, once } from 'node:events';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -13,6 +14,7 @@ import { PERSONAL_KEY } from './world.js';
  */
 export class DaemonProcess {
   private output = '';
+  private readonly lines = new EventEmitter();
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Resolves with the URL from the daemon's "listening" log line. */
   private readonly listening: Promise<string>;
@@ -32,6 +34,7 @@ export class DaemonProcess {
     this.listening = new Promise((resolve, reject) => {
       createInterface({ input: process.stdout! }).on('line', (line) => {
         this.output += line + '\n';
+        this.lines.emit('line');
         const entry = JSON.parse(line) as { msg?: string; url?: string };
         if (entry.msg?.startsWith('opsync listening') && entry.url) resolve(entry.url);
       });
@@ -112,6 +115,26 @@ export class DaemonProcess {
 
   logs(): string {
     return this.output;
+  }
+
+  /** The JSON log lines so far. */
+  logEntries(): Array<Record<string, unknown>> {
+    return this.output
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
+  /** Resolves with the first JSON log line `wanted` accepts, once the daemon has written it; fails after `timeoutMs`. */
+  async logged(wanted: (entry: Record<string, unknown>) => boolean, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.logEntries().find(wanted);
+      if (found) return found;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`the daemon did not log the line awaited within ${timeoutMs} ms:\n${this.output}`);
+      await Promise.race([once(this.lines, 'line'), new Promise((resolve) => setTimeout(resolve, left))]);
+    }
   }
 
   /** SIGTERM and wait for a clean exit. */

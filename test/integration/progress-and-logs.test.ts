@@ -12,14 +12,6 @@ import { useTempDirs } from '../helpers/temp-dir.js';
 
 const tempDir = useTempDirs();
 
-/** The JSON log lines of a daemon's output that carry `msg`. */
-function logLines(output: string): Array<Record<string, unknown>> {
-  return output
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
-}
-
 describe('progress', () => {
   it('logs opening a large journal step by step, from nothing to all of it, with done and total', async () => {
     const [dataDir, relay] = [await tempDir(), await tempDir()];
@@ -35,7 +27,7 @@ describe('progress', () => {
 
     const again = await DaemonProcess.start(dataDir, relay);
     await again.stop();
-    const steps = logLines(again.logs()).filter((line) => line.component === 'progress' && line.step === 'journal');
+    const steps = again.logEntries().filter((line) => line.component === 'progress' && line.step === 'journal');
     expect(steps[0]).toMatchObject({ done: 0, total: size });
     expect(steps.at(-1)).toMatchObject({ done: size, total: size, msg: `reading the journal (bytes): ${size} of ${size}` });
     for (let i = 1; i < steps.length; i++) expect(steps[i]!.done as number).toBeGreaterThanOrEqual(steps[i - 1]!.done as number);
@@ -70,11 +62,12 @@ describe('logs', () => {
       refused.on('error', () => undefined);
       await once(refused, 'unexpected-response');
       refused.terminate();
-      const lines = logLines(daemon.logs());
-      expect(lines).toContainEqual(expect.objectContaining({ msg: 'a client connected', peer: '127.0.0.1' }));
-      expect(lines).toContainEqual(expect.objectContaining({ msg: 'refused a connection', peer: '127.0.0.1', status: 401 }));
+      // The daemon writes its log as it goes: the lines are awaited, not assumed written with the answers.
+      await daemon.logged((line) => line.msg === 'a client connected' && line.peer === '127.0.0.1');
+      await daemon.logged((line) => line.msg === 'a client disconnected' && line.peer === '127.0.0.1');
+      await daemon.logged((line) => line.msg === 'refused a connection' && line.peer === '127.0.0.1' && line.status === 401);
       // Expected failures carry their code and sentence, never a stack.
-      expect(lines.filter((line) => JSON.stringify(line).includes('"stack"'))).toEqual([]);
+      expect(daemon.logEntries().filter((line) => JSON.stringify(line).includes('"stack"'))).toEqual([]);
     } finally {
       await daemon.stop();
     }
