@@ -39,6 +39,7 @@ import type { Progress } from '../util/progress.js';
 import { LeaseBook } from '../lease/lease-book.js';
 import { PageAccess } from '../rpc/page-access.js';
 import { startPlainHttp } from '../rpc/http-routes.js';
+import { changedFor, mergeChanged } from '../rpc/change-feed.js';
 
 export const VERSION = '0.1.0';
 
@@ -110,7 +111,7 @@ export class Daemon {
       const startedAt = Date.now();
       const served = await serve({ session, relay, leases, dataDir, keyring, startedAt }, config, token, { log, recent }, closers);
       const live = served.server;
-      session.onChange((event) => live.notify('sync.changed', { ...event }, (connection) => connection.subscribed));
+      session.onChange((event) => live.notify('sync.changed', (connection) => changedFor(event, connection), mergeChanged));
       await session.startLive();
       closers.add(dataDir, (opened) => opened.removeDaemonInfo());
       const where = { url: live.url, ...served.metrics };

@@ -24,7 +24,10 @@ export interface CallContext {
 
 export interface Connection {
   readonly id: number;
+  /** Whether it hears `sync.changed` (proposals/rpc.md §Change feed). */
   subscribed: boolean;
+  /** The surfaces it hears of; null: all. */
+  surfaces: ReadonlySet<string> | null;
 }
 
 /** Keeps a method's parameter and result types attached to its handler. */

@@ -1,3 +1,4 @@
+import type { JsonObject } from '../util/json.js';
 import type { Connection } from './method.js';
 
 /**
@@ -54,8 +55,8 @@ export class Peer {
   private startedThisTurn = 0;
   /** The client lagged at the last look (so that each hold-back is counted once). */
   private lagging = false;
-  /** Notifications held while the client lags, the newest per method. */
-  private readonly coalesced = new Map<string, string>();
+  /** Notifications held while the client lags, one per method. */
+  private readonly coalesced = new Map<string, JsonObject>();
   constructor(
     private readonly socket: PeerSocket,
     private readonly limits: ConnectionLimits,
@@ -76,11 +77,16 @@ export class Peer {
     this.admit();
   }
 
-  notify(method: string, text: string): void {
-    if (this.coalesced.size === 0 && !this.lags()) this.send(text);
+  /**
+   * Sends a notification, or holds it while the client lags: one held notification per method,
+   * which `merge` folds a newer one into (without `merge`, the newer replaces it).
+   */
+  notify(method: string, params: JsonObject, merge?: Merge): void {
+    if (this.coalesced.size === 0 && !this.lags()) this.send(notification(method, params));
     else {
-      if (this.coalesced.has(method)) this.stats.coalesced_notifications++;
-      this.coalesced.set(method, text);
+      const held = this.coalesced.get(method);
+      if (held) this.stats.coalesced_notifications++;
+      this.coalesced.set(method, held && merge ? merge(held, params) : params);
     }
   }
 
@@ -94,7 +100,7 @@ export class Peer {
     let lagging = this.lags();
     if (lagging && !this.lagging) this.stats.held_back++;
     if (!lagging && this.coalesced.size > 0) {
-      for (const text of this.coalesced.values()) this.send(text);
+      for (const [method, params] of this.coalesced) this.send(notification(method, params));
       this.coalesced.clear();
     }
     while (
@@ -132,4 +138,11 @@ export class Peer {
     this.startedThisTurn = 0;
     this.admit();
   };
+}
+
+/** Folds a newer notification's params into the older one's, for a client that lags. */
+export type Merge = (older: JsonObject, newer: JsonObject) => JsonObject;
+
+function notification(method: string, params: JsonObject): string {
+  return JSON.stringify({ jsonrpc: '2.0', method, params });
 }

@@ -7,7 +7,7 @@ import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
 import type { RpcEndpoint } from './rpc-endpoint.js';
 import type { Connection } from './method.js';
-import { Peer, type ConnectionLimits, type PeerSocket, type PeerStats } from './peer.js';
+import { Peer, type ConnectionLimits, type Merge, type PeerSocket, type PeerStats } from './peer.js';
 import { corked, rawText } from './ws-frames.js';
 import { answerHttp, type Gatekeeper, type HttpRoutes, type RouteAccess } from './http-routes.js';
 import type { PageAccess } from './page-access.js';
@@ -34,8 +34,11 @@ export interface RpcServer {
   /** `ws://host:port` or `ws+unix:///path`. */
   readonly url: string;
   readonly stats: TransportStats;
-  /** Sends a notification to every connection that `filter` accepts. */
-  notify(method: string, params: JsonObject, filter: (connection: Connection) => boolean): void;
+  /**
+   * Sends a notification to every connection `paramsFor` gives params for (null: not to this
+   * one); a connection that lags holds one per method, which `merge` folds newer ones into.
+   */
+  notify(method: string, paramsFor: (connection: Connection) => JsonObject | null, merge?: Merge): void;
   close(): Promise<void>;
 }
 
@@ -90,7 +93,11 @@ export async function startRpcServer(
     return refusal;
   };
   const http = httpServer(access, gatekeeper, (...args) => warn(...args));
-  const wss = new WebSocketServer({ noServer: true, maxPayload: LIMITS.maxFrameBytes });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: LIMITS.maxFrameBytes,
+    handleProtocols: (offered: Set<string>) => (offered.has(RPC_PROTOCOL) ? RPC_PROTOCOL : false),
+  });
   const peers = new Map<WebSocket, Peer>();
   const stats = zeroStats();
   const warn = throttledWarn(access.log);
@@ -106,7 +113,7 @@ export async function startRpcServer(
     }
     strangers.admitted(socket);
     wss.handleUpgrade(request, socket, head, (ws) => {
-      const connection: Connection = { id: nextId++, subscribed: false };
+      const connection: Connection = { id: nextId++, subscribed: false, surfaces: null };
       const peer = new Peer(peerSocket(ws, socket), limits, (text) => endpoint.handle(text, connection), connection, stats);
       servePeer(ws, peer, { peers, stats, log: access.log, address: socket.remoteAddress ?? 'local' });
     });
@@ -119,9 +126,11 @@ export async function startRpcServer(
   return {
     url: serverUrl(listen, port),
     stats,
-    notify(method, params, filter) {
-      const text = JSON.stringify({ jsonrpc: '2.0', method, params });
-      for (const peer of peers.values()) if (filter(peer.connection)) peer.notify(method, text);
+    notify(method, paramsFor, merge) {
+      for (const peer of peers.values()) {
+        const params = paramsFor(peer.connection);
+        if (params) peer.notify(method, params, merge);
+      }
     },
     async close() {
       for (const ws of peers.keys()) ws.close(1001, 'daemon shutting down');
@@ -283,14 +292,33 @@ function refuse(
   origins: readonly string[],
   hosts: ReadonlySet<string> | null,
 ): { status: 401 | 403; why: string } | null {
-  const [scheme, given, ...rest] = (request.headers.authorization ?? '').split(' ');
-  const presented = Buffer.from(given ?? '');
-  if (scheme?.toLowerCase() !== 'bearer' || rest.length > 0 || presented.length !== token.length || !timingSafeEqual(presented, token))
-    return { status: 401, why: 'no valid token' };
+  const presented = Buffer.from(presentedToken(request) ?? '');
+  if (presented.length !== token.length || !timingSafeEqual(presented, token)) return { status: 401, why: 'no valid token' };
   const origin = request.headers.origin;
   if (origin !== undefined && !origins.includes(origin))
     return { status: 403, why: `origin ${origin.slice(0, 200)} is not allowed (--allow-origin)` };
   return foreignHost(request, hosts);
+}
+
+/** What a browser's `WebSocket` offers as a subprotocol beside `opsync.v1` to carry the token, which it cannot put in a header. */
+export const BEARER_PROTOCOL = 'opsync.bearer.';
+/** The subprotocol the server answers a browser with: never the one carrying the token. */
+export const RPC_PROTOCOL = 'opsync.v1';
+
+/**
+ * The token a request presents: `Authorization: Bearer <token>` (the scheme in any case, RFC
+ * 7235), or else — from a browser, whose `WebSocket` cannot set headers — the subprotocol
+ * `opsync.bearer.<token>` offered with `opsync.v1` (proposals/rpc.md §Transport).
+ */
+function presentedToken(request: IncomingMessage): string | null {
+  const authorization = request.headers.authorization;
+  if (authorization !== undefined) {
+    const [scheme, given, ...rest] = authorization.split(' ');
+    return scheme?.toLowerCase() === 'bearer' && rest.length === 0 ? (given ?? null) : null;
+  }
+  const offered = (request.headers['sec-websocket-protocol'] ?? '').split(',').map((protocol) => protocol.trim());
+  if (!offered.includes(RPC_PROTOCOL)) return null;
+  return offered.find((protocol) => protocol.startsWith(BEARER_PROTOCOL))?.slice(BEARER_PROTOCOL.length) ?? null;
 }
 
 /** A `Host` that is not the address the daemon listens on (403: DNS rebinding), or null. */

@@ -97,6 +97,18 @@ export function oneOf<T extends string>(values: readonly T[]): Schema<T> {
   };
 }
 
+/** An array of at most `maxItems` values, each parsed by `items`. */
+export function arrayOf<T>(items: Schema<T>, maxItems: number): Schema<T[]> {
+  return {
+    json: { type: 'array', items: items.json, maxItems },
+    parse(value, path) {
+      if (!Array.isArray(value)) throw invalid(path, 'must be an array');
+      if (value.length > maxItems) throw invalid(path, `holds at most ${maxItems} values`);
+      return value.map((item, i) => items.parse(item, `${path}[${i}]`));
+    },
+  };
+}
+
 /** Any JSON object, at most `maxDepth` deep (payloads, tool inputs). */
 export function jsonObject(maxDepth: number): Schema<JsonObject> {
   return {

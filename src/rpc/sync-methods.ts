@@ -5,7 +5,7 @@ import type { Session } from '../session/session.js';
 import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
 import { defineMethod, resultObject, type MethodSpec } from './method.js';
-import { integer, jsonObject, object, optional, parsed, required, string } from './schema.js';
+import { arrayOf, integer, jsonObject, object, optional, parsed, required, string } from './schema.js';
 
 /** Daemon services the sync methods need beyond the session. */
 export interface SyncServices {
@@ -129,11 +129,15 @@ export function syncMethods(services: SyncServices): MethodSpec[] {
     }),
     defineMethod({
       name: 'sync.subscribe',
-      summary: 'Subscribes this connection to sync.changed notifications, sent after a pump folds something.',
-      params: none,
+      summary:
+        'Subscribes this connection to sync.changed: a notification after every change to the folded state — appends by any connection, ops folded from other devices, a rebase — naming the surfaces that changed (proposals/rpc.md §Change feed).',
+      params: object({
+        surfaces: optional(arrayOf(surface, 64), 'only changes to these surfaces (default: all); a rebase is always told'),
+      }),
       result: resultObject({ subscribed: { type: 'boolean' } }),
-      handler: (_p, call) => {
+      handler: (p, call) => {
         call.connection.subscribed = true;
+        call.connection.surfaces = p.surfaces ? new Set(p.surfaces) : null;
         return { subscribed: true };
       },
     }),

@@ -16,6 +16,7 @@ import { isOpsyncError, OpsyncError } from '../util/opsync-error.js';
 import type { Scope } from '../oplog/scope.js';
 import type { Surface } from '../oplog/surface.js';
 import type { JsonObject } from '../util/json.js';
+import { compareStrings } from '../util/ordered.js';
 import { auditJournal } from './journal-audit.js';
 import type { SessionLog } from './session-log.js';
 import type { Progress, ProgressStep } from '../util/progress.js';
@@ -81,6 +82,8 @@ export class Replica {
   /** The journal write of the newest own op; rewrites and audits wait for it. */
   private lastDurable: Promise<unknown> = Promise.resolve();
   private failed: OpsyncError | null = null;
+  /** Surfaces folded into since `takeChanged` last ran, for the change feed (proposals/rpc.md §Change feed). */
+  private readonly changed = new Set<Surface>();
 
   private constructor(
     private readonly deps: ReplicaDeps,
@@ -197,6 +200,7 @@ export class Replica {
     }
     this.chainHeads.set(this.deps.device, { seq: op.seq, op_id: op.op_id, hlc: op.hlc });
     this.fold.applyValid(foldInput(op, own.payload));
+    this.changed.add(op.surface);
     return op;
   }
 
@@ -217,6 +221,7 @@ export class Replica {
       this.clock.observe(op.hlc);
       if (entry.plain) {
         this.fold.apply(foldInput(op, entry.plain));
+        this.changed.add(op.surface);
         folded++;
       } else {
         tryOpen(op, this.heldOps, this.deps.keyring);
@@ -243,10 +248,18 @@ export class Replica {
       const plain = tryOpen(entry.op, this.heldOps, this.deps.keyring);
       if (plain) {
         this.fold.apply(foldInput(entry.op, plain));
+        this.changed.add(entry.op.surface);
         folded++;
       }
     });
     return folded;
+  }
+
+  /** The surfaces folded into since the last call, sorted; and forgets them. */
+  takeChanged(): Surface[] {
+    const surfaces = [...this.changed].sort(compareStrings);
+    this.changed.clear();
+    return surfaces;
   }
 
   /** Own ops in the journal that `wanted` picks, in seq order. */
@@ -317,7 +330,10 @@ export class Replica {
       this.heldOps.clear();
       for (const [device, head] of heads) this.chainHeads.set(device, head);
     }
-    for (const entry of kept) foldEntry(entry, this.fold, this.heldOps, this.deps.keyring);
+    for (const entry of kept) {
+      foldEntry(entry, this.fold, this.heldOps, this.deps.keyring);
+      this.changed.add(entry.op.surface);
+    }
     for (const head of frontier?.values() ?? []) this.clock.observe(head.hlc);
   }
 

@@ -31,9 +31,23 @@ export interface PumpReport {
   readonly rebased: boolean;
 }
 
+/** Where the ops of a change came from: this device's appends, another device's ops, held ops a new key opened. */
+export type ChangeOrigin = 'local' | 'remote' | 'key';
+
+/**
+ * Something changed in the folded state (proposals/rpc.md §Change feed): every write, whoever
+ * made it. Appends of one turn of the event loop make one change.
+ */
 export interface ChangeEvent {
+  /** Counts changes since the session opened: a gap between two a subscriber sees means some were coalesced. */
+  readonly change: number;
+  /** The surfaces folded into, sorted. */
+  readonly surfaces: readonly Surface[];
+  readonly origins: readonly ChangeOrigin[];
+  /** Ops folded. */
   readonly folded: number;
   readonly state_hash: StateHash;
+  /** The state was replaced by a checkpoint's (a rebase): whatever a host shows may have changed. */
   readonly rebased: boolean;
 }
 

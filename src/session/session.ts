@@ -13,6 +13,7 @@ import type {
   AppendInput,
   AppendResult,
   ChangeEvent,
+  ChangeOrigin,
   CheckpointReport,
   CompactReport,
   PumpReport,
@@ -45,6 +46,10 @@ export class Session {
   private readonly serial = new Serializer();
   private readonly live: LivePumps;
   private readonly listeners = new Set<(event: ChangeEvent) => void>();
+  /** Changes emitted so far (`ChangeEvent.change`). */
+  private changes = 0;
+  /** Own ops folded since the last change was emitted: they go out once per turn of the event loop. */
+  private localFolded = 0;
   private closed = false;
 
   private constructor(
@@ -110,6 +115,7 @@ export class Session {
     outbox.queue(op);
     this.stats.counters.appends++;
     this.stats.record('append', performance.now() - started);
+    if (this.localFolded++ === 0) setImmediate(() => this.emit(null));
     maintenance.counted(1);
     this.live.afterAppend();
     return { op_id: op.op_id, seq: op.seq, hlc: op.hlc };
@@ -129,7 +135,7 @@ export class Session {
   openHeld(): Promise<number> {
     return this.locked(async () => {
       const folded = await this.parts.replica.openHeld();
-      if (folded > 0) this.emit({ folded, state_hash: this.parts.replica.state.stateHash(), rebased: false });
+      if (folded > 0) this.emit({ origin: 'key', folded, rebased: false });
       return folded;
     });
   }
@@ -257,7 +263,7 @@ export class Session {
       const state_hash = replica.state.stateHash();
       // Subscribers hear of folded ops as soon as they are folded; the ack that follows only tells
       // the relay what this device durably holds.
-      if (folded > 0 || rebased) this.emit({ folded, state_hash, rebased });
+      if (folded > 0 || rebased) this.emit({ origin: 'remote', folded, rebased });
       const { acked, dueInMs } = await pull.ack(eagerAck);
       if (dueInMs !== null) this.live.later(dueInMs);
       bases.copyLater();
@@ -303,7 +309,28 @@ export class Session {
     );
   }
 
-  private emit(event: ChangeEvent): void {
+  /**
+   * Tells the listeners what changed since the last change: what a pump or a key folded (`from`),
+   * with the own ops folded meanwhile (an append's change waits for the end of its turn of the
+   * event loop, or goes out with the next change).
+   */
+  private emit(from: { origin: ChangeOrigin; folded: number; rebased: boolean } | null): void {
+    const local = this.localFolded;
+    this.localFolded = 0;
+    const folded = from?.folded ?? 0;
+    const rebased = from?.rebased ?? false;
+    if (this.closed || (folded === 0 && local === 0 && !rebased)) return;
+    const origins: ChangeOrigin[] = local > 0 ? ['local'] : [];
+    if (from && (folded > 0 || rebased)) origins.push(from.origin);
+    const { replica } = this.parts;
+    const event: ChangeEvent = {
+      change: ++this.changes,
+      surfaces: replica.takeChanged(),
+      origins,
+      folded: folded + local,
+      state_hash: replica.state.stateHash(),
+      rebased,
+    };
     for (const listener of this.listeners) listener(event);
   }
 

@@ -90,7 +90,7 @@ describe('output backpressure on a WebSocket connection', () => {
     // client's socket buffers and the 256 KiB limit hold.
     const sent = 64;
     for (let i = 0; i < sent; i++) {
-      server.notify('test.changed', { i, blob: 'n'.repeat(2 ** 20) }, () => true);
+      server.notify('test.changed', () => ({ i, blob: 'n'.repeat(2 ** 20) }));
       await new Promise((resolve) => setImmediate(resolve));
     }
     expect(server.stats.coalesced_notifications).toBeGreaterThan(0);

@@ -59,7 +59,7 @@ describe("a peer (one connection's backpressure)", () => {
     const socket = new FakeSocket();
     const { started, handle, answerAll } = heldHandler();
     const stats: PeerStats = { held_back: 0, coalesced_notifications: 0 };
-    const peer = new Peer(socket, { maxInFlight: 2, maxUnsentBytes: 1_000 }, handle, { id: 1, subscribed: true }, stats);
+    const peer = new Peer(socket, { maxInFlight: 2, maxUnsentBytes: 1_000 }, handle, { id: 1, subscribed: true, surfaces: null }, stats);
     for (const n of [1, 2, 3, 4]) peer.request(`r${n}`);
     expect(started).toEqual(['r1', 'r2']);
     expect(socket.paused).toBe(true);
@@ -75,7 +75,7 @@ describe("a peer (one connection's backpressure)", () => {
     const socket = new FakeSocket();
     const { started, handle, answerAll } = heldHandler();
     const stats: PeerStats = { held_back: 0, coalesced_notifications: 0 };
-    const peer = new Peer(socket, { maxInFlight: 10, maxUnsentBytes: 20 }, handle, { id: 1, subscribed: true }, stats);
+    const peer = new Peer(socket, { maxInFlight: 10, maxUnsentBytes: 20 }, handle, { id: 1, subscribed: true, surfaces: null }, stats);
     peer.request('r1');
     answerAll();
     await settle();
@@ -90,16 +90,26 @@ describe("a peer (one connection's backpressure)", () => {
     expect(socket.paused).toBe(false);
   });
 
-  it('coalesces the notifications of a client that lags: it gets the newest of each method once it reads', () => {
+  it('coalesces the notifications of a client that lags: once it reads, one per method, merged where the method merges', () => {
     const socket = new FakeSocket();
     const stats: PeerStats = { held_back: 0, coalesced_notifications: 0 };
-    const peer = new Peer(socket, { maxInFlight: 10, maxUnsentBytes: 20 }, heldHandler().handle, { id: 1, subscribed: true }, stats);
+    const peer = new Peer(
+      socket,
+      { maxInFlight: 10, maxUnsentBytes: 20 },
+      heldHandler().handle,
+      { id: 1, subscribed: true, surfaces: null },
+      stats,
+    );
     socket.buffered = 100;
-    for (const n of [1, 2, 3]) peer.notify('sync.changed', `changed ${n}`);
-    peer.notify('other', 'other 1');
+    const sum = (older: { n?: unknown }, newer: { n?: unknown }) => ({ n: Number(older.n) + Number(newer.n) });
+    for (const n of [1, 2, 3]) peer.notify('sync.changed', { n }, sum);
+    for (const n of [1, 2]) peer.notify('other', { n });
     expect(socket.sent).toEqual([]);
     socket.read();
-    expect(socket.sent).toEqual(['changed 3', 'other 1']);
-    expect(stats.coalesced_notifications).toBe(2);
+    expect(socket.sent.map((text) => JSON.parse(text) as unknown)).toEqual([
+      { jsonrpc: '2.0', method: 'sync.changed', params: { n: 6 } },
+      { jsonrpc: '2.0', method: 'other', params: { n: 2 } },
+    ]);
+    expect(stats.coalesced_notifications).toBe(3);
   });
 });

@@ -24,7 +24,7 @@ describe('answers that cannot be sent', () => {
     ],
     { error: (_fields, message) => errors.push(message) },
   );
-  const connection = { id: 1, subscribed: false };
+  const connection = { id: 1, subscribed: false, surfaces: null };
   const call = (method: string, id: number) => ({ jsonrpc: '2.0', id, method });
 
   it('answers answer_too_large for one past the string limit, naming what to do', async () => {

@@ -884,3 +884,32 @@ describe('eviction and straggler re-entry', () => {
     expect(a.status().roster.find((r) => r.device_id === 'device-b')?.status).toBe('active');
   });
 });
+
+describe('the change feed', () => {
+  it('makes one change of the appends of one turn, naming their surfaces, and another of what a pump folds', async () => {
+    const world = new World();
+    const a = await world.open('device-a');
+    const b = await world.open('device-b');
+    try {
+      const heard: Array<{ change: number; surfaces: readonly string[]; origins: readonly string[]; folded: number }> = [];
+      b.onChange(({ change, surfaces, origins, folded }) => heard.push({ change, surfaces, origins, folded }));
+      const local = new Promise<void>((resolve) => b.onChange(() => resolve()));
+      await Promise.all([
+        b.append({ surface: 'skill', payload: { id: 's1' }, scope: 'personal' }),
+        b.append({ surface: 'knowledge', payload: { id: 'k1' }, scope: 'personal' }),
+        b.append({ surface: 'skill', payload: { id: 's2' }, scope: 'personal' }),
+      ]);
+      await local;
+      await a.append({ surface: 'run', payload: { id: 'r1' }, scope: 'personal' });
+      await a.pump();
+      await b.pump();
+      expect(heard).toEqual([
+        { change: 1, surfaces: ['knowledge', 'skill'], origins: ['local'], folded: 3 },
+        { change: 2, surfaces: ['run'], origins: ['remote'], folded: 1 },
+      ]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
