@@ -25,6 +25,7 @@ const layers = [
   ['rpc'],
   ['daemon'],
   ['cli'],
+  ['client'],
 ];
 
 /** Pure core: no I/O, no clock, no randomness (README.md §Layout and specs). */
@@ -84,6 +85,20 @@ const relayZones = [
 
 const ioModules = ['node:*', 'fs', 'path', 'os', 'crypto', 'child_process', 'ws', 'pg', 'chokidar', 'pino', 'uuid'];
 
+/** The typed client sees only the API's types (src/rpc/api.ts): hosts load it, not the daemon. */
+const clientMessage = 'The client imports only the types of src/rpc/api.ts (proposals/rpc.md §Client).';
+const clientZones = [
+  {
+    target: './src/client',
+    from: layers
+      .flat()
+      .filter((name) => name !== 'client' && name !== 'rpc')
+      .map((name) => `./src/${name}`),
+    message: clientMessage,
+  },
+  { target: './src/client', from: './src/rpc', except: ['./api.ts'], message: clientMessage },
+];
+
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'coverage/'] },
   js.configs.recommended,
@@ -102,7 +117,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-console': 'error',
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
-      'import-x/no-restricted-paths': ['error', { zones: [...layerZones, ...relayZones] }],
+      'import-x/no-restricted-paths': ['error', { zones: [...layerZones, ...relayZones, ...clientZones] }],
     },
   },
   {
@@ -128,6 +143,16 @@ export default tseslint.config(
     },
   },
   {
+    // One source for Node and browsers: the client and its browser entry load nothing from Node.
+    files: ['src/client/client.ts', 'src/client/browser.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ioModules, message: 'The client runs in browsers too: Node modules only in src/client/node.ts.' }] },
+      ],
+    },
+  },
+  {
     files: ['src/**/*.ts', 'relay/**/*.ts'],
     rules: {
       'max-lines': ['error', { max: 400, skipBlankLines: true, skipComments: true }],
@@ -140,7 +165,7 @@ export default tseslint.config(
     rules: { 'max-lines-per-function': 'off' },
   },
   {
-    files: ['src/cli/**/*.ts', 'test/bench/**/*.ts', 'test/demo/**/*.ts', 'test/children/**/*.ts'],
+    files: ['src/cli/**/*.ts', 'test/bench/**/*.ts', 'test/demo/**/*.ts', 'test/children/**/*.ts', 'examples/**/*.ts'],
     rules: { 'no-console': 'off' },
   },
   {

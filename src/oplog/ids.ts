@@ -10,6 +10,17 @@ import { LIMITS } from '../util/limits.js';
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
 
+/** `T` as it crosses the wire: branded strings and numbers are plain ones (what a client sends; the server parses them). */
+export type Unbranded<T> = T extends string & { readonly [brand]: string }
+  ? string
+  : T extends number & { readonly [brand]: string }
+    ? number
+    : T extends readonly (infer E)[]
+      ? Unbranded<E>[]
+      : T extends object
+        ? { [K in keyof T]: Unbranded<T[K]> }
+        : T;
+
 export type DeviceId = Brand<string, 'DeviceId'>;
 export type OpId = Brand<string, 'OpId'>;
 export type AgentId = Brand<string, 'AgentId'>;

@@ -7,7 +7,7 @@ import { OpsyncError } from '../util/opsync-error.js';
 import type { Session } from '../session/session.js';
 import { jsonDepth, type JsonObject, type JsonValue } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
-import { defineMethod, resultObject, type MethodSpec } from './method.js';
+import { defineMethod, resultObject } from './method.js';
 import { integer, nameId, object, oneOf, optional, parsed, required, string } from './schema.js';
 
 /**
@@ -23,7 +23,7 @@ const toolCall = {
   required: ['id', 'name', 'input'],
 };
 
-export function conversationMethods(session: Session): MethodSpec[] {
+export function conversationMethods(session: Session) {
   return [
     defineMethod({
       name: 'sync.record_turn',

@@ -8,7 +8,7 @@ import { object } from './schema.js';
  * rpc.discover: an OpenRPC 1.2.6 document generated from the same descriptors the JSON-RPC endpoint
  * serves, so a host — or an agent — can drive the daemon without other documentation.
  */
-export function discoverMethod(methods: () => readonly MethodSpec[], version: string): MethodSpec {
+export function discoverMethod(methods: () => readonly MethodSpec[], version: string) {
   return defineMethod({
     name: 'rpc.discover',
     summary: 'This API as an OpenRPC document.',

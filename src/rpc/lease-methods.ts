@@ -4,7 +4,7 @@ import { isLive, MAX_TTL_MS, MIN_TTL_MS, toLease } from '../lease/lease-rules.js
 import { INTENT_STATUSES } from '../fold/payload-rules.js';
 import { parseAgentId, parseRunId, type Epoch } from '../oplog/ids.js';
 import type { Session } from '../session/session.js';
-import { defineMethod, resultObject, type MethodSpec } from './method.js';
+import { defineMethod, resultObject } from './method.js';
 import { integer, nameId, object, oneOf, parsed, required } from './schema.js';
 
 /**
@@ -26,7 +26,7 @@ const lease = resultObject({
   expires_at_ms: { type: 'integer' },
 });
 
-export function leaseMethods(session: Session, leases: LeaseCoordinator): MethodSpec[] {
+export function leaseMethods(session: Session, leases: LeaseCoordinator) {
   const device = session.device;
   return [
     defineMethod({

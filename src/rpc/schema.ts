@@ -12,28 +12,36 @@ export interface Schema<T> {
   parse(value: unknown, path: string): T;
 }
 
-export interface Field<T> {
+export interface Field<T, Optional extends boolean = boolean> {
   readonly schema: Schema<T>;
-  readonly optional: boolean;
+  readonly optional: Optional;
   readonly description: string;
 }
 
-export function required<T>(schema: Schema<T>, description: string): Field<T> {
+export function required<T>(schema: Schema<T>, description: string): Field<T, false> {
   return { schema, optional: false, description };
 }
 
-export function optional<T>(schema: Schema<T>, description: string): Field<T | undefined> {
+export function optional<T>(schema: Schema<T>, description: string): Field<T | undefined, true> {
   return { schema: schema, optional: true, description };
 }
 
 export type ObjectOf<F extends Record<string, Field<unknown>>> = { [K in keyof F]: F[K] extends Field<infer T> ? T : never };
 
-export interface ObjectSchema<T> extends Schema<T> {
+/** What a caller sends for fields `F`: required fields, and the optional ones as optional keys. */
+export type InputOf<F extends Record<string, Field<unknown>>> = {
+  [K in keyof F as F[K] extends Field<unknown, true> ? never : K]: F[K] extends Field<infer T> ? T : never;
+} & { [K in keyof F as F[K] extends Field<unknown, true> ? K : never]?: F[K] extends Field<infer T> ? Exclude<T, undefined> : never };
+
+/** Parses params into `T`; `Input` is what a caller sends (typed clients, proposals/rpc.md §Methods). */
+export interface ObjectSchema<T, Input = T> extends Schema<T> {
   readonly fields: Readonly<Record<string, Field<unknown>>>;
+  /** Never set: carries the input type. */
+  readonly input?: Input;
 }
 
 /** A JSON object with exactly these fields (unknown fields are refused, so typos surface). */
-export function object<F extends Record<string, Field<unknown>>>(fields: F): ObjectSchema<ObjectOf<F>> {
+export function object<F extends Record<string, Field<unknown>>>(fields: F): ObjectSchema<ObjectOf<F>, InputOf<F>> {
   const names = Object.keys(fields);
   return {
     fields,

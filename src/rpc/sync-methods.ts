@@ -4,14 +4,23 @@ import { OpsyncError } from '../util/opsync-error.js';
 import type { Session } from '../session/session.js';
 import type { JsonObject } from '../util/json.js';
 import { LIMITS } from '../util/limits.js';
-import { defineMethod, resultObject, type MethodSpec } from './method.js';
+import { defineMethod, resultObject } from './method.js';
 import { arrayOf, integer, jsonObject, object, optional, parsed, required, string } from './schema.js';
 
 /** Daemon services the sync methods need beyond the session. */
+/** What `sync.status` says of the daemon beside the session's status. */
+export interface DaemonFacts {
+  readonly version: string;
+  readonly relay: string;
+  readonly lease_backend: string;
+  readonly url: string | null;
+  readonly uptime_ms: number;
+}
+
 export interface SyncServices {
   readonly session: Session;
   /** Static facts about the daemon for sync.status. */
-  info(): JsonObject;
+  info(): DaemonFacts;
   /** Transport and endpoint counters for sync.stats. */
   rpcStats(): JsonObject;
   /** The status page's address with a fresh one-time code. */
@@ -32,7 +41,7 @@ const orgName = string({ maxLength: 64, pattern: /^[a-z0-9][a-z0-9_-]{0,63}$/ })
 const hlc = resultObject({ wall_ms: { type: 'integer' }, counter: { type: 'integer' }, device_id: { type: 'string' } });
 const none = object({});
 
-export function syncMethods(services: SyncServices): MethodSpec[] {
+export function syncMethods(services: SyncServices) {
   const { session } = services;
   return [
     defineMethod({

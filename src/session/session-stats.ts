@@ -57,7 +57,7 @@ export class SessionStats {
   }
 }
 
-interface Latency {
+export interface Latency {
   readonly count: number;
   readonly window: number;
   readonly p50_ms: number;

@@ -27,7 +27,7 @@ async function ok(command: string, args: readonly string[], cwd?: string): Promi
  * fresh folder: nothing left over from other builds), installed into a temporary prefix as a user
  * installs it (`npm install --global --prefix`).
  */
-let packed: { files: string[]; bin: string };
+let packed: { files: string[]; bin: string; tarball: string };
 
 beforeAll(async () => {
   const stage = await tempDir();
@@ -49,12 +49,12 @@ beforeAll(async () => {
     '--no-fund',
     join(stage, report!.filename),
   ]);
-  packed = { files: report!.files.map((file) => file.path), bin: join(prefix, 'bin', 'opsync') };
+  packed = { files: report!.files.map((file) => file.path), bin: join(prefix, 'bin', 'opsync'), tarball: join(stage, report!.filename) };
 }, 600_000);
 
 describe('the package', () => {
   it('ships only what runs: the built daemon and relays, README, LICENSE and package.json', async () => {
-    for (const path of packed.files) expect(path).toMatch(/^(dist\/(src|relay)\/.+\.js|README\.md|LICENSE|package\.json)$/);
+    for (const path of packed.files) expect(path).toMatch(/^(dist\/(src|relay)\/.+\.(js|d\.ts)|README\.md|LICENSE|package\.json)$/);
     for (const needed of ['dist/src/cli/main.js', 'dist/src/journal/digest-worker.js', 'dist/relay/postgres/postgres-relay.js', 'LICENSE'])
       expect(packed.files).toContain(needed);
     const manifest = JSON.parse(await readFile('package.json', 'utf8')) as { license: string };
@@ -74,6 +74,20 @@ describe('the package', () => {
     expect((await run(packed.bin, ['--version'])).stdout.trim()).toBe(
       (JSON.parse(await readFile('package.json', 'utf8')) as { version: string }).version,
     );
+    // A host of its own, with the package as a dependency, reaches the daemon through `opsync/client`.
+    const host = await tempDir();
+    await writeFile(join(host, 'package.json'), JSON.stringify({ name: 'host', private: true, type: 'module' }));
+    await ok('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', packed.tarball], host);
+    await writeFile(
+      join(host, 'host.js'),
+      `import { fromDataDir } from 'opsync/client';
+const client = await fromDataDir(process.argv[2]);
+const { seq } = await client.sync.append({ surface: 'knowledge', payload: { id: 'from-a-host' } });
+const { counts } = await client.sync.status();
+console.log(JSON.stringify({ seq, records: counts.records }));
+client.close();`,
+    );
+    expect(JSON.parse(await ok(process.execPath, [join(host, 'host.js'), dataDir]))).toEqual({ seq: 1, records: 2 });
     expect((await run(packed.bin, ['stop', ...flags])).code).toBe(0);
     expect(await exited).toBe(0);
   });

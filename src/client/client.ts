@@ -1,0 +1,271 @@
+import { JSONRPCClient, JSONRPCErrorException, type JSONRPCResponse } from 'json-rpc-2.0';
+import type { MethodName, OpsyncMethods } from '../rpc/api.js';
+
+/**
+ * The typed client hosts use (proposals/rpc.md §Client). One source for Node and browsers: it
+ * speaks to a WebSocket through the part of the browser's API that `ws` also implements, and
+ * imports nothing from Node; `node.ts` and `browser.ts` say how to reach the daemon.
+ *
+ * - calls are typed by `OpsyncMethods`, derived from the descriptors the daemon serves, and
+ *   namespaced: `client.sync.append({...})`, `client.lease.acquire({...})`;
+ * - a failure is one error class, `OpsyncRpcError`, with the JSON-RPC code and the daemon's
+ *   name for it (`kind`, `data.code`);
+ * - every call has a timeout (30 s by default) and takes an `AbortSignal`;
+ * - a lost connection is made again with jittered exponential backoff, asking `locate` again
+ *   first (a daemon restarted on port 0 listens elsewhere); the subscription is renewed; calls
+ *   made meanwhile wait for the connection (within their timeout), and calls that were in flight
+ *   reject with `connection_lost`: the daemon may or may not have run them.
+ */
+
+/** The part of a WebSocket the client uses: the browser's API, which `ws` implements too. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+/** How to reach the daemon now: asked before every connection. */
+export type Locate = () => Promise<() => WebSocketLike>;
+
+export interface ClientOptions {
+  /** Per-call timeout unless a call says otherwise (default 30 000 ms). */
+  readonly timeoutMs?: number;
+  /** Make a lost connection again (default true). */
+  readonly reconnect?: boolean;
+  /** First and largest wait between attempts, before jitter (default 100 and 5 000 ms). */
+  readonly backoffMs?: { readonly first: number; readonly max: number };
+}
+
+export interface CallOptions {
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+export type ConnectionState = 'open' | 'reconnecting' | 'closed';
+
+/** What a subscriber hears of a change (proposals/rpc.md §Change feed). */
+export interface Change {
+  readonly change: number;
+  readonly surfaces: readonly string[];
+  readonly origins: readonly string[];
+  readonly folded: number;
+  readonly state_hash: string;
+  readonly rebased: boolean;
+  readonly coalesced: number;
+}
+
+type Input<M extends MethodName> = OpsyncMethods[M]['input'];
+type Result<M extends MethodName> = OpsyncMethods[M]['result'];
+/** A method whose params may all be left out can be called without any. */
+type Call<M extends MethodName> =
+  Record<string, never> extends Input<M>
+    ? (params?: Input<M>, options?: CallOptions) => Promise<Result<M>>
+    : (params: Input<M>, options?: CallOptions) => Promise<Result<M>>;
+/** The methods of one namespace (`sync`, `lease`, `rpc`), by their names within it. */
+export type Namespace<P extends string> = { [M in MethodName as M extends `${P}.${infer Rest}` ? Rest : never]: Call<M> };
+
+/** A failed call: the JSON-RPC `code`, the daemon's name for the failure (`kind`) and its `data`. */
+export class OpsyncRpcError extends Error {
+  override readonly name = 'OpsyncRpcError';
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data: Readonly<Record<string, unknown>> = {},
+  ) {
+    super(message);
+  }
+
+  /** `data.code`: `lease_held`, `invalid_params` …, or the client's own `timeout`, `aborted`, `connection_lost`, `closed`. */
+  get kind(): string {
+    return typeof this.data.code === 'string' ? this.data.code : 'unknown';
+  }
+}
+
+/** The code of the failures the client itself names (`timeout`, `aborted`, `connection_lost`, `closed`): no daemon error uses it. */
+const CLIENT_ERROR = -32099;
+
+export class OpsyncClient {
+  readonly sync: Namespace<'sync'>;
+  readonly lease: Namespace<'lease'>;
+  readonly rpc: Namespace<'rpc'>;
+  private ws: WebSocketLike | null = null;
+  private readonly rpcClient: JSONRPCClient;
+  private nextId = 1;
+  private state: ConnectionState = 'reconnecting';
+  private subscription: Input<'sync.subscribe'> | null = null;
+  /** Calls made while the connection is not open: sent once it is, or failed. */
+  private readonly waiting = new Map<() => void, (kind: string, message: string) => void>();
+  private readonly changeListeners = new Set<(change: Change) => void>();
+  private readonly stateListeners = new Set<(state: ConnectionState) => void>();
+  private attempt = 0;
+  private retry: ReturnType<typeof setTimeout> | null = null;
+
+  private constructor(
+    private readonly locate: Locate,
+    private readonly options: ClientOptions,
+  ) {
+    this.rpcClient = new JSONRPCClient((request) => this.ws?.send(JSON.stringify(request)));
+    this.sync = this.namespace('sync');
+    this.lease = this.namespace('lease');
+    this.rpc = this.namespace('rpc');
+  }
+
+  /** Connects, or rejects with why the first connection failed. */
+  static async connect(locate: Locate, options: ClientOptions = {}): Promise<OpsyncClient> {
+    const client = new OpsyncClient(locate, options);
+    await client.open();
+    return client;
+  }
+
+  get connectionState(): ConnectionState {
+    return this.state;
+  }
+
+  /** Calls `method`; rejects with `OpsyncRpcError`. */
+  async call<M extends MethodName>(method: M, params: Input<M>, options: CallOptions = {}): Promise<Result<M>> {
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs ?? 30_000;
+    return new Promise<Result<M>>((resolve, reject) => {
+      let settled = false;
+      const finish = (outcome: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        this.waiting.delete(send);
+        outcome();
+      };
+      const fail = (kind: string, message: string) => finish(() => reject(new OpsyncRpcError(CLIENT_ERROR, message, { code: kind })));
+      const onAbort = () => fail('aborted', `${method} was aborted.`);
+      const timer = setTimeout(() => fail('timeout', `${method} had no answer within ${timeoutMs} ms.`), timeoutMs);
+      const send = () => {
+        this.waiting.delete(send);
+        this.rpcClient.requestAdvanced({ jsonrpc: '2.0', id: this.nextId++, method, params: params ?? {} }).then(
+          (response: JSONRPCResponse) =>
+            finish(() =>
+              response.error
+                ? reject(
+                    new OpsyncRpcError(response.error.code, response.error.message, (response.error.data ?? {}) as Record<string, unknown>),
+                  )
+                : resolve(response.result as Result<M>),
+            ),
+          (error: unknown) => finish(() => reject(lost(method, error))),
+        );
+      };
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (this.state === 'closed') return fail('closed', `${method}: the client was closed.`);
+      if (this.state === 'open') send();
+      else this.waiting.set(send, fail);
+    });
+  }
+
+  /** Subscribes to the change feed (renewed after every reconnect); `listener` hears each change. */
+  async subscribe(params: Input<'sync.subscribe'> = {}, listener?: (change: Change) => void): Promise<void> {
+    if (listener) this.changeListeners.add(listener);
+    this.subscription = params;
+    await this.call('sync.subscribe', params);
+  }
+
+  onChange(listener: (change: Change) => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  /** Hears the connection go `reconnecting`, `open` again, or `closed`. */
+  onState(listener: (state: ConnectionState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /** Closes the connection for good: calls waiting or in flight reject with `closed`. */
+  close(): void {
+    this.setState('closed');
+    if (this.retry) clearTimeout(this.retry);
+    for (const fail of [...this.waiting.values()]) fail('closed', 'the client was closed before the call could be sent.');
+    this.rpcClient.rejectAllPendingRequests('closed');
+    this.ws?.close(1000, 'client closed');
+  }
+
+  private namespace<P extends string>(prefix: P): Namespace<P> {
+    return new Proxy({} as Namespace<P>, {
+      get: (_target, name) =>
+        typeof name === 'string'
+          ? (params?: object, options?: CallOptions) => this.call(`${prefix}.${name}` as MethodName, params ?? {}, options)
+          : undefined,
+    });
+  }
+
+  /** Opens a connection; resolves once it is open, rejects with why it could not be. */
+  private async open(): Promise<void> {
+    const ws = (await this.locate())();
+    this.ws = ws;
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = () =>
+        reject(
+          new OpsyncRpcError(CLIENT_ERROR, 'Cannot reach the daemon (refused, or nothing listens there).', { code: 'connection_lost' }),
+        );
+      ws.onclose = ({ code }) =>
+        reject(new OpsyncRpcError(CLIENT_ERROR, `The daemon closed the connection (${code}).`, { code: 'connection_lost' }));
+    });
+    ws.onmessage = ({ data }) => this.receive(String(data));
+    ws.onerror = null;
+    ws.onclose = () => this.lost(ws);
+    this.attempt = 0;
+    if (this.subscription) await this.rpcClient.request('sync.subscribe', this.subscription);
+    this.setState('open');
+    for (const send of [...this.waiting.keys()]) send();
+  }
+
+  private receive(text: string): void {
+    let message: { method?: unknown; params?: unknown } | null;
+    try {
+      message = JSON.parse(text) as typeof message;
+    } catch {
+      return;
+    }
+    if (message && typeof message === 'object' && !Array.isArray(message) && typeof message.method === 'string') {
+      if (message.method === 'sync.changed') for (const listener of this.changeListeners) listener(message.params as Change);
+    } else this.rpcClient.receive(message as never);
+  }
+
+  private lost(ws: WebSocketLike): void {
+    if (this.ws !== ws || this.state === 'closed') return;
+    this.rpcClient.rejectAllPendingRequests('connection_lost');
+    if (this.options.reconnect === false) return this.close();
+    this.setState('reconnecting');
+    this.schedule();
+  }
+
+  private schedule(): void {
+    const { first, max } = this.options.backoffMs ?? { first: 100, max: 5_000 };
+    // Full jitter: many clients of one restarted daemon do not come back at the same moment.
+    const delay = Math.random() * Math.min(max, first * 2 ** this.attempt++);
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      this.open().catch(() => {
+        if (this.state !== 'closed') this.schedule();
+      });
+    }, delay);
+  }
+
+  private setState(state: ConnectionState): void {
+    if (this.state === state) return;
+    this.state = state;
+    for (const listener of this.stateListeners) listener(state);
+  }
+}
+
+function lost(method: string, error: unknown): OpsyncRpcError {
+  if (error instanceof JSONRPCErrorException)
+    return new OpsyncRpcError(error.code, error.message, (error.data ?? {}) as Record<string, unknown>);
+  const why = error instanceof Error ? error.message : String(error);
+  if (why === 'closed') return new OpsyncRpcError(CLIENT_ERROR, `${method}: the client was closed.`, { code: 'closed' });
+  return new OpsyncRpcError(CLIENT_ERROR, `${method}: the connection closed before the daemon answered; it may or may not have run.`, {
+    code: 'connection_lost',
+  });
+}

@@ -1,0 +1,30 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { OpsyncClient, type ClientOptions, type WebSocketLike } from './client.js';
+
+export * from './client.js';
+export type { MethodName, OpsyncMethods } from '../rpc/api.js';
+
+/**
+ * The client for Node hosts (proposals/rpc.md §Client): `ws` with the token in `Authorization`.
+ * `fromDataDir` finds the daemon of a data directory through its `daemon.json` and `token`, and
+ * reads them again before every reconnect, so a daemon restarted on another port is found.
+ */
+export function connect(url: string, token: string, options?: ClientOptions): Promise<OpsyncClient> {
+  return OpsyncClient.connect(() => Promise.resolve(() => open(url, token)), options);
+}
+
+export function fromDataDir(dataDir: string, options?: ClientOptions): Promise<OpsyncClient> {
+  return OpsyncClient.connect(async () => {
+    const [info, token] = await Promise.all([readFile(join(dataDir, 'daemon.json'), 'utf8'), readFile(join(dataDir, 'token'), 'utf8')]);
+    const { url } = JSON.parse(info) as { url?: unknown };
+    if (typeof url !== 'string') throw new Error(`${join(dataDir, 'daemon.json')} names no url: is the daemon running?`);
+    return () => open(url, token.trim());
+  }, options);
+}
+
+function open(url: string, token: string): WebSocketLike {
+  // Answers can be far larger than requests (a long conversation resumed).
+  return new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 2 ** 30 }) as unknown as WebSocketLike;
+}
