@@ -1,7 +1,7 @@
 import { OpsyncClient, type ClientOptions, type WebSocketLike } from './client.js';
 
 export * from './client.js';
-export type { MethodName, OpsyncMethods } from '../rpc/api.js';
+export type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
 
 /**
  * The client for browser pages — an Electron renderer, a Tauri webview, a local web UI

@@ -1,5 +1,5 @@
 import { JSONRPCClient, JSONRPCErrorException, type JSONRPCResponse } from 'json-rpc-2.0';
-import type { MethodName, OpsyncMethods } from '../rpc/api.js';
+import type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
 
 /**
  * The typed client hosts use (proposals/rpc.md §Client). One source for Node and browsers: it
@@ -46,17 +46,6 @@ export interface CallOptions {
 }
 
 export type ConnectionState = 'open' | 'reconnecting' | 'closed';
-
-/** What a subscriber hears of a change (proposals/rpc.md §Change feed). */
-export interface Change {
-  readonly change: number;
-  readonly surfaces: readonly string[];
-  readonly origins: readonly string[];
-  readonly folded: number;
-  readonly state_hash: string;
-  readonly rebased: boolean;
-  readonly coalesced: number;
-}
 
 type Input<M extends MethodName> = OpsyncMethods[M]['input'];
 type Result<M extends MethodName> = OpsyncMethods[M]['result'];

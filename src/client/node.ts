@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { OpsyncClient, type ClientOptions, type WebSocketLike } from './client.js';
 
 export * from './client.js';
-export type { MethodName, OpsyncMethods } from '../rpc/api.js';
+export type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
 
 /**
  * The client for Node hosts (proposals/rpc.md §Client): `ws` with the token in `Authorization`.

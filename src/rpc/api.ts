@@ -2,6 +2,7 @@ import type { conversationMethods } from './conversation-methods.js';
 import type { discoverMethod } from './discover.js';
 import type { leaseMethods } from './lease-methods.js';
 import type { MethodMap } from './method.js';
+import type { ChangeEvent } from '../session/session-reports.js';
 import type { syncMethods } from './sync-methods.js';
 
 /**
@@ -17,3 +18,6 @@ export type OpsyncMethods = MethodMap<
 >;
 
 export type MethodName = keyof OpsyncMethods;
+
+/** What a subscriber hears of a change (`sync.changed`, proposals/rpc.md §Change feed): the change, and how many it stands for. */
+export type Change = ChangeEvent & { readonly coalesced: number };
