@@ -1,4 +1,3 @@
-import { JSONRPCClient, JSONRPCErrorException, type JSONRPCResponse } from 'json-rpc-2.0';
 import type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
 
 /**
@@ -11,6 +10,8 @@ import type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
  * - a failure is one error class, `OpsyncRpcError`, with the JSON-RPC code and the daemon's
  *   name for it (`kind`, `data.code`);
  * - every call has a timeout (30 s by default) and takes an `AbortSignal`;
+ * - it frames requests itself (an id, a map of calls in flight): json-rpc-2.0, which the daemon
+ *   serves with, ships CommonJS only, which a browser cannot import without a bundler;
  * - a lost connection is made again with jittered exponential backoff, asking `locate` again
  *   first (a daemon restarted on port 0 listens elsewhere); the subscription is renewed; calls
  *   made meanwhile wait for the connection (within their timeout), and calls that were in flight
@@ -82,7 +83,8 @@ export class OpsyncClient {
   readonly lease: Namespace<'lease'>;
   readonly rpc: Namespace<'rpc'>;
   private ws: WebSocketLike | null = null;
-  private readonly rpcClient: JSONRPCClient;
+  /** Calls sent and not answered, by id: each hears its answer, or the failure that ends it. */
+  private readonly inFlight = new Map<number, (answer: Answer | OpsyncRpcError) => void>();
   private nextId = 1;
   private state: ConnectionState = 'reconnecting';
   private subscription: Input<'sync.subscribe'> | null = null;
@@ -97,7 +99,6 @@ export class OpsyncClient {
     private readonly locate: Locate,
     private readonly options: ClientOptions,
   ) {
-    this.rpcClient = new JSONRPCClient((request) => this.ws?.send(JSON.stringify(request)));
     this.sync = this.namespace('sync');
     this.lease = this.namespace('lease');
     this.rpc = this.namespace('rpc');
@@ -119,12 +120,14 @@ export class OpsyncClient {
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs ?? 30_000;
     return new Promise<Result<M>>((resolve, reject) => {
       let settled = false;
+      let id: number | null = null;
       const finish = (outcome: () => void) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         options.signal?.removeEventListener('abort', onAbort);
         this.waiting.delete(send);
+        if (id !== null) this.inFlight.delete(id);
         outcome();
       };
       const fail = (kind: string, message: string) => finish(() => reject(new OpsyncRpcError(CLIENT_ERROR, message, { code: kind })));
@@ -132,17 +135,7 @@ export class OpsyncClient {
       const timer = setTimeout(() => fail('timeout', `${method} had no answer within ${timeoutMs} ms.`), timeoutMs);
       const send = () => {
         this.waiting.delete(send);
-        this.rpcClient.requestAdvanced({ jsonrpc: '2.0', id: this.nextId++, method, params: params ?? {} }).then(
-          (response: JSONRPCResponse) =>
-            finish(() =>
-              response.error
-                ? reject(
-                    new OpsyncRpcError(response.error.code, response.error.message, (response.error.data ?? {}) as Record<string, unknown>),
-                  )
-                : resolve(response.result as Result<M>),
-            ),
-          (error: unknown) => finish(() => reject(lost(method, error))),
-        );
+        id = this.exchange(method, params ?? {}, (answer) => finish(() => answered(answer, resolve, reject)));
       };
       if (options.signal?.aborted) return onAbort();
       options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -175,7 +168,7 @@ export class OpsyncClient {
     this.setState('closed');
     if (this.retry) clearTimeout(this.retry);
     for (const fail of [...this.waiting.values()]) fail('closed', 'the client was closed before the call could be sent.');
-    this.rpcClient.rejectAllPendingRequests('closed');
+    this.endInFlight('closed', 'the client was closed before the daemon answered.');
     this.ws?.close(1000, 'client closed');
   }
 
@@ -205,7 +198,11 @@ export class OpsyncClient {
     ws.onerror = null;
     ws.onclose = () => this.lost(ws);
     this.attempt = 0;
-    if (this.subscription) await this.rpcClient.request('sync.subscribe', this.subscription);
+    const subscription = this.subscription;
+    if (subscription)
+      await new Promise<void>((resolve, reject) =>
+        this.exchange('sync.subscribe', subscription, (answer) => answered(answer, () => resolve(), reject)),
+      );
     this.setState('open');
     for (const send of [...this.waiting.keys()]) send();
   }
@@ -217,14 +214,33 @@ export class OpsyncClient {
     } catch {
       return;
     }
-    if (message && typeof message === 'object' && !Array.isArray(message) && typeof message.method === 'string') {
-      if (message.method === 'sync.changed') for (const listener of this.changeListeners) listener(message.params as Change);
-    } else this.rpcClient.receive(message as never);
+    if (!message || typeof message !== 'object' || Array.isArray(message)) return;
+    if (message.method === 'sync.changed') for (const listener of this.changeListeners) listener(message.params as Change);
+    const { id } = message as { id?: unknown };
+    const waiter = typeof id === 'number' ? this.inFlight.get(id) : undefined;
+    if (waiter) {
+      this.inFlight.delete(id as number);
+      waiter(message as Answer);
+    }
+  }
+
+  /** Sends a request now; `done` hears its answer, or the failure that ends it. Returns its id. */
+  private exchange(method: string, params: unknown, done: (answer: Answer | OpsyncRpcError) => void): number {
+    const id = this.nextId++;
+    this.inFlight.set(id, done);
+    this.ws?.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+    return id;
+  }
+
+  private endInFlight(kind: 'closed' | 'connection_lost', why: string): void {
+    const ended = [...this.inFlight.values()];
+    this.inFlight.clear();
+    for (const done of ended) done(new OpsyncRpcError(CLIENT_ERROR, why, { code: kind }));
   }
 
   private lost(ws: WebSocketLike): void {
     if (this.ws !== ws || this.state === 'closed') return;
-    this.rpcClient.rejectAllPendingRequests('connection_lost');
+    this.endInFlight('connection_lost', 'the connection closed before the daemon answered; the daemon may or may not have run the call.');
     if (this.options.reconnect === false) return this.close();
     this.setState('reconnecting');
     this.schedule();
@@ -249,12 +265,14 @@ export class OpsyncClient {
   }
 }
 
-function lost(method: string, error: unknown): OpsyncRpcError {
-  if (error instanceof JSONRPCErrorException)
-    return new OpsyncRpcError(error.code, error.message, (error.data ?? {}) as Record<string, unknown>);
-  const why = error instanceof Error ? error.message : String(error);
-  if (why === 'closed') return new OpsyncRpcError(CLIENT_ERROR, `${method}: the client was closed.`, { code: 'closed' });
-  return new OpsyncRpcError(CLIENT_ERROR, `${method}: the connection closed before the daemon answered; it may or may not have run.`, {
-    code: 'connection_lost',
-  });
+/** A JSON-RPC response: its result, or its error. */
+interface Answer {
+  readonly result?: unknown;
+  readonly error?: { readonly code: number; readonly message: string; readonly data?: Record<string, unknown> };
+}
+
+function answered<T>(answer: Answer | OpsyncRpcError, resolve: (result: T) => void, reject: (error: OpsyncRpcError) => void): void {
+  if (answer instanceof OpsyncRpcError) reject(answer);
+  else if (answer.error) reject(new OpsyncRpcError(answer.error.code, answer.error.message, answer.error.data ?? {}));
+  else resolve(answer.result as T);
 }

@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { Chromium } from '../helpers/chromium.js';
@@ -32,7 +34,17 @@ window.run = (url, token) => new Promise((resolve) => {
 </script>`;
 
 async function pageServer(): Promise<{ server: Server; origin: string }> {
-  const server = createServer((_request, response) => response.writeHead(200, { 'content-type': 'text/html' }).end(PAGE));
+  const server = createServer((request, response) => {
+    const path = request.url ?? '/';
+    if (path === '/client-page')
+      return void readFile('examples/browser-page.html').then((page) => response.writeHead(200, { 'content-type': 'text/html' }).end(page));
+    const module = /^\/client\/(browser|client)\.js$/.exec(path);
+    if (module)
+      return void readFile(join(process.cwd(), 'dist', 'src', 'client', `${module[1]}.js`)).then((code) =>
+        response.writeHead(200, { 'content-type': 'text/javascript' }).end(code),
+      );
+    response.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
@@ -68,6 +80,26 @@ describe('a browser page', () => {
       await browser.close();
       await daemon.stop();
       for (const { server } of [allowed, foreign]) await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it("runs the client's browser build (examples/browser-page.html): typed calls, the change feed and named errors", async () => {
+    const page = await pageServer();
+    const daemon = await DaemonProcess.start(await tempDir(), await tempDir(), ['--allow-origin', page.origin]);
+    const browser = await Chromium.launch();
+    try {
+      await browser.navigate(`${page.origin}/client-page`);
+      await browser.waitFor('typeof window.runClient === "function"');
+      const ran = await browser.evaluate<{ seq: number; change: unknown; refused: unknown }>(
+        `runClient(${JSON.stringify((await daemon.info())!.url)}, ${JSON.stringify(await daemon.token())})`,
+      );
+      expect(ran.seq).toBe(0);
+      expect(ran.change).toMatchObject({ surfaces: ['skill'], origins: ['local'] });
+      expect(ran.refused).toEqual({ name: 'OpsyncRpcError', kind: 'lease_lost', code: -32061 });
+    } finally {
+      await browser.close();
+      await daemon.stop();
+      await new Promise((resolve) => page.server.close(resolve));
     }
   });
 });
