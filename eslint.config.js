@@ -144,7 +144,8 @@ export default tseslint.config(
   },
   {
     // One source for Node and browsers: the client and its browser entry load nothing from Node.
-    files: ['src/client/client.ts', 'src/client/browser.ts'],
+    files: ['src/client/**/*.ts'],
+    ignores: ['src/client/node.ts'],
     rules: {
       'no-restricted-imports': [
         'error',

@@ -1,6 +1,7 @@
 import { OpsyncClient, type ClientOptions, type WebSocketLike } from './client.js';
 
 export * from './client.js';
+export * from './fenced.js';
 export type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
 
 /**

@@ -4,6 +4,7 @@ import WebSocket from 'ws';
 import { OpsyncClient, type ClientOptions, type WebSocketLike } from './client.js';
 
 export * from './client.js';
+export * from './fenced.js';
 export type { Change, MethodName, OpsyncMethods } from '../rpc/api.js';
 
 /**

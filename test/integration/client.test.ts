@@ -1,7 +1,15 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { fromDataDir, OpsyncRpcError, type Change, type ConnectionState } from '../../src/client/node.js';
+import {
+  fenced,
+  FenceRefused,
+  fromDataDir,
+  OpsyncRpcError,
+  type Change,
+  type ConnectionState,
+  type EffectContext,
+} from '../../src/client/node.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
@@ -78,5 +86,47 @@ describe('the typed client', () => {
     const [code] = (await once(child, 'exit')) as [number];
     expect(output).toBe('');
     expect(code).toBe(0);
+  });
+});
+
+describe('fenced()', () => {
+  it('runs an effect once across two devices: committed, then already committed; refused while another device holds the lease', async () => {
+    const relay = await tempDir();
+    const [dirA, dirB] = [await tempDir(), await tempDir()];
+    const [a, b] = [await DaemonProcess.start(dirA, relay), await DaemonProcess.start(dirB, relay)];
+    const [clientA, clientB] = [await fromDataDir(dirA), await fromDataDir(dirB)];
+    const effects: string[] = [];
+    const effect = (device: string) => (context: EffectContext) => {
+      effects.push(`${device} ${context.idempotencyKey} at ${context.epoch}`);
+      return Promise.resolve(device);
+    };
+    try {
+      const first = await fenced(clientA, { agent_id: 'agent-f', run_id: 'r1' }, effect('a'));
+      expect(first).toMatchObject({ status: 'committed', result: 'a', epoch: 1 });
+      // The lease is kept for the agent's next run: B cannot take it meanwhile.
+      const refused = await fenced(clientB, { agent_id: 'agent-f', run_id: 'r2' }, effect('b')).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(FenceRefused);
+      expect((refused as FenceRefused).kind).toBe('lease_held');
+      // A again: the same run is not run twice, and a new run reuses the lease.
+      expect(await fenced(clientA, { agent_id: 'agent-f', run_id: 'r1' }, effect('a'))).toMatchObject({ status: 'already_committed' });
+      expect(await fenced(clientA, { agent_id: 'agent-f', run_id: 'r2' }, effect('a'))).toMatchObject({ status: 'committed', epoch: 1 });
+      // A fails over to B: B sees r1 committed (once synced) and runs only what is new.
+      await clientA.lease.release({ agent_id: 'agent-f', epoch: 1 });
+      await clientA.sync.pump();
+      await clientB.sync.pump();
+      expect(await fenced(clientB, { agent_id: 'agent-f', run_id: 'r1' }, effect('b'))).toMatchObject({ status: 'already_committed' });
+      expect(await fenced(clientB, { agent_id: 'agent-f', run_id: 'r3' }, effect('b'))).toMatchObject({ status: 'committed', epoch: 2 });
+      expect(effects).toEqual(['a agent-f/r1 at 1', 'a agent-f/r2 at 1', 'b agent-f/r3 at 2']);
+      // An effect that throws is recorded failed and its error comes back.
+      await expect(
+        fenced(clientB, { agent_id: 'agent-f', run_id: 'r4' }, () => Promise.reject(new Error('the API said no'))),
+      ).rejects.toThrow('the API said no');
+      const { records } = await clientB.sync.records({ surface: 'intent' });
+      expect(records.find((record) => record.key.endsWith('r4'))).toMatchObject({ payload: { status: 'failed' } });
+    } finally {
+      clientA.close();
+      clientB.close();
+      await Promise.all([a.stop(), b.stop()]);
+    }
   });
 });
