@@ -174,8 +174,9 @@ export class OpsyncClient {
 
   private namespace<P extends string>(prefix: P): Namespace<P> {
     return new Proxy({} as Namespace<P>, {
+      // Not `then`: a namespace must not look like a promise to `await`.
       get: (_target, name) =>
-        typeof name === 'string'
+        typeof name === 'string' && name !== 'then'
           ? (params?: object, options?: CallOptions) => this.call(`${prefix}.${name}` as MethodName, params ?? {}, options)
           : undefined,
     });
@@ -195,7 +196,8 @@ export class OpsyncClient {
         reject(new OpsyncRpcError(CLIENT_ERROR, `The daemon closed the connection (${code}).`, { code: 'connection_lost' }));
     });
     ws.onmessage = ({ data }) => this.receive(String(data));
-    ws.onerror = null;
+    // Kept, not cleared: a socket error without a listener would be thrown (ws); the close that follows is what counts.
+    ws.onerror = () => undefined;
     ws.onclose = () => this.lost(ws);
     this.attempt = 0;
     const subscription = this.subscription;
@@ -241,6 +243,8 @@ export class OpsyncClient {
   private lost(ws: WebSocketLike): void {
     if (this.ws !== ws || this.state === 'closed') return;
     this.endInFlight('connection_lost', 'the connection closed before the daemon answered; the daemon may or may not have run the call.');
+    // Lost while an open was renewing the subscription: that open fails, and tries again itself.
+    if (this.state !== 'open') return;
     if (this.options.reconnect === false) return this.close();
     this.setState('reconnecting');
     this.schedule();

@@ -38,10 +38,11 @@ async function pageServer(): Promise<{ server: Server; origin: string }> {
     const path = request.url ?? '/';
     if (path === '/client-page')
       return void readFile('examples/browser-page.html').then((page) => response.writeHead(200, { 'content-type': 'text/html' }).end(page));
-    const module = /^\/client\/(browser|client)\.js$/.exec(path);
+    const module = /^\/client\/([a-z-]+)\.js$/.exec(path);
     if (module)
-      return void readFile(join(process.cwd(), 'dist', 'src', 'client', `${module[1]}.js`)).then((code) =>
-        response.writeHead(200, { 'content-type': 'text/javascript' }).end(code),
+      return void readFile(join(process.cwd(), 'dist', 'src', 'client', `${module[1]}.js`)).then(
+        (code) => response.writeHead(200, { 'content-type': 'text/javascript' }).end(code),
+        () => response.writeHead(404).end(),
       );
     response.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
   });
