@@ -26,6 +26,7 @@ const layers = [
   ['daemon'],
   ['cli'],
   ['client'],
+  ['testing'],
 ];
 
 /** Pure core: no I/O, no clock, no randomness (README.md §Layout and specs). */
@@ -92,7 +93,7 @@ const clientZones = [
     target: './src/client',
     from: layers
       .flat()
-      .filter((name) => name !== 'client' && name !== 'rpc')
+      .filter((name) => name !== 'client' && name !== 'rpc' && name !== 'testing')
       .map((name) => `./src/${name}`),
     message: clientMessage,
   },

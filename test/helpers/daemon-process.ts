@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encodeKeyFile } from '../../src/crypto/scope-key.js';
 import { RpcClient } from '../../src/rpc/rpc-client.js';
 import { running } from './running-daemons.js';
+import { placeKey, startArgs } from '../../src/testing/daemons.js';
 import { PERSONAL_KEY } from './world.js';
 
 /**
@@ -53,22 +54,8 @@ export class DaemonProcess {
     extra: readonly string[] = [],
     { fileSizeLimitKiB, openFilesLimit }: { fileSizeLimitKiB?: number; openFilesLimit?: number } = {},
   ): Promise<DaemonProcess> {
-    await mkdir(join(dataDir, 'keys'), { recursive: true });
-    await writeFile(join(dataDir, 'keys', 'personal.json'), encodeKeyFile(PERSONAL_KEY), { mode: 0o600 });
-    const argv = [
-      process.execPath,
-      cli(),
-      'start',
-      '--data-dir',
-      dataDir,
-      '--relay',
-      relay,
-      '--listen',
-      '127.0.0.1:0',
-      '--log-level',
-      'info',
-      ...extra,
-    ];
+    await placeKey(dataDir, encodeKeyFile(PERSONAL_KEY));
+    const argv = [process.execPath, ...startArgs(dataDir, relay, 'info', extra)];
     const limits = [
       ...(fileSizeLimitKiB === undefined ? [] : [`trap '' XFSZ; ulimit -f ${fileSizeLimitKiB}`]),
       ...(openFilesLimit === undefined ? [] : [`ulimit -n ${openFilesLimit}`]),

@@ -88,6 +88,20 @@ console.log(JSON.stringify({ seq, records: counts.records }));
 client.close();`,
     );
     expect(JSON.parse(await ok(process.execPath, [join(host, 'host.js'), dataDir]))).toEqual({ seq: 1, records: 2 });
+    // And its test suite starts daemons of its own through `opsync/testing`.
+    await writeFile(
+      join(host, 'suite.js'),
+      `import { startDaemons } from 'opsync/testing';
+const cluster = await startDaemons(2);
+const [a, b] = await Promise.all(cluster.daemons.map((daemon) => daemon.client()));
+await a.sync.append({ surface: 'skill', payload: { id: 'in-a-suite' } });
+await a.sync.pump();
+await b.sync.pump();
+const { records } = await b.sync.records({ surface: 'skill' });
+await cluster.stop();
+console.log(JSON.stringify(records.map((record) => record.key)));`,
+    );
+    expect(JSON.parse(await ok(process.execPath, [join(host, 'suite.js')]))).toEqual(['in-a-suite']);
     expect((await run(packed.bin, ['stop', ...flags])).code).toBe(0);
     expect(await exited).toBe(0);
   });
