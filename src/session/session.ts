@@ -257,7 +257,9 @@ export class Session {
       this.assertUsable();
       await outbox.ensureContact();
       const { pushed, deduped } = await outbox.flush(this.lastError !== null);
-      await peers.refresh(false);
+      // An explicit pump reads the roster afresh, so that the status right after it is current;
+      // background pumps read it at most every `rosterRefreshMs`.
+      await peers.refresh(eagerAck);
       const { folded, rebased } = await pull.pull();
       maintenance.counted(folded);
       const state_hash = replica.state.stateHash();

@@ -40,17 +40,3 @@ export async function converged(clients: readonly RpcClient[], timeoutMs = 60_00
     throw new Error(`no convergence within ${timeoutMs} ms: ${JSON.stringify(last)}`, { cause: error });
   });
 }
-
-/**
- * Pumps `client` until its roster lists `device`: a device reads the relay's roster at most once
- * a second, in pumps, so a device that just joined shows after a pump or two.
- */
-export async function untilRosterHolds(client: RpcClient, device: string, timeoutMs = 30_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; ;) {
-    await client.call('sync.pump');
-    const { roster } = await client.call<{ roster: Array<{ device_id: string }> }>('sync.status');
-    if (roster.some((entry) => entry.device_id === device)) return;
-    if (Date.now() > deadline) throw new Error(`the roster did not list ${device} within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}

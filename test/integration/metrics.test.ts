@@ -2,7 +2,6 @@ import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { untilRosterHolds } from '../helpers/converged.js';
 import { DaemonProcess } from '../helpers/daemon-process.js';
 import { useTempDirs } from '../helpers/temp-dir.js';
 
@@ -50,9 +49,11 @@ describe('metrics', () => {
       await clientA.call('lease.acquire', { agent_id: 'agent-m', ttl_ms: 60_000 });
       await clientA.call('sync.pump');
       await clientB.call('sync.pump');
-      // A reads the relay's roster at most once a second: it pumps until that roster holds B.
       const deviceB = (await b.info())!.device_id;
-      await untilRosterHolds(clientA, deviceB);
+      // An explicit pump reads the relay's roster afresh: A's status now lists B.
+      await clientA.call('sync.pump');
+      const { roster } = await clientA.call<{ roster: Array<{ device_id: string }> }>('sync.status');
+      expect(roster.map((entry) => entry.device_id)).toContain(deviceB);
       await expect(clientA.call('sync.nope')).rejects.toThrow(/not found/);
 
       const textA = await scrape(a);
